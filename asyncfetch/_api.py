@@ -1,0 +1,39 @@
+"""The sync entry points over the async engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from os import PathLike
+
+from ._config import RetryPolicy, Timeouts
+from ._engine import fetch
+from ._models import FetchResult, ProgressCallback
+from ._sync import run_sync
+
+
+def download(
+    url: str,
+    dest: str | PathLike[str],
+    *,
+    mirrors: Iterable[str] = (),
+    sha256: str | None = None,
+    connections: int = 16,
+    chunk_size: int | None = None,
+    retry: RetryPolicy | int | None = None,
+    timeout: Timeouts | float | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    hash: bool = True,
+) -> FetchResult:
+    """Download ``url`` to ``dest``: the blocking form of :func:`asyncfetch.fetch`.
+
+    Works from plain scripts and from inside a running event loop (it then runs on a helper
+    thread). Same arguments, result and errors as :func:`asyncfetch.fetch`.
+    """
+    return run_sync(
+        fetch(
+            url, dest, mirrors=mirrors, sha256=sha256, connections=connections,
+            chunk_size=chunk_size, retry=retry, timeout=timeout, headers=headers,
+            progress=progress, hash=hash,
+        )  # fmt: skip
+    )

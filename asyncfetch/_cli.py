@@ -1,0 +1,156 @@
+"""The command line: ``asyncfetch get|...``, built on the public API only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _api
+from ._cache import cached_path
+from ._config import RetryPolicy, Timeouts, parse_size
+from ._errors import FetchError
+from ._models import FetchResult, ProgressCallback
+from ._progress import ProgressBar
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except FetchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    get = commands.add_parser("get", help="download one file, verified")
+    get.add_argument("url", help="the file's URL")
+    where = get.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", type=Path, help="the output file path")
+    where.add_argument("--dir", type=Path, help="directory to put the file in (name from URL)")
+    get.add_argument("--mirror", action="append", default=[], help="another URL of the file")
+    get.add_argument("--sha256", help="expected SHA-256 (64 hex digits)")
+    get.add_argument("--connections", type=_positive_int, default=16, help="default: 16")
+    get.add_argument("--chunk-size", type=_size, help="bytes per request, e.g. 8M")
+    get.add_argument("--retries", type=int, default=None, help="retries per range (default 4)")
+    get.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
+    get.add_argument("--no-hash", action="store_true", help="skip SHA-256 (no --sha256 only)")
+    _add_output_flags(get)
+    get.set_defaults(handler=_get)
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    bars = parser.add_mutually_exclusive_group()
+    bars.add_argument("--no-progress", action="store_true", help="never draw progress bars")
+    bars.add_argument("--progress", action="store_true", help="draw bars even off a terminal")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per result")
+
+
+def _get(args: argparse.Namespace) -> int:
+    dest = args.output or cached_path(args.url) if not args.dir else args.dir / ""
+    if args.dir:
+        dest = cached_path(args.url, model_dir=args.dir)
+    progress = _progress_for(args, dest.name)
+    try:
+        result = _api.download(
+            args.url,
+            dest,
+            mirrors=args.mirror,
+            sha256=args.sha256,
+            connections=args.connections,
+            chunk_size=args.chunk_size,
+            retry=RetryPolicy.coerce(args.retries),
+            timeout=Timeouts.coerce(args.timeout),
+            progress=progress,
+            hash=not args.no_hash,
+        )
+    finally:
+        if isinstance(progress, ProgressBar):
+            progress.close()
+    _print_result(result, args.json)
+    return EXIT_OK
+
+
+def _progress_for(args: argparse.Namespace, name: str) -> ProgressCallback | None:
+    if args.no_progress or args.json and not args.progress:
+        return None
+    if args.progress or sys.stderr.isatty():
+        return ProgressBar(name)
+    return None
+
+
+def result_json(result: FetchResult, url: str | None = None) -> dict[str, Any]:
+    """A FetchResult as a JSON-ready dict."""
+    return {
+        "url": url,
+        "path": str(result.path),
+        "size": result.size,
+        "sha256": result.sha256,
+        "elapsed": round(result.elapsed, 3),
+        "speed": round(result.speed),
+        "bytes_by_mirror": result.bytes_by_mirror,
+        "resumed_bytes": result.resumed_bytes,
+        "retries": result.retries,
+    }
+
+
+def _print_result(result: FetchResult, as_json: bool) -> None:
+    if as_json:
+        url = next(iter(result.bytes_by_mirror), None)
+        print(json.dumps(result_json(result, url)), flush=True)
+        return
+    speed = result.speed / 1e6
+    digest = f" sha256={result.sha256}" if result.sha256 else ""
+    print(f"{result.path} {result.size} bytes in {result.elapsed:.2f}s ({speed:.1f} MB/s){digest}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="asyncfetch",
+        description="Fast, verified, resumable downloads of large files (model checkpoints).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_get(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``asyncfetch`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except FetchError as exc:
+        print(f"asyncfetch: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("asyncfetch: interrupted; run the same command again to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Settings: timeouts, connection limits, retry policy, and the environment, read in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._errors import InvalidRequest
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_CONNECTIONS = 16
+DEFAULT_ATTEMPTS = 5
+DEFAULT_BACKOFF_INITIAL = 0.5
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_JITTER = 0.5
+DEFAULT_MAX_REDIRECTS = 10
+MAX_RETRY_AFTER = 300.0
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeouts:
+    """Per-connection timeouts, in seconds. There is no total timeout.
+
+    Args:
+        connect: to open a connection (TCP and TLS).
+        read: the longest silence while reading a body; a slow but live download never trips it.
+    """
+
+    connect: float = DEFAULT_CONNECT_TIMEOUT
+    read: float = DEFAULT_READ_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.connect <= 0 or self.read <= 0:
+            raise InvalidRequest(f"timeouts must be positive, got {self}")
+
+    @classmethod
+    def coerce(cls, value: Timeouts | float | None) -> Timeouts:
+        """Accept a Timeouts, a bare number (used for both), or None (defaults)."""
+        if value is None:
+            return cls()
+        if isinstance(value, Timeouts):
+            return value
+        return cls(connect=float(value), read=float(value))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently a failed request is tried again.
+
+    Args:
+        attempts: tries per byte range, the first included (1 means no retry).
+        backoff_initial: first wait, doubled after each failure up to ``backoff_max``.
+        backoff_max: the longest wait between two tries.
+        jitter: up to this many seconds of random extra wait, so clients do not retry in step.
+        sleep: the coroutine that waits; tests inject one that does not.
+    """
+
+    attempts: int = DEFAULT_ATTEMPTS
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    jitter: float = DEFAULT_JITTER
+    sleep: Sleep = field(default=asyncio.sleep, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise InvalidRequest(f"retry attempts must be at least 1, got {self.attempts}")
+        if self.backoff_initial < 0 or self.backoff_max < 0 or self.jitter < 0:
+            raise InvalidRequest(f"retry waits must not be negative, got {self}")
+
+    @classmethod
+    def coerce(cls, value: RetryPolicy | int | None) -> RetryPolicy:
+        """Accept a RetryPolicy, a bare number of retries (after the first try), or None."""
+        if value is None:
+            return cls()
+        if isinstance(value, RetryPolicy):
+            return value
+        return cls(attempts=int(value) + 1)
+
+
+def check_connections(connections: int) -> int:
+    """Return ``connections`` if it is a usable connection count, else raise InvalidRequest."""
+    if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
+        raise InvalidRequest(f"connections must be a whole number >= 1, got {connections!r}")
+    return connections
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvSettings:
+    """What the environment says (``ASYNCFETCH_*``, ``TORCH_HOME``, ``XDG_CACHE_HOME``)."""
+
+    offline: bool = False
+    registry: Path | None = None
+    torch_home: Path = field(default_factory=lambda: Path.home() / ".cache" / "torch")
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
+    """Read the environment variables asyncfetch honours (the only place that does)."""
+    env = os.environ if environ is None else environ
+    offline = env.get("ASYNCFETCH_OFFLINE", "").strip().lower() in _TRUE
+    registry = env.get("ASYNCFETCH_REGISTRY")
+    return EnvSettings(
+        offline=offline,
+        registry=Path(registry).expanduser() if registry else None,
+        torch_home=_torch_home(env),
+    )
+
+
+def _torch_home(env: Mapping[str, str]) -> Path:
+    """torch.hub's rule: $TORCH_HOME, else $XDG_CACHE_HOME/torch, else ~/.cache/torch."""
+    if env.get("TORCH_HOME"):
+        return Path(env["TORCH_HOME"]).expanduser()
+    xdg = env.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
+    return Path(xdg).expanduser() / "torch"
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``8M``, ``16MiB``, ``1G``, ``512k`` or a plain number (binary units).
+
+    Raises:
+        InvalidRequest: for anything else.
+    """
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise InvalidRequest(f"unknown size {text!r}; use a number with K, M, G or T (e.g. 8M)")
+    number, unit = float(match[1]), match[2].lower()
+    value = int(number * (1 << (10 * " kmgt".index(unit or " "))))
+    if value < 1:
+        raise InvalidRequest(f"size {text!r} must be at least one byte")
+    return value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``90``, ``30s``, ``15m``, ``12h``, ``7d`` or ``2w``.
+
+    Raises:
+        InvalidRequest: for anything else.
+    """
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise InvalidRequest(f"unknown duration {text!r}; use a number with s, m, h, d or w")
+    return float(match[1]) * _DURATION_UNITS[match[2].lower()]

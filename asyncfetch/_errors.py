@@ -1,0 +1,177 @@
+"""The errors asyncfetch raises: one tree rooted at :class:`FetchError`.
+
+::
+
+    FetchError
+    ├── InvalidRequest (ValueError)        bad URL, option or digest given by the caller
+    ├── DestinationError (OSError)         output path unusable: no dir, read-only, disk full
+    ├── OfflineError                       offline mode and the file is not in the cache
+    ├── IntegrityError (ValueError)        size or SHA-256 of the finished file does not match
+    ├── TransportError                     one request failed (``retryable`` says if worth retrying)
+    │   ├── HTTPStatusError                the server answered with an error status
+    │   ├── ConnectionFailed (ConnectionError)  refused, reset, DNS, TLS
+    │   ├── FetchTimeout (TimeoutError)    connect or read-idle timeout
+    │   ├── TruncatedBody                  the body ended before the promised length
+    │   ├── ProtocolError                  the answer does not fit the request (wrong range, ...)
+    │   └── TooManyRedirects               a redirect loop or too long a chain
+    └── RetriesExhausted                   a byte range failed on every attempt and every source
+
+Every error carries its context as attributes (``url``, ``path``, ``byte_range``, ``attempts``,
+...), says in its message what happened and what to do next, and survives pickling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _restore(cls: type[FetchError], args: tuple[Any, ...], state: dict[str, Any]) -> FetchError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
+
+class FetchError(Exception):
+    """Base of every error asyncfetch raises.
+
+    Attributes:
+        url: the URL concerned, when there is one.
+    """
+
+    url: str | None
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class InvalidRequest(FetchError, ValueError):
+    """The caller asked for something that cannot work (bad URL, option or digest)."""
+
+
+class DestinationError(FetchError, OSError):
+    """The output path cannot be used: missing or read-only directory, disk full, a directory.
+
+    Attributes:
+        path: the path concerned.
+    """
+
+    def __init__(self, message: str, *, path: str, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.path = path
+
+
+class OfflineError(FetchError):
+    """Offline mode is on and the file is not in the cache.
+
+    Attributes:
+        path: where the file was looked for.
+    """
+
+    def __init__(self, message: str, *, path: str, url: str | None = None) -> None:
+        super().__init__(message, url=url)
+        self.path = path
+
+
+class IntegrityError(FetchError, ValueError):
+    """The finished file's size or SHA-256 is not what was expected.
+
+    Attributes:
+        expected: the expected digest (or size, as text).
+        actual: what was computed.
+    """
+
+    def __init__(self, message: str, *, url: str | None, expected: str, actual: str) -> None:
+        super().__init__(message, url=url)
+        self.expected = expected
+        self.actual = actual
+
+
+class TransportError(FetchError):
+    """One HTTP exchange failed.
+
+    Attributes:
+        retryable: whether trying again (later, or elsewhere) may succeed.
+        retry_after: seconds the server asked us to wait, if it said so.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, url=url)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class HTTPStatusError(TransportError):
+    """The server answered with an error status.
+
+    Attributes:
+        status: the HTTP status code.
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None, status: int, retry_after: float | None = None
+    ) -> None:
+        retryable = status in RETRYABLE_STATUSES or status >= 500
+        super().__init__(message, url=url, retryable=retryable, retry_after=retry_after)
+        self.status = status
+
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class ConnectionFailed(TransportError, ConnectionError):
+    """The connection could not be made, or broke (refused, reset, DNS, TLS)."""
+
+
+class FetchTimeout(TransportError, TimeoutError):
+    """No connection within the connect timeout, or no bytes within the read timeout."""
+
+
+class TruncatedBody(TransportError):
+    """The body ended before the length the server promised."""
+
+
+class ProtocolError(TransportError):
+    """The server's answer does not fit the request (a wrong range, a size that changed)."""
+
+
+class TooManyRedirects(TransportError):
+    """The server redirected in a loop or through too long a chain."""
+
+    def __init__(self, message: str, *, url: str | None) -> None:
+        super().__init__(message, url=url, retryable=False)
+
+
+class RetriesExhausted(FetchError):
+    """A byte range could not be fetched: every attempt on every source failed.
+
+    Attributes:
+        byte_range: ``(start, end)``, end exclusive, of the part that was still missing.
+        attempts: how many attempts were made.
+        failures: the last failure of each source, as ``{url: message}``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None,
+        byte_range: tuple[int, int] | None,
+        attempts: int,
+        failures: dict[str, str],
+    ) -> None:
+        super().__init__(message, url=url)
+        self.byte_range = byte_range
+        self.attempts = attempts
+        self.failures = failures

@@ -1,0 +1,117 @@
+"""Sources of one file: speed estimates, health, benching and choice. Pure, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BENCH_INITIAL = 0.5
+BENCH_MAX = 30.0
+
+
+@dataclass
+class SourceState:
+    """What we know about one source (a URL serving the file) during a download."""
+
+    url: str
+    bytes_received: int = 0
+    seconds_busy: float = 0.0
+    failures: int = 0
+    consecutive_failures: int = 0
+    benched_until: float = 0.0
+    last_error: str | None = None
+    dropped: str | None = None
+
+    @property
+    def speed(self) -> float:
+        """Measured bytes per second per connection (0 before any bytes arrived)."""
+        return self.bytes_received / self.seconds_busy if self.seconds_busy > 0 else 0.0
+
+    def usable(self, now: float) -> bool:
+        """Not dropped and not benched at ``now``."""
+        return self.dropped is None and self.benched_until <= now
+
+
+@dataclass
+class MirrorBoard:
+    """The scoreboard of all sources: who is healthy, who is fast, where a worker goes next."""
+
+    sources: list[SourceState] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, urls: list[str]) -> MirrorBoard:
+        """A board for ``urls``, in order of preference."""
+        return cls([SourceState(url) for url in urls])
+
+    def get(self, url: str) -> SourceState:
+        """The state of ``url``'s source."""
+        for source in self.sources:
+            if source.url == url:
+                return source
+        raise KeyError(url)
+
+    def home_for(self, worker: int) -> str:
+        """The source worker number ``worker`` starts on: connections spread round-robin."""
+        live = [s for s in self.sources if s.dropped is None] or self.sources
+        return live[worker % len(live)].url
+
+    def pick(self, preferred: str, now: float) -> str | None:
+        """The source to use now.
+
+        ``preferred`` when usable, else the fastest usable one, else (all benched) the one
+        back soonest; None when every source is dropped.
+        """
+        if self.get(preferred).usable(now):
+            return preferred
+        usable = [s for s in self.sources if s.usable(now)]
+        if usable:
+            return max(usable, key=lambda s: s.speed).url
+        alive = [s for s in self.sources if s.dropped is None]
+        return min(alive, key=lambda s: s.benched_until).url if alive else None
+
+    def others_usable(self, url: str, now: float) -> bool:
+        """Whether a source other than ``url`` can be used right now."""
+        return any(s.usable(now) for s in self.sources if s.url != url)
+
+    def alive(self) -> bool:
+        """Whether any source is not dropped."""
+        return any(s.dropped is None for s in self.sources)
+
+    def next_usable_at(self) -> float | None:
+        """When the first benched source comes back, or None if every source is dropped."""
+        waiting = [s.benched_until for s in self.sources if s.dropped is None]
+        return min(waiting, default=None)
+
+    def record_bytes(self, url: str, nbytes: int, seconds: float) -> None:
+        """``nbytes`` arrived from ``url`` in ``seconds`` of one connection's time."""
+        source = self.get(url)
+        source.bytes_received += nbytes
+        source.seconds_busy += seconds
+        if nbytes:
+            source.consecutive_failures = 0
+
+    def record_failure(
+        self, url: str, message: str, now: float, retry_after: float | None = None
+    ) -> float:
+        """Note a failure and bench the source; returns how long it is benched."""
+        source = self.get(url)
+        source.failures += 1
+        source.consecutive_failures += 1
+        source.last_error = message
+        backoff = min(BENCH_INITIAL * 2 ** (source.consecutive_failures - 1), BENCH_MAX)
+        pause = retry_after if retry_after is not None else backoff
+        source.benched_until = max(source.benched_until, now + pause)
+        return pause
+
+    def drop(self, url: str, reason: str) -> None:
+        """Stop using ``url`` for this download (it serves a different file, or bad bytes)."""
+        source = self.get(url)
+        source.dropped = reason
+        source.last_error = reason
+
+    def failures(self) -> dict[str, str]:
+        """Each source's last failure, for error messages."""
+        return {s.url: s.last_error for s in self.sources if s.last_error}
+
+    def bytes_by_source(self) -> dict[str, int]:
+        """Bytes received from each source."""
+        return {s.url: s.bytes_received for s in self.sources}

@@ -1,0 +1,116 @@
+"""The nouns: byte ranges, what a server told us, results, and progress events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True, order=True)
+class ByteRange:
+    """Bytes ``start`` up to, not including, ``end``."""
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start <= self.end:
+            raise ValueError(f"bad byte range {self.start}-{self.end}")
+
+    @property
+    def length(self) -> int:
+        """How many bytes the range holds."""
+        return self.end - self.start
+
+    def header(self) -> str:
+        """The HTTP ``Range`` header value asking for exactly this range."""
+        return f"bytes={self.start}-{self.end - 1}"
+
+    def __str__(self) -> str:
+        return f"bytes {self.start}-{self.end - 1}"
+
+
+@dataclass(frozen=True)
+class RemoteInfo:
+    """What probing a URL found out.
+
+    Attributes:
+        url: the URL asked for.
+        final_url: where redirects led; ranged requests go there.
+        size: the file's size in bytes, or None when the server does not say.
+        accepts_ranges: whether the server answers Range requests with 206.
+        etag: the ETag validator, if any.
+        last_modified: the Last-Modified validator, if any.
+    """
+
+    url: str
+    final_url: str
+    size: int | None
+    accepts_ranges: bool
+    etag: str | None = None
+    last_modified: str | None = None
+
+    @property
+    def validator(self) -> str | None:
+        """The value to send in ``If-Range``: a strong ETag, else Last-Modified."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A finished, verified download.
+
+    Attributes:
+        path: where the file now is.
+        size: its size in bytes.
+        sha256: its SHA-256 as hex, or None when hashing was turned off.
+        elapsed: seconds from start to the file being in place.
+        bytes_by_mirror: bytes received from each source URL in this run.
+        resumed_bytes: bytes that were already on disk from an earlier run.
+        retries: requests that failed and were tried again.
+    """
+
+    path: Path
+    size: int
+    sha256: str | None
+    elapsed: float
+    bytes_by_mirror: dict[str, int] = field(default_factory=dict)
+    resumed_bytes: int = 0
+    retries: int = 0
+
+    @property
+    def speed(self) -> float:
+        """Bytes per second received in this run."""
+        received = self.size - self.resumed_bytes
+        return received / self.elapsed if self.elapsed > 0 else 0.0
+
+
+EventKind = Literal["started", "bytes", "retry", "source_switched", "verified", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Something that happened to one download, for progress bars and metrics.
+
+    Attributes:
+        kind: what happened.
+        url: the download's URL (its primary source).
+        total: the file's size, when known.
+        done: bytes on disk so far (resumed ones included).
+        delta: for ``bytes``, how many arrived since the last event.
+        message: for ``retry``, ``source_switched`` and ``failed``, what and why.
+    """
+
+    kind: EventKind
+    url: str
+    total: int | None = None
+    done: int = 0
+    delta: int = 0
+    message: str = ""
+
+
+ProgressCallback = Callable[[ProgressEvent], None]

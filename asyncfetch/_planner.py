@@ -1,0 +1,160 @@
+"""Byte-range planning: which bytes are on disk, which chunks to fetch, and work stealing.
+
+Pure logic, no I/O: easy to test with property tests.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from ._models import ByteRange
+
+MiB = 1 << 20
+FIRST_CHUNK = 1 * MiB
+DEFAULT_CHUNK = 16 * MiB
+MIN_SPLIT = 1 * MiB
+
+
+class Extents:
+    """A set of byte positions kept as sorted, disjoint, non-adjacent ``[start, end)`` runs."""
+
+    def __init__(self, runs: Iterable[tuple[int, int]] = ()) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        for start, end in runs:
+            self.add(start, end)
+
+    def add(self, start: int, end: int) -> None:
+        """Mark ``[start, end)`` as present, merging with touching or overlapping runs."""
+        if end <= start:
+            return
+        i = bisect.bisect_left(self._ends, start)
+        j = bisect.bisect_right(self._starts, end)
+        if i < j:
+            start = min(start, self._starts[i])
+            end = max(end, self._ends[j - 1])
+        self._starts[i:j] = [start]
+        self._ends[i:j] = [end]
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The runs, in order."""
+        return list(zip(self._starts, self._ends, strict=True))
+
+    def prefix(self) -> int:
+        """How many bytes from offset 0 on are present without a gap."""
+        if self._starts and self._starts[0] == 0:
+            return self._ends[0]
+        return 0
+
+    def total(self) -> int:
+        """How many bytes are present."""
+        return sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
+
+    def missing(self, size: int) -> list[ByteRange]:
+        """The gaps in ``[0, size)``."""
+        gaps: list[ByteRange] = []
+        cursor = 0
+        for start, end in self.runs():
+            if start >= size:
+                break
+            if start > cursor:
+                gaps.append(ByteRange(cursor, start))
+            cursor = max(cursor, end)
+        if cursor < size:
+            gaps.append(ByteRange(cursor, size))
+        return gaps
+
+
+def plan_chunks(
+    gaps: Iterable[ByteRange], *, connections: int, chunk_size: int | None = None
+) -> list[ByteRange]:
+    """Cut the missing ranges into chunks for the workers, in file order.
+
+    The first round of chunks is small and each later round twice as large, up to
+    ``chunk_size``: the in-order hash can start almost at once, and large files still need
+    few requests.
+    """
+    largest = chunk_size or DEFAULT_CHUNK
+    chunks: list[ByteRange] = []
+    for gap in gaps:
+        start = gap.start
+        while start < gap.end:
+            ramp = FIRST_CHUNK << min(len(chunks) // max(connections, 1), 20)
+            step = largest if chunk_size else min(largest, ramp)
+            end = min(start + step, gap.end)
+            chunks.append(ByteRange(start, end))
+            start = end
+    return chunks
+
+
+@dataclass(eq=False)
+class Task:
+    """One worker's job: bytes ``pos`` up to ``stop``. A thief may lower ``stop``.
+
+    ``pos`` is how far the bytes are written; ``reached`` how far they are received (the
+    worker may hold a batch not yet written), so a thief never takes bytes already in hand.
+    """
+
+    start: int
+    pos: int
+    stop: int
+    reached: int = 0
+
+    @property
+    def remaining(self) -> int:
+        """Bytes not yet received."""
+        return max(self.stop - max(self.pos, self.reached), 0)
+
+    def byte_range(self) -> ByteRange:
+        """What is still to fetch, as a ByteRange."""
+        return ByteRange(self.pos, max(self.pos, self.stop))
+
+
+class Scheduler:
+    """Hands chunks to workers in file order; when none are left, splits the largest one.
+
+    A finished worker takes the next chunk; near the end an idle worker takes the second half
+    of the largest chunk still in flight, so no slow connection holds the tail.
+    """
+
+    def __init__(self, chunks: Iterable[ByteRange], *, min_split: int = MIN_SPLIT) -> None:
+        self._pending: deque[Task] = deque(Task(c.start, c.start, c.end) for c in chunks)
+        self._active: set[Task] = set()
+        self._min_split = min_split
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(list(self._pending) + list(self._active))
+
+    @property
+    def finished(self) -> bool:
+        """True when nothing is pending or in flight."""
+        return not self._pending and not self._active
+
+    def take(self) -> Task | None:
+        """The next task for an idle worker, or None when there is nothing worth taking."""
+        task = self._pending.popleft() if self._pending else self._steal()
+        if task is not None:
+            self._active.add(task)
+        return task
+
+    def complete(self, task: Task) -> None:
+        """The worker fetched all of ``task``."""
+        self._active.discard(task)
+
+    def give_back(self, task: Task) -> None:
+        """The worker stopped early: what is left goes back to the front of the queue."""
+        self._active.discard(task)
+        if task.stop > task.pos:
+            self._pending.appendleft(Task(task.pos, task.pos, task.stop))
+
+    def _steal(self) -> Task | None:
+        victim = max(self._active, key=lambda t: t.remaining, default=None)
+        if victim is None or victim.remaining < 2 * self._min_split:
+            return None
+        middle = victim.stop - victim.remaining // 2
+        thief = Task(middle, middle, victim.stop)
+        victim.stop = middle
+        return thief

@@ -1,0 +1,36 @@
+"""Shared fixtures: a fault-injecting file server, extra servers as mirrors, a test payload."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.faultserver import FaultServer, make_payload
+
+PAYLOAD_SIZE = (1 << 20) + 12345  # 1 MiB + 12345: not a multiple of any power of two
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    """A started FaultServer, stopped after the test."""
+    with FaultServer() as started:
+        yield started
+
+
+@pytest.fixture
+def make_server() -> Iterator[Callable[[], FaultServer]]:
+    """Factory of further started FaultServers (stand-ins for mirrors), all stopped at teardown."""
+    with contextlib.ExitStack() as stack:
+
+        def factory() -> FaultServer:
+            return stack.enter_context(FaultServer())
+
+        yield factory
+
+
+@pytest.fixture
+def payload() -> bytes:
+    """Deterministic pseudo-random bytes, 1 MiB + 12345 long."""
+    return make_payload(PAYLOAD_SIZE)

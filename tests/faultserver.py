@@ -1,0 +1,844 @@
+"""A fault-injecting loopback HTTP file server for the test suite.
+
+`FaultServer` serves in-memory files at ``/files/NAME`` from an aiohttp app that runs on its own
+event loop in a daemon thread, so sync tests, async tests (with their own loop) and subprocesses
+can all use it. Faults are switched on per request with query parameters, which
+`FaultServer.url` builds::
+
+    with FaultServer() as server:
+        server.add_file("model.bin", make_payload(1 << 20))
+        url = server.url("model.bin", status=503, retry_after=1, times=2)
+        # two answers of 503 with "Retry-After: 1", then the file
+
+Every request is logged as a `RequestRecord` (see `FaultServer.requests`). The fault parameters
+are listed in `FAULT_PARAMS`; ``times=K`` limits each fault to its first K firings, counted per
+(fault, file). ``redirect=N`` carries its own countdown in the URL and ignores ``times``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import email.utils
+import hashlib
+import random
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+__all__ = ["FAULT_PARAMS", "FaultServer", "RequestRecord", "make_payload"]
+
+CHUNK_SIZE = 64 * 1024
+STALL_LIMIT_S = 60.0  # a stalled response gives up after this long
+RESET_FLUSH_LIMIT_S = 2.0  # how long a reset waits for the sent bytes to leave the kernel
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+_BASE_DATE = 1_704_067_200  # Mon, 01 Jan 2024 00:00:00 GMT; + one day per replace_file
+_T = TypeVar("_T")
+_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+
+
+def make_payload(size: int, seed: int = 0) -> bytes:
+    """Return `size` deterministic pseudo-random bytes (fast: ~1 GB/s)."""
+    return random.Random(seed).randbytes(size)
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a flag: {value!r}")
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be >= 0: {value!r}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= STALL_LIMIT_S:
+        raise ValueError(f"must be within 0..{STALL_LIMIT_S}: {value!r}")
+    return number
+
+
+#: Fault query parameters and how each value is parsed.
+FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
+    "status": int,
+    "retry_after": str,
+    "reset_after": _count,
+    "truncate_after": _count,
+    "flip_byte": _count,
+    "ignore_range": _flag,
+    "wrong_range": _flag,
+    "no_head": _flag,
+    "head_lies": _flag,
+    "no_ranges": _flag,
+    "no_length": _flag,
+    "redirect": _count,
+    "redirect_loop": _flag,
+    "redirect_to": str,
+    "stall_after": _count,
+    "gzip": _flag,
+    "rate": _count,
+    "delay": _seconds,
+    "times": _count,
+}
+
+
+@dataclass(frozen=True)
+class _Faults:
+    status: int | None = None
+    retry_after: str | None = None
+    reset_after: int | None = None
+    truncate_after: int | None = None
+    flip_byte: tuple[int, ...] = ()
+    ignore_range: bool = False
+    wrong_range: bool = False
+    no_head: bool = False
+    head_lies: bool = False
+    no_ranges: bool = False
+    no_length: bool = False
+    redirect: int = 0
+    redirect_loop: bool = False
+    redirect_to: str | None = None
+    stall_after: int | None = None
+    gzip: bool = False
+    rate: int | None = None
+    delay: float = 0.0
+    times: int | None = None
+
+    @classmethod
+    def parse(cls, request: web.Request) -> _Faults:
+        """Parse the query; raise ValueError naming an unknown or malformed parameter."""
+        values: dict[str, Any] = {}
+        for key in set(request.query):
+            if key not in FAULT_PARAMS:
+                raise ValueError(f"unknown fault parameter {key!r}")
+            raw = request.query.getall(key)
+            try:
+                parsed = [FAULT_PARAMS[key](item) for item in raw]
+            except ValueError as exc:
+                raise ValueError(f"bad value for {key}: {exc}") from None
+            values[key] = tuple(parsed) if key == "flip_byte" else parsed[-1]
+        return cls(**values)
+
+
+@dataclass
+class RequestRecord:
+    """One request as the server saw it; updated in place while the response is sent.
+
+    `range` is the client's single `Range` resolved against the file size as
+    (start, end_inclusive), or None (absent, malformed, multi-range or unsatisfiable).
+    `bytes_sent` counts body bytes written for a file response (gzip: compressed bytes; error
+    and redirect answers count 0). `timestamp` and `finished` are `time.monotonic()` values.
+    `outcome` is "pending", "ok", "reset", "truncated", "stalled", "client_gone" or "stopped";
+    `faults` names the faults that fired for this request.
+    """
+
+    method: str
+    path: str
+    query: dict[str, str]
+    range: tuple[int, int] | None
+    headers: dict[str, str]
+    client_port: int
+    connection: int
+    timestamp: float
+    status: int | None = None
+    bytes_sent: int = 0
+    outcome: str = "pending"
+    faults: list[str] = field(default_factory=list)
+    finished: float | None = None
+
+    @property
+    def name(self) -> str:
+        """The file name for a /files/NAME request, else ''."""
+        return self.path[len("/files/") :] if self.path.startswith("/files/") else ""
+
+
+@dataclass(frozen=True)
+class _File:
+    data: bytes
+    etag: str
+    last_modified: str
+
+
+@dataclass
+class _Plan:
+    """What a file response will be: status, headers and which bytes it covers."""
+
+    status: int
+    headers: dict[str, str]
+    start: int
+    end: int  # exclusive
+    length: int | None  # Content-Length, None = chunked
+    gzip: bool = False
+
+
+class _Unsatisfiable(Exception):
+    pass
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Resolve one `bytes=` range to (start, end_inclusive); None means serve the whole file."""
+    match = _RANGE_RE.match(header) if header else None
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last:
+            return None
+        if int(last) == 0 or size == 0:
+            raise _Unsatisfiable
+        return max(0, size - int(last)), size - 1
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise _Unsatisfiable
+    return start, min(int(last), size - 1) if last else size - 1
+
+
+def _shift(start: int, end: int, size: int) -> tuple[int, int]:
+    """Return a different range of the same length where possible (for wrong_range)."""
+    if end + 1 < size:
+        return start + 1, end + 1
+    if start > 0:
+        return start - 1, end - 1
+    return (start, end - 1) if end > start else (start, end)
+
+
+def _accepts_gzip(header: str) -> bool:
+    quality: dict[str, float] = {}
+    for item in header.split(","):
+        coding, _, params = item.partition(";")
+        q = 1.0
+        name, _, value = params.strip().partition("=")
+        if name.strip().lower() == "q":
+            with contextlib.suppress(ValueError):
+                q = float(value)
+        quality[coding.strip().lower()] = q
+    return quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0))) > 0
+
+
+def _pieces(
+    data: bytes, plan: _Plan, flips: tuple[int, ...], chunk: int
+) -> Iterator[bytes | bytearray | memoryview]:
+    """Yield the response body: the planned slice, bytes flipped, gzip-compressed if planned."""
+    view = memoryview(data)
+    compressor = zlib.compressobj(wbits=31) if plan.gzip else None
+    for pos in range(plan.start, plan.end, chunk):
+        piece: bytes | bytearray | memoryview = view[pos : min(pos + chunk, plan.end)]
+        hits = [offset for offset in flips if pos <= offset < pos + len(piece)]
+        if hits:
+            piece = bytearray(piece)
+            for offset in hits:
+                piece[offset - pos] ^= 0xFF
+        if compressor is not None:
+            piece = compressor.compress(piece)
+        if piece:
+            yield piece
+    if compressor is not None:
+        yield compressor.flush()
+
+
+def _with_last(items: Iterator[_T]) -> Iterator[tuple[_T, bool]]:
+    """Yield (item, is_last) pairs."""
+    previous = next(items, None)
+    for item in items:
+        assert previous is not None
+        yield previous, False
+        previous = item
+    if previous is not None:
+        yield previous, True
+
+
+def _unsent_bytes(transport: asyncio.BaseTransport) -> int:
+    """Bytes still queued in user space or in the kernel send queue (Linux), best effort."""
+    pending = 0
+    if isinstance(transport, asyncio.WriteTransport):
+        pending = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if sys.platform == "linux" and sock is not None:
+        import fcntl
+        import termios
+
+        with contextlib.suppress(OSError):
+            raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, struct.pack("i", 0))
+            pending += struct.unpack("i", raw)[0]
+    return pending
+
+
+class FaultServer:
+    """Loopback HTTP file server with per-request fault injection (see the module docstring).
+
+    Args:
+        host: address to bind; the port is chosen by the OS.
+        chunk_size: body bytes per write.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", chunk_size: int = CHUNK_SIZE) -> None:
+        self._host = host
+        self._chunk_size = chunk_size
+        self._lock = threading.Lock()
+        self._files: dict[str, _File] = {}
+        self._generation: dict[str, int] = {}
+        self._records: list[RequestRecord] = []
+        self._fired: dict[tuple[str, str], int] = {}
+        self._in_flight = 0
+        self._max_concurrent = 0
+        self._connection_ids: weakref.WeakKeyDictionary[asyncio.BaseTransport, int] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._connections_seen = 0
+        self._live: dict[int, asyncio.Transport] = {}  # id(record) -> its connection
+        self._port: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+        self._start_error: BaseException | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> FaultServer:
+        """Start serving on a daemon thread; return self. Raises RuntimeError on failure."""
+        if self._thread is not None:
+            raise RuntimeError("FaultServer already started")
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="FaultServer", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(START_TIMEOUT_S) or self._start_error is not None:
+            self.stop()
+            raise RuntimeError("FaultServer failed to start") from self._start_error
+        return self
+
+    def stop(self) -> None:
+        """Close every connection (stalled ones too), stop the loop and join the thread.
+
+        Idempotent; every wait is bounded.
+        """
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        if thread.is_alive() and not loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                future.result(STOP_TIMEOUT_S)
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(loop.stop)
+            thread.join(STOP_TIMEOUT_S)
+        self._thread = None
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._setup())
+        except BaseException as exc:  # reported by start(), not raised in the thread
+            self._start_error = exc
+            loop.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            self._close_loop(loop)
+
+    @staticmethod
+    def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+        tasks = asyncio.all_tasks(loop)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            loop.run_until_complete(asyncio.wait(tasks, timeout=STOP_TIMEOUT_S))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+    async def _setup(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/files/{name:.+}", self._handle)  # and HEAD
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, 0)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+
+    async def _shutdown(self) -> None:
+        assert self._stopping is not None
+        assert self._runner is not None
+        self._stopping.set()
+        for transport in list(self._live.values()):
+            transport.abort()
+        await self._runner.cleanup()
+
+    # ---- files and URLs ---------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT``; raises RuntimeError before start()."""
+        if self._port is None:
+            raise RuntimeError("FaultServer not started")
+        return f"http://{self._host}:{self._port}"
+
+    def add_file(
+        self, name: str, data: bytes, *, etag: str | None = None, last_modified: str | None = None
+    ) -> str:
+        """Serve `data` at /files/NAME and return its URL (no faults).
+
+        Defaults: ETag is a quoted SHA-1 prefix of the content, Last-Modified a fixed date.
+        """
+        with self._lock:
+            generation = self._generation.get(name, -1) + 1
+            self._generation[name] = generation
+            if etag is None:
+                digest = hashlib.sha1(data).hexdigest()[:16]
+                etag = f'"{digest}-{generation}"' if generation else f'"{digest}"'
+            if last_modified is None:
+                last_modified = email.utils.formatdate(_BASE_DATE + generation * 86400, usegmt=True)
+            self._files[name] = _File(bytes(data), etag, last_modified)
+        return self.url(name)
+
+    def replace_file(
+        self, name: str, data: bytes, *, etag: str | None = None, last_modified: str | None = None
+    ) -> str:
+        """Change the content of NAME as if it changed upstream: new ETag and Last-Modified.
+
+        Responses already under way keep sending the old content. Raises KeyError if absent.
+        """
+        with self._lock:
+            if name not in self._files:
+                raise KeyError(name)
+        return self.add_file(name, data, etag=etag, last_modified=last_modified)
+
+    def remove_file(self, name: str) -> None:
+        """Stop serving NAME (later requests get 404)."""
+        with self._lock:
+            self._files.pop(name, None)
+
+    def file_info(self, name: str) -> tuple[int, str, str]:
+        """Return (size, ETag, Last-Modified) that NAME is served with now."""
+        with self._lock:
+            file = self._files[name]
+        return len(file.data), file.etag, file.last_modified
+
+    def url(self, name: str, **faults: object) -> str:
+        """Return the URL of NAME with fault query parameters (see FAULT_PARAMS).
+
+        True becomes "1"; None and False are left out; a list or tuple repeats the parameter.
+        Raises ValueError for an unknown fault name.
+        """
+        unknown = sorted(set(faults) - set(FAULT_PARAMS))
+        if unknown:
+            raise ValueError(f"unknown fault parameter(s) {unknown}; known: {list(FAULT_PARAMS)}")
+        query: list[tuple[str, str]] = []
+        for key, value in faults.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            for item in values:
+                if item is None or item is False:
+                    continue
+                query.append((key, "1" if item is True else str(item)))
+        url = f"{self.base_url}/files/{quote(name)}"
+        return f"{url}?{urlencode(query)}" if query else url
+
+    # ---- log and counters -------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A copy of the request log, oldest first (records of running responses may change)."""
+        with self._lock:
+            return list(self._records)
+
+    def gets(self, name: str) -> list[RequestRecord]:
+        """GET records for file NAME."""
+        return [r for r in self.requests if r.method == "GET" and r.name == name]
+
+    def bytes_served(self, name: str | None = None) -> int:
+        """Sum of bytes_sent over the log, for file NAME or for all files."""
+        return sum(r.bytes_sent for r in self.requests if name is None or r.name == name)
+
+    def reset_log(self) -> None:
+        """Forget all request records."""
+        with self._lock:
+            self._records.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being answered right now."""
+        return self._in_flight
+
+    @property
+    def max_concurrent(self) -> int:
+        """Peak number of simultaneous in-flight requests since start or reset_counters()."""
+        return self._max_concurrent
+
+    def reset_counters(self) -> None:
+        """Reset max_concurrent and the times=K fault counters."""
+        with self._lock:
+            self._max_concurrent = self._in_flight
+            self._fired.clear()
+
+    def _fire(self, kind: str, record: RequestRecord, faults: _Faults) -> bool:
+        """Count one firing of fault KIND for this file; False once `times` is used up."""
+        with self._lock:
+            key = (kind, record.name)
+            if faults.times is not None and self._fired.get(key, 0) >= faults.times:
+                return False
+            self._fired[key] = self._fired.get(key, 0) + 1
+        record.faults.append(kind)
+        return True
+
+    def _connection_id(self, transport: asyncio.BaseTransport) -> int:
+        with self._lock:
+            number = self._connection_ids.get(transport)
+            if number is None:
+                self._connections_seen += 1
+                number = self._connection_ids[transport] = self._connections_seen
+            return number
+
+    def _open_record(self, request: web.Request) -> RequestRecord:
+        transport = request.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername") or ("", 0)
+        record = RequestRecord(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            range=None,
+            headers=dict(request.headers),
+            client_port=int(peer[1]),
+            connection=self._connection_id(transport),
+            timestamp=time.monotonic(),
+        )
+        with self._lock:
+            self._records.append(record)
+            self._in_flight += 1
+            self._max_concurrent = max(self._max_concurrent, self._in_flight)
+            self._live[id(record)] = transport
+        return record
+
+    def _finish(self, record: RequestRecord, outcome: str | None = None) -> None:
+        """Mark RECORD complete, before its last byte goes out where possible.
+
+        So a client that has read a whole response always finds the record final. Counts the
+        request out of in_flight once; a later call may still correct the outcome.
+        """
+        with self._lock:
+            if outcome is not None:
+                record.outcome = outcome
+            if record.finished is not None:
+                return
+            if record.outcome == "pending":
+                record.outcome = "ok"
+            record.finished = time.monotonic()
+            self._in_flight -= 1
+            self._live.pop(id(record), None)
+
+    # ---- request handling -------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        record = self._open_record(request)
+        try:
+            response = await self._respond(request, record)
+            if record.status is None:
+                record.status = response.status
+            return response
+        finally:
+            self._finish(record)
+
+    async def _respond(self, request: web.Request, record: RequestRecord) -> web.StreamResponse:
+        try:
+            faults = _Faults.parse(request)
+        except ValueError as exc:
+            return web.Response(status=400, text=f"{exc}\n")
+        delay = faults.delay and self._fire("delay", record, faults)
+        if delay and not await self._pause(faults.delay):
+            record.outcome = "stopped"
+            return web.Response(status=503)
+        redirect = self._redirect(request, record, faults)
+        if redirect is not None:
+            return redirect
+        with self._lock:
+            file = self._files.get(record.name)
+        if file is None:
+            return web.Response(status=404, text=f"no file {record.name!r}\n")
+        is_head = request.method == "HEAD"
+        if is_head and faults.no_head and self._fire("no_head", record, faults):
+            return web.Response(status=405, headers={"Allow": "GET"})
+        if faults.status is not None and self._fire("status", record, faults):
+            return self._status_response(faults)
+        if is_head and faults.head_lies and self._fire("head_lies", record, faults):
+            return self._lying_head(file)
+        plan = self._plan(request, record, file, faults)
+        if isinstance(plan, web.Response):
+            return plan
+        if is_head:
+            return self._stream_response(plan)  # aiohttp sends it after _finish()
+        return await self._send(request, record, file, faults, plan)
+
+    def _redirect(
+        self, request: web.Request, record: RequestRecord, faults: _Faults
+    ) -> web.Response | None:
+        if faults.redirect_to and self._fire("redirect_to", record, faults):
+            return web.Response(status=302, headers={"Location": faults.redirect_to})
+        if faults.redirect_loop and self._fire("redirect_loop", record, faults):
+            return web.Response(status=302, headers={"Location": str(request.url)})
+        if faults.redirect > 0:
+            record.faults.append("redirect")
+            query = request.url.query.copy()
+            if faults.redirect > 1:
+                query["redirect"] = str(faults.redirect - 1)
+            else:
+                del query["redirect"]
+            location = request.url.with_query(query)
+            return web.Response(status=302, headers={"Location": str(location)})
+        return None
+
+    @staticmethod
+    def _status_response(faults: _Faults) -> web.Response:
+        assert faults.status is not None
+        headers = {"Retry-After": faults.retry_after} if faults.retry_after is not None else {}
+        empty = faults.status < 200 or faults.status in (204, 304)
+        text = None if empty else f"fault: status {faults.status}\n"
+        return web.Response(status=faults.status, text=text, headers=headers)
+
+    @staticmethod
+    def _lying_head(file: _File) -> web.Response:
+        headers = {
+            "Content-Length": str(len(file.data) + 1000),
+            "ETag": file.etag,
+            "Last-Modified": file.last_modified,
+            "Content-Type": "application/octet-stream",
+        }
+        return web.Response(status=200, headers=headers)
+
+    def _plan(
+        self, request: web.Request, record: RequestRecord, file: _File, faults: _Faults
+    ) -> _Plan | web.Response:
+        """Decide status, headers and covered bytes, applying the range-related faults."""
+        size = len(file.data)
+        headers = {"ETag": file.etag, "Last-Modified": file.last_modified}
+        headers["Content-Type"] = "application/octet-stream"
+        try:
+            asked = _parse_range(request.headers.get("Range"), size)
+        except _Unsatisfiable:
+            asked, unsatisfiable = None, True
+        else:
+            unsatisfiable = False
+        record.range = asked
+        no_length = faults.no_length and self._fire("no_length", record, faults)
+        no_ranges = no_length or (faults.no_ranges and self._fire("no_ranges", record, faults))
+        if not no_ranges:
+            headers["Accept-Ranges"] = "bytes"
+        wanted = None
+        ranged = asked is not None or unsatisfiable
+        if ranged and not no_ranges and self._if_range_ok(request, file):
+            if faults.ignore_range and self._fire("ignore_range", record, faults):
+                pass  # answer 200 with the whole file
+            elif asked is None:
+                headers["Content-Range"] = f"bytes */{size}"
+                return web.Response(status=416, headers=headers)
+            elif faults.wrong_range and self._fire("wrong_range", record, faults):
+                wanted = _shift(*asked, size)
+            else:
+                wanted = asked
+        status, start, end = 200, 0, size
+        if wanted is not None:
+            status, start, end = 206, wanted[0], wanted[1] + 1
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        plan = _Plan(status, headers, start, end, None if no_length else end - start)
+        accept = request.headers.get("Accept-Encoding", "")
+        if faults.gzip and _accepts_gzip(accept) and self._fire("gzip", record, faults):
+            plan.gzip, plan.length = True, None
+            headers["Content-Encoding"] = "gzip"
+        return plan
+
+    @staticmethod
+    def _if_range_ok(request: web.Request, file: _File) -> bool:
+        """True if there is no If-Range or it matches the current validator (strongly)."""
+        validator = request.headers.get("If-Range")
+        if validator is None:
+            return True
+        if validator.startswith(('"', "W/")):
+            return not validator.startswith("W/") and validator == file.etag
+        return validator == file.last_modified
+
+    @staticmethod
+    def _stream_response(plan: _Plan) -> web.StreamResponse:
+        response = web.StreamResponse(status=plan.status, headers=plan.headers)
+        if plan.length is not None:
+            response.content_length = plan.length
+        else:
+            response.enable_chunked_encoding()
+        return response
+
+    async def _send(
+        self,
+        request: web.Request,
+        record: RequestRecord,
+        file: _File,
+        faults: _Faults,
+        plan: _Plan,
+    ) -> web.StreamResponse:
+        """Stream the planned body, applying flip_byte, rate and the cut faults."""
+        record.status = plan.status
+        flips = tuple(
+            offset
+            for offset in faults.flip_byte
+            if plan.start <= offset < plan.end and self._fire("flip_byte", record, faults)
+        )
+        cut = self._cut(record, faults, plan.end - plan.start)
+        chunk = self._chunk_size
+        rate = faults.rate if faults.rate and self._fire("rate", record, faults) else None
+        if rate:  # about 20 writes a second
+            chunk = max(1, min(chunk, rate // 20))
+        response = self._stream_response(plan)
+        pieces = _pieces(file.data, plan, flips, chunk)
+        try:
+            await response.prepare(request)
+            if not await self._write_body(response, pieces, cut, rate, record):
+                self._finish(record, "stopped")
+                self._abort(request)
+            elif cut is not None and record.bytes_sent == cut[1]:
+                await self._apply_cut(request, record, cut[0])
+            else:
+                self._finish(record)
+                await response.write_eof()
+        except ConnectionError:
+            self._finish(record, "client_gone")
+        return response
+
+    def _cut(self, record: RequestRecord, faults: _Faults, length: int) -> tuple[str, int] | None:
+        """The earliest of reset_after / truncate_after / stall_after inside the body, if any."""
+        candidates = [
+            (limit, kind)
+            for kind, limit in (
+                ("reset", faults.reset_after),
+                ("truncate", faults.truncate_after),
+                ("stall", faults.stall_after),
+            )
+            if limit is not None and limit < length
+        ]
+        for limit, kind in sorted(candidates, key=lambda item: item[0]):
+            if self._fire(f"{kind}_after", record, faults):
+                return kind, limit
+        return None
+
+    async def _write_body(
+        self,
+        response: web.StreamResponse,
+        pieces: Iterator[bytes | bytearray | memoryview],
+        cut: tuple[str, int] | None,
+        rate: int | None,
+        record: RequestRecord,
+    ) -> bool:
+        """Write pieces up to the cut; False if the server began stopping meanwhile."""
+        budget = cut[1] if cut is not None else None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for piece, is_last in _with_last(pieces):
+            if budget is not None:
+                piece = piece[:budget]
+                budget -= len(piece)
+            due = began + record.bytes_sent / rate - loop.time() if rate else 0.0
+            if due > 0 and not await self._pause(due):
+                return False
+            if is_last and budget != 0:
+                self._finish(record)  # the client may be done as soon as this piece lands
+            record.bytes_sent += len(piece)
+            try:
+                await response.write(piece)
+            except ConnectionError:
+                record.bytes_sent -= len(piece)
+                raise
+            if budget == 0:
+                break
+        return True
+
+    async def _apply_cut(self, request: web.Request, record: RequestRecord, kind: str) -> None:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            self._finish(record, "client_gone")
+        elif kind == "truncate":
+            self._finish(record, "truncated")
+            transport.close()  # flushes what was written, then FIN
+        elif kind == "stall":
+            record.outcome = "stalled"  # visible, not finished, while it stalls
+            await self._stall(request)
+            self._finish(record)
+            self._abort(request)
+        else:
+            await self._wait_flushed(transport)
+            self._finish(record, "reset")
+            self._abort(request)
+
+    async def _stall(self, request: web.Request) -> None:
+        """Send nothing until the client goes away, the server stops, or STALL_LIMIT_S pass."""
+        deadline = asyncio.get_running_loop().time() + STALL_LIMIT_S
+        while asyncio.get_running_loop().time() < deadline:
+            transport = request.transport
+            if transport is None or transport.is_closing() or not await self._pause(0.05):
+                return
+
+    async def _wait_flushed(self, transport: asyncio.BaseTransport) -> None:
+        """Wait (bounded) until the bytes written so far have left this end of the socket."""
+        deadline = asyncio.get_running_loop().time() + RESET_FLUSH_LIMIT_S
+        while asyncio.get_running_loop().time() < deadline and not transport.is_closing():
+            if _unsent_bytes(transport) == 0 or not await self._pause(0.002):
+                return
+
+    @staticmethod
+    def _abort(request: web.Request) -> None:
+        """Drop the connection with a TCP RST (SO_LINGER 0), like a crashed peer."""
+        transport = request.transport
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep up to SECONDS; False (early) when the server is stopping."""
+        assert self._stopping is not None
+        if self._stopping.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            return True
+        return False

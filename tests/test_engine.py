@@ -1,0 +1,372 @@
+"""fetch(): ranged downloads against the fault-injecting server."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from pathlib import Path
+
+import pytest
+
+import asyncfetch
+from asyncfetch import (
+    FetchTimeout,
+    HTTPStatusError,
+    IntegrityError,
+    ProgressEvent,
+    RetriesExhausted,
+    TooManyRedirects,
+)
+from tests.faultserver import FaultServer, make_payload
+from tests.helpers import leftovers, no_wait, sha256
+
+KiB = 1024
+CHUNK = 256 * KiB
+
+
+async def test_parallel_ranges_give_the_exact_file(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("model.bin", payload)
+    url = server.url("model.bin", rate=4 << 20)  # slow enough for the requests to overlap
+    dest = tmp_path / "model.bin"
+
+    result = await asyncfetch.fetch(url, dest, chunk_size=CHUNK, connections=4)
+
+    assert dest.read_bytes() == payload
+    assert result.sha256 == sha256(payload)
+    assert result.size == len(payload)
+    assert leftovers(tmp_path) == ["model.bin"]
+    ranges = sorted(r.range for r in server.gets("model.bin") if r.range != (0, 0))
+    assert len(ranges) == -(-len(payload) // CHUNK)  # one request per chunk, none twice
+    assert server.max_concurrent > 1
+
+
+async def test_expected_digest_is_checked(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", payload)
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(payload).upper())
+    assert result.sha256 == sha256(payload)
+
+
+async def test_hash_off_returns_no_digest(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", payload)
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", hash=False)
+    assert result.sha256 is None
+    assert (tmp_path / "m.bin").read_bytes() == payload
+
+
+async def test_reset_resumes_from_the_byte_reached(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", truncate_after=100_000, times=1)
+    policy, sleeps = no_wait()
+
+    result = await asyncfetch.fetch(
+        url, tmp_path / "m.bin", chunk_size=CHUNK, connections=1, retry=policy
+    )
+
+    assert (tmp_path / "m.bin").read_bytes() == payload
+    gets = [r for r in server.gets("m.bin") if r.range != (0, 0)]
+    assert gets[0].range == (0, CHUNK - 1)
+    assert gets[1].range == (100_000, CHUNK - 1)  # continued, did not start over
+    assert result.retries == 1
+    assert len(sleeps.waits) == 1
+
+
+async def test_connection_reset_mid_body_loses_nothing(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", reset_after=150_000, times=2)
+    policy, _ = no_wait()
+
+    await asyncfetch.fetch(url, tmp_path / "m.bin", chunk_size=CHUNK, connections=2, retry=policy)
+
+    assert (tmp_path / "m.bin").read_bytes() == payload
+    resets = [r for r in server.gets("m.bin") if r.outcome == "reset"]
+    assert len(resets) == 2
+    served = server.bytes_served("m.bin")
+    assert served < len(payload) + 2 * 150_000 + 2  # never refetched a whole range
+
+
+async def test_503_then_ok(server: FaultServer, payload: bytes, tmp_path: Path) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", status=503, times=2)
+    policy, sleeps = no_wait()
+
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", retry=policy)
+
+    assert (tmp_path / "m.bin").read_bytes() == payload
+    assert [r.status for r in server.requests[:2]] == [503, 503]
+    assert len(sleeps.waits) == 2
+    assert sleeps.waits[1] >= sleeps.waits[0] * 0.5  # backoff, with jitter
+    assert result.sha256 == sha256(payload)
+
+
+async def test_429_retry_after_seconds_is_honoured(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", status=429, retry_after="7", times=1)
+    policy, sleeps = no_wait()
+
+    await asyncfetch.fetch(url, tmp_path / "m.bin", retry=policy)
+
+    assert sleeps.waits == [7.0]
+
+
+async def test_retry_after_http_date_is_honoured(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    when = email.utils.formatdate(time.time() + 20, usegmt=True)
+    url = server.url("m.bin", status=503, retry_after=when, times=1)
+    policy, sleeps = no_wait()
+
+    await asyncfetch.fetch(url, tmp_path / "m.bin", retry=policy)
+
+    assert len(sleeps.waits) == 1
+    assert 15 <= sleeps.waits[0] <= 21
+
+
+async def test_retries_run_out_with_a_clear_error(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", reset_after=0)
+    policy, sleeps = no_wait(attempts=3)
+    dest = tmp_path / "m.bin"
+
+    with pytest.raises(RetriesExhausted) as caught:
+        await asyncfetch.fetch(url, dest, chunk_size=CHUNK, connections=1, retry=policy)
+
+    error = caught.value
+    assert error.attempts == 3
+    assert error.byte_range == (0, CHUNK)
+    assert error.url == url
+    assert url in str(error)
+    assert "3 attempts" in str(error)
+    assert "bytes 0-" in str(error)
+    assert not dest.exists()
+
+
+async def test_404_is_fatal_and_not_retried(server: FaultServer, tmp_path: Path) -> None:
+    policy, sleeps = no_wait()
+    url = server.url("missing.bin")
+
+    with pytest.raises(HTTPStatusError) as caught:
+        await asyncfetch.fetch(url, tmp_path / "m.bin", retry=policy)
+
+    assert caught.value.status == 404
+    assert url in str(caught.value)
+    assert sleeps.waits == []
+    assert leftovers(tmp_path) == []
+
+
+async def test_403_is_fatal(server: FaultServer, payload: bytes, tmp_path: Path) -> None:
+    server.add_file("m.bin", payload)
+    policy, sleeps = no_wait()
+    with pytest.raises(HTTPStatusError) as caught:
+        await asyncfetch.fetch(server.url("m.bin", status=403), tmp_path / "m.bin", retry=policy)
+    assert caught.value.status == 403
+    assert sleeps.waits == []
+    assert leftovers(tmp_path) == []
+
+
+async def test_flipped_byte_fails_the_digest_and_leaves_nothing(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    dest = tmp_path / "m.bin"
+
+    with pytest.raises(IntegrityError) as caught:
+        await asyncfetch.fetch(server.url("m.bin", flip_byte=500_000), dest, sha256=sha256(payload))
+
+    assert "SHA-256 mismatch" in str(caught.value)
+    assert leftovers(tmp_path) == []  # the bad bytes are not kept for a resume either
+
+
+async def test_200_to_a_range_is_never_written_at_an_offset(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", ignore_range=True)
+
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", chunk_size=CHUNK, connections=4)
+
+    assert (tmp_path / "m.bin").read_bytes() == payload
+    assert result.sha256 == sha256(payload)
+    assert any(r.range is None and r.status == 200 for r in server.gets("m.bin"))
+
+
+async def test_head_refused_probes_with_a_one_byte_get(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", no_head=True)
+
+    await asyncfetch.fetch(url, tmp_path / "m.bin", chunk_size=CHUNK)
+
+    assert (tmp_path / "m.bin").read_bytes() == payload
+    assert server.gets("m.bin")[0].range == (0, 0)
+    assert len(server.gets("m.bin")) > 2  # then ranged requests
+
+
+async def test_lying_head_is_corrected_by_the_get_probe(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", head_lies=True)
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(payload))
+    assert result.size == len(payload)
+
+
+async def test_redirect_chain_is_followed(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    result = await asyncfetch.fetch(server.url("m.bin", redirect=3), tmp_path / "m.bin")
+    assert result.sha256 == sha256(payload)
+
+
+async def test_redirect_loop_is_an_error(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    policy, _ = no_wait()
+    with pytest.raises(TooManyRedirects, match="redirect"):
+        await asyncfetch.fetch(
+            server.url("m.bin", redirect_loop=True), tmp_path / "m.bin", retry=policy
+        )
+    assert leftovers(tmp_path) == []
+
+
+async def test_stalled_body_times_out_and_resumes(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", stall_after=70_000, times=1)
+    policy, _ = no_wait()
+
+    result = await asyncfetch.fetch(
+        url, tmp_path / "m.bin", timeout=0.5, retry=policy, connections=1, chunk_size=CHUNK
+    )
+
+    assert result.sha256 == sha256(payload)
+    ranges = [r.range for r in server.gets("m.bin")]
+    assert (70_000, CHUNK - 1) in ranges
+
+
+async def test_stall_without_retries_is_a_timeout(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", stall_after=10)
+    with pytest.raises(RetriesExhausted) as caught:
+        await asyncfetch.fetch(url, tmp_path / "m.bin", timeout=0.3, retry=0, connections=1)
+    assert isinstance(caught.value.__cause__, FetchTimeout)
+    assert "timed out" in str(caught.value)
+
+
+async def test_slow_but_live_download_is_not_timed_out(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(300_000, seed=3)
+    server.add_file("slow.bin", data)
+    url = server.url("slow.bin", rate=300_000)  # ~1 s in all, never 0.4 s silent
+    result = await asyncfetch.fetch(url, tmp_path / "slow.bin", timeout=0.4, retry=0)
+    assert result.sha256 == sha256(data)
+
+
+async def test_identity_encoding_is_asked_for(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    result = await asyncfetch.fetch(server.url("m.bin", gzip=True), tmp_path / "m.bin")
+    assert result.sha256 == sha256(payload)
+    assert all(r.headers.get("Accept-Encoding") == "identity" for r in server.requests)
+
+
+async def test_wrong_range_is_retried_not_written(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    policy, _ = no_wait()
+    url = server.url("m.bin", wrong_range=True, times=1)
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", retry=policy, chunk_size=CHUNK)
+    assert result.sha256 == sha256(payload)
+
+
+@pytest.mark.parametrize("fault", ["no_ranges", "no_length"])
+async def test_server_without_ranges_gets_one_stream(
+    server: FaultServer, payload: bytes, tmp_path: Path, fault: str
+) -> None:
+    server.add_file("m.bin", payload)
+    result = await asyncfetch.fetch(server.url("m.bin", **{fault: True}), tmp_path / "m.bin")
+    assert (tmp_path / "m.bin").read_bytes() == payload
+    assert result.sha256 == sha256(payload)
+    assert sum(1 for r in server.gets("m.bin") if r.range is None) == 1
+
+
+async def test_single_stream_truncation_starts_over(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    policy, _ = no_wait()
+    url = server.url("m.bin", no_ranges=True, truncate_after=300_000, times=1)
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", retry=policy)
+    assert result.sha256 == sha256(payload)
+    assert (tmp_path / "m.bin").read_bytes() == payload
+
+
+async def test_progress_events_in_order(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", payload)
+    events: list[ProgressEvent] = []
+    await asyncfetch.fetch(url, tmp_path / "m.bin", progress=events.append, chunk_size=CHUNK)
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "started"
+    assert kinds[-2:] == ["verified", "done"]
+    assert sum(e.delta for e in events if e.kind == "bytes") == len(payload)
+    assert events[-1].done == len(payload) == events[-1].total
+
+
+async def test_proxy_from_environment_is_used(
+    make_server: object, payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy: FaultServer = make_server()  # type: ignore[operator]
+    proxy.add_file("m.bin", payload)
+    monkeypatch.setenv("http_proxy", proxy.base_url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    unreachable = "http://127.0.0.1:9/files/m.bin"  # nothing listens on the discard port
+
+    result = await asyncfetch.fetch(unreachable, tmp_path / "m.bin", retry=0)
+
+    assert result.sha256 == sha256(payload)
+    assert proxy.gets("m.bin")
+
+
+async def test_cancellation_keeps_the_part_and_leaves_no_target(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(4 << 20, seed=5)
+    server.add_file("big.bin", data)
+    url = server.url("big.bin", rate=2 << 20)
+    dest = tmp_path / "big.bin"
+    task = asyncio.create_task(asyncfetch.fetch(url, dest, chunk_size=CHUNK, connections=2))
+    await asyncio.sleep(0.6)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not dest.exists()
+    names = leftovers(tmp_path)
+    assert any(n.endswith(".part") for n in names)
+    assert any(n.endswith(".part.json") for n in names)
