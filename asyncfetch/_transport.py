@@ -52,13 +52,12 @@ def check_url(url: str) -> str:
         parsed = yarl.URL(url)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"{url!r} is not a valid URL: {exc}", url=url) from None
+    if not parsed.scheme or not parsed.host:
+        raise InvalidRequest(f"{url!r} is not a full URL; give one like https://host/file", url=url)
     if parsed.scheme not in SCHEMES:
         raise InvalidRequest(
-            f"{url!r}: unsupported scheme {parsed.scheme or '(none)'!r}; use http:// or https://",
-            url=url,
+            f"{url!r}: unsupported scheme {parsed.scheme!r}; use http:// or https://", url=url
         )
-    if not parsed.host:
-        raise InvalidRequest(f"{url!r} has no host; give a full URL (https://host/file)", url=url)
     return url
 
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from asyncfetch import RetryPolicy
 
@@ -32,3 +38,37 @@ def sha256(data: bytes) -> str:
 def leftovers(directory: Path) -> list[str]:
     """Names of files in ``directory``, sorted."""
     return sorted(p.name for p in directory.iterdir())
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment for running ``python -m asyncfetch`` from this checkout in a subprocess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """Make ``directory`` unwritable even for root: a read-only tmpfs over it (or chmod)."""
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
+        try:
+            yield
+        finally:
+            directory.chmod(0o700)
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(directory)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot make a read-only directory as root: {mounted.stderr!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)

@@ -580,3 +580,25 @@ def test_sync_client_sees_a_status(server: FaultServer) -> None:
     assert info.value.code == 503
     assert info.value.headers["Retry-After"] == "3"
     info.value.close()
+
+
+async def test_times_applies_to_delay_too(
+    server: FaultServer, session: aiohttp.ClientSession
+) -> None:
+    server.add_file("f", b"data")
+    url = server.url("f", delay=0.3, times=1)
+    durations = []
+    for _ in range(2):
+        began = time.monotonic()
+        await fetch(session, url)
+        durations.append(time.monotonic() - began)
+    assert durations[0] >= 0.3 > durations[1]
+
+
+def test_lifecycle_errors() -> None:
+    idle = FaultServer()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = idle.base_url
+    idle.stop()  # harmless before start
+    with idle, pytest.raises(RuntimeError, match="already started"):
+        idle.start()

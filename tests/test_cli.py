@@ -1,0 +1,115 @@
+"""The command line, run as a real subprocess: exit codes, output, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.faultserver import FaultServer
+from tests.helpers import cli_env, leftovers, read_only, sha256
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m asyncfetch ARGS`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "asyncfetch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(),
+        check=False,
+    )
+
+
+def test_get_writes_the_file_and_prints_json(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", payload)
+    out = tmp_path / "out.bin"
+
+    done = run_cli("get", url, "-o", str(out), "--json", "--sha256", sha256(payload))
+
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["sha256"] == sha256(payload)
+    assert record["size"] == len(payload)
+    assert record["path"] == str(out)
+    assert record["bytes_by_mirror"] == {url: len(payload)}
+    assert out.read_bytes() == payload
+    assert done.stderr == ""  # no bars off a terminal
+
+
+def test_get_into_a_directory_uses_the_url_name(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("weights.pt", payload)
+    done = run_cli("get", url, "--dir", str(tmp_path), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "weights.pt").read_bytes() == payload
+    assert str(tmp_path / "weights.pt") in done.stdout
+
+
+def test_digest_mismatch_exits_non_zero_and_leaves_nothing(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", payload)
+    done = run_cli("get", url, "-o", str(tmp_path / "m.bin"), "--sha256", "0" * 64)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert url in done.stderr
+    assert "SHA-256 mismatch" in done.stderr
+    assert leftovers(tmp_path) == []
+
+
+def test_404_names_the_url(server: FaultServer, tmp_path: Path) -> None:
+    url = server.url("nope.bin")
+    done = run_cli("get", url, "-o", str(tmp_path / "x"))
+    assert done.returncode == 1
+    assert url in done.stderr
+    assert "404" in done.stderr
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["get", "not a url", "-o", "{tmp}/x"], "is not a full URL"),
+        (["get", "ftp://127.0.0.1/x", "-o", "{tmp}/x"], "unsupported scheme"),
+        (["get", "http://127.0.0.1:9/x", "-o", "{tmp}/missing/x"], "does not exist"),
+        (["get", "http://127.0.0.1:9/x", "-o", "{tmp}"], "is a directory"),
+        (["get", "http://127.0.0.1:9/x", "-o", "{tmp}/x", "--sha256", "abc"], "64 hex digits"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path: Path, args: list[str], message: str) -> None:
+    done = run_cli(*(a.replace("{tmp}", str(tmp_path)) for a in args))
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr
+    assert done.stderr.startswith("asyncfetch: error: ")
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--connections", "0"], "must be at least 1"),
+        (["--chunk-size", "8X"], "unknown size"),
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
+    done = run_cli("get", "http://127.0.0.1:9/x", "-o", str(tmp_path / "x"), *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_unwritable_directory_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    with read_only(locked):
+        done = run_cli("get", "http://127.0.0.1:9/x", "-o", str(locked / "x"))
+    assert done.returncode == 1
+    assert "not writable" in done.stderr
+    assert str(locked) in done.stderr
