@@ -3,10 +3,12 @@
 Users import from here; everything in underscore modules is private.
 """
 
+from ._adapt import LoadReport
 from ._api import download
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
+    CheckpointMismatch,
     ConnectionFailed,
     DestinationError,
     FetchError,
@@ -22,11 +24,13 @@ from ._errors import (
     TruncatedBody,
 )
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
+from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ByteRange",
+    "CheckpointMismatch",
     "ConnectionFailed",
     "DestinationError",
     "FetchError",
@@ -35,6 +39,7 @@ __all__ = [
     "HTTPStatusError",
     "IntegrityError",
     "InvalidRequest",
+    "LoadReport",
     "OfflineError",
     "ProgressEvent",
     "ProtocolError",
@@ -47,5 +52,8 @@ __all__ = [
     "TruncatedBody",
     "__version__",
     "download",
+    "download_url_to_file",
     "fetch",
+    "load_pretrained",
+    "load_state_dict_from_url",
 ]
