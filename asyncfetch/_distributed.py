@@ -15,6 +15,9 @@ rank-0-only code is needed in user scripts.
 - If local rank 0's download fails it leaves a note, and the waiting processes raise at once
   instead of trying again one after another.
 
+Outside a distributed job nothing is locked here: the caller serializes its threads, and
+processes rely on the engine (per-process part files, atomic rename; the cache's lock).
+
 torch-free: the role comes from torchrun's environment, or from the caller (the hub facade
 adds what an initialized process group knows).
 """
