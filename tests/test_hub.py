@@ -417,3 +417,12 @@ def test_map_location_cuda(server: FaultServer, tmp_path: Path, suffix: str) -> 
     assert all(t.device == torch.device("cuda:0") for t in loaded.values())
     for key, tensor in expected.items():
         assert torch.equal(loaded[key].cpu(), tensor)
+
+
+def test_public_names_are_exported_once_and_sorted() -> None:
+    for name in ("load_state_dict_from_url", "download_url_to_file", "load_pretrained"):
+        assert name in asyncfetch.__all__
+        assert getattr(asyncfetch, name) is getattr(asyncfetch.hub, name)
+    assert {"LoadReport", "CheckpointMismatch"} <= set(asyncfetch.__all__)
+    assert asyncfetch.__all__ == sorted(asyncfetch.__all__)
+    assert len(set(asyncfetch.__all__)) == len(asyncfetch.__all__)
