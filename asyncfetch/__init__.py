@@ -22,6 +22,7 @@ from ._errors import (
     TruncatedBody,
 )
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
+from ._rank import MirrorReport, rank_mirrors
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,7 @@ __all__ = [
     "HTTPStatusError",
     "IntegrityError",
     "InvalidRequest",
+    "MirrorReport",
     "OfflineError",
     "ProgressEvent",
     "ProtocolError",
@@ -48,4 +50,5 @@ __all__ = [
     "__version__",
     "download",
     "fetch",
+    "rank_mirrors",
 ]

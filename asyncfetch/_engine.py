@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-import aiohttp
-
 from ._config import RetryPolicy, Timeouts, check_connections
 from ._errors import (
     FetchError,
@@ -31,7 +29,7 @@ from ._planner import Extents, Scheduler, Task, plan_chunks
 from ._probe import probe_sources
 from ._retry import is_retryable, retrying
 from ._sink import PartFile, Repair, check_destination
-from ._transport import Body, RangeNotHonoured, Transport, check_url
+from ._transport import Body, RangeNotHonoured, Session, Transport, check_url
 
 log = logging.getLogger("asyncfetch")
 
@@ -122,7 +120,7 @@ async def fetch(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
-    session: aiohttp.ClientSession | None = None,
+    session: Session | None = None,
 ) -> FetchResult:
     """Download ``url`` to ``dest`` over parallel ranged connections, verified.
 
@@ -158,7 +156,7 @@ async def fetch(
     return await run(request, session=session)
 
 
-async def run(request: Request, *, session: aiohttp.ClientSession | None = None) -> FetchResult:
+async def run(request: Request, *, session: Session | None = None) -> FetchResult:
     """Carry out a validated Request."""
     check_destination(request.dest, request.url)
     transport = Transport(
