@@ -6,6 +6,7 @@ One file from one or more sources (the URL and its mirrors), over many connectio
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
+from ._blame import Blame
 from ._config import RetryPolicy, Timeouts, check_connections
 from ._errors import (
     FetchError,
@@ -215,7 +217,8 @@ class Download:
             size = info.size if info.size is not None else sink.written
             digest = await sink.finalize(size, self.request.sha256, self._repair_for(sink, size))
         except IntegrityError as exc:
-            raise self._name_sources(exc) from None
+            blame = self._blame()
+            raise blame.explain(exc) if blame else exc from None
         except BaseException:
             await asyncio.shield(sink.close())
             raise
@@ -424,54 +427,26 @@ class Download:
     # blame -------------------------------------------------------------------------------
 
     def _repair_for(self, sink: PartFile, size: int) -> Repair | None:
-        if len(self._contributors()) < 2:
+        blame = self._blame()
+        if blame is None or len(blame.contributors()) < 2:
             return None
 
-        async def repair(wrong_digest: str) -> str | None:
-            return await self._blame_and_repair(sink, size, wrong_digest)
+        async def refetch(ranges: list[ByteRange]) -> None:
+            await self._fetch_ranges(sink, ranges)
+
+        async def rehash() -> str:
+            return await sink.rehash(size)
+
+        async def repair(wrong_digest: str) -> str:
+            notify = functools.partial(self._emit, "source_switched")
+            return await blame.repair(wrong_digest, refetch, rehash, lambda m: notify(message=m))
 
         return repair
 
-    def _contributors(self) -> list[str]:
-        """Sources that served bytes in this run, the smallest share first."""
-        served = [url for url, extents in self.served.items() if extents.total()]
-        return sorted(served, key=lambda url: self.served[url].total())
-
-    async def _blame_and_repair(self, sink: PartFile, size: int, digest: str) -> str | None:
-        """Find the source that served bad bytes: re-fetch each source's share from the
-        others until the file matches the expected digest; drop the culprit."""
-        for suspect in self._contributors():
-            if not self.board.others_usable(suspect, float("inf")):
-                continue
-            runs = [ByteRange(s, e) for s, e in self.served[suspect].runs()]
-            log.warning("SHA-256 mismatch: re-fetching what %s served from the others", suspect)
-            self.board.drop(suspect, "suspected of serving bad bytes")
-            try:
-                await self._fetch_ranges(sink, runs)
-            except FetchError as exc:
-                log.warning("could not re-fetch %s's share: %s", suspect, exc)
-            else:
-                digest = await sink.rehash(size)
-            if digest == self.request.sha256:
-                reason = "served bytes that do not match the expected SHA-256"
-                self.board.drop(suspect, reason)
-                self._emit("source_switched", message=f"dropped {suspect}: {reason}")
-                log.warning("dropped %s: it %s; its ranges came from the others", suspect, reason)
-                return digest
-            self.board.get(suspect).dropped = None
-        return digest
-
-    def _name_sources(self, error: IntegrityError) -> IntegrityError:
-        contributors = self._contributors()
-        if len(contributors) < 2:
-            return error
-        return IntegrityError(
-            f"{error} Sources that served bytes: {', '.join(contributors)}; re-fetching each "
-            "one's share from the others did not give the expected file.",
-            url=error.url,
-            expected=error.expected,
-            actual=error.actual,
-        )
+    def _blame(self) -> Blame | None:
+        if self.request.sha256 is None:
+            return None
+        return Blame(self.served, self.board, self.request.sha256)
 
     # events ------------------------------------------------------------------------------
 
