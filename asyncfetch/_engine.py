@@ -199,7 +199,7 @@ class Download:
         self._emit("done")
         return FetchResult(
             path=self.request.dest,
-            size=self.done,
+            size=self.size if self.size is not None else sink.written,
             sha256=digest,
             elapsed=time.monotonic() - started,
             bytes_by_mirror=self.board.bytes_by_source(),
