@@ -24,6 +24,7 @@ from ._errors import (
     TruncatedBody,
 )
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
+from ._rank import MirrorReport, rank_mirrors
 from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "IntegrityError",
     "InvalidRequest",
     "LoadReport",
+    "MirrorReport",
     "OfflineError",
     "ProgressEvent",
     "ProtocolError",
@@ -56,4 +58,5 @@ __all__ = [
     "fetch",
     "load_pretrained",
     "load_state_dict_from_url",
+    "rank_mirrors",
 ]
