@@ -244,3 +244,63 @@ def test_torchrun_four_ranks_one_download_four_identical_loads(
     assert server.bytes_served("shared.pth") == len(body)  # ... and downloaded it, once
     assert done.stderr.count("Downloading:") == 1
     assert (cache / "shared.pth").read_bytes() == body
+
+
+PROCESS_GROUP_SCRIPT = """
+import hashlib, os, sys
+import torch.distributed as dist
+import asyncfetch
+
+url, model_dir, out, store, rank = sys.argv[1:6]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=int(rank), world_size=2)
+state = asyncfetch.load_state_dict_from_url(url, model_dir=model_dir, progress=False,
+                                            weights_only=True, connections=2)
+digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in state.values())).hexdigest()
+dist.barrier()
+with open(os.path.join(out, f"rank{rank}.txt"), "w") as file:
+    file.write(digest)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_an_initialized_process_group_without_torchrun_downloads_once(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    import torch
+
+    torch.manual_seed(1)
+    weights = torch.randn(128, 1024)
+    buffer = io.BytesIO()
+    torch.save({"w": weights}, buffer)
+    body = buffer.getvalue()
+    server.add_file("pg.pth", body)
+    url = server.url("pg.pth", rate=400_000)
+    script = tmp_path / "pg.py"
+    script.write_text(PROCESS_GROUP_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = cli_env(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        env.pop(name, None)  # only the process group knows the ranks
+    args = [str(script), url, str(tmp_path / "cache"), str(out), str(tmp_path / "store")]
+
+    children = [
+        subprocess.Popen([sys.executable, *args, str(rank)], env=env, stderr=subprocess.PIPE)
+        for rank in (0, 1)
+    ]
+    try:
+        errors = [child.communicate(timeout=90)[1].decode() for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+    assert [c.returncode for c in children] == [0, 0], errors
+    expected = hashlib.sha256(weights.numpy().tobytes()).hexdigest()
+    assert {(out / f"rank{r}.txt").read_text() for r in (0, 1)} == {expected}
+    assert server.bytes_served("pg.pth") == len(body)  # one download
+    assert sum(e.count("Downloading:") for e in errors) == 1
+    assert "Downloading:" in errors[0]  # by rank 0
