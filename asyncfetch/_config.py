@@ -97,6 +97,7 @@ class EnvSettings:
     ``XDG_CONFIG_HOME``, and torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
 
     offline: bool = False
+    fast_path: bool = True
     registry: Path | None = None
     torch_home: Path = field(default_factory=lambda: Path.home() / ".cache" / "torch")
     config_home: Path = field(default_factory=lambda: Path.home() / ".config")
@@ -112,9 +113,11 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
     """Read the environment variables asyncfetch honours (the only place that does)."""
     env = os.environ if environ is None else environ
     offline = env.get("ASYNCFETCH_OFFLINE", "").strip().lower() in _TRUE
+    fast_path = env.get("ASYNCFETCH_FAST_PATH", "1").strip().lower() in _TRUE
     registry = env.get("ASYNCFETCH_REGISTRY")
     return EnvSettings(
         offline=offline,
+        fast_path=fast_path,
         registry=Path(registry).expanduser() if registry else None,
         torch_home=_torch_home(env),
         config_home=Path(env.get("XDG_CONFIG_HOME") or "~/.config").expanduser(),

@@ -35,7 +35,6 @@ from ._transport import Body, RangeNotHonoured, Session, Transport, check_url
 
 log = logging.getLogger("asyncfetch")
 
-WRITE_BATCH = 1 << 20
 STEAL_POLL = 0.25
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -357,8 +356,10 @@ class Download:
         byte_range = None if whole else task.byte_range()
         try:
             validator = self.validators.get(source)
-            async with self.transport.open(url, byte_range, if_range=validator) as body:
-                to_eof = whole and self.size is None
+            to_eof = whole and self.size is None
+            async with self.transport.open(
+                url, byte_range, if_range=validator, window=task, fast=not to_eof
+            ) as body:
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
@@ -366,39 +367,32 @@ class Download:
     async def _copy_body(
         self, body: Body, task: Task, sink: PartFile, source: str, *, to_eof: bool = False
     ) -> None:
-        """Copy the body to the part file at ``task.pos`` until ``task.stop``, in batches.
+        """Copy the body to the part file at ``task.pos`` until ``task.stop``, batch by batch.
 
         ``task.pos`` only moves past bytes that are written, so a retry continues exactly
-        where this attempt got to. With ``to_eof``, a clean end of the body ends the copy.
+        where this attempt got to; the body hands over what it received before an error
+        ahead of the error. With ``to_eof``, a clean end of the body ends the copy.
         """
-        batch: list[bytes] = []
-        batched = 0
-        try:
-            while task.pos + batched < task.stop:
-                chunk = await body.read()
-                if not chunk and to_eof:
+        while task.pos < task.stop:
+            batch = await body.next_batch()
+            if not batch:
+                if to_eof or task.pos >= task.stop:
                     break
-                if not chunk:
-                    raise TruncatedBody(
-                        f"{body.url}: body ended at byte {task.pos + batched}, "
-                        f"expected up to {task.stop}",
-                        url=body.url,
-                    )
-                room = task.stop - task.pos - batched
-                batch.append(chunk if len(chunk) <= room else chunk[:room])
-                batched += len(batch[-1])
-                task.reached = task.pos + batched
-                if batched >= WRITE_BATCH:
-                    await self._write(sink, task, batch, batched, source)
-                    batch, batched = [], 0
-        finally:
-            if batched:
-                await asyncio.shield(self._write(sink, task, batch, batched, source))
+                raise TruncatedBody(
+                    f"{body.url}: body ended at byte {task.pos}, expected up to {task.stop}",
+                    url=body.url,
+                )
+            await self._write(sink, task, batch, sum(len(b) for b in batch), source)
         if body.byte_range is not None and task.stop < body.byte_range.end:
             body.abandon()  # a thief took the rest of this range
 
     async def _write(
-        self, sink: PartFile, task: Task, batch: list[bytes], length: int, source: str
+        self,
+        sink: PartFile,
+        task: Task,
+        batch: Sequence[bytes | memoryview],
+        length: int,
+        source: str,
     ) -> None:
         await sink.write(task.pos, batch)
         self.served[source].add(task.pos, task.pos + length)

@@ -74,7 +74,7 @@ def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
     return DestinationError(message + " (the partial download is kept)", path=str(path), url=url)
 
 
-def _pwrite_all(fd: int, buffers: Sequence[bytes], offset: int) -> None:
+def _pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> None:
     """os.pwritev, repeated until every byte is written."""
     views = [memoryview(b) for b in buffers]
     while views:
@@ -169,7 +169,7 @@ class PartFile:
         """The ranges of ``[0, size)`` not yet on disk."""
         return self._extents.missing(size)
 
-    async def write(self, offset: int, buffers: Sequence[bytes]) -> None:
+    async def write(self, offset: int, buffers: Sequence[bytes | memoryview]) -> None:
         """Write ``buffers`` back to back at ``offset``, off the event loop."""
         length = sum(len(b) for b in buffers)
         loop = asyncio.get_running_loop()

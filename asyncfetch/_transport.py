@@ -7,46 +7,39 @@ The only module that touches aiohttp. Its exceptions are translated here, in
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import re
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Protocol
 
 import aiohttp
 import yarl
 
-from ._config import DEFAULT_MAX_REDIRECTS, Timeouts
+from ._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
 from ._errors import (
     ConnectionFailed,
     FetchTimeout,
     HTTPStatusError,
     InvalidRequest,
-    ProtocolError,
     TooManyRedirects,
     TransportError,
     TruncatedBody,
 )
+from ._http import RangeNotHonoured as RangeNotHonoured
+from ._http import check_answer, parse_content_range, status_error
 from ._models import ByteRange, RemoteInfo
+from ._rawhttp import RawClient, Span, Window
 
 USER_AGENT = "asyncfetch/0.1"
 SCHEMES = frozenset({"http", "https"})
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _PROBE_RANGE = ByteRange(0, 1)
 READ_BUFSIZE = 1 << 18
+WRITE_BATCH = 1 << 20
 
 Session = aiohttp.ClientSession
 """An application's own HTTP session, which asyncfetch can use instead of opening one."""
 _HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
-
-
-class RangeNotHonoured(ProtocolError):
-    """The server answered a Range request with the whole file (200)."""
-
-    def __init__(self, message: str, *, url: str | None) -> None:
-        super().__init__(message, url=url, retryable=False)
 
 
 def check_url(url: str) -> str:
@@ -62,30 +55,6 @@ def check_url(url: str) -> str:
             f"{url!r}: unsupported scheme {parsed.scheme!r}; use http:// or https://", url=url
         )
     return url
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    current = time.time() if now is None else now
-    return max(when.timestamp() - current, 0.0)
-
-
-def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
-    """``bytes a-b/total`` → (a, b + 1, total or None); None when absent or malformed."""
-    match = _CONTENT_RANGE.fullmatch(value.strip()) if value else None
-    if not match:
-        return None
-    total = None if match[3] == "*" else int(match[3])
-    return int(match[1]), int(match[2]) + 1, total
 
 
 @asynccontextmanager
@@ -110,29 +79,65 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
 
 
 def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError:
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    hint = "the file may not exist or needs credentials" if response.status < 500 else "try later"
-    return HTTPStatusError(
-        f"{url}: HTTP {response.status} {response.reason or ''}".rstrip() + f" ({hint})",
-        url=url,
-        status=response.status,
-        retry_after=retry_after,
-    )
+    return status_error(response.status, response.reason, response.headers, url)
 
 
-@dataclass
-class Body:
-    """An open response body: read it chunk by chunk with :meth:`read`."""
+class Body(Protocol):
+    """An open response body, on either receive path; the engine takes it batch by batch."""
 
-    response: aiohttp.ClientResponse
     url: str
     byte_range: ByteRange | None
     size: int | None
 
     async def read(self) -> bytes:
+        """The next chunk of bytes as it arrived; ``b""`` at the end (not for the hot path)."""
+
+    async def next_batch(self) -> Sequence[bytes | memoryview]:
+        """The next bytes to write at the window's ``pos`` (valid until the next call); empty
+        at the clean end of the body or at the window's ``stop``. Bytes received before an
+        error are returned first; the error comes with the next call."""
+
+    def abandon(self) -> None:
+        """Stop reading before the end: the connection is closed, not reused."""
+
+
+@dataclass
+class AioBody:
+    """A body received by aiohttp: read it chunk by chunk with :meth:`read`, or in batches."""
+
+    response: aiohttp.ClientResponse
+    url: str
+    byte_range: ByteRange | None
+    size: int | None
+    window: Window = field(default_factory=Span)
+    _pending: TransportError | None = None
+
+    async def read(self) -> bytes:
         """The next chunk of bytes as it arrived; ``b""`` at the end."""
         async with translate_errors(self.url):
             return await self.response.content.readany()
+
+    async def next_batch(self) -> list[bytes]:
+        """About WRITE_BATCH bytes, cut at the window's ``stop`` (see :class:`Body`)."""
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
+        batch: list[bytes] = []
+        start, batched = self.window.pos, 0
+        try:
+            while start + batched < self.window.stop and batched < WRITE_BATCH:
+                chunk = await self.read()
+                if not chunk:
+                    break
+                room = self.window.stop - start - batched
+                batch.append(chunk if len(chunk) <= room else chunk[:room])
+                batched += len(batch[-1])
+                self.window.reached = start + batched
+        except TransportError as exc:
+            if not batch:
+                raise
+            self._pending = exc
+        return batch
 
     def abandon(self) -> None:
         """Stop reading before the end: the connection is closed, not reused."""
@@ -160,6 +165,8 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._max_redirects = max_redirects
+        fast = session is None and env_settings().fast_path
+        self._raw = RawClient(timeouts) if fast else None
 
     async def __aenter__(self) -> Transport:
         if self._session is None:
@@ -182,6 +189,8 @@ class Transport:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -227,9 +236,20 @@ class Transport:
 
     @asynccontextmanager
     async def open(
-        self, url: str, byte_range: ByteRange | None, *, if_range: str | None = None
+        self,
+        url: str,
+        byte_range: ByteRange | None,
+        *,
+        if_range: str | None = None,
+        window: Window | None = None,
+        fast: bool = True,
     ) -> AsyncIterator[Body]:
         """GET ``url`` (one range of it, or all), check the answer fits, and yield its body.
+
+        With a ``window`` (where the bytes go; the engine's task) a plain-http URL without a
+        proxy takes the fast path (:mod:`._rawhttp`); everything else goes through aiohttp,
+        and so does any request with ``fast=False`` (a body of unknown length: chunked, or
+        read to EOF, which only aiohttp handles).
 
         Raises:
             HTTPStatusError: on an error status.
@@ -241,40 +261,25 @@ class Transport:
             headers["Range"] = byte_range.header()
             if if_range:
                 headers["If-Range"] = if_range
+        if self._raw is not None and window is not None and fast:
+            raw = await self._raw.open(url, headers, byte_range, window)
+            if raw is not None:
+                try:
+                    yield raw
+                finally:
+                    self._raw.finish(raw.connection)
+                return
         async with translate_errors(url), self.session.get(
             url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
         ) as response:
             _check_response(response, url, byte_range)
-            yield Body(response, url, byte_range, response.content_length)
+            yield AioBody(response, url, byte_range, response.content_length, window or Span())
 
 
 def _check_response(
     response: aiohttp.ClientResponse, url: str, byte_range: ByteRange | None
 ) -> None:
-    if response.status >= 400:
-        raise _status_error(response, url)
-    if response.headers.get("Content-Encoding", "identity") not in ("identity", ""):
-        raise ProtocolError(
-            f"{url}: server sent {response.headers['Content-Encoding']!r}-encoded bytes although "
-            "asked for identity; cannot write them at file offsets",
-            url=url,
-            retryable=False,
-        )
-    if byte_range is None:
-        return
-    if response.status != 206:
-        raise RangeNotHonoured(
-            f"{url}: asked for {byte_range}, got HTTP {response.status} with the whole file "
-            "(the server ignores Range, or the file changed)",
-            url=url,
-        )
-    got = parse_content_range(response.headers.get("Content-Range"))
-    if got is None or got[0] != byte_range.start or got[1] > byte_range.end:
-        raise ProtocolError(
-            f"{url}: asked for {byte_range}, server sent Content-Range "
-            f"{response.headers.get('Content-Range')!r}",
-            url=url,
-        )
+    check_answer(response.status, response.reason, response.headers, url, byte_range)
 
 
 def _info_from_headers(
