@@ -1,0 +1,80 @@
+"""The aiohttp receive path: the engine tests again with the fast path switched off, and the
+choice between the two paths."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from asyncfetch import Timeouts
+from asyncfetch._models import ByteRange
+from asyncfetch._rawhttp import RawBody, Span
+from asyncfetch._transport import AioBody, Transport
+from tests import test_engine
+from tests.faultserver import FaultServer
+
+# Every engine test, collected here once more, runs on aiohttp (see the autouse fixture).
+globals().update({k: v for k, v in vars(test_engine).items() if k.startswith("test_")})
+
+
+@pytest.fixture(autouse=True)
+def aiohttp_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switch the fast path off, as ASYNCFETCH_FAST_PATH=0 does for users."""
+    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", "0")
+
+
+async def test_switched_off_fast_path_uses_aiohttp(server: FaultServer, payload: bytes) -> None:
+    url = server.add_file("m.bin", payload)
+    async with (
+        Transport(timeouts=Timeouts(), connections=1) as transport,
+        transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
+    ):
+        assert isinstance(body, AioBody)
+        assert await body.next_batch() == [payload[:10]]
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+async def test_a_callers_session_always_uses_aiohttp(
+    server: FaultServer, payload: bytes, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", switch)
+    url = server.add_file("m.bin", payload)
+    async with aiohttp.ClientSession() as session:
+        transport = Transport(timeouts=Timeouts(), connections=1, session=session)
+        async with transport, transport.open(url, ByteRange(0, 10), window=Span()) as body:
+            assert isinstance(body, AioBody)
+
+
+async def test_a_proxied_url_uses_aiohttp(
+    server: FaultServer, payload: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", "1")
+    monkeypatch.setenv("http_proxy", server.base_url)  # the FaultServer answers as a proxy
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    url = server.add_file("m.bin", payload)
+    async with (
+        Transport(timeouts=Timeouts(), connections=1) as transport,
+        transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
+    ):
+        assert isinstance(body, AioBody)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    async with (
+        Transport(timeouts=Timeouts(), connections=1) as transport,
+        transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
+    ):
+        assert isinstance(body, RawBody)
+
+
+async def test_aiohttp_body_hands_over_bytes_before_its_error(
+    server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", truncate_after=5000)
+    async with (
+        Transport(timeouts=Timeouts(), connections=1) as transport,
+        transport.open(url, None, window=Span()) as body,
+    ):
+        assert sum(len(b) for b in await body.next_batch()) == 5000
+        with pytest.raises(Exception, match="ended early|ended at"):
+            await body.next_batch()
