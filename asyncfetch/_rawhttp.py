@@ -33,6 +33,7 @@ WATCHDOG_TICK = 0.25
 IDLE_PER_HOST = 32
 
 IDLE, HEAD, HEAD_DONE, BODY, DONE = "idle", "head", "head-done", "body", "done"
+SCRATCH, BUFFER, SPILL = 0, 1, 2  # where get_buffer sent the next read
 
 
 class Window(Protocol):
@@ -155,7 +156,8 @@ class Connection(asyncio.BufferedProtocol):
         self._window: Window = Span()
         self._pos = self._end = self._fill_start = 0
         self._cur = 0
-        self._dropping = False
+        self._into = SCRATCH
+        self._spill = bytearray()
         self._lost: Exception | None = None
 
     # protocol callbacks ------------------------------------------------------------------
@@ -178,26 +180,25 @@ class Connection(asyncio.BufferedProtocol):
         self._wake()
 
     def get_buffer(self, sizehint: int) -> memoryview:  # noqa: D102
+        self._into = SCRATCH
         if self.state == BODY:
             filled = self._pos - self._fill_start
             buf = self._bufs[self._cur]
             room = min(len(buf) - filled, self._limit() - self._pos)
-            if room > 0:
-                self._dropping = False
+            if room > 0 and not self._spill:
+                self._into = BUFFER
                 return buf[filled : filled + room]
-            self._dropping = True
+            if self._pos + len(self._spill) < self._limit():
+                self._into = SPILL  # both buffers taken and the loop reads anyway: keep it
         return self._scratch
 
     def buffer_updated(self, nbytes: int) -> None:  # noqa: D102
         self.last_io = self._loop.time()
-        if self.state == BODY and not self._dropping:
-            self._pos += nbytes
-            self._window.reached = self._pos
-            if self._pos >= self._end:
-                self.state = DONE
-                self._wake()
-            elif self._pos - self._fill_start >= len(self._bufs[0]) or self._pos >= self._limit():
-                self._hand_over_or_pause()
+        if self._into == BUFFER:
+            self._advance(nbytes)
+        elif self._into == SPILL:
+            self._spill += self._scratch[:nbytes]
+            self._pause()
         elif self.state == HEAD:
             self._head_bytes(nbytes)
         else:
@@ -206,6 +207,15 @@ class Connection(asyncio.BufferedProtocol):
                 self._hand_over_or_pause()
             elif self.transport is not None:
                 self.transport.abort()
+
+    def _advance(self, nbytes: int) -> None:
+        self._pos += nbytes
+        self._window.reached = self._pos
+        if self._pos >= self._end:
+            self.state = DONE
+            self._wake()
+        elif self._pos - self._fill_start >= len(self._bufs[0]) or self._pos >= self._limit():
+            self._hand_over_or_pause()
 
     # the exchange ------------------------------------------------------------------------
 
@@ -237,13 +247,11 @@ class Connection(asyncio.BufferedProtocol):
         self._end = end
         self._cur = 0
         self.state = BODY
-        early, self._early = self._early, b""
-        if len(early) > end - start:
+        if len(self._early) > end - start:
             self.keep_alive = False
-        take = min(len(early), max(self._limit() - start, 0))
-        self._bufs[0][:take] = early[:take]
-        self._pos += take
-        window.reached = self._pos
+        self._spill[:] = self._early
+        self._early = b""
+        self._unspill()
         if self._pos >= end:
             self.state = DONE
         elif self.closed:
@@ -306,8 +314,23 @@ class Connection(asyncio.BufferedProtocol):
         view = self._bufs[self._cur][: max(keep, 0)]
         self._cur ^= 1
         self._fill_start = self._pos
+        self._unspill()
         self._resume()
         return view
+
+    def _unspill(self) -> None:
+        """Move bytes kept aside while both buffers were taken into the current one."""
+        if not self._spill:
+            return
+        buf = self._bufs[self._cur]
+        filled = self._pos - self._fill_start
+        take = min(len(self._spill), len(buf) - filled, max(self._limit() - self._pos, 0))
+        buf[filled : filled + take] = self._spill[:take]
+        del self._spill[:take]
+        if self._pos + take >= self._limit():
+            self._spill.clear()  # past the body or the window's stop: dropped
+        if take:
+            self._advance(take)
 
     def _head_bytes(self, nbytes: int) -> None:
         self._head += self._scratch[:nbytes]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 
 import asyncfetch
 from asyncfetch import ConnectionFailed, FetchTimeout, HTTPStatusError, ProtocolError, Timeouts
@@ -351,3 +352,26 @@ def test_proxy_rules_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert proxied("example.org")
     monkeypatch.setenv("no_proxy", "example.org")
     assert not proxied("example.org")
+
+
+def test_bytes_arriving_while_both_buffers_are_taken_are_kept(
+    server: FaultServer, payload: bytes
+) -> None:
+    """uvloop may read again after pause_reading; those bytes must not be lost."""
+    url = server.add_file("m.bin", payload)
+
+    async def slow_consumer() -> bytes:
+        client = RawClient(Timeouts(connect=2, read=5), bufsize=64 * KiB)
+        window = Span(stop=len(payload))
+        body = await client.open(url, HEADERS, None, window)
+        assert body is not None
+        got = bytearray()
+        while batch := await body.next_batch():
+            got += batch[0]
+            window.pos += len(batch[0])
+            await asyncio.sleep(0.01)  # a slow disk: the other buffer fills meanwhile
+        client.finish(body.connection)
+        await client.aclose()
+        return bytes(got)
+
+    assert uvloop.run(slow_consumer()) == payload
