@@ -15,6 +15,7 @@ import functools
 import glob
 import os
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,12 @@ from ._planner import Extents
 
 PART_SUFFIX = ".part"
 JOURNAL_EVERY = 1.0
+JOURNAL_BYTES = 16 << 20
 STALE_AFTER = 120.0
 IO_THREADS = 4
+
+_open_parts: set[Path] = set()  # part files this process is writing now
+_open_parts_lock = threading.Lock()
 
 
 @functools.cache
@@ -85,35 +90,91 @@ def _pwrite_all(fd: int, buffers: Sequence[bytes], offset: int) -> None:
             views[0] = views[0][written:]
 
 
-def _claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
-    """A fresh part name for this process, taking over an abandoned part of ``dest`` if any.
+def _new_part_name(dest: Path) -> Path:
+    """A new part name, registered as in use by this process from the start."""
+    part = dest.with_name(f"{dest.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+    with _open_parts_lock:
+        _open_parts.add(part)
+    return part
 
-    The rename decides who takes over a part, so two processes never share one, even where
-    file locks silently do nothing.
+
+def _forget_part(part: Path) -> None:
+    with _open_parts_lock:
+        _open_parts.discard(part)
+
+
+def _claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
+    """A fresh part name for this process, taking over abandoned parts of ``dest`` if any.
+
+    Every abandoned part is taken by renaming it to a private name (the rename decides who
+    takes it, so two processes never share one, even where file locks silently do nothing).
+    The one holding the most bytes of the same remote file is kept; the others are deleted,
+    so partial files do not pile up.
     """
-    mine = dest.with_name(f"{dest.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+    claimed: list[tuple[Path, Journal | None]] = []
     for candidate in sorted(glob.glob(part_glob(dest))):
         old = Path(candidate)
         journal = _journal.load(old)
-        if journal is not None and _still_in_use(old, journal):
+        if _still_in_use(old, journal):
             continue
+        taken = _new_part_name(dest)
         try:
-            os.rename(old, mine)
+            os.rename(old, taken)
         except FileNotFoundError:
+            _forget_part(taken)
             continue
         with contextlib.suppress(FileNotFoundError):
-            os.rename(_journal.journal_path(old), _journal.journal_path(mine))
+            os.rename(_journal.journal_path(old), _journal.journal_path(taken))
         usable = journal is not None and journal.matches(info) and journal.url == info.url
-        return mine, journal if usable else None
-    return mine, None
+        claimed.append((taken, journal if usable else None))
+    best = max(claimed, key=lambda c: _held_bytes(c[1]), default=None)
+    for part, _ in claimed:
+        if best is None or part != best[0]:
+            _remove_part(part)
+            _forget_part(part)
+    if best is None or best[1] is None:
+        return (best[0] if best else _new_part_name(dest)), None
+    return best
 
 
-def _still_in_use(part: Path, journal: Journal) -> bool:
+def _held_bytes(journal: Journal | None) -> int:
+    return sum(end - start for start, end in journal.runs) if journal else -1
+
+
+def _remove_part(part: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        part.unlink()
+    _journal.remove(part)
+
+
+def _runs_on_disk(
+    runs: Sequence[tuple[int, int]], on_disk: int, size: int
+) -> list[tuple[int, int]]:
+    """The journal's runs, cut to what the part file (``on_disk`` bytes long) can hold."""
+    limit = min(on_disk, size)
+    return [(start, min(end, limit)) for start, end in runs if start < limit]
+
+
+def _still_in_use(part: Path, journal: Journal | None) -> bool:
+    """Whether another download (another process, or another thread of this one) owns ``part``.
+
+    A part without a journal is in use while it is young: its owner has just created it.
+    """
+    with _open_parts_lock:
+        if part in _open_parts:
+            return True
     try:
+        if journal is None and not _journal.journal_path(part).exists():
+            return time.time() - part.stat().st_mtime < STALE_AFTER
         age = time.time() - _journal.journal_path(part).stat().st_mtime
     except FileNotFoundError:
         return False
-    return journal.owner_alive() and age < STALE_AFTER
+    return journal is not None and journal.owner_alive() and age < STALE_AFTER
+
+
+def part_in_use(part: Path) -> bool:
+    """Whether ``part`` belongs to a download that is still running (for pruning)."""
+    return _still_in_use(part, _journal.load(part))
 
 
 class PartFile:
@@ -129,6 +190,7 @@ class PartFile:
         self.resumed_bytes = self._extents.total()
         self._hasher = PrefixHasher(fd) if hashing else None
         self._saved_at = time.monotonic()
+        self._saved_bytes = self.resumed_bytes
         self._saving: asyncio.Task[None] | None = None
         self._advance_hasher()
 
@@ -142,17 +204,20 @@ class PartFile:
     @classmethod
     def _open_blocking(cls, dest: Path, info: RemoteInfo, hashing: bool) -> PartFile:
         check_destination(dest, info.url)
+        part: Path | None = None
         try:
             part, journal = _claim_part(dest, info)
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
+            if part is not None:
+                _forget_part(part)
             raise _disk_error(exc, dest, info.url) from exc
         if journal is None:
             os.ftruncate(fd, 0)
             journal = Journal.for_remote(info)
         else:
             fresh = Journal.for_remote(info)
-            kept = [(s, e) for s, e in journal.runs if e <= (info.size or 0)]
+            kept = _runs_on_disk(journal.runs, os.fstat(fd).st_size, info.size or 0)
             journal = dataclasses.replace(journal, runs=kept, pid=fresh.pid, host=fresh.host)
         sink = cls(dest, part, fd, journal, hashing)
         sink._save_journal_blocking(sync=False)
@@ -230,9 +295,13 @@ class PartFile:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
+        self._forget()
         os.replace(self.part, self.dest)
         _journal.remove(self.part)
         _fsync_dir(self.dest.parent)
+
+    def _forget(self) -> None:
+        _forget_part(self.part)
 
     async def close(self) -> None:
         """Stop, keeping the part and an up-to-date journal so a later run can resume."""
@@ -248,6 +317,7 @@ class PartFile:
             self._save_journal_blocking(sync=True)
         os.close(self._fd)
         self._fd = -1
+        self._forget()
 
     async def discard(self) -> None:
         """Stop and delete the part and its journal."""
@@ -257,19 +327,24 @@ class PartFile:
                 await asyncio.to_thread(self._hasher.cancel)
             os.close(self._fd)
             self._fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            self.part.unlink()
-        _journal.remove(self.part)
+        self._forget()
+        _remove_part(self.part)
 
     def _advance_hasher(self) -> None:
         if self._hasher is not None:
             self._hasher.advance(self._extents.prefix())
 
     def _maybe_save_journal(self) -> None:
+        """Save the journal every JOURNAL_EVERY seconds or JOURNAL_BYTES bytes, one at a time.
+
+        The byte bound keeps what a kill -9 loses small on a fast link.
+        """
         now = time.monotonic()
-        if self._saving is not None or now - self._saved_at < JOURNAL_EVERY:
+        written = self._extents.total()
+        due = now - self._saved_at >= JOURNAL_EVERY or written - self._saved_bytes >= JOURNAL_BYTES
+        if self._saving is not None or not due:
             return
-        self._saved_at = now
+        self._saved_at, self._saved_bytes = now, written
         runs = self._extents.runs()
         self._saving = asyncio.get_running_loop().create_task(self._save_journal(runs))
 
