@@ -16,8 +16,10 @@ from pathlib import Path
 
 import aiohttp
 
-from ._config import RetryPolicy, Timeouts, check_connections
+from . import _cache
+from ._config import RetryPolicy, Timeouts, check_connections, env_settings
 from ._errors import FetchError, InvalidRequest, RetriesExhausted, TransportError, TruncatedBody
+from ._lock import TargetLock
 from ._mirrors import MirrorBoard
 from ._models import EventKind, FetchResult, ProgressCallback, ProgressEvent, RemoteInfo
 from ._planner import Scheduler, Task, plan_chunks
@@ -45,6 +47,8 @@ class Request:
     headers: Mapping[str, str] | None = None
     progress: ProgressCallback | None = None
     hashing: bool = True
+    offline: bool = False
+    verify: bool = False
 
     @property
     def url(self) -> str:
@@ -65,8 +69,13 @@ def make_request(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
+    offline: bool | None = None,
+    verify: bool = False,
 ) -> Request:
-    """Check the caller's arguments and bundle them; raises InvalidRequest on bad input."""
+    """Check the caller's arguments and bundle them; raises InvalidRequest on bad input.
+
+    ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says.
+    """
     urls = tuple(dict.fromkeys(check_url(u) for u in (url, *mirrors)))
     if sha256 is not None and not _SHA256.fullmatch(sha256):
         raise InvalidRequest(f"sha256 must be 64 hex digits, got {sha256!r}", url=url)
@@ -83,6 +92,8 @@ def make_request(
         headers=headers,
         progress=progress,
         hashing=hash or sha256 is not None,
+        offline=env_settings().offline if offline is None else offline,
+        verify=verify,
     )
 
 
@@ -99,12 +110,22 @@ async def fetch(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
+    offline: bool | None = None,
+    verify: bool = False,
     session: aiohttp.ClientSession | None = None,
 ) -> FetchResult:
     """Download ``url`` to ``dest`` over parallel ranged connections, verified.
 
     The file appears at ``dest`` only once complete and, when ``sha256`` is given, matching
     it; partial data stays in a ``.part`` file beside it that a later call resumes from.
+
+    If ``dest`` already exists it is used as it is (``FetchResult.cached``) when it is the
+    file asked for: with ``sha256``, when its digest matches (trusted from the marker written
+    beside it while its size and mtime are unchanged, so a hit costs no re-hash and no
+    network); without, when a probe shows the same size and validators (ETag, Last-Modified)
+    it was downloaded under. Otherwise it is downloaded again and replaced. Processes and
+    threads asking for the same ``dest`` at once download it once: the others wait on a lock
+    file beside it and then use the result.
 
     Args:
         url: the file's URL.
@@ -119,33 +140,99 @@ async def fetch(
         headers: extra request headers (e.g. Authorization).
         progress: called with a ProgressEvent as the download goes.
         hash: compute the SHA-256 when no ``sha256`` is given.
+        offline: use only what is on disk, never the network (default: as the environment
+            variable ``ASYNCFETCH_OFFLINE`` says).
+        verify: re-hash an existing ``dest`` even when its marker vouches for it.
         session: an aiohttp session of your own to use (it is not closed).
 
     Returns:
         A FetchResult.
 
     Raises:
+        OfflineError: offline, and ``dest`` is missing or not the file asked for.
         FetchError: a subclass saying what went wrong; nothing is left at ``dest``.
     """
     request = make_request(
         url, dest, mirrors=mirrors, sha256=sha256, connections=connections,
         chunk_size=chunk_size, retry=retry, timeout=timeout, headers=headers,
-        progress=progress, hash=hash,
+        progress=progress, hash=hash, offline=offline, verify=verify,
     )  # fmt: skip
     return await run(request, session=session)
 
 
 async def run(request: Request, *, session: aiohttp.ClientSession | None = None) -> FetchResult:
-    """Carry out a validated Request."""
+    """Carry out a validated Request: a cache hit, or a download under the target's lock."""
+    started = time.monotonic()
+    hit = await _local_hit(request)
+    if hit is not None:
+        return _hit_result(request, hit, started)
     check_destination(request.dest, request.url)
-    transport = Transport(
-        timeouts=request.timeouts,
-        connections=request.connections,
-        headers=request.headers,
-        session=session,
+    async with TargetLock(request.dest):
+        hit = await _local_hit(request)  # another process or thread may have just fetched it
+        if hit is not None:
+            return _hit_result(request, hit, started)
+        transport = Transport(
+            timeouts=request.timeouts,
+            connections=request.connections,
+            headers=request.headers,
+            session=session,
+        )
+        async with transport:
+            download = Download(request, transport)
+            hit = await _remote_hit(request, download)
+            if hit is not None:
+                return _hit_result(request, hit, started)
+            result = await download.run()
+        await asyncio.to_thread(
+            _cache.record_download,
+            request.dest,
+            url=request.url,
+            sha256=result.sha256,
+            verified=request.sha256 is not None,
+            info=download.info,
+        )
+        return result
+
+
+async def _local_hit(request: Request) -> _cache.Hit | None:
+    """A hit decided from the disk alone (``sha256`` given, or offline); raises offline misses."""
+    return await asyncio.to_thread(
+        _cache.find_local,
+        request.dest,
+        url=request.url,
+        sha256=request.sha256,
+        verify=request.verify,
+        offline=request.offline,
+        hashing=request.hashing,
     )
-    async with transport:
-        return await Download(request, transport).run()
+
+
+async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None:
+    """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged."""
+    if request.sha256 is not None or not request.dest.exists():
+        return None
+    info = await download._probe_sources()
+    return await asyncio.to_thread(
+        _cache.find_remote,
+        request.dest,
+        info,
+        urls=request.urls,
+        verify=request.verify,
+        hashing=request.hashing,
+    )
+
+
+def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:
+    if request.progress is not None:
+        request.progress(ProgressEvent("done", request.url, hit.size, hit.size))
+    return FetchResult(
+        path=hit.path,
+        size=hit.size,
+        sha256=hit.sha256,
+        elapsed=time.monotonic() - started,
+        resumed_bytes=hit.size,
+        cached=True,
+    )
 
 
 class Download:
@@ -160,13 +247,14 @@ class Download:
         self.retries = 0
         self.done = 0
         self.size: int | None = None
+        self.info: RemoteInfo | None = None  # what the probe found
 
     async def run(self) -> FetchResult:
         """Probe, download, verify, rename; emit events; return the result."""
         started = time.monotonic()
         self._emit("started")
         try:
-            info = await self._probe_sources()
+            info = self.info or await self._probe_sources()
             sink = await PartFile.open(self.request.dest, info, hashing=self.request.hashing)
             digest = await self._fill_and_finish(sink, info)
         except BaseException as exc:
@@ -218,6 +306,7 @@ class Download:
         info = self._agree_on_size(infos)
         self.size = info.size
         self.validator = info.validator if len(infos) == 1 else None
+        self.info = info
         return info
 
     async def _probe_one(self, url: str) -> RemoteInfo:

@@ -70,8 +70,10 @@ class FetchResult:
         sha256: its SHA-256 as hex, or None when hashing was turned off.
         elapsed: seconds from start to the file being in place.
         bytes_by_mirror: bytes received from each source URL in this run.
-        resumed_bytes: bytes that were already on disk from an earlier run.
+        resumed_bytes: bytes that were already on disk from an earlier run (all of them for a
+            cache hit).
         retries: requests that failed and were tried again.
+        cached: the file was already there and was used as it is (nothing downloaded).
     """
 
     path: Path
@@ -81,6 +83,7 @@ class FetchResult:
     bytes_by_mirror: dict[str, int] = field(default_factory=dict)
     resumed_bytes: int = 0
     retries: int = 0
+    cached: bool = False
 
     @property
     def speed(self) -> float:
