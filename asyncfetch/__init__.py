@@ -3,6 +3,7 @@
 Users import from here; everything in underscore modules is private.
 """
 
+from . import cache
 from ._api import download
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
@@ -46,6 +47,7 @@ __all__ = [
     "TransportError",
     "TruncatedBody",
     "__version__",
+    "cache",
     "download",
     "fetch",
 ]

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _api
-from ._cache import cached_path
+from . import _api, _cli_cache
+from ._cache import cached_path, checkpoints_dir, ensure_dir
 from ._config import RetryPolicy, Timeouts, parse_size
 from ._errors import FetchError
 from ._models import FetchResult, ProgressCallback
@@ -54,6 +54,8 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--retries", type=int, default=None, help="retries per range (default 4)")
     get.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
     get.add_argument("--no-hash", action="store_true", help="skip SHA-256 (no --sha256 only)")
+    get.add_argument("--offline", action="store_true", help="use the cache only, no network")
+    get.add_argument("--verify", action="store_true", help="re-hash a cached file, never trust")
     _add_output_flags(get)
     get.set_defaults(handler=_get)
 
@@ -66,9 +68,10 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _get(args: argparse.Namespace) -> int:
-    dest = args.output or cached_path(args.url) if not args.dir else args.dir / ""
-    if args.dir:
-        dest = cached_path(args.url, model_dir=args.dir)
+    if args.output is not None:
+        dest = args.output
+    else:  # the cache, as torch.hub's: created when missing
+        dest = cached_path(args.url, model_dir=ensure_dir(checkpoints_dir(args.dir)))
     progress = _progress_for(args, dest.name)
     try:
         result = _api.download(
@@ -82,6 +85,8 @@ def _get(args: argparse.Namespace) -> int:
             timeout=Timeouts.coerce(args.timeout),
             progress=progress,
             hash=not args.no_hash,
+            offline=True if args.offline else None,
+            verify=args.verify,
         )
     finally:
         if isinstance(progress, ProgressBar):
@@ -110,6 +115,7 @@ def result_json(result: FetchResult, url: str | None = None) -> dict[str, Any]:
         "bytes_by_mirror": result.bytes_by_mirror,
         "resumed_bytes": result.resumed_bytes,
         "retries": result.retries,
+        "cached": result.cached,
     }
 
 
@@ -118,8 +124,11 @@ def _print_result(result: FetchResult, as_json: bool) -> None:
         url = next(iter(result.bytes_by_mirror), None)
         print(json.dumps(result_json(result, url)), flush=True)
         return
-    speed = result.speed / 1e6
     digest = f" sha256={result.sha256}" if result.sha256 else ""
+    if result.cached:
+        print(f"{result.path} {result.size} bytes (cached){digest}")
+        return
+    speed = result.speed / 1e6
     print(f"{result.path} {result.size} bytes in {result.elapsed:.2f}s ({speed:.1f} MB/s){digest}")
 
 
@@ -131,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_get(commands)
+    _cli_cache.add_parser(commands)
     return parser
 
 
