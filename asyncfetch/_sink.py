@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from . import _journal
 from ._errors import DestinationError, IntegrityError
@@ -33,6 +34,7 @@ JOURNAL_EVERY = 1.0
 JOURNAL_BYTES = 16 << 20
 STALE_AFTER = 120.0
 IO_THREADS = 4
+T = TypeVar("T")
 
 _open_parts: set[Path] = set()  # part files this process is writing now
 _open_parts_lock = threading.Lock()
@@ -67,6 +69,16 @@ def check_destination(dest: Path, url: str | None = None) -> None:
             path=str(parent),
             url=url,
         )
+
+
+async def _settle(future: asyncio.Future[T]) -> T:
+    """Await work running in a thread. If cancelled meanwhile, let the work finish first, so
+    nobody closes the file under it, then raise the cancellation."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.gather(future, return_exceptions=True)
+        raise
 
 
 def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
@@ -191,7 +203,11 @@ class PartFile:
         self._hasher = PrefixHasher(fd) if hashing else None
         self._saved_at = time.monotonic()
         self._saved_bytes = self.resumed_bytes
-        self._saving: asyncio.Task[None] | None = None
+        self._saver: asyncio.Task[None] | None = None  # a journal save waiting for its time
+        self._hurry = asyncio.Event()  # enough bytes: the waiting save goes now
+        self._in_flight: asyncio.Future[None] | None = None  # a journal save being written
+        self._writes: set[asyncio.Future[None]] = set()  # positional writes in flight
+        self._closing = False
         self._advance_hasher()
 
     @classmethod
@@ -233,11 +249,20 @@ class PartFile:
         return self._extents.missing(size)
 
     async def write(self, offset: int, buffers: Sequence[bytes]) -> None:
-        """Write ``buffers`` back to back at ``offset``, off the event loop."""
+        """Write ``buffers`` back to back at ``offset``, off the event loop.
+
+        A write that comes once the part is closing is dropped: a later run fetches those
+        bytes again.
+        """
+        if self._closing:
+            return
         length = sum(len(b) for b in buffers)
         loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(_io_pool(), _pwrite_all, self._fd, buffers, offset)
+        self._writes.add(future)
+        future.add_done_callback(self._writes.discard)
         try:
-            await loop.run_in_executor(_io_pool(), _pwrite_all, self._fd, buffers, offset)
+            await _settle(future)
         except OSError as exc:
             raise _disk_error(exc, self.part, self._journal.url) from exc
         self._extents.add(offset, offset + length)
@@ -246,7 +271,7 @@ class PartFile:
 
     async def restart(self) -> None:
         """Throw away everything written (a stream that cannot resume starts over)."""
-        await self._wait_for_journal()
+        await self._drain()
         if self._hasher is not None:
             await asyncio.to_thread(self._hasher.cancel)
             self._hasher = PrefixHasher(self._fd)
@@ -263,7 +288,8 @@ class PartFile:
         Raises:
             IntegrityError: size or digest differ (the part is deleted: its bytes are wrong).
         """
-        await self._wait_for_journal()
+        self._closing = True
+        await self._drain()
         url = self._journal.url
         if self._extents.prefix() != size or self._extents.total() != size:
             raise IntegrityError(
@@ -282,7 +308,7 @@ class PartFile:
                 expected=expected_sha256,
                 actual=digest or "",
             )
-        await asyncio.get_running_loop().run_in_executor(_io_pool(), self._commit_blocking)
+        await _settle(asyncio.get_running_loop().run_in_executor(_io_pool(), self._commit_blocking))
         return digest
 
     async def _digest(self, size: int) -> str | None:
@@ -307,12 +333,16 @@ class PartFile:
         """Stop, keeping the part and an up-to-date journal so a later run can resume."""
         if self._fd < 0:
             return
-        await self._wait_for_journal()
+        self._closing = True
+        await self._drain()
         if self._hasher is not None:
             await asyncio.to_thread(self._hasher.cancel)
-        await asyncio.to_thread(self._close_blocking)
+        if self._fd >= 0:
+            await _settle(asyncio.get_running_loop().run_in_executor(None, self._close_blocking))
 
     def _close_blocking(self) -> None:
+        if self._fd < 0:
+            return
         with contextlib.suppress(OSError):
             self._save_journal_blocking(sync=True)
         os.close(self._fd)
@@ -321,10 +351,12 @@ class PartFile:
 
     async def discard(self) -> None:
         """Stop and delete the part and its journal."""
+        self._closing = True
         if self._fd >= 0:
-            await self._wait_for_journal()
+            await self._drain()
             if self._hasher is not None:
                 await asyncio.to_thread(self._hasher.cancel)
+        if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
         self._forget()
@@ -335,26 +367,31 @@ class PartFile:
             self._hasher.advance(self._extents.prefix())
 
     def _maybe_save_journal(self) -> None:
-        """Save the journal every JOURNAL_EVERY seconds or JOURNAL_BYTES bytes, one at a time.
+        """After a write: have the journal saved within JOURNAL_EVERY seconds, or at once when
+        JOURNAL_BYTES more are on disk; one save at a time.
 
-        The byte bound keeps what a kill -9 loses small on a fast link.
+        A kill -9 then loses at most about a second's or JOURNAL_BYTES' worth of bytes.
         """
-        now = time.monotonic()
-        written = self._extents.total()
-        due = now - self._saved_at >= JOURNAL_EVERY or written - self._saved_bytes >= JOURNAL_BYTES
-        if self._saving is not None or not due:
-            return
-        self._saved_at, self._saved_bytes = now, written
-        runs = self._extents.runs()
-        self._saving = asyncio.get_running_loop().create_task(self._save_journal(runs))
+        if self._saver is None:
+            self._saver = asyncio.get_running_loop().create_task(self._save_journal_soon())
+        if self._extents.total() - self._saved_bytes >= JOURNAL_BYTES:
+            self._hurry.set()
 
-    async def _save_journal(self, runs: list[tuple[int, int]]) -> None:
+    async def _save_journal_soon(self) -> None:
         try:
-            await asyncio.to_thread(self._sync_and_save, runs)
+            delay = JOURNAL_EVERY - (time.monotonic() - self._saved_at)
+            if delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), delay)
+            self._hurry.clear()
+            self._saved_at, self._saved_bytes = time.monotonic(), self._extents.total()
+            runs = self._extents.runs()
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._sync_and_save, runs))
+            await asyncio.shield(self._in_flight)
         except OSError:
             pass  # a missed journal update only costs re-fetching a few bytes on resume
         finally:
-            self._saving = None
+            self._saver = None
 
     def _sync_and_save(self, runs: list[tuple[int, int]]) -> None:
         os.fdatasync(self._fd)  # the journal may only name bytes that are safely on disk
@@ -368,9 +405,19 @@ class PartFile:
         self._journal.runs = runs
         _journal.save(self.part, self._journal)
 
+    async def _drain(self) -> None:
+        """Let the writes in flight land, and settle the journal saving."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._wait_for_journal()
+
     async def _wait_for_journal(self) -> None:
-        if self._saving is not None:
-            await asyncio.shield(self._saving)
+        """Drop a journal save still waiting for its time; let one being written finish."""
+        if self._saver is not None:
+            self._saver.cancel()
+            await asyncio.gather(self._saver, return_exceptions=True)
+        if self._in_flight is not None:
+            await asyncio.gather(self._in_flight, return_exceptions=True)
 
 
 def _fsync_dir(directory: Path) -> None:
