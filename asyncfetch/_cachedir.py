@@ -21,7 +21,7 @@ from . import _cache, _journal
 from ._config import parse_duration, parse_size
 from ._errors import InvalidRequest
 from ._lock import LOCK_SUFFIX, lock_if_free
-from ._sink import PART_SUFFIX, part_in_use
+from ._parts import PART_SUFFIX, part_in_use
 
 _PART = re.compile(r"(?P<target>.+)\.[0-9a-f]{8}\.part")
 _TORCH_PARTIAL = re.compile(r"(?P<target>.+)\.[0-9a-f]{32}\.partial")

@@ -70,9 +70,9 @@ class TargetLock:
     can be made at all (a read-only directory): then the block runs unlocked.
     """
 
-    def __init__(self, dest: Path, *, stale_after: float = LOCK_STALE_AFTER) -> None:
+    def __init__(self, dest: Path, *, stale_after: float | None = None) -> None:
         self.dest = dest
-        self.stale_after = stale_after
+        self.stale_after = LOCK_STALE_AFTER if stale_after is None else stale_after
         self.held = False
         self.waited = False
         self._lock = _new_lock(dest)

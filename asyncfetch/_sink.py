@@ -12,10 +12,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import glob
 import os
-import secrets
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,27 +24,24 @@ from ._errors import DestinationError, IntegrityError
 from ._hasher import PrefixHasher
 from ._journal import Journal
 from ._models import ByteRange, RemoteInfo
+from ._parts import (
+    STALE_AFTER,
+    claim_part,
+    forget_part,
+    remove_part,
+    runs_on_disk,
+)
 from ._planner import Extents
 
-PART_SUFFIX = ".part"
 JOURNAL_EVERY = 1.0
 JOURNAL_BYTES = 16 << 20
-STALE_AFTER = 120.0
+KEEPALIVE = STALE_AFTER / 4
 IO_THREADS = 4
 T = TypeVar("T")
-
-_open_parts: set[Path] = set()  # part files this process is writing now
-_open_parts_lock = threading.Lock()
-
 
 @functools.cache
 def _io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="asyncfetch-io")
-
-
-def part_glob(dest: Path) -> str:
-    """A glob pattern matching every part file of ``dest``."""
-    return str(dest.with_name(glob.escape(dest.name) + ".*" + PART_SUFFIX))
 
 
 def check_destination(dest: Path, url: str | None = None) -> None:
@@ -102,93 +96,6 @@ def _pwrite_all(fd: int, buffers: Sequence[bytes], offset: int) -> None:
             views[0] = views[0][written:]
 
 
-def _new_part_name(dest: Path) -> Path:
-    """A new part name, registered as in use by this process from the start."""
-    part = dest.with_name(f"{dest.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
-    with _open_parts_lock:
-        _open_parts.add(part)
-    return part
-
-
-def _forget_part(part: Path) -> None:
-    with _open_parts_lock:
-        _open_parts.discard(part)
-
-
-def _claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
-    """A fresh part name for this process, taking over abandoned parts of ``dest`` if any.
-
-    Every abandoned part is taken by renaming it to a private name (the rename decides who
-    takes it, so two processes never share one, even where file locks silently do nothing).
-    The one holding the most bytes of the same remote file is kept; the others are deleted,
-    so partial files do not pile up.
-    """
-    claimed: list[tuple[Path, Journal | None]] = []
-    for candidate in sorted(glob.glob(part_glob(dest))):
-        old = Path(candidate)
-        journal = _journal.load(old)
-        if _still_in_use(old, journal):
-            continue
-        taken = _new_part_name(dest)
-        try:
-            os.rename(old, taken)
-        except FileNotFoundError:
-            _forget_part(taken)
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(_journal.journal_path(old), _journal.journal_path(taken))
-        usable = journal is not None and journal.matches(info) and journal.url == info.url
-        claimed.append((taken, journal if usable else None))
-    best = max(claimed, key=lambda c: _held_bytes(c[1]), default=None)
-    for part, _ in claimed:
-        if best is None or part != best[0]:
-            _remove_part(part)
-            _forget_part(part)
-    if best is None or best[1] is None:
-        return (best[0] if best else _new_part_name(dest)), None
-    return best
-
-
-def _held_bytes(journal: Journal | None) -> int:
-    return sum(end - start for start, end in journal.runs) if journal else -1
-
-
-def _remove_part(part: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        part.unlink()
-    _journal.remove(part)
-
-
-def _runs_on_disk(
-    runs: Sequence[tuple[int, int]], on_disk: int, size: int
-) -> list[tuple[int, int]]:
-    """The journal's runs, cut to what the part file (``on_disk`` bytes long) can hold."""
-    limit = min(on_disk, size)
-    return [(start, min(end, limit)) for start, end in runs if start < limit]
-
-
-def _still_in_use(part: Path, journal: Journal | None) -> bool:
-    """Whether another download (another process, or another thread of this one) owns ``part``.
-
-    A part without a journal is in use while it is young: its owner has just created it.
-    """
-    with _open_parts_lock:
-        if part in _open_parts:
-            return True
-    try:
-        if journal is None and not _journal.journal_path(part).exists():
-            return time.time() - part.stat().st_mtime < STALE_AFTER
-        age = time.time() - _journal.journal_path(part).stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return journal is not None and journal.owner_alive() and age < STALE_AFTER
-
-
-def part_in_use(part: Path) -> bool:
-    """Whether ``part`` belongs to a download that is still running (for pruning)."""
-    return _still_in_use(part, _journal.load(part))
-
-
 class PartFile:
     """A download's side file. Create with :meth:`open`; end with :meth:`finalize` or
     :meth:`close` (keeps the part for a later resume) or :meth:`discard`."""
@@ -208,32 +115,34 @@ class PartFile:
         self._in_flight: asyncio.Future[None] | None = None  # a journal save being written
         self._writes: set[asyncio.Future[None]] = set()  # positional writes in flight
         self._closing = False
+        self._keepalive: asyncio.Task[None] | None = None
         self._advance_hasher()
 
     @classmethod
     async def open(cls, dest: Path, info: RemoteInfo, *, hashing: bool) -> PartFile:
         """Open a part file for ``dest``, resuming an abandoned one for the same remote file."""
-        return await asyncio.get_running_loop().run_in_executor(
-            _io_pool(), cls._open_blocking, dest, info, hashing
-        )
+        loop = asyncio.get_running_loop()
+        sink = await loop.run_in_executor(_io_pool(), cls._open_blocking, dest, info, hashing)
+        sink._keepalive = loop.create_task(sink._keep_alive())
+        return sink
 
     @classmethod
     def _open_blocking(cls, dest: Path, info: RemoteInfo, hashing: bool) -> PartFile:
         check_destination(dest, info.url)
         part: Path | None = None
         try:
-            part, journal = _claim_part(dest, info)
+            part, journal = claim_part(dest, info)
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             if part is not None:
-                _forget_part(part)
+                forget_part(part)
             raise _disk_error(exc, dest, info.url) from exc
         if journal is None:
             os.ftruncate(fd, 0)
             journal = Journal.for_remote(info)
         else:
             fresh = Journal.for_remote(info)
-            kept = _runs_on_disk(journal.runs, os.fstat(fd).st_size, info.size or 0)
+            kept = runs_on_disk(journal.runs, os.fstat(fd).st_size, info.size or 0)
             journal = dataclasses.replace(journal, runs=kept, pid=fresh.pid, host=fresh.host)
         sink = cls(dest, part, fd, journal, hashing)
         sink._save_journal_blocking(sync=False)
@@ -288,8 +197,7 @@ class PartFile:
         Raises:
             IntegrityError: size or digest differ (the part is deleted: its bytes are wrong).
         """
-        self._closing = True
-        await self._drain()
+        await self._stop()
         url = self._journal.url
         if self._extents.prefix() != size or self._extents.total() != size:
             raise IntegrityError(
@@ -322,19 +230,26 @@ class PartFile:
         os.close(self._fd)
         self._fd = -1
         self._forget()
-        os.replace(self.part, self.dest)
+        try:
+            os.replace(self.part, self.dest)
+        except FileNotFoundError as exc:
+            raise DestinationError(
+                f"{self.part} disappeared before it could become {self.dest} (deleted, or taken "
+                "over by another download after being idle too long); run again",
+                path=str(self.part),
+                url=self._journal.url,
+            ) from exc
         _journal.remove(self.part)
         _fsync_dir(self.dest.parent)
 
     def _forget(self) -> None:
-        _forget_part(self.part)
+        forget_part(self.part)
 
     async def close(self) -> None:
         """Stop, keeping the part and an up-to-date journal so a later run can resume."""
         if self._fd < 0:
             return
-        self._closing = True
-        await self._drain()
+        await self._stop()
         if self._hasher is not None:
             await asyncio.to_thread(self._hasher.cancel)
         if self._fd >= 0:
@@ -351,16 +266,14 @@ class PartFile:
 
     async def discard(self) -> None:
         """Stop and delete the part and its journal."""
-        self._closing = True
-        if self._fd >= 0:
-            await self._drain()
-            if self._hasher is not None:
-                await asyncio.to_thread(self._hasher.cancel)
+        await self._stop()
+        if self._hasher is not None and self._fd >= 0:
+            await asyncio.to_thread(self._hasher.cancel)
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
         self._forget()
-        _remove_part(self.part)
+        remove_part(self.part)
 
     def _advance_hasher(self) -> None:
         if self._hasher is not None:
@@ -404,6 +317,21 @@ class PartFile:
             os.fdatasync(self._fd)
         self._journal.runs = runs
         _journal.save(self.part, self._journal)
+
+    async def _stop(self) -> None:
+        """No more writes: stop the keep-alive and let the work in flight settle."""
+        self._closing = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.gather(self._keepalive, return_exceptions=True)
+        await self._drain()
+
+    async def _keep_alive(self) -> None:
+        """Touch the journal now and then: a stalled download's part is not abandoned."""
+        while True:
+            await asyncio.sleep(KEEPALIVE)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.utime, _journal.journal_path(self.part))
 
     async def _drain(self) -> None:
         """Let the writes in flight land, and settle the journal saving."""

@@ -225,3 +225,17 @@ async def test_many_concurrent_opens_take_distinct_parts(tmp_path: Path) -> None
         for sink in sinks:
             await sink.discard()
     assert leftovers(tmp_path) == []
+
+
+async def test_an_idle_download_keeps_its_part_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sink, "KEEPALIVE", 0.05)
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=False)
+    try:
+        past = time.time() - 1000
+        os.utime(journal_path(sink.part), (past, past))  # no write for ages (a long stall)
+        await asyncio.sleep(0.3)
+        assert time.time() - journal_path(sink.part).stat().st_mtime < 60
+    finally:
+        await sink.discard()
