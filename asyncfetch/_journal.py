@@ -71,8 +71,13 @@ def save(part: Path, journal: Journal) -> None:
     target = journal_path(part)
     temp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     data = asdict(journal) | {"version": JOURNAL_VERSION}
-    temp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(temp, target)
+    try:
+        temp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(temp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
 
 
 def load(part: Path) -> Journal | None:

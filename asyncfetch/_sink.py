@@ -37,6 +37,8 @@ JOURNAL_EVERY = 1.0
 JOURNAL_BYTES = 16 << 20
 KEEPALIVE = STALE_AFTER / 4
 IO_THREADS = 4
+ROOM = 64 << 10  # given back when the disk is full, so that the journal still fits
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
 
 @functools.cache
@@ -76,7 +78,7 @@ async def _settle(future: asyncio.Future[T]) -> T:
 
 
 def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno in _DISK_FULL:
         message = f"no space left on the device writing {path}; free space and run again"
     else:
         message = f"cannot write {path}: {exc.strerror or exc}"
@@ -242,6 +244,15 @@ class PartFile:
         _journal.remove(self.part)
         _fsync_dir(self.dest.parent)
 
+    def _make_room_and_save(self) -> None:
+        """The disk is full: give back the last ROOM bytes written, then save the journal."""
+        runs = self._extents.runs()
+        keep = max(0, (runs[-1][1] if runs else 0) - ROOM)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, keep)
+            self._extents = Extents(runs_on_disk(runs, keep, keep))
+            self._save_journal_blocking(sync=True)
+
     def _forget(self) -> None:
         forget_part(self.part)
 
@@ -258,8 +269,11 @@ class PartFile:
     def _close_blocking(self) -> None:
         if self._fd < 0:
             return
-        with contextlib.suppress(OSError):
+        try:
             self._save_journal_blocking(sync=True)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                self._make_room_and_save()
         os.close(self._fd)
         self._fd = -1
         self._forget()
