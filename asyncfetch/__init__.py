@@ -4,10 +4,12 @@ Users import from here; everything in underscore modules is private.
 """
 
 from . import cache
+from ._adapt import LoadReport
 from ._api import download
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
+    CheckpointMismatch,
     ConnectionFailed,
     DestinationError,
     FetchError,
@@ -23,11 +25,14 @@ from ._errors import (
     TruncatedBody,
 )
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
+from ._rank import MirrorReport, rank_mirrors
+from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ByteRange",
+    "CheckpointMismatch",
     "ConnectionFailed",
     "DestinationError",
     "FetchError",
@@ -36,6 +41,8 @@ __all__ = [
     "HTTPStatusError",
     "IntegrityError",
     "InvalidRequest",
+    "LoadReport",
+    "MirrorReport",
     "OfflineError",
     "ProgressEvent",
     "ProtocolError",
@@ -49,5 +56,9 @@ __all__ = [
     "__version__",
     "cache",
     "download",
+    "download_url_to_file",
     "fetch",
+    "load_pretrained",
+    "load_state_dict_from_url",
+    "rank_mirrors",
 ]

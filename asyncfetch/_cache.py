@@ -144,6 +144,18 @@ def write_marker(path: Path, marker: Marker) -> bool:
     return True
 
 
+def move_marker(source: Path, target: Path) -> None:
+    """After ``os.replace(source, target)``: the marker goes along (blocking)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(marker_path(source), marker_path(target))
+
+
+def remove_marker(path: Path) -> None:
+    """Delete the marker of ``path``, if any (blocking)."""
+    with contextlib.suppress(FileNotFoundError):
+        marker_path(path).unlink()
+
+
 def hash_file(path: Path) -> str:
     """The SHA-256 of the file at ``path`` as hex (blocking; run it in a thread)."""
     sha = hashlib.sha256()
@@ -191,7 +203,7 @@ class Hit:
     sha256: str | None
 
 
-def _stat_file(path: Path, url: str) -> os.stat_result | None:
+def _stat_file(path: Path, url: str | None) -> os.stat_result | None:
     try:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):
@@ -229,7 +241,7 @@ def _use(path: Path, marker: Marker) -> Hit:
 
 
 def find_local(
-    path: Path, *, url: str, sha256: str | None, verify: bool, offline: bool, hashing: bool
+    path: Path, *, url: str | None, sha256: str | None, verify: bool, offline: bool, hashing: bool
 ) -> Hit | None:
     """A hit that needs no network: ``sha256`` given, or offline (blocking).
 
@@ -263,7 +275,7 @@ def _check_digest(
     path: Path,
     st: os.stat_result,
     fresh: Marker | None,
-    url: str,
+    url: str | None,
     sha256: str,
     *,
     verify: bool,
@@ -281,7 +293,7 @@ def _check_digest(
     return _use(path, replace(marker, expected=sha256, verified=True))
 
 
-def _raise_if_offline(offline: bool, path: Path, url: str, why: str) -> None:
+def _raise_if_offline(offline: bool, path: Path, url: str | None, why: str) -> None:
     if offline:
         raise OfflineError(
             f"offline mode (ASYNCFETCH_OFFLINE) and {path} {why}; download it while online "
@@ -312,6 +324,16 @@ def find_remote(
     marker = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
     marker = replace(marker, url=info.url, etag=info.etag, last_modified=info.last_modified)
     return _use(path, marker)
+
+
+def has_digest(path: Path, sha256: str, *, url: str | None = None, verify: bool = False) -> bool:
+    """Whether the file at ``path`` has the SHA-256 ``sha256`` (blocking).
+
+    Trusted from its marker while its size and mtime are unchanged (no re-hash), else
+    re-hashed once and the marker updated. False when there is no such file.
+    """
+    hit = find_local(path, url=url, sha256=sha256, verify=verify, offline=False, hashing=True)
+    return hit is not None
 
 
 def _validators_agree(marker: Marker, info: RemoteInfo) -> bool:

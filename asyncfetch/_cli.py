@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _api, _cli_cache
+from . import _api, _cli_cache, _hubfile, _registry
 from ._cache import cached_path, checkpoints_dir, ensure_dir
 from ._config import RetryPolicy, Timeouts, parse_size
 from ._errors import FetchError
 from ._models import FetchResult, ProgressCallback
 from ._progress import ProgressBar
+from ._rank import MirrorReport, rank_mirrors
+from ._sync import run_sync
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -43,7 +46,8 @@ def _positive_int(text: str) -> int:
 
 def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     get = commands.add_parser("get", help="download one file, verified")
-    get.add_argument("url", help="the file's URL")
+    get.add_argument("url", help="the file's URL, or a name in the model registry")
+    get.add_argument("--registry", type=Path, help="registry TOML file for names (see README)")
     where = get.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", type=Path, help="the output file path")
     where.add_argument("--dir", type=Path, help="directory to put the file in (name from URL)")
@@ -68,6 +72,8 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _get(args: argparse.Namespace) -> int:
+    if _registry.looks_like_name(args.url):
+        return _get_name(args)
     if args.output is not None:
         dest = args.output
     else:  # the cache, as torch.hub's: created when missing
@@ -91,6 +97,26 @@ def _get(args: argparse.Namespace) -> int:
     finally:
         if isinstance(progress, ProgressBar):
             progress.close()
+    _print_result(result, args.json)
+    return EXIT_OK
+
+
+def _get_name(args: argparse.Namespace) -> int:
+    """``get NAME``: the registry entry's URL, mirrors, SHA-256, file name and hash check."""
+    source = _hubfile.resolve(
+        args.url, mirrors=args.mirror, sha256=args.sha256, registry=args.registry
+    )
+    cached = cached_path(source.url, model_dir=args.dir, file_name=source.file_name)
+    dest = args.output or cached
+    prefix = _hubfile.hash_prefix_of(cached.name, source.url) if source.check_hash else None
+    options = _hubfile.Options(
+        connections=args.connections,
+        chunk_size=args.chunk_size,
+        retry=RetryPolicy.coerce(args.retries),
+        timeout=Timeouts.coerce(args.timeout),
+        progress=_progress_for(args, dest.name) is not None,
+    )
+    result = _hubfile.get_file(source, dest, prefix, options)
     _print_result(result, args.json)
     return EXIT_OK
 
@@ -132,6 +158,44 @@ def _print_result(result: FetchResult, as_json: bool) -> None:
     print(f"{result.path} {result.size} bytes in {result.elapsed:.2f}s ({speed:.1f} MB/s){digest}")
 
 
+def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mirrors = commands.add_parser("mirrors", help="rank mirrors of one file by measured speed")
+    mirrors.add_argument("urls", nargs="+", metavar="URL", help="URLs of the same file")
+    mirrors.add_argument("--sample", type=_size, default=8 << 20, help="bytes to time (8M)")
+    mirrors.add_argument("--connections", type=_positive_int, default=4, help="default: 4")
+    mirrors.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
+    mirrors.add_argument("--json", action="store_true", help="print one JSON object per URL")
+    mirrors.set_defaults(handler=_mirrors)
+
+
+def _mirrors(args: argparse.Namespace) -> int:
+    reports = run_sync(
+        rank_mirrors(
+            args.urls, sample=args.sample, connections=args.connections,
+            timeout=Timeouts.coerce(args.timeout),
+        )  # fmt: skip
+    )
+    if args.json:
+        for report in reports:
+            print(json.dumps(dataclasses.asdict(report) | {"ok": report.ok}))
+    else:
+        _print_mirror_table(reports)
+    return EXIT_OK if any(r.ok for r in reports) else EXIT_FAILED
+
+
+def _print_mirror_table(reports: list[MirrorReport]) -> None:
+    print(f"{'#':>2}  {'MB/s':>8}  {'TTFB ms':>8}  {'ranges':>6}  {'size':>12}  status  url")
+    for rank, r in enumerate(reports, 1):
+        speed = f"{r.speed / 1e6:8.1f}" if r.speed else f"{'-':>8}"
+        ttfb = f"{r.ttfb * 1000:8.1f}" if r.ttfb is not None else f"{'-':>8}"
+        size = f"{r.size:>12}" if r.size is not None else f"{'?':>12}"
+        status = "ok" if r.ok else ("error" if r.error else "differs")
+        print(f"{rank:>2}  {speed}  {ttfb}  {'yes' if r.accepts_ranges else 'no':>6}  {size}  "
+              f"{status:<6}  {r.url}")  # fmt: skip
+        if r.error:
+            print(f"    {_one_line_text(r.error)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -140,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_get(commands)
+    _add_mirrors(commands)
     _cli_cache.add_parser(commands)
     return parser
 
@@ -159,7 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    return _one_line_text(str(exc))
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ import errno
 import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -40,6 +40,9 @@ IO_THREADS = 4
 ROOM = 64 << 10  # given back when the disk is full, so that the journal still fits
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
+
+Repair = Callable[[str], Awaitable[str | None]]
+
 
 @functools.cache
 def _io_pool() -> ThreadPoolExecutor:
@@ -190,8 +193,16 @@ class PartFile:
         self._extents = Extents()
         self.resumed_bytes = 0
 
-    async def finalize(self, size: int, expected_sha256: str | None) -> str | None:
+    async def finalize(
+        self, size: int, expected_sha256: str | None, repair: Repair | None = None
+    ) -> str | None:
         """Check size and digest, then move the part to the target name.
+
+        Args:
+            size: the file's size.
+            expected_sha256: the digest it must have, if known.
+            repair: called with the wrong digest when it does not match; it may rewrite bad
+                ranges and return the digest after (see :meth:`rehash`).
 
         Returns:
             The SHA-256 as hex, or None when hashing is off.
@@ -199,7 +210,7 @@ class PartFile:
         Raises:
             IntegrityError: size or digest differ (the part is deleted: its bytes are wrong).
         """
-        await self._stop()
+        await self._drain()
         url = self._journal.url
         if self._extents.prefix() != size or self._extents.total() != size:
             raise IntegrityError(
@@ -209,6 +220,9 @@ class PartFile:
                 actual=str(self._extents.total()),
             )
         digest = await self._digest(size)
+        if expected_sha256 and digest != expected_sha256 and repair is not None:
+            digest = await repair(digest or "")  # may rewrite ranges
+        await self._stop()  # no writes from here on
         if expected_sha256 and digest != expected_sha256.lower():
             await self.discard()
             raise IntegrityError(
@@ -220,6 +234,11 @@ class PartFile:
             )
         await _settle(asyncio.get_running_loop().run_in_executor(_io_pool(), self._commit_blocking))
         return digest
+
+    async def rehash(self, size: int) -> str:
+        """Hash the whole part file again from disk (after bad ranges were rewritten)."""
+        hasher = PrefixHasher(self._fd)
+        return await asyncio.to_thread(hasher.digest, size)
 
     async def _digest(self, size: int) -> str | None:
         if self._hasher is None:

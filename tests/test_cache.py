@@ -284,7 +284,7 @@ async def test_offline_hit_and_miss(
     with pytest.raises(OfflineError, match="does not have the SHA-256"):
         await asyncfetch.fetch(url, dest, sha256="0" * 64)
     assert server.requests == []
-    assert leftovers(tmp_path) == ["m.bin", "m.bin.asyncfetch.json"]
+    assert leftovers(tmp_path) == ["m.bin"]
 
 
 async def test_offline_argument_overrides_the_environment(
@@ -551,3 +551,20 @@ def test_prune_never_touches_a_live_download(server: FaultServer, tmp_path: Path
     assert child.returncode == 0, err
     assert (where / "big.bin").read_bytes() == new
     assert cache.prune(keep_latest=0, directory=where).freed == len(new)  # free once it is done
+
+
+async def test_a_download_leaves_the_file_and_its_marker(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))
+    marker = read_marker(tmp_path / "m.bin")
+
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.bin.asyncfetch.json"]
+    assert marker is not None
+    st = (tmp_path / "m.bin").stat()
+    assert (marker.size, marker.mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert marker.sha256 == marker.expected == result.sha256
+    assert marker.verified
+    assert marker.url == url
+    assert marker.etag == server.file_info("m.bin")[1]

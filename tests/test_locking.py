@@ -113,7 +113,7 @@ def test_eight_processes_download_once(server: FaultServer, tmp_path: Path) -> N
     assert server.bytes_served("model.bin") == SIZE  # one download in all
     assert sum(r.method == "HEAD" for r in server.requests) == 1  # the waiters asked nothing
     (tmp_path / "go").unlink()
-    assert leftovers(tmp_path) == ["model.bin", "model.bin.asyncfetch.json"]
+    assert leftovers(tmp_path) == ["model.bin"]
 
 
 def test_threads_without_a_digest_download_once(server: FaultServer, tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_threads_without_a_digest_download_once(server: FaultServer, tmp_path: P
     assert {r.sha256 for r in outputs} == {sha256(data)}
     assert sum(not r.cached for r in outputs) == 1
     assert server.bytes_served("model.bin") == SIZE  # the others only probed: same ETag
-    assert leftovers(tmp_path) == ["model.bin", "model.bin.asyncfetch.json"]
+    assert leftovers(tmp_path) == ["model.bin"]
 
 
 def test_a_killed_holder_does_not_block_the_waiter(server: FaultServer, tmp_path: Path) -> None:
@@ -216,4 +216,4 @@ def test_without_working_locks_the_rename_keeps_results_correct(
     assert dest.read_bytes() == data
     assert {o["sha256"] for o in outputs} == {sha256(data)}
     (tmp_path / "go").unlink()
-    assert leftovers(tmp_path) == ["model.bin", "model.bin.asyncfetch.json"]
+    assert leftovers(tmp_path) == ["model.bin"]

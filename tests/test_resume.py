@@ -114,7 +114,7 @@ def test_killed_download_resumes_with_only_the_missing_bytes(
     rerun = gets_after(server, "big.bin", mark)
     assert sum(r.bytes_sent for r in rerun) == SIZE - resumed  # nothing fetched twice
     assert all(r.range is not None and r.range[0] > 0 for r in rerun)  # no start over
-    assert leftovers(tmp_path) == ["big.bin", "big.bin.asyncfetch.json"]
+    assert leftovers(tmp_path) == ["big.bin"]
 
 
 def test_file_changed_on_the_server_starts_over(server: FaultServer, tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_file_changed_on_the_server_starts_over(server: FaultServer, tmp_path: P
     assert dest.read_bytes() == new
     assert result["resumed_bytes"] == 0
     assert covered(gets_after(server, "big.bin", mark)) == [(0, SIZE)]
-    assert leftovers(tmp_path) == ["big.bin", "big.bin.asyncfetch.json"]
+    assert leftovers(tmp_path) == ["big.bin"]
 
 
 async def test_change_between_probe_and_ranges_is_caught_by_if_range(
@@ -183,4 +183,4 @@ def test_corrupt_journal_after_a_kill_starts_over_without_crashing(
 
     assert dest.read_bytes() == data
     assert result["resumed_bytes"] == 0
-    assert leftovers(tmp_path) == ["big.bin", "big.bin.asyncfetch.json"]
+    assert leftovers(tmp_path) == ["big.bin"]
