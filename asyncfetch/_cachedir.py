@@ -154,7 +154,7 @@ def _leftover(file: Path, target: str, st: os.stat_result) -> CacheEntry:
 def _partial_entry(file: Path, target: str, st: os.stat_result) -> CacheEntry:
     ours = file.name.endswith(PART_SUFFIX)
     journal = _journal.load(file) if ours else None
-    held = sum(e - s for s, e in journal.runs) if journal else st.st_size
+    held = sum(e - s for s, e in journal.on_disk()) if journal else st.st_size
     # torch.hub's own partial file is alive while it is being written
     in_use = part_in_use(file) if ours else time.time() - st.st_mtime < LEFTOVER_AFTER
     return CacheEntry(

@@ -84,7 +84,7 @@ def claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
 
 
 def _held_bytes(journal: Journal | None) -> int:
-    return sum(end - start for start, end in journal.runs) if journal else -1
+    return sum(end - start for start, end in journal.on_disk()) if journal else -1
 
 
 def remove_part(part: Path) -> None:

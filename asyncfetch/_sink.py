@@ -13,6 +13,7 @@ import dataclasses
 import errno
 import functools
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from ._planner import Extents
 
 JOURNAL_EVERY = 1.0
 JOURNAL_BYTES = 16 << 20
+SYNC_EVERY = 5.0  # fdatasync, so the journal can name bytes safe from a power cut too
 KEEPALIVE = STALE_AFTER / 4
 IO_THREADS = 4
 ROOM = 64 << 10  # given back when the disk is full, so that the journal still fits
@@ -80,6 +82,12 @@ async def _settle(future: asyncio.Future[T]) -> T:
         raise
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Done callback of a background job whose failure only costs a little resume data."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
     if exc.errno in _DISK_FULL:
         message = f"no space left on the device writing {path}; free space and run again"
@@ -116,6 +124,9 @@ class PartFile:
         self._saved_at = time.monotonic()
         self._saved_bytes = self.resumed_bytes
         self._saver: asyncio.Task[None] | None = None  # a journal save waiting for its time
+        self._journal_lock = threading.Lock()  # journal writes come from several threads
+        self._syncing: asyncio.Future[None] | None = None  # an fdatasync in the background
+        self._synced_at = time.monotonic()
         self._hurry = asyncio.Event()  # enough bytes: the waiting save goes now
         self._in_flight: asyncio.Future[None] | None = None  # a journal save being written
         self._writes: set[asyncio.Future[None]] = set()  # positional writes in flight
@@ -147,8 +158,11 @@ class PartFile:
             journal = Journal.for_remote(info)
         else:
             fresh = Journal.for_remote(info)
-            kept = runs_on_disk(journal.runs, os.fstat(fd).st_size, info.size or 0)
-            journal = dataclasses.replace(journal, runs=kept, pid=fresh.pid, host=fresh.host)
+            kept = runs_on_disk(journal.on_disk(), os.fstat(fd).st_size, info.size or 0)
+            os.fdatasync(fd)  # what a killed owner left in the page cache is flushed now
+            journal = dataclasses.replace(
+                journal, runs=kept, synced=kept, boot=fresh.boot, pid=fresh.pid, host=fresh.host
+            )
         sink = cls(dest, part, fd, journal, hashing)
         sink._save_journal_blocking(sync=False)
         return sink
@@ -192,6 +206,8 @@ class PartFile:
         await asyncio.to_thread(os.ftruncate, self._fd, 0)
         self._extents = Extents()
         self.resumed_bytes = 0
+        self._journal.synced = []
+        await asyncio.to_thread(self._save_journal_blocking, sync=False)  # names nothing now
 
     async def finalize(
         self, size: int, expected_sha256: str | None, repair: Repair | None = None
@@ -332,24 +348,46 @@ class PartFile:
             self._hurry.clear()
             self._saved_at, self._saved_bytes = time.monotonic(), self._extents.total()
             runs = self._extents.runs()
-            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._sync_and_save, runs))
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._record, runs))
             await asyncio.shield(self._in_flight)
+            self._maybe_sync(runs)
         except OSError:
             pass  # a missed journal update only costs re-fetching a few bytes on resume
         finally:
             self._saver = None
 
-    def _sync_and_save(self, runs: list[tuple[int, int]]) -> None:
-        os.fdatasync(self._fd)  # the journal may only name bytes that are safely on disk
-        self._journal.runs = runs
-        _journal.save(self.part, self._journal)
+    def _maybe_sync(self, runs: list[tuple[int, int]]) -> None:
+        """Every SYNC_EVERY seconds, flush the file in the background and journal ``runs`` as
+        synced; the quick journal saves go on meanwhile."""
+        busy = self._syncing is not None and not self._syncing.done()
+        if busy or time.monotonic() - self._synced_at < SYNC_EVERY:
+            return
+        self._synced_at = time.monotonic()
+        self._syncing = asyncio.ensure_future(asyncio.to_thread(self._record_synced, runs))
+        self._syncing.add_done_callback(_retrieve)
+
+    def _record(self, runs: list[tuple[int, int]]) -> None:
+        """Journal ``runs`` as written (blocking)."""
+        with self._journal_lock:
+            self._journal.runs = runs
+            _journal.save(self.part, self._journal)
+
+    def _record_synced(self, runs: list[tuple[int, int]]) -> None:
+        """Flush the file, then journal ``runs`` (written before the flush) as synced."""
+        os.fdatasync(self._fd)
+        with self._journal_lock:
+            self._journal.synced = runs
+            _journal.save(self.part, self._journal)
 
     def _save_journal_blocking(self, *, sync: bool) -> None:
         runs = self._extents.runs()
         if sync:
             os.fdatasync(self._fd)
-        self._journal.runs = runs
-        _journal.save(self.part, self._journal)
+        with self._journal_lock:
+            self._journal.runs = runs
+            if sync:
+                self._journal.synced = runs
+            _journal.save(self.part, self._journal)
 
     async def _stop(self) -> None:
         """No more writes: stop the keep-alive and let the work in flight settle."""
@@ -379,6 +417,8 @@ class PartFile:
             await asyncio.gather(self._saver, return_exceptions=True)
         if self._in_flight is not None:
             await asyncio.gather(self._in_flight, return_exceptions=True)
+        if self._syncing is not None:
+            await asyncio.gather(self._syncing, return_exceptions=True)
 
 
 def _fsync_dir(directory: Path) -> None:

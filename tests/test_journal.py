@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncfetch import RemoteInfo
-from asyncfetch._journal import Journal, journal_path, load, remove, save
+from asyncfetch._journal import Journal, boot_id, journal_path, load, remove, save
 
 ETAG = '"abc"'
 DATE = "Mon, 01 Jan 2024 00:00:00 GMT"
@@ -101,3 +101,14 @@ def test_owner_alive() -> None:
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                            capture_output=True, text=True, check=True)  # fmt: skip
     assert not Journal("u", 1, None, None, pid=int(child.stdout)).owner_alive()
+
+
+def test_a_reboot_trusts_only_the_synced_runs() -> None:
+    written, synced = [(0, 100), (200, 300)], [(0, 50)]
+    same = Journal("u", 1000, ETAG, DATE, runs=written, synced=synced, boot=boot_id())
+    other = Journal("u", 1000, ETAG, DATE, runs=written, synced=synced, boot="another-boot")
+    unknown = Journal("u", 1000, ETAG, DATE, runs=written, synced=synced, boot=None)
+    if boot_id() is not None:
+        assert same.on_disk() == written  # a kill -9: the page cache kept every written byte
+    assert other.on_disk() == synced  # a power cut: only flushed bytes are there for sure
+    assert unknown.on_disk() == synced

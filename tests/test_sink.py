@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -239,3 +240,33 @@ async def test_an_idle_download_keeps_its_part_alive(
         assert time.time() - journal_path(sink.part).stat().st_mtime < 60
     finally:
         await sink.discard()
+
+
+@pytest.mark.parametrize("flushed", [False, True])
+async def test_after_a_reboot_only_flushed_bytes_are_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flushed: bool
+) -> None:
+    monkeypatch.setattr(_sink, "JOURNAL_EVERY", 0.0)
+    monkeypatch.setattr(_sink, "SYNC_EVERY", 0.0 if flushed else 3600.0)
+    dest = tmp_path / "f.bin"
+    sink = await PartFile.open(dest, info(), hashing=False)
+    await sink.write(0, [DATA[:80_000]])
+    await until_journaled(sink.part, [(0, 80_000)])
+    if flushed:
+        for _ in range(500):
+            if load(sink.part).synced == [(0, 80_000)]:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+    await sink._stop()  # the process dies: nothing more reaches the journal
+    crashed = load(sink.part)
+    assert crashed is not None
+    sink._fd, fd = -1, sink._fd
+    os.close(fd)
+    _sink.forget_part(sink.part)
+    save(sink.part, dataclasses.replace(crashed, boot="the-boot-before", pid=2**22 + 1))
+
+    resumed = await PartFile.open(dest, info(), hashing=False)
+    try:
+        assert resumed.resumed_bytes == (80_000 if flushed else 0)
+    finally:
+        await resumed.discard()
