@@ -187,6 +187,30 @@ def _print_mirror_table(reports: list[MirrorReport]) -> None:
             print(f"    {_one_line_text(r.error)}")
 
 
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="a caching download service and LAN mirror")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="default: 8765; 0: any free port")
+    serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
+    serve.add_argument("--max-downloads", type=_positive_int, default=4, help="at once (4)")
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from . import _service  # aiohttp.web only for this command; _service imports this module
+    from ._cache import checkpoints_dir
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    cache_dir = args.cache_dir or checkpoints_dir()
+    run_sync(
+        _service.serve(cache_dir, host=args.host, port=args.port, max_downloads=args.max_downloads)
+    )
+    print("asyncfetch serve: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -196,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_get(commands)
     _add_mirrors(commands)
+    _add_serve(commands)
     return parser
 
 
