@@ -190,10 +190,16 @@ def _print_mirror_table(reports: list[MirrorReport]) -> None:
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="a caching download service and LAN mirror")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="default: 8765; 0: any free port")
+    serve.add_argument("--port", type=_port, default=8765, help="default: 8765; 0: any free port")
     serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
     serve.add_argument("--max-downloads", type=_positive_int, default=4, help="at once (4)")
     serve.set_defaults(handler=_serve)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -52,9 +52,20 @@ DEFAULT_PORT = 8765
 DEFAULT_MAX_DOWNLOADS = 4
 MAX_BODY = 64 * 1024
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
-#: Names of files that are not (yet) complete downloads: part files and their journals, the
-#: cache's markers and locks, temporary files (torch.hub's own ``.partial`` included).
-PRIVATE_SUFFIXES = (".part", ".part.json", ".asyncfetch.json", ".lock", ".tmp", ".partial")
+#: Endings of files that are not complete downloads: part files and their journals (_sink,
+#: _journal), verified markers and locks (_cache), hash-prefix staging, torchrun locks and
+#: failure notes (_hubfile, _distributed), extraction and temporary files (hub, torch.hub).
+PRIVATE_SUFFIXES = (
+    ".part",
+    ".part.json",
+    ".asyncfetch.json",
+    ".lock",
+    ".unverified",
+    ".hub-failed.json",
+    ".extracting",
+    ".partial",
+    ".tmp",
+)
 _ORDER_KEYS = frozenset({"url", "mirrors", "sha256", "name"})
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -113,7 +124,7 @@ def _name_of(data: dict[str, Any], url: str) -> str:
     if not isinstance(name, str) or not is_servable_name(name):
         raise InvalidRequest(
             f"{name!r} cannot be a cache file name; give a plain name without '/', '..' or a "
-            "leading dot, not ending in .part, .lock or .json markers",
+            f"leading dot, not ending in {', '.join(PRIVATE_SUFFIXES)}",
             url=url,
         )
     return name

@@ -145,6 +145,26 @@ async def test_distinct_downloads_wait_for_a_free_slot(tmp_path: Path, server: F
     assert max(r.finished or 0 for r in first) <= min(r.timestamp for r in second)
 
 
+async def test_a_request_joining_a_download_still_gets_its_digest_checked(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", rate=2 << 20)
+    first = asyncio.create_task(svc.post({"url": url}))
+    for _ in range(200):  # bounded: until the first download has started
+        if server.bytes_served("m.bin"):
+            break
+        await asyncio.sleep(0.01)
+
+    status, answer = await svc.post({"url": url, "sha256": "0" * 64})
+
+    assert status == 422
+    assert answer["type"] == "IntegrityError"
+    assert "fetched for another request" in answer["error"]
+    assert (await first)[0] == 200
+    assert sum(r.bytes_sent for r in file_gets(server, "m.bin")) == len(payload)
+
+
 BAD_BODIES = [
     (b"{not json", "not JSON"),
     (b"[1, 2]", "not a JSON object"),
@@ -199,7 +219,8 @@ async def test_digest_mismatch_is_422_and_caches_nothing(
 
 
 PRIVATE = ["m.bin.1a2b.part", "m.bin.1a2b.part.json", "m.bin.asyncfetch.json", "m.bin.lock",
-           ".hidden", "m.bin.3c4d.partial"]  # fmt: skip
+           ".hidden", "m.bin.3c4d.partial", "m.bin.unverified", "m.bin.hub-failed.json",
+           "m.bin.hub.lock", "m.bin.5e6f.extracting", "m.bin.77.tmp"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -325,6 +346,15 @@ def test_service_is_a_mirror_for_get(tmp_path: Path, server: FaultServer, payloa
     assert (tmp_path / "out.bin").read_bytes() == payload
     assert code == 0, stderr
     assert "GET /files/m.bin" in stderr
+
+
+def test_a_bad_port_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "70000"],
+        capture_output=True, text=True, timeout=30, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "is not a port number" in done.stderr
 
 
 def test_port_in_use_is_a_one_line_error(tmp_path: Path, server: FaultServer) -> None:
