@@ -4,6 +4,7 @@ Users import from here; everything in underscore modules is private.
 """
 
 from ._api import download
+from ._batch import BatchItem, Source, fetch_many
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
@@ -22,10 +23,13 @@ from ._errors import (
     TruncatedBody,
 )
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
+from ._progress import BatchProgress, ProgressStream
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchItem",
+    "BatchProgress",
     "ByteRange",
     "ConnectionFailed",
     "DestinationError",
@@ -37,10 +41,12 @@ __all__ = [
     "InvalidRequest",
     "OfflineError",
     "ProgressEvent",
+    "ProgressStream",
     "ProtocolError",
     "RemoteInfo",
     "RetriesExhausted",
     "RetryPolicy",
+    "Source",
     "Timeouts",
     "TooManyRedirects",
     "TransportError",
@@ -48,4 +54,5 @@ __all__ = [
     "__version__",
     "download",
     "fetch",
+    "fetch_many",
 ]

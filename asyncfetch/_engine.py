@@ -135,9 +135,20 @@ async def fetch(
     return await run(request, session=session)
 
 
-async def run(request: Request, *, session: aiohttp.ClientSession | None = None) -> FetchResult:
-    """Carry out a validated Request."""
+async def run(
+    request: Request,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    transport: Transport | None = None,
+) -> FetchResult:
+    """Carry out a validated Request.
+
+    ``transport``: an open Transport to share (a batch's session and connection budget);
+    its timeouts and headers apply instead of the request's.
+    """
     check_destination(request.dest, request.url)
+    if transport is not None:
+        return await Download(request, transport).run()
     transport = Transport(
         timeouts=request.timeouts,
         connections=request.connections,
