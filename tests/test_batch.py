@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -15,7 +19,7 @@ import pytest
 import asyncfetch
 from asyncfetch import BatchItem, HTTPStatusError, IntegrityError, InvalidRequest, ProgressEvent
 from tests.faultserver import FaultServer, RequestRecord, make_payload
-from tests.helpers import leftovers, no_wait, sha256
+from tests.helpers import cli_env, leftovers, no_wait, sha256
 
 KiB = 1024
 MiB = 1 << 20
@@ -333,3 +337,139 @@ async def test_a_failing_source_iterable_ends_the_batch_with_its_error(
 
     with pytest.raises(RuntimeError, match="manifest reader"):
         await collect(asyncfetch.fetch_many(sources(), dest_dir=tmp_path))
+
+
+# the command line ---------------------------------------------------------------------------
+
+
+def batch_cli(*args: str, **popen: object) -> subprocess.Popen[str]:
+    """Start ``python -m asyncfetch batch ARGS`` with pipes for stdout and stderr."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "asyncfetch", "batch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        **popen,  # type: ignore[call-overload]
+    )
+
+
+def test_cli_batch_prints_a_table_and_names_each_failure(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    files = {f"w{i}.bin": make_payload(100_000 * (i + 1), seed=i) for i in range(3)}
+    lines = []
+    for name, data in files.items():
+        server.add_file(name, data)
+        lines.append(f'[[file]]\nurl = "{server.url(name)}"\nsha256 = "{sha256(data)}"\n')
+    lines.append(f'[[file]]\nurl = "{server.url("gone.bin")}"\n')
+    wrong = "0" * 64
+    lines.append(f'[[file]]\nurl = "{server.url("w0.bin")}"\nname = "b.bin"\nsha256 = "{wrong}"\n')
+    manifest = tmp_path / "zoo.toml"
+    manifest.write_text("\n".join(lines))
+    out = tmp_path / "out"
+
+    proc = batch_cli(str(manifest), "--dir", str(out), "--jobs", "2")
+    stdout, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 1
+    table = stdout.splitlines()
+    assert table[0].split() == ["file", "size", "time", "speed", "status"]
+    assert len(table) == 1 + 5 + 1
+    assert table[1].startswith(str(out / "w0.bin"))
+    assert table[1].endswith("ok")
+    assert "97.7 KiB" in table[1]
+    assert table[4].startswith(str(out / "gone.bin"))
+    assert table[4].endswith("FAILED")
+    assert table[5].endswith("FAILED")
+    assert table[-1] == "3 of 5 files ok, 585.9 KiB"
+    errors = stderr.splitlines()
+    assert len(errors) == 2
+    assert all(line.startswith("asyncfetch: error: ") for line in errors)
+    assert any(server.url("gone.bin") in e and "404" in e for e in errors)
+    assert any("SHA-256 mismatch" in e for e in errors)
+    assert leftovers(out) == sorted(files)
+    for name, data in files.items():
+        assert (out / name).read_bytes() == data
+
+
+def test_cli_batch_json_prints_one_object_per_file(server: FaultServer, tmp_path: Path) -> None:
+    data = make_payload(50_000)
+    url = server.add_file("a.bin", data)
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text(f"{url}\n{server.url('nope.bin')}\n")
+
+    proc = batch_cli(str(manifest), "--dir", str(tmp_path / "out"), "--json")
+    stdout, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 1
+    records = {r["url"]: r for r in map(json.loads, stdout.splitlines())}
+    assert records[url]["status"] == "ok"
+    assert records[url]["sha256"] == sha256(data)
+    assert records[server.url("nope.bin")]["status"] == "failed"
+    assert records[server.url("nope.bin")]["error_type"] == "HTTPStatusError"
+    assert stderr.count("\n") == 1  # the failure, and no progress bars off a terminal
+    assert "nope.bin" in stderr
+
+
+def test_cli_batch_all_ok_exits_zero(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add_file("a.bin", make_payload(10_000))
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"url": url, "dest": "x/y.bin"}) + "\n")
+    proc = batch_cli(str(manifest), "--dir", str(tmp_path / "out"))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert stderr == ""
+    assert "1 of 1 files ok" in stdout
+    assert (tmp_path / "out" / "x" / "y.bin").exists()
+
+
+def test_cli_batch_bad_manifest_is_a_one_line_error(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("https://h/a\nnot-a-url\n")
+    proc = batch_cli(str(manifest))
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert stderr.startswith("asyncfetch: error: ")
+    assert f"{manifest}:2:" in stderr
+    assert stderr.count("\n") == 1
+
+
+def test_cli_batch_interrupt_keeps_partials_and_a_rerun_resumes(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    files = {f"s{i}.bin": make_payload(MiB, seed=i) for i in range(3)}
+    for name, data in files.items():
+        server.add_file(name, data)
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text("".join(server.url(n, stall_after=200_000, times=1) + "\n" for n in files))
+    out = tmp_path / "out"
+
+    proc = batch_cli(str(manifest), "--dir", str(out), "--json")
+    try:
+        deadline = time.monotonic() + 30
+        while sum(r.outcome == "stalled" for r in server.requests) < 3:
+            assert time.monotonic() < deadline, "the downloads never got going"
+            time.sleep(0.02)
+        time.sleep(0.2)  # let the client take in what was sent
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert stdout == ""
+    names = leftovers(out)
+    assert not any(name in names for name in files)  # nothing incomplete at a target
+    assert sum(name.endswith(".part") for name in names) == 3
+
+    again = batch_cli(str(manifest), "--dir", str(out), "--json")
+    stdout, stderr = again.communicate(timeout=60)
+    assert again.returncode == 0, stderr
+    records = [json.loads(line) for line in stdout.splitlines()]
+    assert len(records) == 3
+    assert all(r["resumed_bytes"] > 0 for r in records)
+    for name, data in files.items():
+        assert (out / name).read_bytes() == data
