@@ -25,7 +25,7 @@ demo: $(STAMP)  ## serve a generated checkpoint on 127.0.0.1, download, verify a
 check: lint typecheck  ## ruff and mypy --strict
 
 lint: $(STAMP)
-	$(BIN)/ruff check asyncfetch tests
+	$(BIN)/ruff check asyncfetch tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict asyncfetch

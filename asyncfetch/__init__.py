@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
 from ._progress import BatchProgress, ProgressStream
+from ._rank import MirrorReport, rank_mirrors
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,7 @@ __all__ = [
     "HTTPStatusError",
     "IntegrityError",
     "InvalidRequest",
+    "MirrorReport",
     "OfflineError",
     "ProgressEvent",
     "ProgressStream",
@@ -55,4 +57,5 @@ __all__ = [
     "download",
     "fetch",
     "fetch_many",
+    "rank_mirrors",
 ]

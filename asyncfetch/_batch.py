@@ -17,15 +17,13 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Protocol
 
-import aiohttp
-
 from ._budget import ConnectionBudget, host_key
 from ._cache import checkpoints_dir, file_name_for
 from ._config import DEFAULT_CONNECTIONS, RetryPolicy, Timeouts, check_connections
 from ._engine import make_request, run
 from ._errors import InvalidRequest
 from ._models import FetchResult, ProgressCallback, ProgressEvent
-from ._transport import Transport
+from ._transport import Session, Transport
 
 DEFAULT_MAX_FILES = 8
 
@@ -168,7 +166,7 @@ def fetch_many(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
-    session: aiohttp.ClientSession | None = None,
+    session: Session | None = None,
 ) -> AsyncGenerator[BatchItem, None]:
     """Download many files at once; yield a BatchItem for each as it completes.
 
@@ -254,7 +252,7 @@ class _Batch:
         self,
         options: _Options,
         sources: Iterable[SourceLike] | AsyncIterable[SourceLike],
-        session: aiohttp.ClientSession | None,
+        session: Session | None,
     ) -> None:
         self.options = options
         self.sources = sources

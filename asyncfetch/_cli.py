@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from ._errors import FetchError
 from ._manifest import read_manifest
 from ._models import FetchResult, ProgressCallback
 from ._progress import BatchProgress, ProgressBar
+from ._rank import MirrorReport, rank_mirrors
 from ._sync import run_sync
 
 EXIT_OK = 0
@@ -241,6 +243,42 @@ def _bytes(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
+def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mirrors = commands.add_parser("mirrors", help="rank mirrors of one file by measured speed")
+    mirrors.add_argument("urls", nargs="+", metavar="URL", help="URLs of the same file")
+    mirrors.add_argument("--sample", type=_size, default=8 << 20, help="bytes to time (8M)")
+    mirrors.add_argument("--connections", type=_positive_int, default=4, help="default: 4")
+    mirrors.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
+    mirrors.add_argument("--json", action="store_true", help="print one JSON object per URL")
+    mirrors.set_defaults(handler=_mirrors)
+
+
+def _mirrors(args: argparse.Namespace) -> int:
+    reports = run_sync(
+        rank_mirrors(
+            args.urls, sample=args.sample, connections=args.connections,
+            timeout=Timeouts.coerce(args.timeout),
+        )  # fmt: skip
+    )
+    if args.json:
+        for report in reports:
+            print(json.dumps(dataclasses.asdict(report) | {"ok": report.ok}))
+    else:
+        _print_mirror_table(reports)
+    return EXIT_OK if any(r.ok for r in reports) else EXIT_FAILED
+
+
+def _print_mirror_table(reports: list[MirrorReport]) -> None:
+    print(f"{'#':>2}  {'MB/s':>8}  {'TTFB ms':>8}  {'ranges':>6}  {'size':>12}  status  url")
+    for rank, r in enumerate(reports, 1):
+        speed = f"{r.speed / 1e6:8.1f}" if r.speed else f"{'-':>8}"
+        ttfb = f"{r.ttfb * 1000:8.1f}" if r.ttfb is not None else f"{'-':>8}"
+        size = f"{r.size:>12}" if r.size is not None else f"{'?':>12}"
+        status = "ok" if r.ok else ("error" if r.error else "differs")
+        print(f"{rank:>2}  {speed}  {ttfb}  {'yes' if r.accepts_ranges else 'no':>6}  {size}  "
+              f"{status:<6}  {r.url}")  # fmt: skip
+        if r.error:
+            print(f"    {_one_line_text(r.error)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_get(commands)
     _add_batch(commands)
+    _add_mirrors(commands)
     return parser
 
 
@@ -270,7 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+    return _one_line_text(str(exc))
+
+
+def _one_line_text(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ One file from one or more sources (the URL and its mirrors), over many connectio
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -14,20 +15,28 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
-import aiohttp
-
+from ._blame import Blame
 from ._config import RetryPolicy, Timeouts, check_connections
-from ._errors import FetchError, InvalidRequest, RetriesExhausted, TransportError, TruncatedBody
+from ._errors import (
+    FetchError,
+    IntegrityError,
+    InvalidRequest,
+    RetriesExhausted,
+    TransportError,
+    TruncatedBody,
+)
 from ._mirrors import MirrorBoard
-from ._models import EventKind, FetchResult, ProgressCallback, ProgressEvent, RemoteInfo
-from ._planner import Scheduler, Task, plan_chunks
+from ._models import ByteRange, EventKind, FetchResult, ProgressCallback, ProgressEvent, RemoteInfo
+from ._planner import Extents, Scheduler, Task, plan_chunks
+from ._probe import probe_sources
 from ._retry import is_retryable, retrying
-from ._sink import PartFile, check_destination
-from ._transport import Body, RangeNotHonoured, Transport, check_url
+from ._sink import PartFile, Repair, check_destination
+from ._transport import Body, RangeNotHonoured, Session, Transport, check_url
 
 log = logging.getLogger("asyncfetch")
 
 WRITE_BATCH = 1 << 20
+STEAL_POLL = 0.25
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -67,7 +76,7 @@ def make_request(
     hash: bool = True,
 ) -> Request:
     """Check the caller's arguments and bundle them; raises InvalidRequest on bad input."""
-    urls = tuple(dict.fromkeys(check_url(u) for u in (url, *mirrors)))
+    urls = (check_url(url), *_usable_mirrors(url, mirrors))
     if sha256 is not None and not _SHA256.fullmatch(sha256):
         raise InvalidRequest(f"sha256 must be 64 hex digits, got {sha256!r}", url=url)
     if chunk_size is not None and chunk_size < 1:
@@ -86,6 +95,20 @@ def make_request(
     )
 
 
+def _usable_mirrors(url: str, mirrors: Iterable[str]) -> list[str]:
+    """The mirrors worth trying, duplicates merged; a malformed one is skipped with a warning."""
+    usable: list[str] = []
+    for mirror in mirrors:
+        try:
+            check_url(mirror)
+        except InvalidRequest as exc:
+            log.warning("skipping mirror: %s", exc)
+            continue
+        if mirror != url and mirror not in usable:
+            usable.append(mirror)
+    return usable
+
+
 async def fetch(
     url: str,
     dest: str | PathLike[str],
@@ -99,7 +122,7 @@ async def fetch(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
-    session: aiohttp.ClientSession | None = None,
+    session: Session | None = None,
 ) -> FetchResult:
     """Download ``url`` to ``dest`` over parallel ranged connections, verified.
 
@@ -138,7 +161,7 @@ async def fetch(
 async def run(
     request: Request,
     *,
-    session: aiohttp.ClientSession | None = None,
+    session: Session | None = None,
     transport: Transport | None = None,
 ) -> FetchResult:
     """Carry out a validated Request.
@@ -167,7 +190,8 @@ class Download:
         self.transport = transport
         self.board = MirrorBoard.of(list(request.urls))
         self.final_urls: dict[str, str] = {}
-        self.validator: str | None = None
+        self.validators: dict[str, str | None] = {}
+        self.served: dict[str, Extents] = {url: Extents() for url in request.urls}
         self.retries = 0
         self.done = 0
         self.size: int | None = None
@@ -186,7 +210,7 @@ class Download:
         self._emit("done")
         return FetchResult(
             path=self.request.dest,
-            size=self.done,
+            size=self.size if self.size is not None else sink.written,
             sha256=digest,
             elapsed=time.monotonic() - started,
             bytes_by_mirror=self.board.bytes_by_source(),
@@ -200,9 +224,12 @@ class Download:
             if info.accepts_ranges and info.size is not None:
                 await self._download_ranges_or_stream(sink, info.size)
             else:
-                await self._download_stream(sink, info.size)
+                await self._download_stream(sink, info.size, info.url)
             size = info.size if info.size is not None else sink.written
-            digest = await sink.finalize(size, self.request.sha256)
+            digest = await sink.finalize(size, self.request.sha256, self._repair_for(sink, size))
+        except IntegrityError as exc:
+            blame = self._blame()
+            raise blame.explain(exc) if blame else exc from None
         except BaseException:
             await asyncio.shield(sink.close())
             raise
@@ -213,81 +240,31 @@ class Download:
     # probe -------------------------------------------------------------------------------
 
     async def _probe_sources(self) -> RemoteInfo:
-        results = await asyncio.gather(
-            *(self._probe_one(url) for url in self.request.urls), return_exceptions=True
+        probed = await probe_sources(
+            self.transport, self.request.urls, self.board, self.request.retry
         )
-        infos: dict[str, RemoteInfo] = {}
-        for url, result in zip(self.request.urls, results, strict=True):
-            if isinstance(result, RemoteInfo):
-                infos[url] = result
-            elif isinstance(result, FetchError):
-                self.board.drop(url, str(result))
-            else:
-                raise result
-        if not infos:
-            raise self._all_failed(results)
-        info = self._agree_on_size(infos)
-        self.size = info.size
-        self.validator = info.validator if len(infos) == 1 else None
-        return info
-
-    async def _probe_one(self, url: str) -> RemoteInfo:
-        async for attempt in retrying(self.request.retry, progress=lambda: 0):
-            with attempt:
-                info = await self.transport.probe(url)
-                self.final_urls[url] = info.final_url
-                return info
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    def _agree_on_size(self, infos: dict[str, RemoteInfo]) -> RemoteInfo:
-        sizes = [i.size for i in infos.values()]
-        majority = max(set(sizes), key=lambda s: (sizes.count(s), s is not None))
-        for url, info in infos.items():
-            if info.size != majority:
-                reason = f"{url} serves {info.size} bytes but the other sources {majority}"
-                log.warning("dropping source: %s", reason)
-                self.board.drop(url, reason)
-        primary = infos.get(self.request.url)
-        if primary is not None and primary.size == majority:
-            return primary
-        chosen = next(i for i in infos.values() if i.size == majority)
-        if primary is not None:
-            log.warning(
-                "the primary URL %s disagrees with the mirrors on the size (%s vs %s bytes); "
-                "downloading from the mirrors that agree",
-                self.request.url, primary.size, majority,
-            )  # fmt: skip
-        return chosen
-
-    def _all_failed(self, results: Sequence[object]) -> BaseException:
-        if len(results) == 1 and isinstance(results[0], BaseException):
-            return results[0]
-        failures = self.board.failures()
-        listing = "; ".join(f"{u}: {m}" for u, m in failures.items())
-        return RetriesExhausted(
-            f"every source of {self.request.url} failed: {listing}",
-            url=self.request.url,
-            byte_range=None,
-            attempts=len(results),
-            failures=failures,
-        )
+        self.final_urls = {url: info.final_url for url, info in probed.sources.items()}
+        self.validators = {url: info.validator for url, info in probed.sources.items()}
+        self.size = probed.info.size
+        return probed.info
 
     # ranged download ---------------------------------------------------------------------
 
     async def _download_ranges_or_stream(self, sink: PartFile, size: int) -> None:
         try:
-            await self._download_ranges(sink, size)
-        except RangeNotHonoured as exc:
+            await self._fetch_ranges(sink, sink.missing(size))
+        except (RangeNotHonoured, RetriesExhausted) as exc:
+            fallback = self.board.fallback()
+            if isinstance(exc, RetriesExhausted) and fallback is None:
+                raise
             log.warning("%s; downloading over one connection instead", exc)
             await sink.restart()
             self.done = 0
-            await self._download_stream(sink, size)
+            await self._download_stream(sink, size, fallback or self.request.url)
 
-    async def _download_ranges(self, sink: PartFile, size: int) -> None:
+    async def _fetch_ranges(self, sink: PartFile, gaps: list[ByteRange]) -> None:
         chunks = plan_chunks(
-            sink.missing(size),
-            connections=self.request.connections,
-            chunk_size=self.request.chunk_size,
+            gaps, connections=self.request.connections, chunk_size=self.request.chunk_size
         )
         scheduler = Scheduler(chunks)
         count = min(self.request.connections, max(len(chunks), 1))
@@ -295,7 +272,13 @@ class Download:
 
     async def _worker(self, number: int, scheduler: Scheduler, sink: PartFile) -> None:
         home = self.board.home_for(number)
-        while (task := scheduler.take()) is not None:
+        while not scheduler.finished:
+            task = scheduler.take(self.board.get(home).speed, time.monotonic())
+            if task is None:
+                if not scheduler.may_steal_later():
+                    return
+                await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
+                continue
             try:
                 home = await self._fetch_task(task, home, sink)
             except BaseException:
@@ -311,13 +294,14 @@ class Download:
             async for attempt in policy:
                 with attempt:
                     source = self._choose_source(home)
+                    task.begin(source, time.monotonic())
                     await self._attempt_task(task, source, sink)
         except TransportError as exc:
             raise self._exhausted(task, exc, policy.statistics.get("attempt_number", 1)) from exc
         return source
 
-    def _choose_source(self, home: str) -> str:
-        source = self.board.pick(home, time.monotonic())
+    def _choose_source(self, home: str, *, ranged: bool = True) -> str:
+        source = self.board.pick(home, time.monotonic(), ranged=ranged)
         if source is None:
             raise RetriesExhausted(
                 f"every source of {self.request.url} failed",
@@ -383,13 +367,15 @@ class Download:
         before = task.pos
         byte_range = None if whole else task.byte_range()
         try:
-            async with self.transport.open(url, byte_range, if_range=self.validator) as body:
-                await self._copy_body(body, task, sink, to_eof=whole and self.size is None)
+            validator = self.validators.get(source)
+            async with self.transport.open(url, byte_range, if_range=validator) as body:
+                to_eof = whole and self.size is None
+                await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
 
     async def _copy_body(
-        self, body: Body, task: Task, sink: PartFile, *, to_eof: bool = False
+        self, body: Body, task: Task, sink: PartFile, source: str, *, to_eof: bool = False
     ) -> None:
         """Copy the body to the part file at ``task.pos`` until ``task.stop``, in batches.
 
@@ -414,35 +400,64 @@ class Download:
                 batched += len(batch[-1])
                 task.reached = task.pos + batched
                 if batched >= WRITE_BATCH:
-                    await self._write(sink, task, batch, batched)
+                    await self._write(sink, task, batch, batched, source)
                     batch, batched = [], 0
         finally:
             if batched:
-                await asyncio.shield(self._write(sink, task, batch, batched))
+                await asyncio.shield(self._write(sink, task, batch, batched, source))
         if body.byte_range is not None and task.stop < body.byte_range.end:
             body.abandon()  # a thief took the rest of this range
 
-    async def _write(self, sink: PartFile, task: Task, batch: list[bytes], length: int) -> None:
+    async def _write(
+        self, sink: PartFile, task: Task, batch: list[bytes], length: int, source: str
+    ) -> None:
         await sink.write(task.pos, batch)
+        self.served[source].add(task.pos, task.pos + length)
         task.pos += length
         self.done += length
         self._emit("bytes", delta=length)
 
     # single stream -----------------------------------------------------------------------
 
-    async def _download_stream(self, sink: PartFile, size: int | None) -> None:
+    async def _download_stream(
+        self, sink: PartFile, size: int | None, source: str | None = None
+    ) -> None:
         """One connection, from byte 0; each retry starts over (the server cannot resume)."""
         async for attempt in retrying(self.request.retry, progress=lambda: 0):
             with attempt:
                 if sink.written:
                     await sink.restart()
                     self.done = 0
-                await self._stream_whole(sink, size)
+                await self._stream_whole(sink, size, source or self.request.url)
 
-    async def _stream_whole(self, sink: PartFile, size: int | None) -> None:
-        source = self._choose_source(self.request.url)
+    async def _stream_whole(self, sink: PartFile, size: int | None, preferred: str) -> None:
+        source = self._choose_source(preferred, ranged=False)
         task = Task(0, 0, size if size is not None else 1 << 62)
         await self._stream_range(task, source, sink, whole=True)
+
+    # blame -------------------------------------------------------------------------------
+
+    def _repair_for(self, sink: PartFile, size: int) -> Repair | None:
+        blame = self._blame()
+        if blame is None or len(blame.contributors()) < 2:
+            return None
+
+        async def refetch(ranges: list[ByteRange]) -> None:
+            await self._fetch_ranges(sink, ranges)
+
+        async def rehash() -> str:
+            return await sink.rehash(size)
+
+        async def repair(wrong_digest: str) -> str:
+            notify = functools.partial(self._emit, "source_switched")
+            return await blame.repair(wrong_digest, refetch, rehash, lambda m: notify(message=m))
+
+        return repair
+
+    def _blame(self) -> Blame | None:
+        if self.request.sha256 is None:
+            return None
+        return Blame(self.served, self.board, self.request.sha256)
 
     # events ------------------------------------------------------------------------------
 

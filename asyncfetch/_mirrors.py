@@ -20,15 +20,20 @@ class SourceState:
     benched_until: float = 0.0
     last_error: str | None = None
     dropped: str | None = None
+    ranges: bool = True
 
     @property
     def speed(self) -> float:
         """Measured bytes per second per connection (0 before any bytes arrived)."""
         return self.bytes_received / self.seconds_busy if self.seconds_busy > 0 else 0.0
 
-    def usable(self, now: float) -> bool:
-        """Not dropped and not benched at ``now``."""
-        return self.dropped is None and self.benched_until <= now
+    def usable(self, now: float, *, ranged: bool = False) -> bool:
+        """Not dropped, not benched at ``now`` and, if ``ranged``, serving byte ranges."""
+        return self.alive(ranged=ranged) and self.benched_until <= now
+
+    def alive(self, *, ranged: bool = False) -> bool:
+        """Not dropped and, if ``ranged``, serving byte ranges."""
+        return self.dropped is None and (self.ranges or not ranged)
 
 
 @dataclass
@@ -51,30 +56,35 @@ class MirrorBoard:
 
     def home_for(self, worker: int) -> str:
         """The source worker number ``worker`` starts on: connections spread round-robin."""
-        live = [s for s in self.sources if s.dropped is None] or self.sources
+        live = [s for s in self.sources if s.alive(ranged=True)] or self.sources
         return live[worker % len(live)].url
 
-    def pick(self, preferred: str, now: float) -> str | None:
+    def pick(self, preferred: str, now: float, *, ranged: bool = True) -> str | None:
         """The source to use now.
 
         ``preferred`` when usable, else the fastest usable one, else (all benched) the one
-        back soonest; None when every source is dropped.
+        back soonest; None when every source is dropped. With ``ranged``, only sources that
+        serve byte ranges count.
         """
-        if self.get(preferred).usable(now):
+        if self.get(preferred).usable(now, ranged=ranged):
             return preferred
-        usable = [s for s in self.sources if s.usable(now)]
+        usable = [s for s in self.sources if s.usable(now, ranged=ranged)]
         if usable:
             return max(usable, key=lambda s: s.speed).url
-        alive = [s for s in self.sources if s.dropped is None]
+        alive = [s for s in self.sources if s.alive(ranged=ranged)]
         return min(alive, key=lambda s: s.benched_until).url if alive else None
 
     def others_usable(self, url: str, now: float) -> bool:
-        """Whether a source other than ``url`` can be used right now."""
-        return any(s.usable(now) for s in self.sources if s.url != url)
+        """Whether a source other than ``url`` can serve a range right now."""
+        return any(s.usable(now, ranged=True) for s in self.sources if s.url != url)
 
-    def alive(self) -> bool:
-        """Whether any source is not dropped."""
-        return any(s.dropped is None for s in self.sources)
+    def alive(self, *, ranged: bool = True) -> bool:
+        """Whether any source (serving ranges, by default) is not dropped."""
+        return any(s.alive(ranged=ranged) for s in self.sources)
+
+    def fallback(self) -> str | None:
+        """A live source that serves only the whole file, if any."""
+        return next((s.url for s in self.sources if s.alive() and not s.ranges), None)
 
     def next_usable_at(self) -> float | None:
         """When the first benched source comes back, or None if every source is dropped."""

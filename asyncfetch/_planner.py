@@ -16,6 +16,8 @@ MiB = 1 << 20
 FIRST_CHUNK = 1 * MiB
 DEFAULT_CHUNK = 16 * MiB
 MIN_SPLIT = 1 * MiB
+MIN_TAKEOVER = 64 << 10
+OBSERVE_FOR = 1.0
 
 
 class Extents:
@@ -102,6 +104,19 @@ class Task:
     pos: int
     stop: int
     reached: int = 0
+    source: str = ""
+    began: float = 0.0
+    began_at: int = 0
+
+    def begin(self, source: str, now: float) -> None:
+        """An attempt at this task starts now, from ``pos``, on ``source``."""
+        self.source, self.began, self.began_at, self.reached = source, now, self.pos, self.pos
+
+    def rate(self, now: float) -> float:
+        """Bytes per second received in the current attempt (0 before any)."""
+        elapsed = now - self.began
+        got = max(self.pos, self.reached) - self.began_at
+        return got / elapsed if elapsed > 0 and got > 0 else 0.0
 
     @property
     def remaining(self) -> int:
@@ -114,10 +129,11 @@ class Task:
 
 
 class Scheduler:
-    """Hands chunks to workers in file order; when none are left, splits the largest one.
+    """Hands chunks to workers in file order; when none are left, steals from the slowest.
 
-    A finished worker takes the next chunk; near the end an idle worker takes the second half
-    of the largest chunk still in flight, so no slow connection holds the tail.
+    A finished worker takes the next chunk. Near the end an idle worker takes work from the
+    chunk in flight that would finish last: all of what is left when the thief's source is
+    more than twice as fast, else the second half. So no slow connection holds the tail.
     """
 
     def __init__(self, chunks: Iterable[ByteRange], *, min_split: int = MIN_SPLIT) -> None:
@@ -133,12 +149,22 @@ class Scheduler:
         """True when nothing is pending or in flight."""
         return not self._pending and not self._active
 
-    def take(self) -> Task | None:
-        """The next task for an idle worker, or None when there is nothing worth taking."""
-        task = self._pending.popleft() if self._pending else self._steal()
+    def take(self, thief_speed: float = 0.0, now: float = 0.0) -> Task | None:
+        """The next task for an idle worker, or None when there is nothing worth taking.
+
+        Args:
+            thief_speed: bytes per second the idle worker's source gives one connection
+                (0: unknown).
+            now: the current time, to measure the speed of the tasks in flight.
+        """
+        task = self._pending.popleft() if self._pending else self._steal(thief_speed, now)
         if task is not None:
             self._active.add(task)
         return task
+
+    def may_steal_later(self) -> bool:
+        """Whether a task in flight has enough left that taking it over may pay later."""
+        return any(task.remaining >= MIN_TAKEOVER for task in self._active)
 
     def complete(self, task: Task) -> None:
         """The worker fetched all of ``task``."""
@@ -150,11 +176,29 @@ class Scheduler:
         if task.stop > task.pos:
             self._pending.appendleft(Task(task.pos, task.pos, task.stop))
 
-    def _steal(self) -> Task | None:
-        victim = max(self._active, key=lambda t: t.remaining, default=None)
-        if victim is None or victim.remaining < 2 * self._min_split:
+    def _steal(self, thief_speed: float, now: float) -> Task | None:
+        def finish_time(task: Task) -> float:
+            return task.remaining / max(task.rate(now), 1.0)
+
+        victim = max(self._active, key=finish_time, default=None)
+        if victim is None or victim.remaining < MIN_TAKEOVER:
             return None
-        middle = victim.stop - victim.remaining // 2
-        thief = Task(middle, middle, victim.stop)
-        victim.stop = middle
+        if self._worth_taking_over(victim, thief_speed, now):
+            cut = victim.stop - victim.remaining
+        elif victim.remaining >= 2 * self._min_split:
+            cut = victim.stop - victim.remaining // 2
+        else:
+            return None
+        thief = Task(cut, cut, victim.stop)
+        victim.stop = cut
         return thief
+
+    @staticmethod
+    def _worth_taking_over(victim: Task, thief_speed: float, now: float) -> bool:
+        """Whether a thief should take all the victim has left (the victim's connection is
+        then dropped, wasting what it has in flight): only against a connection watched long
+        enough, more than twice slower, that would still need a while."""
+        speed = victim.rate(now)
+        if speed <= 0 or now - victim.began < OBSERVE_FOR:
+            return False
+        return thief_speed > 2 * speed and victim.remaining / speed > OBSERVE_FOR

@@ -37,6 +37,9 @@ SCHEMES = frozenset({"http", "https"})
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _PROBE_RANGE = ByteRange(0, 1)
 READ_BUFSIZE = 1 << 18
+
+Session = aiohttp.ClientSession
+"""An application's own HTTP session, which asyncfetch can use instead of opening one."""
 _HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
 
 

@@ -1,0 +1,179 @@
+"""One nginx child process serving the data dir on several free 127.0.0.1 ports.
+
+Each :class:`ServerSpec` becomes one ``server`` block on its own port: unthrottled, or capped
+per connection with ``limit_rate``. nginx runs in the foreground (``daemon off``) in its own
+process group, with its pid, logs and temp paths inside the data dir, and :class:`Nginx` stops
+it (and any worker left behind) on exit, exceptions and Ctrl-C included.
+
+Note on ``limit_rate``: nginx allows ``rate * (seconds since the request started + 1)`` bytes,
+so every new request starts with a one-second burst. Clients that send many small Range
+requests can beat the nominal cap; compare tools that use the same range size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from benchmarks._log import log
+from benchmarks._measure import kill_group
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server block: a name scenarios refer to and an optional per-connection cap.
+
+    Args:
+        name: the key scenarios use to pick this server.
+        rate: nginx ``limit_rate`` in bytes per second per request; ``None`` for unthrottled.
+    """
+
+    name: str
+    rate: int | None = None
+
+
+def find_nginx() -> str | None:
+    """Return the nginx executable (Debian keeps it in /usr/sbin, often off a user's PATH)."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def render_config(prefix: Path, root: Path, ports: dict[str, int], specs: list[ServerSpec]) -> str:
+    """Return an nginx.conf: one server block per spec, all serving ``root``."""
+    servers = "\n".join(_server_block(spec, ports[spec.name], root) for spec in specs)
+    # Running as root, workers would switch to "nobody", who may not read the data dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return f"""{user}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+{servers}
+}}
+"""
+
+
+def _server_block(spec: ServerSpec, port: int, root: Path) -> str:
+    limit = f"limit_rate {spec.rate};" if spec.rate else "limit_rate 0;"
+    return f"""    server {{  # {spec.name}
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ {limit} }}
+    }}"""
+
+
+class Nginx:
+    """Run nginx for the duration of a ``with`` block; ``url()`` names files on each server."""
+
+    def __init__(self, data_dir: Path, root: Path, specs: list[ServerSpec]) -> None:
+        self._prefix = data_dir / "nginx"
+        self._root = root
+        self._specs = specs
+        self._ports: dict[str, int] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, server: str, name: str) -> str:
+        """Return the URL of file ``name`` on server ``server``."""
+        return f"http://127.0.0.1:{self._ports[server]}/{name}"
+
+    def __enter__(self) -> Nginx:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _start(self) -> None:
+        exe = find_nginx()
+        if exe is None:
+            raise RuntimeError("nginx not found; run: bash benchmarks/setup.sh .venv")
+        (self._prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        self._ports = {spec.name: free_port() for spec in self._specs}
+        conf = self._prefix / "nginx.conf"
+        conf.write_text(render_config(self._prefix, self._root, self._ports, self._specs))
+        errlog = self._prefix / "error.log"
+        argv = [exe, "-p", str(self._prefix), "-e", str(errlog), "-c", str(conf)]
+        with open(self._prefix / "stdout.log", "wb") as out:
+            self._proc = subprocess.Popen(
+                [*argv, "-g", "daemon off;"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready(errlog)
+        ports = ", ".join(f"{name}={port}" for name, port in self._ports.items())
+        log(f"nginx: pid {self._proc.pid}, ports {ports}")
+
+    def _wait_ready(self, errlog: Path) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        pending = set(self._ports.values())
+        while pending and time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            pending = {port for port in pending if not _accepts(port)}
+            if pending:
+                time.sleep(POLL_S)
+        if pending:
+            tail = errlog.read_text(errors="replace")[-2000:] if errlog.exists() else ""
+            raise RuntimeError(f"nginx did not start (ports {sorted(pending)}):\n{tail}")
+
+    def stop(self) -> None:
+        """Stop nginx: SIGTERM (fast shutdown), then SIGKILL its process group if needed."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log("nginx: did not stop on SIGTERM; killing its process group")
+        kill_group(proc.pid)
+        proc.wait(timeout=STOP_TIMEOUT_S)
+        log("nginx: stopped")
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False

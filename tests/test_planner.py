@@ -1,0 +1,125 @@
+"""Range planning, extents and work stealing (pure logic, property tests)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asyncfetch._models import ByteRange
+from asyncfetch._planner import Extents, MiB, Scheduler, Task, plan_chunks
+
+runs = st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 300)), max_size=40)
+
+
+@given(runs)
+def test_extents_match_a_set_of_bytes(pieces: list[tuple[int, int]]) -> None:
+    extents = Extents()
+    present: set[int] = set()
+    for start, length in pieces:
+        extents.add(start, start + length)
+        present.update(range(start, start + length))
+    assert extents.total() == len(present)
+    flat = {b for s, e in extents.runs() for b in range(s, e)}
+    assert flat == present
+    starts = [s for s, _ in extents.runs()]
+    ends = [e for _, e in extents.runs()]
+    assert all(ends[i] < starts[i + 1] for i in range(len(starts) - 1))  # disjoint, not touching
+    prefix = 0
+    while prefix in present:
+        prefix += 1
+    assert extents.prefix() == prefix
+
+
+@given(runs, st.integers(0, 6000))
+def test_missing_is_the_complement(pieces: list[tuple[int, int]], size: int) -> None:
+    extents = Extents((s, s + n) for s, n in pieces)
+    present = {b for s, e in extents.runs() for b in range(s, e)}
+    missing = {b for r in extents.missing(size) for b in range(r.start, r.end)}
+    assert missing == set(range(size)) - present
+
+
+@given(
+    st.integers(1, 200 * MiB), st.integers(1, 32), st.none() | st.integers(64 << 10, 64 * MiB)
+)
+def test_chunks_cover_the_gaps_in_order(size: int, connections: int, chunk: int | None) -> None:
+    gaps = [ByteRange(0, size // 3), ByteRange(size // 2, size)]
+    chunks = plan_chunks(gaps, connections=connections, chunk_size=chunk)
+    covered = [(c.start, c.end) for c in chunks]
+    assert covered == sorted(covered)
+    assert sum(c.length for c in chunks) == sum(g.length for g in gaps)
+    assert all(c.length > 0 for c in chunks)
+    assert all(c.length <= (chunk or 16 * MiB) for c in chunks)
+
+
+def test_first_chunks_are_small_then_grow() -> None:
+    chunks = plan_chunks([ByteRange(0, 1 << 30)], connections=4)
+    assert [c.length for c in chunks[:4]] == [MiB] * 4
+    assert chunks[4].length == 2 * MiB
+    assert max(c.length for c in chunks) == 16 * MiB
+
+
+def test_idle_worker_splits_the_largest_task_in_half() -> None:
+    scheduler = Scheduler([ByteRange(0, 8 * MiB)])
+    first = scheduler.take()
+    assert first is not None
+    thief = scheduler.take()
+    assert thief is not None
+    assert (first.start, first.stop) == (0, 4 * MiB)
+    assert (thief.start, thief.stop) == (4 * MiB, 8 * MiB)
+
+
+def test_bytes_in_hand_are_never_stolen() -> None:
+    scheduler = Scheduler([ByteRange(0, 8 * MiB)])
+    victim = scheduler.take()
+    assert victim is not None
+    victim.reached = 6 * MiB  # received, not yet written
+    thief = scheduler.take()
+    assert thief is not None
+    assert thief.start == 7 * MiB
+    assert victim.stop == 7 * MiB
+
+
+def test_small_remainders_are_not_split() -> None:
+    scheduler = Scheduler([ByteRange(0, MiB)])
+    assert scheduler.take() is not None
+    assert scheduler.take() is None
+
+
+def test_a_much_faster_thief_takes_over_a_slow_connection() -> None:
+    scheduler = Scheduler([ByteRange(0, 3 * MiB)])
+    slow = scheduler.take()
+    assert slow is not None
+    slow.begin("http://slow", now=100.0)
+    slow.pos = 100_000  # 100 kB in 2 s: 50 kB/s
+    thief = scheduler.take(thief_speed=10e6, now=102.0)
+    assert thief is not None
+    assert (thief.start, thief.stop) == (100_000, 3 * MiB)
+    assert slow.stop == 100_000
+
+
+def test_a_connection_just_started_is_not_taken_over() -> None:
+    scheduler = Scheduler([ByteRange(0, 3 * MiB)])
+    slow = scheduler.take()
+    assert slow is not None
+    slow.begin("http://slow", now=100.0)
+    slow.pos = 1000
+    thief = scheduler.take(thief_speed=10e6, now=100.1)
+    assert thief is not None
+    assert thief.start == 3 * MiB - (3 * MiB - 1000) // 2  # an ordinary split, not a takeover
+
+
+def test_given_back_work_is_taken_first() -> None:
+    scheduler = Scheduler([ByteRange(0, MiB), ByteRange(MiB, 2 * MiB)])
+    task = scheduler.take()
+    assert task is not None
+    task.pos = 1000
+    scheduler.give_back(task)
+    again = scheduler.take()
+    assert again is not None
+    assert (again.pos, again.stop) == (1000, MiB)
+    assert not scheduler.finished
+    scheduler.complete(again)
+    last = scheduler.take()
+    assert isinstance(last, Task)
+    scheduler.complete(last)
+    assert scheduler.finished

@@ -1,0 +1,101 @@
+"""rank_mirrors() and `asyncfetch mirrors`: measured, ranked, nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import asyncfetch
+from tests.faultserver import FaultServer, make_payload
+from tests.helpers import cli_env
+
+MakeServer = Callable[[], FaultServer]
+DATA = make_payload(2 << 20, seed=21)
+
+
+def serving(make_server: MakeServer, data: bytes = DATA) -> FaultServer:
+    server = make_server()
+    server.add_file("m.bin", data)
+    return server
+
+
+async def test_fastest_first_and_all_facts_reported(make_server: MakeServer) -> None:
+    slow, fast = serving(make_server), serving(make_server)
+    slow_url, fast_url = slow.url("m.bin", rate=1 << 20), fast.url("m.bin", rate=4 << 20)
+
+    reports = await asyncfetch.rank_mirrors([slow_url, fast_url], sample=512 << 10)
+
+    assert [r.url for r in reports] == [fast_url, slow_url]
+    for report in reports:
+        assert report.ok
+        assert report.size == len(DATA)
+        assert report.accepts_ranges
+        assert report.etag
+        assert report.sample_bytes == 512 << 10
+        assert report.ttfb is not None
+        assert report.ttfb > 0
+    assert reports[0].speed is not None
+    assert reports[1].speed is not None
+    assert reports[0].speed > 2 * reports[1].speed
+
+
+async def test_disagreeing_and_dead_mirrors_rank_last(make_server: MakeServer) -> None:
+    a, b = serving(make_server), serving(make_server)
+    other_bytes = serving(make_server, make_payload(len(DATA), seed=99))
+    dead = serving(make_server)
+    dead_url = dead.url("m.bin")
+    dead.stop()
+    urls = [dead_url, other_bytes.url("m.bin"), a.url("m.bin"), b.url("m.bin")]
+
+    reports = await asyncfetch.rank_mirrors(urls, sample=256 << 10, timeout=2)
+
+    by_url = {r.url: r for r in reports}
+    assert by_url[other_bytes.url("m.bin")].agrees is False
+    assert by_url[dead_url].error is not None
+    assert {r.url for r in reports[:2]} == {a.url("m.bin"), b.url("m.bin")}
+    assert all(r.ok for r in reports[:2])
+
+
+async def test_server_without_ranges_is_sampled_the_same_way(make_server: MakeServer) -> None:
+    ranged, plain = serving(make_server), serving(make_server)
+    reports = await asyncfetch.rank_mirrors(
+        [ranged.url("m.bin"), plain.url("m.bin", no_ranges=True)], sample=300_000
+    )
+    assert all(r.agrees for r in reports)
+    assert {r.accepts_ranges for r in reports} == {True, False}
+
+
+def test_cli_prints_json_and_writes_nothing(make_server: MakeServer, tmp_path: Path) -> None:
+    a, b = serving(make_server), serving(make_server)
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "mirrors", a.url("m.bin"), b.url("m.bin"),
+         "--json", "--sample", "256K"],
+        capture_output=True, text=True, timeout=60, env=cli_env(), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {row["url"] for row in rows} == {a.url("m.bin"), b.url("m.bin")}
+    assert all(row["ok"] and row["sample_bytes"] == 256 << 10 for row in rows)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_table_names_the_error(make_server: MakeServer) -> None:
+    a = serving(make_server)
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "mirrors", a.url("m.bin"), a.url("missing")],
+        capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert "ok" in lines[1]
+    assert "404" in done.stdout
+
+
+async def test_no_urls_is_a_clear_error() -> None:
+    with pytest.raises(asyncfetch.InvalidRequest, match="at least one URL"):
+        await asyncfetch.rank_mirrors([])
