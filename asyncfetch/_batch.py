@@ -25,8 +25,6 @@ from ._errors import InvalidRequest
 from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._transport import Session, Transport
 
-DEFAULT_MAX_FILES = 8
-
 
 @dataclass(frozen=True)
 class Source:
@@ -155,7 +153,7 @@ class _Options:
 def fetch_many(
     sources: Iterable[SourceLike] | AsyncIterable[SourceLike],
     *,
-    max_files: int = DEFAULT_MAX_FILES,
+    max_files: int | None = None,
     connections: int = DEFAULT_CONNECTIONS,
     per_host: int | None = None,
     fail_fast: bool = False,
@@ -189,7 +187,8 @@ def fetch_many(
         sources: URLs, :class:`Source` objects, or mappings/objects with ``url`` and optionally
             ``mirrors``, ``sha256``, ``dest``, ``name``; a plain or an async iterable, read
             as the batch goes.
-        max_files: files downloading at once.
+        max_files: files downloading at once (default: ``connections``, so that small files,
+            one connection each, can use them all).
         connections: requests in flight in all, over every file.
         per_host: requests in flight to one host (default: ``connections``).
         fail_fast: on the first failure, cancel the rest and raise that error.
@@ -203,6 +202,7 @@ def fetch_many(
         InvalidRequest: at once, for a bad option. Errors of single sources are not raised
             but yielded (unless ``fail_fast``).
     """
+    max_files = connections if max_files is None else max_files
     for name, value in (("max_files", max_files), ("connections", connections)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidRequest(f"{name} must be a whole number >= 1, got {value!r}")

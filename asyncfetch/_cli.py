@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _api
-from ._batch import DEFAULT_MAX_FILES, BatchItem, Source, fetch_many
+from ._batch import BatchItem, Source, fetch_many
 from ._cache import cached_path
 from ._config import RetryPolicy, Timeouts, parse_size
 from ._errors import FetchError
@@ -135,15 +135,13 @@ def _print_result(result: FetchResult, as_json: bool) -> None:
 def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     batch = commands.add_parser("batch", help="download every file a manifest lists")
     batch.add_argument("manifest", type=Path, help="TOML, JSON lines, or one URL per line")
-    batch.add_argument(
-        "--jobs", type=_positive_int, default=DEFAULT_MAX_FILES,
-        help=f"files downloading at once (default {DEFAULT_MAX_FILES})",
-    )  # fmt: skip
+    batch.add_argument("--jobs", type=_positive_int, help="files at once (default: --connections)")
     batch.add_argument(
         "--connections", type=_positive_int, default=16, help="requests in flight in all (16)"
     )
     batch.add_argument("--per-host", type=_positive_int, help="requests in flight per host")
     batch.add_argument("--dir", type=Path, help="where files without a dest go (torch.hub cache)")
+    batch.add_argument("--chunk-size", type=_size, help="bytes per request, e.g. 8M")
     batch.add_argument("--retries", type=int, default=None, help="retries per range (default 4)")
     batch.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
@@ -186,7 +184,7 @@ async def _run_batch(
     items: list[BatchItem] = []
     batch = fetch_many(
         sources, max_files=args.jobs, connections=args.connections, per_host=args.per_host,
-        dest_dir=args.dir, retry=RetryPolicy.coerce(args.retries),
+        dest_dir=args.dir, chunk_size=args.chunk_size, retry=RetryPolicy.coerce(args.retries),
         timeout=Timeouts.coerce(args.timeout), progress=progress,
     )  # fmt: skip
     async with contextlib.aclosing(batch):

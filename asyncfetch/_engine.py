@@ -369,6 +369,8 @@ class Download:
         try:
             validator = self.validators.get(source)
             async with self.transport.open(url, byte_range, if_range=validator) as body:
+                started = body.sent_at  # a wait for a batch's connection slot is not slowness
+                task.begin(source, started)
                 to_eof = whole and self.size is None
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:

@@ -123,12 +123,17 @@ def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError
 
 @dataclass
 class Body:
-    """An open response body: read it chunk by chunk with :meth:`read`."""
+    """An open response body: read it chunk by chunk with :meth:`read`.
+
+    ``sent_at`` is when the request went out (``time.monotonic()``), after any wait for a slot
+    of the connection budget: measure a source's speed from there.
+    """
 
     response: aiohttp.ClientResponse
     url: str
     byte_range: ByteRange | None
     size: int | None
+    sent_at: float = 0.0
 
     async def read(self) -> bytes:
         """The next chunk of bytes as it arrived; ``b""`` at the end."""
@@ -206,15 +211,18 @@ class Transport:
         return await self._probe_with_get(url, head)
 
     @asynccontextmanager
-    async def _slot(self, url: str) -> AsyncIterator[None]:
-        """Hold a budget slot for ``url``'s host around one request (no budget: no limit)."""
+    async def _slot(self, url: str) -> AsyncIterator[float]:
+        """Hold a budget slot for ``url``'s host around one request (no budget: no limit).
+
+        Yields the time the slot was granted.
+        """
         if self._budget is None:
-            yield
+            yield time.monotonic()
             return
         host = host_key(url)
         async with self._budget.slot(host):
             try:
-                yield
+                yield time.monotonic()
             except HTTPStatusError as exc:
                 if exc.status == 429 or exc.retry_after is not None:
                     self._budget.pause(host, exc.retry_after)
@@ -262,11 +270,11 @@ class Transport:
             headers["Range"] = byte_range.header()
             if if_range:
                 headers["If-Range"] = if_range
-        async with self._slot(url), translate_errors(url), self.session.get(
+        async with self._slot(url) as sent_at, translate_errors(url), self.session.get(
             url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
         ) as response:
             _check_response(response, url, byte_range)
-            yield Body(response, url, byte_range, response.content_length)
+            yield Body(response, url, byte_range, response.content_length, sent_at)
 
 
 def _check_response(
