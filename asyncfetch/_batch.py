@@ -174,10 +174,10 @@ def fetch_many(
     ``Retry-After`` from a host pauses every download from that host and halves how many
     requests it gets at once (they grow back as it answers).
 
-    One failure does not stop the others: it comes out as an item with ``error`` set. Leaving
-    the loop early (``break``; wrap the call in ``contextlib.aclosing`` so this happens at
-    once) or cancelling the task that iterates stops every download, keeping partial data for
-    a resume. Example::
+    Nothing starts until the first item is asked for. One failure does not stop the others:
+    it comes out as an item with ``error`` set. Leaving the loop early (``break``; wrap the
+    call in ``contextlib.aclosing`` so this happens at once) or cancelling the task that
+    iterates stops every download, keeping partial data for a resume. Example::
 
         async with contextlib.aclosing(asyncfetch.fetch_many(urls, dest_dir="ckpt")) as items:
             async for item in items:

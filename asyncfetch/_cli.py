@@ -167,8 +167,9 @@ def _batch(args: argparse.Namespace) -> int:
             message = f"{item.url}: {message}"
         print(f"asyncfetch: error: {message}", file=sys.stderr)
     if args.fail_fast and failed and len(items) < len(sources):
-        print(f"asyncfetch: stopped after the first failure ({len(items)} of {len(sources)} "
-              "files done); run again to resume", file=sys.stderr)  # fmt: skip
+        done = len(items) - len(failed)
+        print(f"asyncfetch: stopped after the first failure with {done} of {len(sources)} files "
+              "complete; run again to resume", file=sys.stderr)  # fmt: skip
     return EXIT_FAILED if failed else EXIT_OK
 
 

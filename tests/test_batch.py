@@ -462,3 +462,24 @@ def test_cli_batch_interrupt_keeps_partials_and_a_rerun_resumes(
     assert all(r["resumed_bytes"] > 0 for r in records)
     for name, data in files.items():
         assert (out / name).read_bytes() == data
+
+
+def test_cli_batch_fail_fast_stops_at_the_first_failure(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    urls, files = [], {f"s{i}.bin": make_payload(MiB, seed=i) for i in range(2)}
+    for name, data in files.items():
+        server.add_file(name, data)
+        urls.append(server.url(name, stall_after=1000))
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text("\n".join([*urls, server.url("gone.bin")]) + "\n")
+    out = tmp_path / "out"
+
+    proc = batch_cli(str(manifest), "--dir", str(out), "--fail-fast", "--no-progress")
+    stdout, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 1
+    assert "gone.bin" in stderr
+    assert "stopped after the first failure with 0 of 3 files complete" in stderr
+    assert "0 of 1 files ok" in stdout
+    assert not any((out / name).exists() for name in files)
