@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
+import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -336,10 +341,9 @@ def batch_cli(*args: str, **popen: object) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "asyncfetch", "batch", *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
         text=True,
         env=cli_env(),
-        **popen,  # type: ignore[call-overload]
+        **({"stderr": subprocess.PIPE} | popen),  # type: ignore[call-overload]
     )
 
 
@@ -483,3 +487,25 @@ def test_cli_batch_fail_fast_stops_at_the_first_failure(
     assert "stopped after the first failure with 0 of 3 files complete" in stderr
     assert "0 of 1 files ok" in stdout
     assert not any((out / name).exists() for name in files)
+
+
+def test_cli_batch_draws_bars_on_a_terminal(server: FaultServer, tmp_path: Path) -> None:
+    urls = [server.add_file(f"t{i}.bin", make_payload(300_000, seed=i)) for i in range(2)]
+    manifest = tmp_path / "urls.txt"
+    manifest.write_text("\n".join(urls) + "\n")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
+    try:
+        proc = batch_cli(str(manifest), "--dir", str(tmp_path / "out"), stderr=follower)
+        stdout, _ = proc.communicate(timeout=60)
+        os.close(follower)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the terminal's other end is closed
+            while chunk := os.read(leader, 65536):
+                drawn += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    assert b"2/2 files" in drawn  # the total bar
+    assert b"t0.bin" in drawn  # a file's bar
+    assert "2 of 2 files ok" in stdout
