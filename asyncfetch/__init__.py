@@ -3,11 +3,13 @@
 Users import from here; everything in underscore modules is private.
 """
 
+from ._adapt import LoadReport
 from ._api import download
 from ._batch import BatchItem, Source, fetch_many
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
+    CheckpointMismatch,
     ConnectionFailed,
     DestinationError,
     FetchError,
@@ -25,6 +27,7 @@ from ._errors import (
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
 from ._progress import BatchProgress, ProgressStream
 from ._rank import MirrorReport, rank_mirrors
+from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 
 __version__ = "0.1.0"
 
@@ -32,6 +35,7 @@ __all__ = [
     "BatchItem",
     "BatchProgress",
     "ByteRange",
+    "CheckpointMismatch",
     "ConnectionFailed",
     "DestinationError",
     "FetchError",
@@ -40,6 +44,7 @@ __all__ = [
     "HTTPStatusError",
     "IntegrityError",
     "InvalidRequest",
+    "LoadReport",
     "MirrorReport",
     "OfflineError",
     "ProgressEvent",
@@ -55,7 +60,10 @@ __all__ = [
     "TruncatedBody",
     "__version__",
     "download",
+    "download_url_to_file",
     "fetch",
     "fetch_many",
+    "load_pretrained",
+    "load_state_dict_from_url",
     "rank_mirrors",
 ]

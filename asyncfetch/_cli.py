@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _api
+from . import _api, _hubfile, _registry
 from ._batch import BatchItem, Source, fetch_many
 from ._cache import cached_path
 from ._config import RetryPolicy, Timeouts, parse_size
@@ -49,7 +49,8 @@ def _positive_int(text: str) -> int:
 
 def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     get = commands.add_parser("get", help="download one file, verified")
-    get.add_argument("url", help="the file's URL")
+    get.add_argument("url", help="the file's URL, or a name in the model registry")
+    get.add_argument("--registry", type=Path, help="registry TOML file for names (see README)")
     where = get.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", type=Path, help="the output file path")
     where.add_argument("--dir", type=Path, help="directory to put the file in (name from URL)")
@@ -72,6 +73,8 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _get(args: argparse.Namespace) -> int:
+    if _registry.looks_like_name(args.url):
+        return _get_name(args)
     dest = args.output or cached_path(args.url) if not args.dir else args.dir / ""
     if args.dir:
         dest = cached_path(args.url, model_dir=args.dir)
@@ -92,6 +95,26 @@ def _get(args: argparse.Namespace) -> int:
     finally:
         if isinstance(progress, ProgressBar):
             progress.close()
+    _print_result(result, args.json)
+    return EXIT_OK
+
+
+def _get_name(args: argparse.Namespace) -> int:
+    """``get NAME``: the registry entry's URL, mirrors, SHA-256, file name and hash check."""
+    source = _hubfile.resolve(
+        args.url, mirrors=args.mirror, sha256=args.sha256, registry=args.registry
+    )
+    cached = cached_path(source.url, model_dir=args.dir, file_name=source.file_name)
+    dest = args.output or cached
+    prefix = _hubfile.hash_prefix_of(cached.name, source.url) if source.check_hash else None
+    options = _hubfile.Options(
+        connections=args.connections,
+        chunk_size=args.chunk_size,
+        retry=RetryPolicy.coerce(args.retries),
+        timeout=Timeouts.coerce(args.timeout),
+        progress=_progress_for(args, dest.name) is not None,
+    )
+    result = _hubfile.get_file(source, dest, prefix, options)
     _print_result(result, args.json)
     return EXIT_OK
 

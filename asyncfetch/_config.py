@@ -93,11 +93,16 @@ def check_connections(connections: int) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class EnvSettings:
-    """What the environment says (``ASYNCFETCH_*``, ``TORCH_HOME``, ``XDG_CACHE_HOME``)."""
+    """What the environment says (``ASYNCFETCH_*``, ``TORCH_HOME``, ``XDG_CACHE_HOME``,
+    ``XDG_CONFIG_HOME``, and torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
 
     offline: bool = False
     registry: Path | None = None
     torch_home: Path = field(default_factory=lambda: Path.home() / ".cache" / "torch")
+    config_home: Path = field(default_factory=lambda: Path.home() / ".config")
+    rank: int | None = None
+    local_rank: int | None = None
+    world_size: int | None = None
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -112,7 +117,18 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         offline=offline,
         registry=Path(registry).expanduser() if registry else None,
         torch_home=_torch_home(env),
+        config_home=Path(env.get("XDG_CONFIG_HOME") or "~/.config").expanduser(),
+        rank=_int_or_none(env.get("RANK")),
+        local_rank=_int_or_none(env.get("LOCAL_RANK")),
+        world_size=_int_or_none(env.get("WORLD_SIZE")),
     )
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
 
 
 def _torch_home(env: Mapping[str, str]) -> Path:

@@ -14,7 +14,8 @@
     │   ├── TruncatedBody                  the body ended before the promised length
     │   ├── ProtocolError                  the answer does not fit the request (wrong range, ...)
     │   └── TooManyRedirects               a redirect loop or too long a chain
-    └── RetriesExhausted                   a byte range failed on every attempt and every source
+    ├── RetriesExhausted                   a byte range failed on every attempt and every source
+    └── CheckpointMismatch (ValueError)    a checkpoint's weights do not fit the model
 
 Every error carries its context as attributes (``url``, ``path``, ``byte_range``, ``attempts``,
 ...), says in its message what happened and what to do next, and survives pickling.
@@ -175,3 +176,16 @@ class RetriesExhausted(FetchError):
         self.byte_range = byte_range
         self.attempts = attempts
         self.failures = failures
+
+
+class CheckpointMismatch(FetchError, ValueError):
+    """A checkpoint's weights do not fit the model (nothing matches, or ``strict`` loading
+    found missing, unexpected or differently shaped keys).
+
+    Attributes:
+        report: the LoadReport of what did and did not match, when there is one.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, report: Any = None) -> None:
+        super().__init__(message, url=url)
+        self.report = report

@@ -1,0 +1,223 @@
+"""The file side of the torch.hub facade, torch-free: where a checkpoint's source comes from
+(URL or registry name), torch.hub's hash-prefix check, and getting the file into the cache
+once per node.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+from . import _api, _registry
+from ._config import RetryPolicy, Timeouts
+from ._distributed import SINGLE, NodeRole, once_per_node
+from ._errors import IntegrityError, InvalidRequest
+from ._models import FetchResult
+from ._progress import ProgressBar
+
+log = logging.getLogger("asyncfetch")
+
+HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: NAME-<hex>.EXT
+MIN_PREFIX = 8
+UNVERIFIED_SUFFIX = ".unverified"
+_HEX = re.compile(r"[0-9a-fA-F]{1,64}")
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one checkpoint comes from and how to check it."""
+
+    url: str
+    mirrors: tuple[str, ...] = ()
+    sha256: str | None = None
+    file_name: str | None = None
+    check_hash: bool = False
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to download: connections, retries, timeouts, headers, progress bar."""
+
+    connections: int = 16
+    chunk_size: int | None = None
+    retry: RetryPolicy | int | None = None
+    timeout: Timeouts | float | None = None
+    headers: Mapping[str, str] | None = None
+    progress: bool = True
+
+
+def resolve(
+    url_or_name: str,
+    *,
+    mirrors: Iterable[str] = (),
+    sha256: str | None = None,
+    file_name: str | None = None,
+    check_hash: bool = False,
+    registry: str | PathLike[str] | None = None,
+) -> Source:
+    """A URL as it is, or a registry name looked up; the caller's options win over the entry's.
+
+    Raises:
+        InvalidRequest: an unknown name, or a ``sha256`` that contradicts the registry's.
+    """
+    if not _registry.looks_like_name(url_or_name):
+        return Source(url_or_name, tuple(mirrors), sha256, file_name, check_hash)
+    entry = _registry.lookup(url_or_name, registry)
+    if sha256 and entry.sha256 and sha256.lower() != entry.sha256:
+        raise InvalidRequest(
+            f"sha256 {sha256} contradicts the registry's {entry.sha256} for {entry.name!r} "
+            f"({entry.url}); fix one of them",
+            url=entry.url,
+        )
+    return Source(
+        url=entry.url,
+        mirrors=tuple(dict.fromkeys((*entry.mirrors, *mirrors))),
+        sha256=sha256 or entry.sha256,
+        file_name=file_name or entry.file_name,
+        check_hash=check_hash or entry.check_hash,
+    )
+
+
+def hash_prefix_of(file_name: str, url: str | None = None) -> str:
+    """The SHA-256 prefix torch.hub's ``check_hash`` reads from ``NAME-<hex>.EXT``.
+
+    Raises:
+        InvalidRequest: the name carries no prefix, an empty one, or fewer than 8 hex digits
+            (torch.hub would skip or weaken the check silently).
+    """
+    match = HASH_REGEX.search(file_name)
+    advice = (
+        "rename it NAME-<first 8+ hex digits of its SHA-256>.EXT, pass sha256=, or drop check_hash"
+    )
+    if match is None:
+        reason = "carries no SHA-256 prefix (torch.hub expects NAME-<hex>.EXT)"
+    elif not match.group(1):
+        reason = "has an empty SHA-256 prefix ('-.')"
+    elif len(match.group(1)) < MIN_PREFIX:
+        reason = f"has only {len(match.group(1))} hex digits of SHA-256, fewer than {MIN_PREFIX}"
+    else:
+        return match.group(1)
+    raise InvalidRequest(
+        f"check_hash=True, but file name {file_name!r} {reason}; {advice}", url=url
+    )
+
+
+def check_prefix(prefix: str, url: str | None = None) -> str:
+    """``prefix`` in lower case if it is 1 to 64 hex digits, else InvalidRequest."""
+    if not _HEX.fullmatch(prefix):
+        raise InvalidRequest(
+            f"hash_prefix must be 1 to 64 hex digits of the SHA-256, got {prefix!r}", url=url
+        )
+    return prefix.lower()
+
+
+def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Options) -> FetchResult:
+    """Download ``source`` to ``dest``, verified by its ``sha256`` and/or ``hash_prefix``.
+
+    With only a prefix, the file is downloaded under ``dest`` + ``.unverified`` (resumable
+    there) and renamed to ``dest`` once its digest starts with the prefix.
+
+    Raises:
+        IntegrityError: the digest does not match; nothing is left at ``dest``.
+    """
+    if hash_prefix and source.sha256 and not source.sha256.startswith(hash_prefix):
+        raise InvalidRequest(
+            f"{source.url}: the file name's hash prefix {hash_prefix} contradicts sha256 "
+            f"{source.sha256}; fix one of them",
+            url=source.url,
+        )
+    staged = hash_prefix is not None and source.sha256 is None
+    target = dest.with_name(dest.name + UNVERIFIED_SUFFIX) if staged else dest
+    result = _download(source, target, options)
+    if not staged:
+        return result
+    if result.sha256 is None or not result.sha256.startswith(str(hash_prefix)):
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        raise IntegrityError(
+            f"{source.url}: invalid hash value: SHA-256 {result.sha256} does not start with "
+            f"{hash_prefix}; the download was discarded (the server sent other bytes)",
+            url=source.url,
+            expected=str(hash_prefix),
+            actual=result.sha256 or "",
+        )
+    try:
+        os.replace(target, dest)
+    except FileNotFoundError:
+        if not dest.exists():
+            raise
+        # another process or thread checked the same download and moved it first
+    return dataclasses.replace(result, path=dest)
+
+
+def _download(source: Source, dest: Path, options: Options) -> FetchResult:
+    bar = ProgressBar(dest.name) if options.progress else None
+    try:
+        return _api.download(
+            source.url, dest, mirrors=source.mirrors, sha256=source.sha256,
+            connections=options.connections, chunk_size=options.chunk_size,
+            retry=options.retry, timeout=options.timeout,
+            headers=options.headers, progress=bar,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def ensure_cached(
+    source: Source, path: Path, options: Options, role: NodeRole = SINGLE
+) -> FetchResult | None:
+    """torch.hub's rule: use ``path`` if it is there, else download it (once per node).
+
+    An existing file is used as is, except that with a ``sha256`` it is verified first and
+    downloaded again if it differs. Returns the FetchResult of a download, None for a hit.
+    """
+    hash_prefix = hash_prefix_of(path.name, source.url) if source.check_hash else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def ensure() -> FetchResult | None:
+        if path.exists() and cached_file_ok(path, source.sha256):
+            return None
+        print(f'Downloading: "{source.url}" to {path}', file=sys.stderr, flush=True)
+        return get_file(source, path, hash_prefix, options)
+
+    with _thread_lock(path):
+        return once_per_node(path, ensure, role)
+
+
+def cached_file_ok(path: Path, sha256: str | None) -> bool:
+    """Whether the cached ``path`` may be used: always without ``sha256``, else if it matches.
+
+    The one place a cached file is checked (to be replaced by the cache's verified markers).
+    """
+    if sha256 is None:
+        return True
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while block := file.read(_HASH_BLOCK):
+            digest.update(block)
+    if digest.hexdigest() == sha256.lower():
+        return True
+    log.warning("%s does not match its sha256 %s; downloading it again", path, sha256)
+    return False
+
+
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    """One lock per cached path in this process, so threads wait for each other's download."""
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(path.absolute(), threading.Lock())
