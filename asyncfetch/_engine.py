@@ -272,23 +272,26 @@ class Download:
 
     async def _worker(self, number: int, scheduler: Scheduler, sink: PartFile) -> None:
         home = self.board.home_for(number)
-        while not scheduler.finished:
-            task = scheduler.take(self.board.get(home).speed, time.monotonic())
-            if task is None:
-                if not scheduler.may_steal_later():
-                    return
-                await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
-                continue
-            try:
-                home = await self._fetch_task(task, home, sink)
-            except BaseException:
-                scheduler.give_back(task)
-                raise
-            scheduler.complete(task)
+        try:
+            while not scheduler.finished:
+                task = scheduler.take(self.board.get(home).speed, time.monotonic())
+                if task is None:
+                    if not scheduler.may_steal_later():
+                        return
+                    await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
+                    continue
+                try:
+                    await self._fetch_task(task, home, sink)
+                except BaseException:
+                    scheduler.give_back(task)
+                    raise
+                scheduler.complete(task)
+                home = self.board.rehome(home, time.monotonic())
+        finally:
+            self.board.leave(home)
 
-    async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> str:
-        """Fetch ``task`` with retries, switching sources as needed; returns the last source."""
-        source = home
+    async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> None:
+        """Fetch ``task`` with retries, switching sources as needed."""
         policy = retrying(self.request.retry, progress=lambda: task.pos, wait_hint=self._wait_hint)
         try:
             async for attempt in policy:
@@ -298,7 +301,6 @@ class Download:
                     await self._attempt_task(task, source, sink)
         except TransportError as exc:
             raise self._exhausted(task, exc, policy.statistics.get("attempt_number", 1)) from exc
-        return source
 
     def _choose_source(self, home: str, *, ranged: bool = True) -> str:
         source = self.board.pick(home, time.monotonic(), ranged=ranged)
