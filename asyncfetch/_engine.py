@@ -6,6 +6,7 @@ One file from one or more sources (the URL and its mirrors), over many connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -170,16 +171,18 @@ async def run(
     its timeouts and headers apply instead of the request's.
     """
     check_destination(request.dest, request.url)
-    if transport is not None:
-        return await Download(request, transport).run()
-    transport = Transport(
-        timeouts=request.timeouts,
-        connections=request.connections,
-        headers=request.headers,
-        session=session,
+    opened: contextlib.AbstractAsyncContextManager[Transport] = (
+        contextlib.nullcontext(transport)
+        if transport is not None
+        else Transport(
+            timeouts=request.timeouts,
+            connections=request.connections,
+            headers=request.headers,
+            session=session,
+        )
     )
-    async with transport:
-        return await Download(request, transport).run()
+    async with opened as shared:
+        return await Download(request, shared).run()
 
 
 class Download:
