@@ -6,6 +6,7 @@ One file from one or more sources (the URL and its mirrors), over many connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -158,17 +159,30 @@ async def fetch(
     return await run(request, session=session)
 
 
-async def run(request: Request, *, session: Session | None = None) -> FetchResult:
-    """Carry out a validated Request."""
+async def run(
+    request: Request,
+    *,
+    session: Session | None = None,
+    transport: Transport | None = None,
+) -> FetchResult:
+    """Carry out a validated Request.
+
+    ``transport``: an open Transport to share (a batch's session and connection budget);
+    its timeouts and headers apply instead of the request's.
+    """
     check_destination(request.dest, request.url)
-    transport = Transport(
-        timeouts=request.timeouts,
-        connections=request.connections,
-        headers=request.headers,
-        session=session,
+    opened: contextlib.AbstractAsyncContextManager[Transport] = (
+        contextlib.nullcontext(transport)
+        if transport is not None
+        else Transport(
+            timeouts=request.timeouts,
+            connections=request.connections,
+            headers=request.headers,
+            session=session,
+        )
     )
-    async with transport:
-        return await Download(request, transport).run()
+    async with opened as shared:
+        return await Download(request, shared).run()
 
 
 class Download:
@@ -360,6 +374,8 @@ class Download:
         try:
             validator = self.validators.get(source)
             async with self.transport.open(url, byte_range, if_range=validator) as body:
+                started = body.sent_at  # a wait for a batch's connection slot is not slowness
+                task.begin(source, started)
                 to_eof = whole and self.size is None
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:
