@@ -127,25 +127,10 @@ def _progress_for(args: argparse.Namespace, name: str) -> ProgressCallback | Non
     return None
 
 
-def result_json(result: FetchResult, url: str | None = None) -> dict[str, Any]:
-    """A FetchResult as a JSON-ready dict."""
-    return {
-        "url": url,
-        "path": str(result.path),
-        "size": result.size,
-        "sha256": result.sha256,
-        "elapsed": round(result.elapsed, 3),
-        "speed": round(result.speed),
-        "bytes_by_mirror": result.bytes_by_mirror,
-        "resumed_bytes": result.resumed_bytes,
-        "retries": result.retries,
-    }
-
-
 def _print_result(result: FetchResult, as_json: bool) -> None:
     if as_json:
         url = next(iter(result.bytes_by_mirror), None)
-        print(json.dumps(result_json(result, url)), flush=True)
+        print(json.dumps(result.as_json(url)), flush=True)
         return
     speed = result.speed / 1e6
     digest = f" sha256={result.sha256}" if result.sha256 else ""
@@ -223,7 +208,7 @@ async def _run_batch(
 
 def _item_json(item: BatchItem) -> dict[str, Any]:
     if item.result is not None:
-        return {**result_json(item.result, item.url), "status": "ok"}
+        return {**item.result.as_json(item.url), "status": "ok"}
     return {
         "url": item.url,
         "path": str(item.path) if item.path else None,

@@ -32,7 +32,6 @@ from typing import Any
 from aiohttp import web
 
 from ._cache import file_name_for
-from ._cli import result_json
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
@@ -208,7 +207,7 @@ class Service:
         except Exception as exc:
             log.exception("fetch failed unexpectedly")
             return _error(500, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-        body = result_json(result, order.url) | {"name": order.name, "href": f"/files/{order.name}"}
+        body = result.as_json(order.url) | {"name": order.name, "href": f"/files/{order.name}"}
         return web.json_response(body)
 
     async def download(self, order: Order) -> FetchResult:
