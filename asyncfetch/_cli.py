@@ -306,7 +306,7 @@ def _port(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import logging
 
-    from . import _service  # aiohttp.web only for this command; _service imports this module
+    from . import _service  # imports aiohttp.web, which only this command needs
     from ._cache import checkpoints_dir
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
