@@ -6,6 +6,7 @@ One file from one or more sources (the URL and its mirrors), over many connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -183,8 +184,17 @@ async def fetch(
     return await run(request, session=session)
 
 
-async def run(request: Request, *, session: Session | None = None) -> FetchResult:
-    """Carry out a validated Request: a cache hit, or a download under the target's lock."""
+async def run(
+    request: Request,
+    *,
+    session: Session | None = None,
+    transport: Transport | None = None,
+) -> FetchResult:
+    """Carry out a validated Request: a cache hit, or a download under the target's lock.
+
+    ``transport``: an open Transport to share (a batch's session and connection budget);
+    its timeouts and headers apply instead of the request's.
+    """
     started = time.monotonic()
     hit = await _local_hit(request)
     if hit is not None:
@@ -194,27 +204,38 @@ async def run(request: Request, *, session: Session | None = None) -> FetchResul
         hit = await _local_hit(request)  # another process or thread may have just fetched it
         if hit is not None:
             return _hit_result(request, hit, started)
-        transport = Transport(
-            timeouts=request.timeouts,
-            connections=request.connections,
-            headers=request.headers,
-            session=session,
+        opened: contextlib.AbstractAsyncContextManager[Transport] = (
+            contextlib.nullcontext(transport)
+            if transport is not None
+            else Transport(
+                timeouts=request.timeouts,
+                connections=request.connections,
+                headers=request.headers,
+                session=session,
+            )
         )
-        async with transport:
-            download = Download(request, transport)
-            hit = await _remote_hit(request, download)
-            if hit is not None:
-                return _hit_result(request, hit, started)
-            result = await download.run()
-        await asyncio.to_thread(
-            _cache.record_download,
-            request.dest,
-            url=request.url,
-            sha256=result.sha256,
-            verified=request.sha256 is not None,
-            info=download.info,
-        )
-        return result
+        async with opened as shared:
+            return await _probe_and_download(request, shared, started)
+
+
+async def _probe_and_download(
+    request: Request, transport: Transport, started: float
+) -> FetchResult:
+    """Under the lock: an existing target the probe shows unchanged, else a download."""
+    download = Download(request, transport)
+    hit = await _remote_hit(request, download)
+    if hit is not None:
+        return _hit_result(request, hit, started)
+    result = await download.run()
+    await asyncio.to_thread(
+        _cache.record_download,
+        request.dest,
+        url=request.url,
+        sha256=result.sha256,
+        verified=request.sha256 is not None,
+        info=download.info,
+    )
+    return result
 
 
 async def _local_hit(request: Request) -> _cache.Hit | None:
@@ -351,23 +372,26 @@ class Download:
 
     async def _worker(self, number: int, scheduler: Scheduler, sink: PartFile) -> None:
         home = self.board.home_for(number)
-        while not scheduler.finished:
-            task = scheduler.take(self.board.get(home).speed, time.monotonic())
-            if task is None:
-                if not scheduler.may_steal_later():
-                    return
-                await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
-                continue
-            try:
-                home = await self._fetch_task(task, home, sink)
-            except BaseException:
-                scheduler.give_back(task)
-                raise
-            scheduler.complete(task)
+        try:
+            while not scheduler.finished:
+                task = scheduler.take(self.board.get(home).speed, time.monotonic())
+                if task is None:
+                    if not scheduler.may_steal_later():
+                        return
+                    await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
+                    continue
+                try:
+                    await self._fetch_task(task, home, sink)
+                except BaseException:
+                    scheduler.give_back(task)
+                    raise
+                scheduler.complete(task)
+                home = self.board.rehome(home, time.monotonic())
+        finally:
+            self.board.leave(home)
 
-    async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> str:
-        """Fetch ``task`` with retries, switching sources as needed; returns the last source."""
-        source = home
+    async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> None:
+        """Fetch ``task`` with retries, switching sources as needed."""
         policy = retrying(self.request.retry, progress=lambda: task.pos, wait_hint=self._wait_hint)
         try:
             async for attempt in policy:
@@ -377,7 +401,6 @@ class Download:
                     await self._attempt_task(task, source, sink)
         except TransportError as exc:
             raise self._exhausted(task, exc, policy.statistics.get("attempt_number", 1)) from exc
-        return source
 
     def _choose_source(self, home: str, *, ranged: bool = True) -> str:
         source = self.board.pick(home, time.monotonic(), ranged=ranged)
@@ -448,6 +471,8 @@ class Download:
         try:
             validator = self.validators.get(source)
             async with self.transport.open(url, byte_range, if_range=validator) as body:
+                started = body.sent_at  # a wait for a batch's connection slot is not slowness
+                task.begin(source, started)
                 to_eof = whole and self.size is None
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:

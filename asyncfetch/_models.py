@@ -91,6 +91,21 @@ class FetchResult:
         received = self.size - self.resumed_bytes
         return received / self.elapsed if self.elapsed > 0 else 0.0
 
+    def as_json(self, url: str | None = None) -> dict[str, object]:
+        """This result as a JSON-ready dict (what ``--json`` prints), with the ``url`` asked."""
+        return {
+            "url": url,
+            "path": str(self.path),
+            "size": self.size,
+            "sha256": self.sha256,
+            "elapsed": round(self.elapsed, 3),
+            "speed": round(self.speed),
+            "bytes_by_mirror": self.bytes_by_mirror,
+            "resumed_bytes": self.resumed_bytes,
+            "retries": self.retries,
+            "cached": self.cached,
+        }
+
 
 EventKind = Literal["started", "bytes", "retry", "source_switched", "verified", "done", "failed"]
 

@@ -18,6 +18,7 @@ from types import TracebackType
 import aiohttp
 import yarl
 
+from ._budget import ConnectionBudget, host_key
 from ._config import DEFAULT_MAX_REDIRECTS, Timeouts
 from ._errors import (
     ConnectionFailed,
@@ -122,12 +123,17 @@ def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError
 
 @dataclass
 class Body:
-    """An open response body: read it chunk by chunk with :meth:`read`."""
+    """An open response body: read it chunk by chunk with :meth:`read`.
+
+    ``sent_at`` is when the request went out (``time.monotonic()``), after any wait for a slot
+    of the connection budget: measure a source's speed from there.
+    """
 
     response: aiohttp.ClientResponse
     url: str
     byte_range: ByteRange | None
     size: int | None
+    sent_at: float = 0.0
 
     async def read(self) -> bytes:
         """The next chunk of bytes as it arrived; ``b""`` at the end."""
@@ -143,6 +149,8 @@ class Transport:
     """One aiohttp session for a download (or a batch), with our timeouts and headers.
 
     Pass ``session`` to use an application's own ``aiohttp.ClientSession``; it is not closed.
+    With a ``budget``, every request holds one of its slots while it runs, and a 429 or a
+    ``Retry-After`` pauses that host for every download sharing the budget.
     """
 
     def __init__(
@@ -153,6 +161,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self._timeouts = timeouts
         self._connections = connections
@@ -160,6 +169,7 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._max_redirects = max_redirects
+        self._budget = budget
 
     async def __aenter__(self) -> Transport:
         if self._session is None:
@@ -200,8 +210,27 @@ class Transport:
             return head
         return await self._probe_with_get(url, head)
 
+    @asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[float]:
+        """Hold a budget slot for ``url``'s host around one request (no budget: no limit).
+
+        Yields the time the slot was granted.
+        """
+        if self._budget is None:
+            yield time.monotonic()
+            return
+        host = host_key(url)
+        async with self._budget.slot(host):
+            try:
+                yield time.monotonic()
+            except HTTPStatusError as exc:
+                if exc.status == 429 or exc.retry_after is not None:
+                    self._budget.pause(host, exc.retry_after)
+                raise
+            self._budget.answered(host)
+
     async def _head(self, url: str) -> RemoteInfo | None:
-        async with translate_errors(url), self.session.head(
+        async with self._slot(url), translate_errors(url), self.session.head(
             url, headers=self._headers, allow_redirects=True, max_redirects=self._max_redirects
         ) as response:
             if response.status >= 400:
@@ -212,7 +241,7 @@ class Transport:
 
     async def _probe_with_get(self, url: str, head: RemoteInfo | None) -> RemoteInfo:
         headers = {**self._headers, "Range": _PROBE_RANGE.header()}
-        async with translate_errors(url), self.session.get(
+        async with self._slot(url), translate_errors(url), self.session.get(
             url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
         ) as response:
             if response.status >= 400:
@@ -241,11 +270,11 @@ class Transport:
             headers["Range"] = byte_range.header()
             if if_range:
                 headers["If-Range"] = if_range
-        async with translate_errors(url), self.session.get(
+        async with self._slot(url) as sent_at, translate_errors(url), self.session.get(
             url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
         ) as response:
             _check_response(response, url, byte_range)
-            yield Body(response, url, byte_range, response.content_length)
+            yield Body(response, url, byte_range, response.content_length, sent_at)
 
 
 def _check_response(
