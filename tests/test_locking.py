@@ -96,6 +96,7 @@ def results(children: list[Popen[str]]) -> list[dict[str, object]]:
     return outputs
 
 
+@pytest.mark.slow
 def test_eight_processes_download_once(server: FaultServer, tmp_path: Path) -> None:
     data = make_payload(SIZE, seed=31)
     server.add_file("model.bin", data)
@@ -116,6 +117,7 @@ def test_eight_processes_download_once(server: FaultServer, tmp_path: Path) -> N
     assert leftovers(tmp_path) == ["model.bin"]
 
 
+@pytest.mark.slow
 def test_threads_without_a_digest_download_once(server: FaultServer, tmp_path: Path) -> None:
     data = make_payload(SIZE, seed=32)
     server.add_file("model.bin", data)
@@ -135,6 +137,7 @@ def test_threads_without_a_digest_download_once(server: FaultServer, tmp_path: P
     assert leftovers(tmp_path) == ["model.bin"]
 
 
+@pytest.mark.slow
 def test_a_killed_holder_does_not_block_the_waiter(server: FaultServer, tmp_path: Path) -> None:
     data = make_payload(2 * SIZE, seed=33)
     server.add_file("model.bin", data)
@@ -201,6 +204,7 @@ async def test_holder_keeps_its_lock_file_fresh(
         assert time.time() - lock_path(dest).stat().st_mtime < 5
 
 
+@pytest.mark.slow
 def test_without_working_locks_the_rename_keeps_results_correct(
     server: FaultServer, tmp_path: Path
 ) -> None:

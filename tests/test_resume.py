@@ -94,6 +94,7 @@ def covered(records: list[RequestRecord]) -> list[tuple[int, int]]:
     return merged
 
 
+@pytest.mark.slow
 def test_killed_download_resumes_with_only_the_missing_bytes(
     server: FaultServer, tmp_path: Path
 ) -> None:
@@ -117,6 +118,7 @@ def test_killed_download_resumes_with_only_the_missing_bytes(
     assert leftovers(tmp_path) == ["big.bin"]
 
 
+@pytest.mark.slow
 def test_file_changed_on_the_server_starts_over(server: FaultServer, tmp_path: Path) -> None:
     old, new = make_payload(SIZE, seed=11), make_payload(SIZE, seed=12)
     server.add_file("big.bin", old)
@@ -168,6 +170,7 @@ async def test_change_between_probe_and_ranges_is_caught_by_if_range(
     assert refused[-1].status == 200  # the server said "changed" by ignoring the range
 
 
+@pytest.mark.slow
 def test_corrupt_journal_after_a_kill_starts_over_without_crashing(
     server: FaultServer, tmp_path: Path
 ) -> None:
