@@ -3,8 +3,10 @@
 Users import from here; everything in underscore modules is private.
 """
 
+from . import cache
 from ._adapt import LoadReport
 from ._api import download
+from ._batch import BatchItem, Source, fetch_many
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
@@ -24,12 +26,15 @@ from ._errors import (
     TruncatedBody,
 )
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
+from ._progress import BatchProgress, ProgressStream
 from ._rank import MirrorReport, rank_mirrors
 from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchItem",
+    "BatchProgress",
     "ByteRange",
     "CheckpointMismatch",
     "ConnectionFailed",
@@ -44,18 +49,22 @@ __all__ = [
     "MirrorReport",
     "OfflineError",
     "ProgressEvent",
+    "ProgressStream",
     "ProtocolError",
     "RemoteInfo",
     "RetriesExhausted",
     "RetryPolicy",
+    "Source",
     "Timeouts",
     "TooManyRedirects",
     "TransportError",
     "TruncatedBody",
     "__version__",
+    "cache",
     "download",
     "download_url_to_file",
     "fetch",
+    "fetch_many",
     "load_pretrained",
     "load_state_dict_from_url",
     "rank_mirrors",

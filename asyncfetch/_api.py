@@ -24,6 +24,8 @@ def download(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
+    offline: bool | None = None,
+    verify: bool = False,
 ) -> FetchResult:
     """Download ``url`` to ``dest``: the blocking form of :func:`asyncfetch.fetch`.
 
@@ -34,6 +36,6 @@ def download(
         fetch(
             url, dest, mirrors=mirrors, sha256=sha256, connections=connections,
             chunk_size=chunk_size, retry=retry, timeout=timeout, headers=headers,
-            progress=progress, hash=hash,
+            progress=progress, hash=hash, offline=offline, verify=verify,
         )  # fmt: skip
     )

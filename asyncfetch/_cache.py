@@ -1,14 +1,46 @@
-"""The torch.hub-compatible cache: where checkpoints live and what they are called."""
+"""The torch.hub-compatible cache: where checkpoints live, and when a file there is a hit.
+
+Paths follow torch.hub exactly, so a file either tool downloaded is a hit for the other.
+
+Beside a file asyncfetch wrote or checked sits a marker, ``<file>.asyncfetch.json`` (torch.hub
+ignores it): the file's size and mtime when its SHA-256 was last computed, that digest, the
+digest the file should have, and the URL and validators it came from. A call with the same
+expected digest then trusts the file while its size and mtime still match, without re-reading
+it; anything else (no marker, a changed file, ``verify=True``) re-hashes it.
+
+When is an existing file a hit?
+
+- ``sha256`` given: when its digest (the marker's, or re-hashed) is that digest. No network.
+- offline: whenever it exists (and matches ``sha256`` if given).
+- otherwise, after a probe: same size as the server says, and its marker names one of the
+  URLs asked for with validators (ETag, Last-Modified) that agree; a file without a marker
+  (torch.hub's) when it is not older than the server's Last-Modified.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
+import hashlib
+import json
+import os
 import posixpath
+import secrets
+import stat
+import time
 import urllib.parse
+from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from ._config import env_settings
-from ._errors import InvalidRequest
+from ._errors import DestinationError, InvalidRequest, OfflineError
+from ._models import RemoteInfo
+
+MARKER_SUFFIX = ".asyncfetch.json"
+MARKER_VERSION = 1
+HASH_BLOCK = 4 << 20
 
 
 def checkpoints_dir(model_dir: str | PathLike[str] | None = None) -> Path:
@@ -31,3 +63,290 @@ def cached_path(
 ) -> Path:
     """Where the cache keeps ``url``'s file."""
     return checkpoints_dir(model_dir) / (file_name or file_name_for(url))
+
+
+def ensure_dir(directory: Path) -> Path:
+    """Create the cache directory ``directory`` if needed; DestinationError if impossible."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DestinationError(
+            f"cannot create the cache directory {directory}: {exc.strerror or exc}; set "
+            "TORCH_HOME, or pick another directory (--dir, -o)",
+            path=str(directory),
+        ) from exc
+    return directory
+
+
+# markers -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What asyncfetch knows about a cached file (see the module docstring).
+
+    ``sha256`` is the digest of the file as it was at (``size``, ``mtime_ns``); ``expected``
+    the digest it should have (given by a caller, or computed from a download), if known;
+    ``verified`` says ``expected`` came from a caller.
+    """
+
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    expected: str | None = None
+    verified: bool = False
+    url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    fetched_at: float | None = None
+    last_used: float | None = None
+
+    def describes(self, st: os.stat_result) -> bool:
+        """Whether the file, as ``st`` shows it, is unchanged since the marker was written."""
+        return self.size == st.st_size and self.mtime_ns == st.st_mtime_ns
+
+    @property
+    def corrupt(self) -> bool:
+        """The file's digest is not the one it should have."""
+        return bool(self.expected and self.sha256 and self.sha256 != self.expected)
+
+
+def marker_path(path: Path) -> Path:
+    """Where the marker of ``path`` lives."""
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def read_marker(path: Path) -> Marker | None:
+    """The marker of ``path``, or None when missing or unreadable (blocking)."""
+    try:
+        data: Any = json.loads(marker_path(path).read_text(encoding="utf-8"))
+        if data.pop("version") != MARKER_VERSION:
+            return None
+        marker = Marker(**data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not isinstance(marker.size, int) or not isinstance(marker.mtime_ns, int):
+        return None
+    return marker
+
+
+def write_marker(path: Path, marker: Marker) -> bool:
+    """Write the marker of ``path`` atomically (blocking); False if the directory refuses."""
+    target = marker_path(path)
+    temp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    try:
+        temp.write_text(json.dumps(asdict(marker) | {"version": MARKER_VERSION}), "utf-8")
+        os.replace(temp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        return False
+    return True
+
+
+def move_marker(source: Path, target: Path) -> None:
+    """After ``os.replace(source, target)``: the marker goes along (blocking)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(marker_path(source), marker_path(target))
+
+
+def remove_marker(path: Path) -> None:
+    """Delete the marker of ``path``, if any (blocking)."""
+    with contextlib.suppress(FileNotFoundError):
+        marker_path(path).unlink()
+
+
+def hash_file(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` as hex (blocking; run it in a thread)."""
+    sha = hashlib.sha256()
+    buffer = bytearray(HASH_BLOCK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as file:
+        while got := file.readinto(buffer):
+            sha.update(view[:got])
+    return sha.hexdigest()
+
+
+def record_download(
+    path: Path, *, url: str, sha256: str | None, verified: bool, info: RemoteInfo | None
+) -> None:
+    """Write the marker of a file just downloaded to ``path`` (blocking)."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        now = time.time()
+        write_marker(
+            path,
+            Marker(
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha256,
+                expected=sha256,
+                verified=verified and sha256 is not None,
+                url=url,
+                etag=info.etag if info else None,
+                last_modified=info.last_modified if info else None,
+                fetched_at=now,
+                last_used=now,
+            ),
+        )
+
+
+# hits ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A cached file that answers the request as it is."""
+
+    path: Path
+    size: int
+    sha256: str | None
+
+
+def _stat_file(path: Path, url: str | None) -> os.stat_result | None:
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        message = f"cannot read {path}: {exc.strerror or exc}"
+        raise DestinationError(message, path=str(path), url=url) from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise DestinationError(
+            f"{path} is a directory; give a file path (or --dir for a directory)",
+            path=str(path),
+            url=url,
+        )
+    return st
+
+
+def _fresh_marker(path: Path, st: os.stat_result) -> Marker | None:
+    marker = read_marker(path)
+    return marker if marker is not None and marker.describes(st) else None
+
+
+def rehash(path: Path, st: os.stat_result, marker: Marker | None) -> Marker:
+    """Hash the file ``st`` describes; its marker, updated (``corrupt`` if it no longer matches).
+
+    The marker is returned, not written (blocking).
+    """
+    digest = hash_file(path)
+    base = marker or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
+    return replace(base, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest)
+
+
+def _use(path: Path, marker: Marker) -> Hit:
+    write_marker(path, replace(marker, last_used=time.time()))
+    return Hit(path, marker.size, marker.sha256)
+
+
+def find_local(
+    path: Path, *, url: str | None, sha256: str | None, verify: bool, offline: bool, hashing: bool
+) -> Hit | None:
+    """A hit that needs no network: ``sha256`` given, or offline (blocking).
+
+    Returns None when the network must decide (or fetch). Offline, a miss raises.
+
+    Raises:
+        OfflineError: offline, and the file is missing or not the one expected.
+        DestinationError: ``path`` is a directory.
+    """
+    st = _stat_file(path, url)
+    if st is None:
+        _raise_if_offline(offline, path, url, "is not in the cache")
+        return None
+    fresh = _fresh_marker(path, st)
+    if sha256 is not None:
+        return _check_digest(path, st, fresh, url, sha256, verify=verify, offline=offline)
+    if not offline:
+        return None
+    if verify or (hashing and not (fresh and fresh.sha256)):
+        fresh = rehash(path, st, fresh)
+    if fresh is not None and fresh.corrupt:
+        write_marker(path, fresh)
+        why = f"is corrupt (SHA-256 {fresh.sha256}, not {fresh.expected})"
+        _raise_if_offline(offline, path, url, why)
+        return None
+    marker = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
+    return _use(path, replace(marker, url=marker.url or url))
+
+
+def _check_digest(
+    path: Path,
+    st: os.stat_result,
+    fresh: Marker | None,
+    url: str | None,
+    sha256: str,
+    *,
+    verify: bool,
+    offline: bool,
+) -> Hit | None:
+    """A hit when the file's digest, the marker's or re-hashed, is ``sha256``."""
+    if fresh is not None and fresh.sha256 and not verify:
+        marker = fresh
+    else:
+        marker = replace(rehash(path, st, fresh), url=(fresh and fresh.url) or url)
+        write_marker(path, marker)  # the next look needs no re-hash, hit or miss
+    if marker.sha256 != sha256:
+        _raise_if_offline(offline, path, url, f"does not have the SHA-256 {sha256}")
+        return None
+    return _use(path, replace(marker, expected=sha256, verified=True))
+
+
+def _raise_if_offline(offline: bool, path: Path, url: str | None, why: str) -> None:
+    if offline:
+        raise OfflineError(
+            f"offline mode (ASYNCFETCH_OFFLINE) and {path} {why}; download it while online "
+            f"(it is looked for at exactly this path), or turn offline mode off",
+            path=str(path),
+            url=url,
+        )
+
+
+def find_remote(
+    path: Path, info: RemoteInfo, *, urls: tuple[str, ...], verify: bool, hashing: bool
+) -> Hit | None:
+    """A hit for a download without ``sha256``, given what probing the URL found (blocking)."""
+    st = _stat_file(path, info.url)
+    if st is None or info.size is None or st.st_size != info.size:
+        return None
+    fresh = _fresh_marker(path, st)
+    if fresh is not None:
+        if fresh.corrupt or fresh.url not in urls or not _validators_agree(fresh, info):
+            return None
+    elif _newer_upstream(info, st):
+        return None
+    if verify or (hashing and not (fresh and fresh.sha256)):
+        fresh = rehash(path, st, fresh)
+        if fresh.corrupt:
+            write_marker(path, fresh)
+            return None
+    marker = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
+    marker = replace(marker, url=info.url, etag=info.etag, last_modified=info.last_modified)
+    return _use(path, marker)
+
+
+def has_digest(path: Path, sha256: str, *, url: str | None = None, verify: bool = False) -> bool:
+    """Whether the file at ``path`` has the SHA-256 ``sha256`` (blocking).
+
+    Trusted from its marker while its size and mtime are unchanged (no re-hash), else
+    re-hashed once and the marker updated. False when there is no such file.
+    """
+    hit = find_local(path, url=url, sha256=sha256, verify=verify, offline=False, hashing=True)
+    return hit is not None
+
+
+def _validators_agree(marker: Marker, info: RemoteInfo) -> bool:
+    pairs = [(marker.etag, info.etag), (marker.last_modified, info.last_modified)]
+    return all(old == new for old, new in pairs if old and new)
+
+
+def _newer_upstream(info: RemoteInfo, st: os.stat_result) -> bool:
+    """Whether the server's copy changed after the file was written (Last-Modified)."""
+    if not info.last_modified:
+        return False
+    try:
+        changed = email.utils.parsedate_to_datetime(info.last_modified).timestamp()
+    except (TypeError, ValueError):
+        return False
+    return changed > st.st_mtime + 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -10,12 +11,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _api, _hubfile, _registry
-from ._cache import cached_path
+from . import _api, _cli_cache, _hubfile, _registry
+from ._batch import BatchItem, Source, fetch_many
+from ._cache import cached_path, checkpoints_dir, ensure_dir
 from ._config import RetryPolicy, Timeouts, parse_size
 from ._errors import FetchError
+from ._manifest import read_manifest
 from ._models import FetchResult, ProgressCallback
-from ._progress import ProgressBar
+from ._progress import BatchProgress, ProgressBar
 from ._rank import MirrorReport, rank_mirrors
 from ._sync import run_sync
 
@@ -58,6 +61,8 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--retries", type=int, default=None, help="retries per range (default 4)")
     get.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
     get.add_argument("--no-hash", action="store_true", help="skip SHA-256 (no --sha256 only)")
+    get.add_argument("--offline", action="store_true", help="use the cache only, no network")
+    get.add_argument("--verify", action="store_true", help="re-hash a cached file, never trust")
     _add_output_flags(get)
     get.set_defaults(handler=_get)
 
@@ -72,9 +77,10 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 def _get(args: argparse.Namespace) -> int:
     if _registry.looks_like_name(args.url):
         return _get_name(args)
-    dest = args.output or cached_path(args.url) if not args.dir else args.dir / ""
-    if args.dir:
-        dest = cached_path(args.url, model_dir=args.dir)
+    if args.output is not None:
+        dest = args.output
+    else:  # the cache, as torch.hub's: created when missing
+        dest = cached_path(args.url, model_dir=ensure_dir(checkpoints_dir(args.dir)))
     progress = _progress_for(args, dest.name)
     try:
         result = _api.download(
@@ -88,6 +94,8 @@ def _get(args: argparse.Namespace) -> int:
             timeout=Timeouts.coerce(args.timeout),
             progress=progress,
             hash=not args.no_hash,
+            offline=True if args.offline else None,
+            verify=args.verify,
         )
     finally:
         if isinstance(progress, ProgressBar):
@@ -124,31 +132,132 @@ def _progress_for(args: argparse.Namespace, name: str) -> ProgressCallback | Non
     return None
 
 
-def result_json(result: FetchResult, url: str | None = None) -> dict[str, Any]:
-    """A FetchResult as a JSON-ready dict."""
-    return {
-        "url": url,
-        "path": str(result.path),
-        "size": result.size,
-        "sha256": result.sha256,
-        "elapsed": round(result.elapsed, 3),
-        "speed": round(result.speed),
-        "bytes_by_mirror": result.bytes_by_mirror,
-        "resumed_bytes": result.resumed_bytes,
-        "retries": result.retries,
-    }
-
-
 def _print_result(result: FetchResult, as_json: bool) -> None:
     if as_json:
         url = next(iter(result.bytes_by_mirror), None)
-        print(json.dumps(result_json(result, url)), flush=True)
+        print(json.dumps(result.as_json(url)), flush=True)
+        return
+    digest = f" sha256={result.sha256}" if result.sha256 else ""
+    if result.cached:
+        print(f"{result.path} {result.size} bytes (cached){digest}")
         return
     speed = result.speed / 1e6
-    digest = f" sha256={result.sha256}" if result.sha256 else ""
     print(f"{result.path} {result.size} bytes in {result.elapsed:.2f}s ({speed:.1f} MB/s){digest}")
 
 
+# batch --------------------------------------------------------------------------------------
+
+
+def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    batch = commands.add_parser("batch", help="download every file a manifest lists")
+    batch.add_argument("manifest", type=Path, help="TOML, JSON lines, or one URL per line")
+    batch.add_argument("--jobs", type=_positive_int, help="files at once (default: --connections)")
+    batch.add_argument(
+        "--connections", type=_positive_int, default=16, help="requests in flight in all (16)"
+    )
+    batch.add_argument("--per-host", type=_positive_int, help="requests in flight per host")
+    batch.add_argument("--dir", type=Path, help="where files without a dest go (torch.hub cache)")
+    batch.add_argument("--chunk-size", type=_size, help="bytes per request, e.g. 8M")
+    batch.add_argument("--retries", type=int, default=None, help="retries per range (default 4)")
+    batch.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
+    batch.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
+    _add_output_flags(batch)
+    batch.set_defaults(handler=_batch)
+
+
+def _batch(args: argparse.Namespace) -> int:
+    sources = read_manifest(args.manifest)
+    bars = _wants_bars(args)
+    progress = BatchProgress(len(sources)) if bars else None
+    try:
+        items = run_sync(_run_batch(args, sources, progress))
+    finally:
+        if progress is not None:
+            progress.close()
+    if not args.json:
+        print(_summary(items), flush=True)
+    failed = [item for item in items if not item.ok]
+    for item in failed:
+        message = _item_error(item)
+        if item.url not in message:
+            message = f"{item.url}: {message}"
+        print(f"asyncfetch: error: {message}", file=sys.stderr)
+    if args.fail_fast and failed and len(items) < len(sources):
+        done = len(items) - len(failed)
+        print(f"asyncfetch: stopped after the first failure with {done} of {len(sources)} files "
+              "complete; run again to resume", file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _wants_bars(args: argparse.Namespace) -> bool:
+    if args.no_progress or args.json and not args.progress:
+        return False
+    return bool(args.progress or sys.stderr.isatty())
+
+
+async def _run_batch(
+    args: argparse.Namespace, sources: list[Source], progress: BatchProgress | None
+) -> list[BatchItem]:
+    items: list[BatchItem] = []
+    batch = fetch_many(
+        sources, max_files=args.jobs, connections=args.connections, per_host=args.per_host,
+        dest_dir=args.dir, chunk_size=args.chunk_size, retry=RetryPolicy.coerce(args.retries),
+        timeout=Timeouts.coerce(args.timeout), progress=progress,
+    )  # fmt: skip
+    async with contextlib.aclosing(batch):
+        async for item in batch:
+            items.append(item)
+            if args.json:
+                print(json.dumps(_item_json(item)), flush=True)
+            if args.fail_fast and not item.ok:
+                break
+    return items
+
+
+def _item_json(item: BatchItem) -> dict[str, Any]:
+    if item.result is not None:
+        return {**item.result.as_json(item.url), "status": "ok"}
+    return {
+        "url": item.url,
+        "path": str(item.path) if item.path else None,
+        "status": "failed",
+        "error": _item_error(item),
+        "error_type": type(item.error).__name__,
+    }
+
+
+def _summary(items: list[BatchItem]) -> str:
+    """The table printed at the end of a batch: file, size, time, speed, status."""
+    rows = [("file", "size", "time", "speed", "status")]
+    for item in sorted(items, key=lambda i: i.index):
+        name = str(item.path) if item.path else item.url
+        result = item.result
+        if result is None:
+            rows.append((name, "-", "-", "-", "FAILED"))
+            continue
+        rows.append((name, _bytes(result.size), f"{result.elapsed:.2f}s",
+                     f"{result.speed / 1e6:.1f} MB/s", "ok"))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join([row[0].ljust(widths[0]), *(row[i].rjust(widths[i]) for i in (1, 2, 3)), row[4]])
+        for row in rows
+    ]
+    good = sum(item.ok for item in items)
+    total = sum(item.result.size for item in items if item.result is not None)
+    lines.append(f"{good} of {len(items)} files ok, {_bytes(total)}")
+    return "\n".join(lines)
+
+
+def _item_error(item: BatchItem) -> str:
+    return " ".join(str(item.error).split()) or type(item.error).__name__
+
+
+def _bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mirrors = commands.add_parser("mirrors", help="rank mirrors of one file by measured speed")
     mirrors.add_argument("urls", nargs="+", metavar="URL", help="URLs of the same file")
@@ -187,6 +296,36 @@ def _print_mirror_table(reports: list[MirrorReport]) -> None:
             print(f"    {_one_line_text(r.error)}")
 
 
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="a caching download service and LAN mirror")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=8765, help="default: 8765; 0: any free port")
+    serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
+    serve.add_argument("--max-downloads", type=_positive_int, default=4, help="at once (4)")
+    serve.set_defaults(handler=_serve)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from . import _service  # imports aiohttp.web, which only this command needs
+    from ._cache import checkpoints_dir
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    cache_dir = args.cache_dir or checkpoints_dir()
+    run_sync(
+        _service.serve(cache_dir, host=args.host, port=args.port, max_downloads=args.max_downloads)
+    )
+    print("asyncfetch serve: stopped", file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -195,7 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_get(commands)
+    _add_batch(commands)
     _add_mirrors(commands)
+    _add_serve(commands)
+    _cli_cache.add_parser(commands)
     return parser
 
 

@@ -6,6 +6,7 @@ One file from one or more sources (the URL and its mirrors), over many connectio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
+from . import _cache
 from ._blame import Blame
-from ._config import RetryPolicy, Timeouts, check_connections
+from ._config import RetryPolicy, Timeouts, check_connections, env_settings
 from ._errors import (
     FetchError,
     IntegrityError,
@@ -25,6 +27,7 @@ from ._errors import (
     TransportError,
     TruncatedBody,
 )
+from ._lock import TargetLock
 from ._mirrors import MirrorBoard
 from ._models import ByteRange, EventKind, FetchResult, ProgressCallback, ProgressEvent, RemoteInfo
 from ._planner import Extents, Scheduler, Task, plan_chunks
@@ -53,6 +56,8 @@ class Request:
     headers: Mapping[str, str] | None = None
     progress: ProgressCallback | None = None
     hashing: bool = True
+    offline: bool = False
+    verify: bool = False
 
     @property
     def url(self) -> str:
@@ -73,8 +78,13 @@ def make_request(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
+    offline: bool | None = None,
+    verify: bool = False,
 ) -> Request:
-    """Check the caller's arguments and bundle them; raises InvalidRequest on bad input."""
+    """Check the caller's arguments and bundle them; raises InvalidRequest on bad input.
+
+    ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says.
+    """
     urls = (check_url(url), *_usable_mirrors(url, mirrors))
     if sha256 is not None and not _SHA256.fullmatch(sha256):
         raise InvalidRequest(f"sha256 must be 64 hex digits, got {sha256!r}", url=url)
@@ -91,6 +101,8 @@ def make_request(
         headers=headers,
         progress=progress,
         hashing=hash or sha256 is not None,
+        offline=env_settings().offline if offline is None else offline,
+        verify=verify,
     )
 
 
@@ -121,12 +133,22 @@ async def fetch(
     headers: Mapping[str, str] | None = None,
     progress: ProgressCallback | None = None,
     hash: bool = True,
+    offline: bool | None = None,
+    verify: bool = False,
     session: Session | None = None,
 ) -> FetchResult:
     """Download ``url`` to ``dest`` over parallel ranged connections, verified.
 
     The file appears at ``dest`` only once complete and, when ``sha256`` is given, matching
     it; partial data stays in a ``.part`` file beside it that a later call resumes from.
+
+    If ``dest`` already exists it is used as it is (``FetchResult.cached``) when it is the
+    file asked for: with ``sha256``, when its digest matches (trusted from the marker written
+    beside it while its size and mtime are unchanged, so a hit costs no re-hash and no
+    network); without, when a probe shows the same size and validators (ETag, Last-Modified)
+    it was downloaded under. Otherwise it is downloaded again and replaced. Processes and
+    threads asking for the same ``dest`` at once download it once: the others wait on a lock
+    file beside it and then use the result.
 
     Args:
         url: the file's URL.
@@ -141,33 +163,119 @@ async def fetch(
         headers: extra request headers (e.g. Authorization).
         progress: called with a ProgressEvent as the download goes.
         hash: compute the SHA-256 when no ``sha256`` is given.
+        offline: use only what is on disk, never the network (default: as the environment
+            variable ``ASYNCFETCH_OFFLINE`` says).
+        verify: re-hash an existing ``dest`` even when its marker vouches for it.
         session: an aiohttp session of your own to use (it is not closed).
 
     Returns:
         A FetchResult.
 
     Raises:
+        OfflineError: offline, and ``dest`` is missing or not the file asked for.
         FetchError: a subclass saying what went wrong; nothing is left at ``dest``.
     """
     request = make_request(
         url, dest, mirrors=mirrors, sha256=sha256, connections=connections,
         chunk_size=chunk_size, retry=retry, timeout=timeout, headers=headers,
-        progress=progress, hash=hash,
+        progress=progress, hash=hash, offline=offline, verify=verify,
     )  # fmt: skip
     return await run(request, session=session)
 
 
-async def run(request: Request, *, session: Session | None = None) -> FetchResult:
-    """Carry out a validated Request."""
+async def run(
+    request: Request,
+    *,
+    session: Session | None = None,
+    transport: Transport | None = None,
+) -> FetchResult:
+    """Carry out a validated Request: a cache hit, or a download under the target's lock.
+
+    ``transport``: an open Transport to share (a batch's session and connection budget);
+    its timeouts and headers apply instead of the request's.
+    """
+    started = time.monotonic()
+    hit = await _local_hit(request)
+    if hit is not None:
+        return _hit_result(request, hit, started)
     check_destination(request.dest, request.url)
-    transport = Transport(
-        timeouts=request.timeouts,
-        connections=request.connections,
-        headers=request.headers,
-        session=session,
+    async with TargetLock(request.dest):
+        hit = await _local_hit(request)  # another process or thread may have just fetched it
+        if hit is not None:
+            return _hit_result(request, hit, started)
+        opened: contextlib.AbstractAsyncContextManager[Transport] = (
+            contextlib.nullcontext(transport)
+            if transport is not None
+            else Transport(
+                timeouts=request.timeouts,
+                connections=request.connections,
+                headers=request.headers,
+                session=session,
+            )
+        )
+        async with opened as shared:
+            return await _probe_and_download(request, shared, started)
+
+
+async def _probe_and_download(
+    request: Request, transport: Transport, started: float
+) -> FetchResult:
+    """Under the lock: an existing target the probe shows unchanged, else a download."""
+    download = Download(request, transport)
+    hit = await _remote_hit(request, download)
+    if hit is not None:
+        return _hit_result(request, hit, started)
+    result = await download.run()
+    await asyncio.to_thread(
+        _cache.record_download,
+        request.dest,
+        url=request.url,
+        sha256=result.sha256,
+        verified=request.sha256 is not None,
+        info=download.info,
     )
-    async with transport:
-        return await Download(request, transport).run()
+    return result
+
+
+async def _local_hit(request: Request) -> _cache.Hit | None:
+    """A hit decided from the disk alone (``sha256`` given, or offline); raises offline misses."""
+    return await asyncio.to_thread(
+        _cache.find_local,
+        request.dest,
+        url=request.url,
+        sha256=request.sha256,
+        verify=request.verify,
+        offline=request.offline,
+        hashing=request.hashing,
+    )
+
+
+async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None:
+    """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged."""
+    if request.sha256 is not None or not request.dest.exists():
+        return None
+    info = await download._probe_sources()
+    return await asyncio.to_thread(
+        _cache.find_remote,
+        request.dest,
+        info,
+        urls=request.urls,
+        verify=request.verify,
+        hashing=request.hashing,
+    )
+
+
+def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:
+    if request.progress is not None:
+        request.progress(ProgressEvent("done", request.url, hit.size, hit.size))
+    return FetchResult(
+        path=hit.path,
+        size=hit.size,
+        sha256=hit.sha256,
+        elapsed=time.monotonic() - started,
+        resumed_bytes=hit.size,
+        cached=True,
+    )
 
 
 class Download:
@@ -183,13 +291,14 @@ class Download:
         self.retries = 0
         self.done = 0
         self.size: int | None = None
+        self.info: RemoteInfo | None = None  # what the probe found
 
     async def run(self) -> FetchResult:
         """Probe, download, verify, rename; emit events; return the result."""
         started = time.monotonic()
         self._emit("started")
         try:
-            info = await self._probe_sources()
+            info = self.info or await self._probe_sources()
             sink = await PartFile.open(self.request.dest, info, hashing=self.request.hashing)
             digest = await self._fill_and_finish(sink, info)
         except BaseException as exc:
@@ -216,6 +325,7 @@ class Download:
             size = info.size if info.size is not None else sink.written
             digest = await sink.finalize(size, self.request.sha256, self._repair_for(sink, size))
         except IntegrityError as exc:
+            await asyncio.shield(sink.close())  # a short file is kept for a resume
             blame = self._blame()
             raise blame.explain(exc) if blame else exc from None
         except BaseException:
@@ -234,6 +344,7 @@ class Download:
         self.final_urls = {url: info.final_url for url, info in probed.sources.items()}
         self.validators = {url: info.validator for url, info in probed.sources.items()}
         self.size = probed.info.size
+        self.info = probed.info
         return probed.info
 
     # ranged download ---------------------------------------------------------------------
@@ -260,23 +371,26 @@ class Download:
 
     async def _worker(self, number: int, scheduler: Scheduler, sink: PartFile) -> None:
         home = self.board.home_for(number)
-        while not scheduler.finished:
-            task = scheduler.take(self.board.get(home).speed, time.monotonic())
-            if task is None:
-                if not scheduler.may_steal_later():
-                    return
-                await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
-                continue
-            try:
-                home = await self._fetch_task(task, home, sink)
-            except BaseException:
-                scheduler.give_back(task)
-                raise
-            scheduler.complete(task)
+        try:
+            while not scheduler.finished:
+                task = scheduler.take(self.board.get(home).speed, time.monotonic())
+                if task is None:
+                    if not scheduler.may_steal_later():
+                        return
+                    await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
+                    continue
+                try:
+                    await self._fetch_task(task, home, sink)
+                except BaseException:
+                    scheduler.give_back(task)
+                    raise
+                scheduler.complete(task)
+                home = self.board.rehome(home, time.monotonic())
+        finally:
+            self.board.leave(home)
 
-    async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> str:
-        """Fetch ``task`` with retries, switching sources as needed; returns the last source."""
-        source = home
+    async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> None:
+        """Fetch ``task`` with retries, switching sources as needed."""
         policy = retrying(self.request.retry, progress=lambda: task.pos, wait_hint=self._wait_hint)
         try:
             async for attempt in policy:
@@ -286,7 +400,6 @@ class Download:
                     await self._attempt_task(task, source, sink)
         except TransportError as exc:
             raise self._exhausted(task, exc, policy.statistics.get("attempt_number", 1)) from exc
-        return source
 
     def _choose_source(self, home: str, *, ranged: bool = True) -> str:
         source = self.board.pick(home, time.monotonic(), ranged=ranged)
@@ -360,6 +473,8 @@ class Download:
             async with self.transport.open(
                 url, byte_range, if_range=validator, window=task, fast=not to_eof
             ) as body:
+                started = body.sent_at  # a wait for a batch's connection slot is not slowness
+                task.begin(source, started)
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
@@ -374,7 +489,11 @@ class Download:
         ahead of the error. With ``to_eof``, a clean end of the body ends the copy.
         """
         while task.pos < task.stop:
-            batch = await body.next_batch()
+            try:
+                batch = await body.next_batch()
+            except asyncio.CancelledError:
+                await asyncio.shield(self._keep_leftover(body, task, sink, source))
+                raise
             if not batch:
                 if to_eof or task.pos >= task.stop:
                     break
@@ -385,6 +504,12 @@ class Download:
             await self._write(sink, task, batch, sum(len(b) for b in batch), source)
         if body.byte_range is not None and task.stop < body.byte_range.end:
             body.abandon()  # a thief took the rest of this range
+
+    async def _keep_leftover(self, body: Body, task: Task, sink: PartFile, source: str) -> None:
+        """On cancellation, write what the body had received, so a resume need not fetch it."""
+        offset, data = body.leftover()
+        if data and offset == task.pos:
+            await self._write(sink, task, [data], len(data), source)
 
     async def _write(
         self,

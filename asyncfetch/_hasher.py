@@ -10,7 +10,7 @@ import hashlib
 import os
 import threading
 
-HASH_BLOCK = 4 << 20
+HASH_BLOCK = 1 << 20  # as fast as 4 MiB from page cache; a batch runs one hasher per file
 
 
 class PrefixHasher:

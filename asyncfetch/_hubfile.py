@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
 import re
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from . import _api, _registry
+from . import _api, _cache, _registry
 from ._config import RetryPolicy, Timeouts
 from ._distributed import SINGLE, NodeRole, once_per_node
 from ._errors import IntegrityError, InvalidRequest
@@ -31,7 +30,6 @@ HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: NAME-<hex>.EXT
 MIN_PREFIX = 8
 UNVERIFIED_SUFFIX = ".unverified"
 _HEX = re.compile(r"[0-9a-fA-F]{1,64}")
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -145,6 +143,7 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
     if result.sha256 is None or not result.sha256.startswith(str(hash_prefix)):
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
+        _cache.remove_marker(target)
         raise IntegrityError(
             f"{source.url}: invalid hash value: SHA-256 {result.sha256} does not start with "
             f"{hash_prefix}; the download was discarded (the server sent other bytes)",
@@ -158,6 +157,7 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
         if not dest.exists():
             raise
         # another process or thread checked the same download and moved it first
+    _cache.move_marker(target, dest)
     return dataclasses.replace(result, path=dest)
 
 
@@ -199,15 +199,10 @@ def ensure_cached(
 def cached_file_ok(path: Path, sha256: str | None) -> bool:
     """Whether the cached ``path`` may be used: always without ``sha256``, else if it matches.
 
-    The one place a cached file is checked (to be replaced by the cache's verified markers).
+    A file whose marker vouches for it (unchanged since its digest was computed) is not
+    re-hashed; see :func:`asyncfetch._cache.has_digest`.
     """
-    if sha256 is None:
-        return True
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(_HASH_BLOCK):
-            digest.update(block)
-    if digest.hexdigest() == sha256.lower():
+    if sha256 is None or _cache.has_digest(path, sha256.lower()):
         return True
     log.warning("%s does not match its sha256 %s; downloading it again", path, sha256)
     return False

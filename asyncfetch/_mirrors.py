@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 BENCH_INITIAL = 0.5
 BENCH_MAX = 30.0
+REHOME_FACTOR = 1.5
 
 
 @dataclass
@@ -21,6 +22,7 @@ class SourceState:
     last_error: str | None = None
     dropped: str | None = None
     ranges: bool = True
+    workers: int = 0
 
     @property
     def speed(self) -> float:
@@ -57,7 +59,37 @@ class MirrorBoard:
     def home_for(self, worker: int) -> str:
         """The source worker number ``worker`` starts on: connections spread round-robin."""
         live = [s for s in self.sources if s.alive(ranged=True)] or self.sources
-        return live[worker % len(live)].url
+        home = live[worker % len(live)]
+        home.workers += 1
+        return home.url
+
+    def rehome(self, url: str, now: float) -> str:
+        """Where a worker whose home is ``url`` should go next.
+
+        A connection leaves a dropped source, and moves to the source giving the most bytes
+        per second per connection when that is over 1.5 times what its own gives. Each source
+        keeps at least one connection, so every speed stays measured; where a server caps its
+        total rather than each connection, its speed per connection falls as connections
+        arrive, and the split settles where both give about the same.
+        """
+        current = self.get(url)
+        usable = [s for s in self.sources if s.usable(now, ranged=True)]
+        best = max(usable, key=lambda s: s.speed, default=current)
+        if best is current:
+            return url
+        if current.alive(ranged=True) and (
+            current.workers <= 1
+            or current.speed <= 0
+            or best.speed <= REHOME_FACTOR * current.speed
+        ):
+            return url
+        current.workers -= 1
+        best.workers += 1
+        return best.url
+
+    def leave(self, url: str) -> None:
+        """A worker whose home is ``url`` is done."""
+        self.get(url).workers -= 1
 
     def pick(self, preferred: str, now: float, *, ranged: bool = True) -> str | None:
         """The source to use now.

@@ -70,8 +70,10 @@ class FetchResult:
         sha256: its SHA-256 as hex, or None when hashing was turned off.
         elapsed: seconds from start to the file being in place.
         bytes_by_mirror: bytes received from each source URL in this run.
-        resumed_bytes: bytes that were already on disk from an earlier run.
+        resumed_bytes: bytes that were already on disk from an earlier run (all of them for a
+            cache hit).
         retries: requests that failed and were tried again.
+        cached: the file was already there and was used as it is (nothing downloaded).
     """
 
     path: Path
@@ -81,12 +83,28 @@ class FetchResult:
     bytes_by_mirror: dict[str, int] = field(default_factory=dict)
     resumed_bytes: int = 0
     retries: int = 0
+    cached: bool = False
 
     @property
     def speed(self) -> float:
         """Bytes per second received in this run."""
         received = self.size - self.resumed_bytes
         return received / self.elapsed if self.elapsed > 0 else 0.0
+
+    def as_json(self, url: str | None = None) -> dict[str, object]:
+        """This result as a JSON-ready dict (what ``--json`` prints), with the ``url`` asked."""
+        return {
+            "url": url,
+            "path": str(self.path),
+            "size": self.size,
+            "sha256": self.sha256,
+            "elapsed": round(self.elapsed, 3),
+            "speed": round(self.speed),
+            "bytes_by_mirror": self.bytes_by_mirror,
+            "resumed_bytes": self.resumed_bytes,
+            "retries": self.retries,
+            "cached": self.cached,
+        }
 
 
 EventKind = Literal["started", "bytes", "retry", "source_switched", "verified", "done", "failed"]

@@ -18,6 +18,8 @@ DEFAULT_CHUNK = 16 * MiB
 MIN_SPLIT = 1 * MiB
 MIN_TAKEOVER = 64 << 10
 OBSERVE_FOR = 1.0
+SPLIT_WATCH = 0.2
+SPLIT_AFTER = 0.5
 
 
 class Extents:
@@ -185,13 +187,22 @@ class Scheduler:
             return None
         if self._worth_taking_over(victim, thief_speed, now):
             cut = victim.stop - victim.remaining
-        elif victim.remaining >= 2 * self._min_split:
+        elif self._worth_splitting(victim, now):
             cut = victim.stop - victim.remaining // 2
         else:
             return None
         thief = Task(cut, cut, victim.stop)
         victim.stop = cut
         return thief
+
+    def _worth_splitting(self, victim: Task, now: float) -> bool:
+        """Whether a thief should take the second half of the victim's range: only when the
+        victim has been watched a moment and would still need a while (a split drops the
+        victim's connection at the cut, wasting what the server already sent past it)."""
+        if victim.remaining < 2 * self._min_split or now - victim.began < SPLIT_WATCH:
+            return False
+        speed = victim.rate(now)
+        return speed <= 0 or victim.remaining / speed > SPLIT_AFTER
 
     @staticmethod
     def _worth_taking_over(victim: Task, thief_speed: float, now: float) -> bool:

@@ -277,6 +277,16 @@ class Connection(asyncio.BufferedProtocol):
                 raise self._error
             await self._wait()
 
+    def leftover(self) -> tuple[int, bytes]:
+        """Stop receiving; (offset, copy) of what was received and not yet lent out."""
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.abort()
+        keep = max(min(self._pos, self._window.stop) - self._fill_start, 0)
+        data = bytes(self._bufs[self._cur][:keep])
+        start, self._fill_start = self._fill_start, self._pos
+        return start, data
+
     def reusable(self) -> bool:
         """Whether the exchange ended cleanly and the connection may carry another."""
         return self.state == DONE and self.keep_alive and not self.closed and self._error is None
@@ -420,6 +430,10 @@ class RawBody:
     def abandon(self) -> None:
         """Stop reading before the end: the connection is closed, not reused."""
         self.connection.keep_alive = False
+
+    def leftover(self) -> tuple[int, bytes]:
+        """After a cancelled :meth:`next_batch`: what was received and not handed over."""
+        return self.connection.leftover()
 
 
 class RawClient:

@@ -12,25 +12,36 @@ import contextlib
 import dataclasses
 import errno
 import functools
-import glob
 import os
-import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from . import _journal
 from ._errors import DestinationError, IntegrityError
 from ._hasher import PrefixHasher
 from ._journal import Journal
 from ._models import ByteRange, RemoteInfo
+from ._parts import (
+    STALE_AFTER,
+    claim_part,
+    forget_part,
+    remove_part,
+    runs_on_disk,
+)
 from ._planner import Extents
 
-PART_SUFFIX = ".part"
 JOURNAL_EVERY = 1.0
-STALE_AFTER = 120.0
+JOURNAL_BYTES = 16 << 20
+SYNC_EVERY = 5.0  # fdatasync, so the journal can name bytes safe from a power cut too
+KEEPALIVE = STALE_AFTER / 4
 IO_THREADS = 4
+ROOM = 64 << 10  # given back when the disk is full, so that the journal still fits
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+T = TypeVar("T")
 
 Repair = Callable[[str], Awaitable[str | None]]
 
@@ -38,11 +49,6 @@ Repair = Callable[[str], Awaitable[str | None]]
 @functools.cache
 def _io_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="asyncfetch-io")
-
-
-def part_glob(dest: Path) -> str:
-    """A glob pattern matching every part file of ``dest``."""
-    return str(dest.with_name(glob.escape(dest.name) + ".*" + PART_SUFFIX))
 
 
 def check_destination(dest: Path, url: str | None = None) -> None:
@@ -66,8 +72,24 @@ def check_destination(dest: Path, url: str | None = None) -> None:
         )
 
 
+async def _settle(future: asyncio.Future[T]) -> T:
+    """Await work running in a thread. If cancelled meanwhile, let the work finish first, so
+    nobody closes the file under it, then raise the cancellation."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.gather(future, return_exceptions=True)
+        raise
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Done callback of a background job whose failure only costs a little resume data."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if exc.errno in _DISK_FULL:
         message = f"no space left on the device writing {path}; free space and run again"
     else:
         message = f"cannot write {path}: {exc.strerror or exc}"
@@ -87,37 +109,6 @@ def _pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> 
             views[0] = views[0][written:]
 
 
-def _claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
-    """A fresh part name for this process, taking over an abandoned part of ``dest`` if any.
-
-    The rename decides who takes over a part, so two processes never share one, even where
-    file locks silently do nothing.
-    """
-    mine = dest.with_name(f"{dest.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
-    for candidate in sorted(glob.glob(part_glob(dest))):
-        old = Path(candidate)
-        journal = _journal.load(old)
-        if journal is not None and _still_in_use(old, journal):
-            continue
-        try:
-            os.rename(old, mine)
-        except FileNotFoundError:
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(_journal.journal_path(old), _journal.journal_path(mine))
-        usable = journal is not None and journal.matches(info) and journal.url == info.url
-        return mine, journal if usable else None
-    return mine, None
-
-
-def _still_in_use(part: Path, journal: Journal) -> bool:
-    try:
-        age = time.time() - _journal.journal_path(part).stat().st_mtime
-    except FileNotFoundError:
-        return False
-    return journal.owner_alive() and age < STALE_AFTER
-
-
 class PartFile:
     """A download's side file. Create with :meth:`open`; end with :meth:`finalize` or
     :meth:`close` (keeps the part for a later resume) or :meth:`discard`."""
@@ -131,31 +122,47 @@ class PartFile:
         self.resumed_bytes = self._extents.total()
         self._hasher = PrefixHasher(fd) if hashing else None
         self._saved_at = time.monotonic()
-        self._saving: asyncio.Task[None] | None = None
+        self._saved_bytes = self.resumed_bytes
+        self._saver: asyncio.Task[None] | None = None  # a journal save waiting for its time
+        self._journal_lock = threading.Lock()  # journal writes come from several threads
+        self._syncing: asyncio.Future[None] | None = None  # an fdatasync in the background
+        self._synced_at = time.monotonic()
+        self._hurry = asyncio.Event()  # enough bytes: the waiting save goes now
+        self._in_flight: asyncio.Future[None] | None = None  # a journal save being written
+        self._writes: set[asyncio.Future[None]] = set()  # positional writes in flight
+        self._closing = False
+        self._keepalive: asyncio.Task[None] | None = None
         self._advance_hasher()
 
     @classmethod
     async def open(cls, dest: Path, info: RemoteInfo, *, hashing: bool) -> PartFile:
         """Open a part file for ``dest``, resuming an abandoned one for the same remote file."""
-        return await asyncio.get_running_loop().run_in_executor(
-            _io_pool(), cls._open_blocking, dest, info, hashing
-        )
+        loop = asyncio.get_running_loop()
+        sink = await loop.run_in_executor(_io_pool(), cls._open_blocking, dest, info, hashing)
+        sink._keepalive = loop.create_task(sink._keep_alive())
+        return sink
 
     @classmethod
     def _open_blocking(cls, dest: Path, info: RemoteInfo, hashing: bool) -> PartFile:
         check_destination(dest, info.url)
+        part: Path | None = None
         try:
-            part, journal = _claim_part(dest, info)
+            part, journal = claim_part(dest, info)
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
+            if part is not None:
+                forget_part(part)
             raise _disk_error(exc, dest, info.url) from exc
         if journal is None:
             os.ftruncate(fd, 0)
             journal = Journal.for_remote(info)
         else:
             fresh = Journal.for_remote(info)
-            kept = [(s, e) for s, e in journal.runs if e <= (info.size or 0)]
-            journal = dataclasses.replace(journal, runs=kept, pid=fresh.pid, host=fresh.host)
+            kept = runs_on_disk(journal.on_disk(), os.fstat(fd).st_size, info.size or 0)
+            os.fdatasync(fd)  # what a killed owner left in the page cache is flushed now
+            journal = dataclasses.replace(
+                journal, runs=kept, synced=kept, boot=fresh.boot, pid=fresh.pid, host=fresh.host
+            )
         sink = cls(dest, part, fd, journal, hashing)
         sink._save_journal_blocking(sync=False)
         return sink
@@ -170,11 +177,20 @@ class PartFile:
         return self._extents.missing(size)
 
     async def write(self, offset: int, buffers: Sequence[bytes | memoryview]) -> None:
-        """Write ``buffers`` back to back at ``offset``, off the event loop."""
+        """Write ``buffers`` back to back at ``offset``, off the event loop.
+
+        A write that comes once the part is closing is dropped: a later run fetches those
+        bytes again.
+        """
+        if self._closing:
+            return
         length = sum(len(b) for b in buffers)
         loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(_io_pool(), _pwrite_all, self._fd, buffers, offset)
+        self._writes.add(future)
+        future.add_done_callback(self._writes.discard)
         try:
-            await loop.run_in_executor(_io_pool(), _pwrite_all, self._fd, buffers, offset)
+            await _settle(future)
         except OSError as exc:
             raise _disk_error(exc, self.part, self._journal.url) from exc
         self._extents.add(offset, offset + length)
@@ -183,13 +199,15 @@ class PartFile:
 
     async def restart(self) -> None:
         """Throw away everything written (a stream that cannot resume starts over)."""
-        await self._wait_for_journal()
+        await self._drain()
         if self._hasher is not None:
             await asyncio.to_thread(self._hasher.cancel)
             self._hasher = PrefixHasher(self._fd)
         await asyncio.to_thread(os.ftruncate, self._fd, 0)
         self._extents = Extents()
         self.resumed_bytes = 0
+        self._journal.synced = []
+        await asyncio.to_thread(self._save_journal_blocking, sync=False)  # names nothing now
 
     async def finalize(
         self, size: int, expected_sha256: str | None, repair: Repair | None = None
@@ -208,7 +226,7 @@ class PartFile:
         Raises:
             IntegrityError: size or digest differ (the part is deleted: its bytes are wrong).
         """
-        await self._wait_for_journal()
+        await self._drain()
         url = self._journal.url
         if self._extents.prefix() != size or self._extents.total() != size:
             raise IntegrityError(
@@ -219,7 +237,8 @@ class PartFile:
             )
         digest = await self._digest(size)
         if expected_sha256 and digest != expected_sha256 and repair is not None:
-            digest = await repair(digest or "")
+            digest = await repair(digest or "")  # may rewrite ranges
+        await self._stop()  # no writes from here on
         if expected_sha256 and digest != expected_sha256.lower():
             await self.discard()
             raise IntegrityError(
@@ -229,7 +248,7 @@ class PartFile:
                 expected=expected_sha256,
                 actual=digest or "",
             )
-        await asyncio.get_running_loop().run_in_executor(_io_pool(), self._commit_blocking)
+        await _settle(asyncio.get_running_loop().run_in_executor(_io_pool(), self._commit_blocking))
         return digest
 
     async def rehash(self, size: int) -> str:
@@ -247,72 +266,159 @@ class PartFile:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
-        os.replace(self.part, self.dest)
+        self._forget()
+        try:
+            os.replace(self.part, self.dest)
+        except FileNotFoundError as exc:
+            raise DestinationError(
+                f"{self.part} disappeared before it could become {self.dest} (deleted, or taken "
+                "over by another download after being idle too long); run again",
+                path=str(self.part),
+                url=self._journal.url,
+            ) from exc
         _journal.remove(self.part)
         _fsync_dir(self.dest.parent)
+
+    def _make_room_and_save(self) -> None:
+        """The disk is full: give back the last ROOM bytes written, then save the journal."""
+        runs = self._extents.runs()
+        keep = max(0, (runs[-1][1] if runs else 0) - ROOM)
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, keep)
+            self._extents = Extents(runs_on_disk(runs, keep, keep))
+            self._save_journal_blocking(sync=True)
+
+    def _forget(self) -> None:
+        forget_part(self.part)
 
     async def close(self) -> None:
         """Stop, keeping the part and an up-to-date journal so a later run can resume."""
         if self._fd < 0:
             return
-        await self._wait_for_journal()
+        await self._stop()
         if self._hasher is not None:
             await asyncio.to_thread(self._hasher.cancel)
-        await asyncio.to_thread(self._close_blocking)
+        if self._fd >= 0:
+            await _settle(asyncio.get_running_loop().run_in_executor(None, self._close_blocking))
 
     def _close_blocking(self) -> None:
-        with contextlib.suppress(OSError):
+        if self._fd < 0:
+            return
+        try:
             self._save_journal_blocking(sync=True)
+        except OSError as exc:
+            if exc.errno in _DISK_FULL:
+                self._make_room_and_save()
         os.close(self._fd)
         self._fd = -1
+        self._forget()
 
     async def discard(self) -> None:
         """Stop and delete the part and its journal."""
+        await self._stop()
+        if self._hasher is not None and self._fd >= 0:
+            await asyncio.to_thread(self._hasher.cancel)
         if self._fd >= 0:
-            await self._wait_for_journal()
-            if self._hasher is not None:
-                await asyncio.to_thread(self._hasher.cancel)
             os.close(self._fd)
             self._fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            self.part.unlink()
-        _journal.remove(self.part)
+        self._forget()
+        remove_part(self.part)
 
     def _advance_hasher(self) -> None:
         if self._hasher is not None:
             self._hasher.advance(self._extents.prefix())
 
     def _maybe_save_journal(self) -> None:
-        now = time.monotonic()
-        if self._saving is not None or now - self._saved_at < JOURNAL_EVERY:
-            return
-        self._saved_at = now
-        runs = self._extents.runs()
-        self._saving = asyncio.get_running_loop().create_task(self._save_journal(runs))
+        """After a write: have the journal saved within JOURNAL_EVERY seconds, or at once when
+        JOURNAL_BYTES more are on disk; one save at a time.
 
-    async def _save_journal(self, runs: list[tuple[int, int]]) -> None:
+        A kill -9 then loses at most about a second's or JOURNAL_BYTES' worth of bytes.
+        """
+        if self._saver is None:
+            self._saver = asyncio.get_running_loop().create_task(self._save_journal_soon())
+        if self._extents.total() - self._saved_bytes >= JOURNAL_BYTES:
+            self._hurry.set()
+
+    async def _save_journal_soon(self) -> None:
         try:
-            await asyncio.to_thread(self._sync_and_save, runs)
+            delay = JOURNAL_EVERY - (time.monotonic() - self._saved_at)
+            if delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), delay)
+            self._hurry.clear()
+            self._saved_at, self._saved_bytes = time.monotonic(), self._extents.total()
+            runs = self._extents.runs()
+            self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._record, runs))
+            await asyncio.shield(self._in_flight)
+            self._maybe_sync(runs)
         except OSError:
             pass  # a missed journal update only costs re-fetching a few bytes on resume
         finally:
-            self._saving = None
+            self._saver = None
 
-    def _sync_and_save(self, runs: list[tuple[int, int]]) -> None:
-        os.fdatasync(self._fd)  # the journal may only name bytes that are safely on disk
-        self._journal.runs = runs
-        _journal.save(self.part, self._journal)
+    def _maybe_sync(self, runs: list[tuple[int, int]]) -> None:
+        """Every SYNC_EVERY seconds, flush the file in the background and journal ``runs`` as
+        synced; the quick journal saves go on meanwhile."""
+        busy = self._syncing is not None and not self._syncing.done()
+        if busy or time.monotonic() - self._synced_at < SYNC_EVERY:
+            return
+        self._synced_at = time.monotonic()
+        self._syncing = asyncio.ensure_future(asyncio.to_thread(self._record_synced, runs))
+        self._syncing.add_done_callback(_retrieve)
+
+    def _record(self, runs: list[tuple[int, int]]) -> None:
+        """Journal ``runs`` as written (blocking)."""
+        with self._journal_lock:
+            self._journal.runs = runs
+            _journal.save(self.part, self._journal)
+
+    def _record_synced(self, runs: list[tuple[int, int]]) -> None:
+        """Flush the file, then journal ``runs`` (written before the flush) as synced."""
+        os.fdatasync(self._fd)
+        with self._journal_lock:
+            self._journal.synced = runs
+            _journal.save(self.part, self._journal)
 
     def _save_journal_blocking(self, *, sync: bool) -> None:
         runs = self._extents.runs()
         if sync:
             os.fdatasync(self._fd)
-        self._journal.runs = runs
-        _journal.save(self.part, self._journal)
+        with self._journal_lock:
+            self._journal.runs = runs
+            if sync:
+                self._journal.synced = runs
+            _journal.save(self.part, self._journal)
+
+    async def _stop(self) -> None:
+        """No more writes: stop the keep-alive and let the work in flight settle."""
+        self._closing = True
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            await asyncio.gather(self._keepalive, return_exceptions=True)
+        await self._drain()
+
+    async def _keep_alive(self) -> None:
+        """Touch the journal now and then: a stalled download's part is not abandoned."""
+        while True:
+            await asyncio.sleep(KEEPALIVE)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(os.utime, _journal.journal_path(self.part))
+
+    async def _drain(self) -> None:
+        """Let the writes in flight land, and settle the journal saving."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._wait_for_journal()
 
     async def _wait_for_journal(self) -> None:
-        if self._saving is not None:
-            await asyncio.shield(self._saving)
+        """Drop a journal save still waiting for its time; let one being written finish."""
+        if self._saver is not None:
+            self._saver.cancel()
+            await asyncio.gather(self._saver, return_exceptions=True)
+        if self._in_flight is not None:
+            await asyncio.gather(self._in_flight, return_exceptions=True)
+        if self._syncing is not None:
+            await asyncio.gather(self._syncing, return_exceptions=True)
 
 
 def _fsync_dir(directory: Path) -> None:

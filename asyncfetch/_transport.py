@@ -7,6 +7,7 @@ The only module that touches aiohttp. Its exceptions are translated here, in
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Protocol
 import aiohttp
 import yarl
 
+from ._budget import ConnectionBudget, host_key
 from ._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
 from ._errors import (
     ConnectionFailed,
@@ -88,6 +90,7 @@ class Body(Protocol):
     url: str
     byte_range: ByteRange | None
     size: int | None
+    sent_at: float  # when the request went out, after any wait for a budget slot
 
     async def read(self) -> bytes:
         """The next chunk of bytes as it arrived; ``b""`` at the end (not for the hot path)."""
@@ -100,6 +103,10 @@ class Body(Protocol):
     def abandon(self) -> None:
         """Stop reading before the end: the connection is closed, not reused."""
 
+    def leftover(self) -> tuple[int, bytes]:
+        """After a cancelled :meth:`next_batch`: (file offset, bytes) received and not yet
+        handed over, so they can be kept for a resume."""
+
 
 @dataclass
 class AioBody:
@@ -110,7 +117,9 @@ class AioBody:
     byte_range: ByteRange | None
     size: int | None
     window: Window = field(default_factory=Span)
+    sent_at: float = 0.0
     _pending: TransportError | None = None
+    _held: tuple[int, bytes] = (0, b"")
 
     async def read(self) -> bytes:
         """The next chunk of bytes as it arrived; ``b""`` at the end."""
@@ -137,17 +146,27 @@ class AioBody:
             if not batch:
                 raise
             self._pending = exc
+        except asyncio.CancelledError:
+            self._held = (start, b"".join(batch))
+            raise
         return batch
 
     def abandon(self) -> None:
         """Stop reading before the end: the connection is closed, not reused."""
         self.response.close()
 
+    def leftover(self) -> tuple[int, bytes]:
+        """What a cancelled :meth:`next_batch` had received (see :class:`Body`)."""
+        held, self._held = self._held, (0, b"")
+        return held
+
 
 class Transport:
     """One aiohttp session for a download (or a batch), with our timeouts and headers.
 
     Pass ``session`` to use an application's own ``aiohttp.ClientSession``; it is not closed.
+    With a ``budget``, every request holds one of its slots while it runs, and a 429 or a
+    ``Retry-After`` pauses that host for every download sharing the budget.
     """
 
     def __init__(
@@ -158,6 +177,7 @@ class Transport:
         headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        budget: ConnectionBudget | None = None,
     ) -> None:
         self._timeouts = timeouts
         self._connections = connections
@@ -167,6 +187,7 @@ class Transport:
         self._max_redirects = max_redirects
         fast = session is None and env_settings().fast_path
         self._raw = RawClient(timeouts) if fast else None
+        self._budget = budget
 
     async def __aenter__(self) -> Transport:
         if self._session is None:
@@ -209,8 +230,27 @@ class Transport:
             return head
         return await self._probe_with_get(url, head)
 
+    @asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[float]:
+        """Hold a budget slot for ``url``'s host around one request (no budget: no limit).
+
+        Yields the time the slot was granted.
+        """
+        if self._budget is None:
+            yield time.monotonic()
+            return
+        host = host_key(url)
+        async with self._budget.slot(host):
+            try:
+                yield time.monotonic()
+            except HTTPStatusError as exc:
+                if exc.status == 429 or exc.retry_after is not None:
+                    self._budget.pause(host, exc.retry_after)
+                raise
+            self._budget.answered(host)
+
     async def _head(self, url: str) -> RemoteInfo | None:
-        async with translate_errors(url), self.session.head(
+        async with self._slot(url), translate_errors(url), self.session.head(
             url, headers=self._headers, allow_redirects=True, max_redirects=self._max_redirects
         ) as response:
             if response.status >= 400:
@@ -221,7 +261,7 @@ class Transport:
 
     async def _probe_with_get(self, url: str, head: RemoteInfo | None) -> RemoteInfo:
         headers = {**self._headers, "Range": _PROBE_RANGE.header()}
-        async with translate_errors(url), self.session.get(
+        async with self._slot(url), translate_errors(url), self.session.get(
             url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
         ) as response:
             if response.status >= 400:
@@ -261,19 +301,23 @@ class Transport:
             headers["Range"] = byte_range.header()
             if if_range:
                 headers["If-Range"] = if_range
-        if self._raw is not None and window is not None and fast:
-            raw = await self._raw.open(url, headers, byte_range, window)
-            if raw is not None:
-                try:
-                    yield raw
-                finally:
-                    self._raw.finish(raw.connection)
-                return
-        async with translate_errors(url), self.session.get(
-            url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
-        ) as response:
-            _check_response(response, url, byte_range)
-            yield AioBody(response, url, byte_range, response.content_length, window or Span())
+        async with self._slot(url) as sent_at:
+            if self._raw is not None and window is not None and fast:
+                raw = await self._raw.open(url, headers, byte_range, window)
+                if raw is not None:
+                    raw.sent_at = sent_at
+                    try:
+                        yield raw
+                    finally:
+                        self._raw.finish(raw.connection)
+                    return
+            async with translate_errors(url), self.session.get(
+                url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
+            ) as response:
+                _check_response(response, url, byte_range)
+                span = window or Span()
+                size = response.content_length
+                yield AioBody(response, url, byte_range, size, span, sent_at=sent_at)
 
 
 def _check_response(

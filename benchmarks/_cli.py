@@ -105,8 +105,8 @@ def _run(args: argparse.Namespace, scenarios: list[Scenario], only_tools: set[st
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     needed_files = {s.file for s in scenarios}
-    files = ensure_files(data_dir, [f for f in FILES if f.name in needed_files])
-    needed_servers = {s.server for s in scenarios}
+    files = ensure_files(data_dir, [f for f in FILES if f.name in needed_files], args.python)
+    needed_servers = {server for s in scenarios for server in s.servers}
     servers = [spec for spec in SERVERS if spec.name in needed_servers]
     results: list[ScenarioResult] = []
     started = time.monotonic()

@@ -1,8 +1,10 @@
 """Benchmark inputs: files of real random bytes, generated once per data dir, with their SHA-256.
 
 Every byte comes from ``os.urandom`` (no repeated block), so no tool can profit from
-compressible or repeating data. A manifest (``manifest.json``) records each file's size,
-mtime and SHA-256, so later runs reuse the files without generating or hashing them again.
+compressible or repeating data. A :class:`DataFile` may stand for many files of one size (a
+batch), or for a torch checkpoint (``torch.save`` of random float32 tensors, written by a
+child interpreter). A manifest (``manifest.json``) records each file's size, mtime and
+SHA-256, so later runs reuse the files without generating or hashing them again.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from benchmarks._log import log
 
@@ -21,14 +25,43 @@ GIB = 1 << 30
 GENERATE_BLOCK = 16 * MIB
 READ_BLOCK = 8 * MIB
 MANIFEST = "manifest.json"
+CHECKPOINT_TIMEOUT_S = 600.0
+
+Kind = Literal["random", "checkpoint"]
+
+CHECKPOINT_SNIPPET = """\
+import sys, torch
+path, size = sys.argv[1], int(sys.argv[2])
+width = 2048
+generator = torch.Generator().manual_seed(0)
+layers = max(1, round(size / (width * width * 4)))
+state = {f"layers.{i}.weight": torch.randn(width, width, generator=generator)
+         for i in range(layers)}
+torch.save(state, path)
+"""
 
 
 @dataclass(frozen=True)
 class DataFile:
-    """A file the benchmark serves: its name below the served root and its size in bytes."""
+    """Files the benchmark serves.
+
+    Attributes:
+        name: the file's name below the served root; with ``count`` > 1, a directory.
+        size: bytes per file (for a checkpoint: about; the tensors round it).
+        count: how many files of that size (named ``NAME/000.bin``, ...).
+        kind: ``random`` bytes, or a torch ``checkpoint``.
+    """
 
     name: str
     size: int
+    count: int = 1
+    kind: Kind = "random"
+
+    def members(self) -> list[str]:
+        """The names of the files, relative to the served root."""
+        if self.count == 1:
+            return [self.name]
+        return [f"{self.name}/{i:03d}.bin" for i in range(self.count)]
 
 
 @dataclass(frozen=True)
@@ -46,21 +79,28 @@ def served_root(data_dir: Path) -> Path:
     return data_dir / "files"
 
 
-def ensure_files(data_dir: Path, specs: list[DataFile]) -> dict[str, Prepared]:
-    """Generate the files that are missing or stale; return every file by name."""
+def ensure_files(data_dir: Path, specs: list[DataFile], python: str) -> dict[str, list[Prepared]]:
+    """Generate the files that are missing or stale; return each spec's files by spec name.
+
+    ``python`` is the interpreter that writes checkpoints (it must import torch).
+    """
     root = served_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     manifest_path = data_dir / MANIFEST
     manifest = _load_manifest(manifest_path)
-    prepared: dict[str, Prepared] = {}
+    prepared: dict[str, list[Prepared]] = {}
     for spec in specs:
-        path = root / spec.name
-        if not _is_current(path, spec, manifest.get(spec.name)):
-            log(f"data: generating {spec.name} ({spec.size / GIB:.2f} GiB of os.urandom)")
-            manifest[spec.name] = _generate(path, spec.size)
+        stale = [m for m in spec.members() if not _is_current(root / m, spec, manifest.get(m))]
+        if stale:
+            log(f"data: generating {len(stale)} x {spec.name} ({spec.kind}, "
+                f"{spec.size / GIB:.2f} GiB each)")  # fmt: skip
+        for member in stale:
+            manifest[member] = _generate(root / member, spec, python)
             _save_manifest(manifest_path, manifest)
-        entry = manifest[spec.name]
-        prepared[spec.name] = Prepared(spec.name, path, spec.size, str(entry["sha256"]))
+        prepared[spec.name] = [
+            Prepared(m, root / m, int(str(manifest[m]["size"])), str(manifest[m]["sha256"]))
+            for m in spec.members()
+        ]
     return prepared
 
 
@@ -79,30 +119,45 @@ def _save_manifest(path: Path, manifest: dict[str, dict[str, object]]) -> None:
 
 
 def _is_current(path: Path, spec: DataFile, entry: dict[str, object] | None) -> bool:
-    if entry is None or entry.get("size") != spec.size:
+    if entry is None or entry.get("spec_size", entry.get("size")) != spec.size:
+        return False
+    if entry.get("kind", "random") != spec.kind:
         return False
     try:
         st = path.stat()
     except FileNotFoundError:
         return False
-    return st.st_size == spec.size and st.st_mtime_ns == entry.get("mtime_ns")
+    return st.st_size == entry.get("size") and st.st_mtime_ns == entry.get("mtime_ns")
 
 
-def _generate(path: Path, size: int) -> dict[str, object]:
-    """Write ``size`` random bytes to ``path`` (atomically), hashing them on the way."""
+def _generate(path: Path, spec: DataFile, python: str) -> dict[str, object]:
+    """Write the file (atomically) and return its manifest entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    if spec.kind == "checkpoint":
+        subprocess.run([python, "-c", CHECKPOINT_SNIPPET, str(tmp), str(spec.size)],
+                       check=True, timeout=CHECKPOINT_TIMEOUT_S)  # fmt: skip
+        digest = sha256_file(tmp)
+    else:
+        digest = _write_random(tmp, spec.size)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    st = path.stat()
+    return {"size": st.st_size, "sha256": digest, "mtime_ns": st.st_mtime_ns,
+            "spec_size": spec.size, "kind": spec.kind}  # fmt: skip
+
+
+def _write_random(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path``, hashing them on the way; return the digest."""
     digest = hashlib.sha256()
-    with open(tmp, "wb") as f:
+    with open(path, "wb") as f:
         remaining = size
         while remaining > 0:
             block = os.urandom(min(GENERATE_BLOCK, remaining))
             digest.update(block)
             f.write(block)
             remaining -= len(block)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return {"size": size, "sha256": digest.hexdigest(), "mtime_ns": path.stat().st_mtime_ns}
+    return digest.hexdigest()
 
 
 def sha256_file(path: Path) -> str:

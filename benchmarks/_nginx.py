@@ -1,9 +1,10 @@
 """One nginx child process serving the data dir on several free 127.0.0.1 ports.
 
 Each :class:`ServerSpec` becomes one ``server`` block on its own port: unthrottled, or capped
-per connection with ``limit_rate``. nginx runs in the foreground (``daemon off``) in its own
-process group, with its pid, logs and temp paths inside the data dir, and :class:`Nginx` stops
-it (and any worker left behind) on exit, exceptions and Ctrl-C included.
+per connection with ``limit_rate``, each with its own access log (``_accesslog`` reads them).
+nginx runs in the foreground (``daemon off``) in its own process group, with its pid, logs and
+temp paths inside the data dir, and :class:`Nginx` stops it (and any worker left behind) on
+exit, exceptions and Ctrl-C included.
 
 Note on ``limit_rate``: nginx allows ``rate * (seconds since the request started + 1)`` bytes,
 so every new request starts with a one-second burst. Clients that send many small Range
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from benchmarks._accesslog import LOG_FORMAT
 from benchmarks._log import log
 from benchmarks._measure import kill_group
 
@@ -57,7 +59,9 @@ def free_port() -> int:
 
 def render_config(prefix: Path, root: Path, ports: dict[str, int], specs: list[ServerSpec]) -> str:
     """Return an nginx.conf: one server block per spec, all serving ``root``."""
-    servers = "\n".join(_server_block(spec, ports[spec.name], root) for spec in specs)
+    servers = "\n".join(
+        _server_block(spec, ports[spec.name], root, access_log(prefix, spec.name)) for spec in specs
+    )
     # Running as root, workers would switch to "nobody", who may not read the data dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
     return f"""{user}worker_processes 1;
@@ -66,6 +70,7 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    log_format bench '{LOG_FORMAT}';
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
@@ -80,11 +85,17 @@ http {{
 """
 
 
-def _server_block(spec: ServerSpec, port: int, root: Path) -> str:
+def access_log(prefix: Path, server: str) -> Path:
+    """Where the server named ``server`` logs its requests."""
+    return prefix / f"access-{server}.log"
+
+
+def _server_block(spec: ServerSpec, port: int, root: Path, log_path: Path) -> str:
     limit = f"limit_rate {spec.rate};" if spec.rate else "limit_rate 0;"
     return f"""    server {{  # {spec.name}
         listen 127.0.0.1:{port};
         root {root};
+        access_log {log_path} bench;
         location / {{ {limit} }}
     }}"""
 
@@ -102,6 +113,10 @@ class Nginx:
     def url(self, server: str, name: str) -> str:
         """Return the URL of file ``name`` on server ``server``."""
         return f"http://127.0.0.1:{self._ports[server]}/{name}"
+
+    def access_log(self, server: str) -> Path:
+        """Return the access log of server ``server``."""
+        return access_log(self._prefix, server)
 
     def __enter__(self) -> Nginx:
         try:
@@ -125,6 +140,8 @@ class Nginx:
             raise RuntimeError("nginx not found; run: bash benchmarks/setup.sh .venv")
         (self._prefix / "tmp").mkdir(parents=True, exist_ok=True)
         self._ports = {spec.name: free_port() for spec in self._specs}
+        for spec in self._specs:  # each nginx run starts fresh logs
+            access_log(self._prefix, spec.name).unlink(missing_ok=True)
         conf = self._prefix / "nginx.conf"
         conf.write_text(render_config(self._prefix, self._root, self._ports, self._specs))
         errlog = self._prefix / "error.log"

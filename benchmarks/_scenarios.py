@@ -12,16 +12,24 @@ from benchmarks._data import GIB, DataFile
 from benchmarks._nginx import ServerSpec
 
 CAP_RATE = 10_000_000  # bytes/s per connection: 16 connections make 160 MB/s
+SLOW_MIRROR_RATE = 4_000_000  # the two mirrors of mirrors-1g, per connection
+FAST_MIRROR_RATE = 12_000_000
 CONNECTIONS = 16
+BATCH_FILE_SIZE = 16_000_000
+BATCH_FILES = 64
 
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec("unthrottled"),
     ServerSpec("capped-10MB", rate=CAP_RATE),
+    ServerSpec("mirror-4MB", rate=SLOW_MIRROR_RATE),
+    ServerSpec("mirror-12MB", rate=FAST_MIRROR_RATE),
 )
 
 FILES: tuple[DataFile, ...] = (
     DataFile("1g.bin", 1 * GIB),
     DataFile("4g.bin", 4 * GIB),
+    DataFile("batch-64x16m", BATCH_FILE_SIZE, count=BATCH_FILES),
+    DataFile("ckpt-500m.pt", 500_000_000, kind="checkpoint"),
 )
 
 
@@ -32,11 +40,15 @@ class Scenario:
     Attributes:
         name: what ``--only`` selects.
         server: a :class:`ServerSpec` name.
-        file: a :class:`DataFile` name.
+        file: a :class:`DataFile` name (all of its files, for a batch).
         tools: tool names (see ``benchmarks._tools.TOOLS``), in the order they run.
         description: one line printed above the table.
         default: part of a run without ``--only``.
+        connections: the connection budget every tool is given.
         timeout_s: a run that takes longer is killed and counted as failed.
+        mirrors: other servers that serve the same file (tools that take mirrors get them).
+        reference: the asyncfetch row peers are compared with (default: by ``verifies``).
+        count_served: read the servers' access logs: bytes and requests each run caused.
     """
 
     name: str
@@ -47,12 +59,23 @@ class Scenario:
     default: bool = True
     connections: int = CONNECTIONS
     timeout_s: float = 300.0
+    mirrors: tuple[str, ...] = ()
+    reference: str | None = None
+    count_served: bool = False
+
+    @property
+    def servers(self) -> tuple[str, ...]:
+        """Every server the scenario downloads from, its own first."""
+        return (self.server, *self.mirrors)
 
 
 VERIFIED = ("asyncfetch", "torch.hub hash_prefix", "aria2c --checksum", "hashonly")
 UNVERIFIED = ("asyncfetch --no-hash", "torch.hub", "aria2c", "hf_transfer", "curl")
 CAPPED = ("asyncfetch", "asyncfetch --no-hash", "aria2c --checksum", "hf_transfer",
           "hf_transfer x100")  # fmt: skip
+MIRRORS = ("asyncfetch --mirror", "aria2c --checksum 2 URIs", "asyncfetch mirrors")
+BATCH = ("asyncfetch batch", "aria2c -i -j16 -x1 --checksum", "torch.hub hash_prefix loop")
+CACHE_HIT = ("asyncfetch cache hit", "torch.load")
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("verified-1g", "unthrottled", "1g.bin", VERIFIED,
@@ -63,6 +86,20 @@ SCENARIOS: tuple[Scenario, ...] = (
              "unthrottled loopback, 4 GiB, no verification"),
     Scenario("capped-1g", "capped-10MB", "1g.bin", CAPPED,
              f"nginx limit_rate {CAP_RATE / 1e6:g} MB/s per connection, 1 GiB"),
+    Scenario("mirrors-1g", "mirror-4MB", "1g.bin", MIRRORS,
+             f"two mirrors of 1 GiB, limit_rate {SLOW_MIRROR_RATE / 1e6:g} and "
+             f"{FAST_MIRROR_RATE / 1e6:g} MB/s per connection, 16 connections in all",
+             mirrors=("mirror-12MB",), reference="asyncfetch --mirror", count_served=True),
+    Scenario("resume-1g", "capped-10MB", "1g.bin", ("asyncfetch rerun after kill",),
+             "1 GiB at 10 MB/s per connection, SIGKILLed once its journal shows 50%, rerun",
+             count_served=True),
+    Scenario("batch-64x16m", "capped-10MB", "batch-64x16m", BATCH,
+             f"{BATCH_FILES} files of {BATCH_FILE_SIZE / 1e6:g} MB, limit_rate "
+             f"{CAP_RATE / 1e6:g} MB/s per connection, 16 connections in all",
+             reference="asyncfetch batch", count_served=True, timeout_s=600.0),
+    Scenario("cache-hit", "unthrottled", "ckpt-500m.pt", CACHE_HIT,
+             "a ~500 MB checkpoint already in the cache: load it in a fresh interpreter",
+             reference="asyncfetch cache hit", count_served=True),
 )  # fmt: skip
 
 

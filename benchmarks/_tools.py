@@ -2,57 +2,24 @@
 
 To add a tool, write a function ``Job -> argv`` and add a :class:`Tool` to :data:`TOOLS`.
 Python tools run as ``python -c SNIPPET ARGS`` children of the venv interpreter, so their
-wall time includes interpreter start-up and imports, as a user would see it.
+wall time includes interpreter start-up and imports, as a user would see it. The argv
+builders and hooks of the resume, batch and cache-hit scenarios live in ``_resume``,
+``_batchtools`` and ``_cachehit``; every tool is registered here.
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
+
+from benchmarks import _batchtools, _cachehit, _resume
+from benchmarks._job import PY, Job, Tool, asyncfetch_facts, json_objects, last_line
 
 HASHONLY_BLOCK = 4 << 20
 HF_CHUNK_SIZE = 10 * 1024 * 1024  # huggingface_hub's DOWNLOAD_CHUNK_SIZE for hf_transfer
 HF_HUB_MAX_FILES = 100  # huggingface_hub's HF_TRANSFER_CONCURRENCY
 PROBE_TIMEOUT_S = 60.0
-
-
-@dataclass(frozen=True)
-class Job:
-    """One download for a tool to do (``source`` is the served file, for ``hashonly``)."""
-
-    python: str
-    url: str
-    dest: Path
-    source: Path
-    size: int
-    sha256: str
-    connections: int
-
-
-@dataclass(frozen=True)
-class Tool:
-    """A tool under test.
-
-    Attributes:
-        name: the row label; also what scenarios list.
-        argv: builds the command line for a job.
-        verifies: the tool checks SHA-256 itself (then the harness re-hashes its output).
-        probe: a command that exits 0 when the tool is usable ({python} is replaced).
-        writes_file: False for ``hashonly``, which prints a digest instead of writing a file.
-        is_asyncfetch: a row of the library under test (peers are compared with these rows).
-    """
-
-    name: str
-    argv: Callable[[Job], list[str]]
-    verifies: bool
-    probe: tuple[str, ...]
-    writes_file: bool = True
-    is_asyncfetch: bool = False
-
 
 TORCH_HUB_SNIPPET = """\
 import sys
@@ -80,13 +47,37 @@ print(digest.hexdigest())
 """
 
 
-def asyncfetch_argv(job: Job, *, verify: bool) -> list[str]:
-    """``python -m asyncfetch get``, with ``--sha256`` or ``--no-hash``."""
+def asyncfetch_argv(job: Job, *, verify: bool, mirrors: bool = False) -> list[str]:
+    """``python -m asyncfetch get --json``, with ``--sha256`` or ``--no-hash``.
+
+    With ``mirrors``, every other URL of the file is passed as ``--mirror``.
+    """
     check = ["--sha256", job.sha256] if verify else ["--no-hash"]
+    extra = [arg for url in job.mirrors for arg in ("--mirror", url)] if mirrors else []
     return [
-        job.python, "-m", "asyncfetch", "get", job.url, "-o", str(job.dest),
-        "--no-progress", "--connections", str(job.connections), *check,
+        job.python, "-m", "asyncfetch", "get", job.url, *extra, "-o", str(job.dest),
+        "--no-progress", "--json", "--connections", str(job.connections), *check,
     ]  # fmt: skip
+
+
+def asyncfetch_mirrors_argv(job: Job) -> list[str]:
+    """``python -m asyncfetch mirrors URL [MIRROR...] --json``: rank, download nothing."""
+    return [job.python, "-m", "asyncfetch", "mirrors", job.url, *job.mirrors, "--json"]
+
+
+def ranking_facts(text: str) -> dict[str, object]:
+    """The URLs in the order ``asyncfetch mirrors --json`` ranked them (fastest first)."""
+    return {"ranking": [str(obj["url"]) for obj in json_objects(text) if "url" in obj]}
+
+
+def check_ranking(job: Job, text: str) -> str | None:
+    """A ranking must name every URL of the file once."""
+    ranking = ranking_facts(text)["ranking"]
+    expected = {job.url, *job.mirrors}
+    assert isinstance(ranking, list)
+    if sorted(ranking) != sorted(expected):
+        return f"ranked {ranking}, expected the URLs {sorted(expected)}"
+    return None
 
 
 def torch_hub_argv(job: Job, *, verify: bool) -> list[str]:
@@ -95,15 +86,20 @@ def torch_hub_argv(job: Job, *, verify: bool) -> list[str]:
     return [job.python, "-c", TORCH_HUB_SNIPPET, job.url, str(job.dest), prefix]
 
 
-def aria2c_argv(job: Job, *, verify: bool) -> list[str]:
-    """``aria2c -x16 -s16 -k1M``; verified adds ``--checksum=sha-256=HEX``."""
+def aria2c_argv(job: Job, *, verify: bool, mirrors: bool = False) -> list[str]:
+    """``aria2c -x16 -s16 -k1M``; verified adds ``--checksum=sha-256=HEX``.
+
+    With ``mirrors``, every URL of the file is given: aria2c treats the URIs on its command
+    line as mirrors of one file and spreads its ``--split`` connections over them.
+    """
     n = str(job.connections)
     check = [f"--checksum=sha-256={job.sha256}"] if verify else []
+    uris = [job.url, *job.mirrors] if mirrors else [job.url]
     return [
         "aria2c", "--no-conf", f"--max-connection-per-server={n}", f"--split={n}",
         "--min-split-size=1M", "--file-allocation=none", "--allow-overwrite=true",
         "--console-log-level=warn", "--summary-interval=0", "--download-result=hide",
-        *check, "-d", str(job.dest.parent), "-o", job.dest.name, job.url,
+        *check, "-d", str(job.dest.parent), "-o", job.dest.name, *uris,
     ]  # fmt: skip
 
 
@@ -124,27 +120,57 @@ def hashonly_argv(job: Job) -> list[str]:
     return [job.python, "-c", HASHONLY_SNIPPET, str(job.source), str(HASHONLY_BLOCK)]
 
 
-PY = "{python}"
+def check_digest(job: Job, text: str) -> str | None:
+    """``hashonly`` must print the file's SHA-256 last."""
+    digest = last_line(text)
+    return None if digest == job.sha256 else f"printed digest {digest[:80]!r}"
+
+
+GET = (PY, "-m", "asyncfetch", "get", "--help")
 
 TOOLS: dict[str, Tool] = {
     tool.name: tool
     for tool in (
-        Tool("asyncfetch", lambda j: asyncfetch_argv(j, verify=True), True,
-             (PY, "-m", "asyncfetch", "get", "--help"), is_asyncfetch=True),
-        Tool("asyncfetch --no-hash", lambda j: asyncfetch_argv(j, verify=False), False,
-             (PY, "-m", "asyncfetch", "get", "--help"), is_asyncfetch=True),
+        Tool("asyncfetch", lambda j: asyncfetch_argv(j, verify=True), True, GET,
+             is_asyncfetch=True, facts=asyncfetch_facts),
+        Tool("asyncfetch --no-hash", lambda j: asyncfetch_argv(j, verify=False), False, GET,
+             is_asyncfetch=True, facts=asyncfetch_facts),
+        Tool("asyncfetch --mirror", lambda j: asyncfetch_argv(j, verify=True, mirrors=True),
+             True, GET, is_asyncfetch=True, facts=asyncfetch_facts),
+        Tool("asyncfetch mirrors", asyncfetch_mirrors_argv, False,
+             (PY, "-m", "asyncfetch", "mirrors", "--help"), writes_file=False,
+             is_asyncfetch=True, check_output=check_ranking, facts=ranking_facts, rate=False),
         Tool("torch.hub hash_prefix", lambda j: torch_hub_argv(j, verify=True), True,
              (PY, "-c", "import torch.hub")),
         Tool("torch.hub", lambda j: torch_hub_argv(j, verify=False), False,
              (PY, "-c", "import torch.hub")),
         Tool("aria2c --checksum", lambda j: aria2c_argv(j, verify=True), True,
              ("aria2c", "--version")),
+        Tool("aria2c --checksum 2 URIs", lambda j: aria2c_argv(j, verify=True, mirrors=True),
+             True, ("aria2c", "--version")),
         Tool("aria2c", lambda j: aria2c_argv(j, verify=False), False, ("aria2c", "--version")),
         Tool("hf_transfer", hf_transfer_argv, False, (PY, "-c", "import hf_transfer")),
         Tool("hf_transfer x100", lambda j: hf_transfer_argv(j, max_files=HF_HUB_MAX_FILES),
              False, (PY, "-c", "import hf_transfer")),
         Tool("curl", curl_argv, False, ("curl", "--version")),
-        Tool("hashonly", hashonly_argv, True, (PY, "-c", "import hashlib"), writes_file=False),
+        Tool("hashonly", hashonly_argv, True, (PY, "-c", "import hashlib"), writes_file=False,
+             check_output=check_digest),
+        Tool("asyncfetch rerun after kill", lambda j: asyncfetch_argv(j, verify=True), True,
+             GET, is_asyncfetch=True, facts=asyncfetch_facts, rate=False,
+             prepare=lambda j: _resume.kill_halfway(asyncfetch_argv(j, verify=True), j)),
+        Tool("asyncfetch batch", _batchtools.asyncfetch_batch_argv, True,
+             (PY, "-m", "asyncfetch", "batch", "--help"), is_asyncfetch=True,
+             facts=asyncfetch_facts),
+        Tool("aria2c -i -j16 -x1 --checksum", _batchtools.aria2c_input_argv, True,
+             ("aria2c", "--version")),
+        Tool("torch.hub hash_prefix loop", _batchtools.torch_hub_loop_argv, True,
+             (PY, "-c", "import torch.hub"), max_runs=1),
+        Tool("asyncfetch cache hit", _cachehit.asyncfetch_argv, True, _cachehit.PROBE,
+             writes_file=False, is_asyncfetch=True, prepare=_cachehit.populate,
+             check_output=_cachehit.check_loaded, rate=False, imports_torch=True),
+        Tool("torch.load", _cachehit.torch_load_argv, False, (PY, "-c", "import torch"),
+             writes_file=False, prepare=_cachehit.populate, check_output=_cachehit.check_loaded,
+             rate=False, imports_torch=True),
     )
 }  # fmt: skip
 

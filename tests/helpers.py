@@ -35,9 +35,17 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+MARKER_SUFFIX = ".asyncfetch.json"
+
+
 def leftovers(directory: Path) -> list[str]:
-    """Names of files in ``directory``, sorted."""
-    return sorted(p.name for p in directory.iterdir())
+    """Names of files in ``directory``, sorted; a file's cache marker is not listed.
+
+    The marker (``<file>.asyncfetch.json``) is bookkeeping beside a finished file; one whose
+    file is gone is listed, as a leftover.
+    """
+    names = {p.name for p in directory.iterdir()}
+    return sorted(n for n in names if n.removesuffix(MARKER_SUFFIX) not in names - {n})
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

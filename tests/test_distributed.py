@@ -241,7 +241,8 @@ def test_torchrun_four_ranks_one_download_four_identical_loads(
     assert max(r["waited"] for r in ranks) > 3  # outlasted the group's 3 s timeout
     probes = [r for r in server.requests if r.method == "HEAD"]
     assert len(probes) == 1  # one process looked at the file ...
-    assert server.bytes_served("shared.pth") == len(body)  # ... and downloaded it, once
+    # ... and downloaded it, once (a range cut short by work stealing may waste a little)
+    assert len(body) <= server.bytes_served("shared.pth") < 1.5 * len(body)
     assert done.stderr.count("Downloading:") == 1
     assert (cache / "shared.pth").read_bytes() == body
 
@@ -301,6 +302,6 @@ def test_an_initialized_process_group_without_torchrun_downloads_once(
     assert [c.returncode for c in children] == [0, 0], errors
     expected = hashlib.sha256(weights.numpy().tobytes()).hexdigest()
     assert {(out / f"rank{r}.txt").read_text() for r in (0, 1)} == {expected}
-    assert server.bytes_served("pg.pth") == len(body)  # one download
+    assert len(body) <= server.bytes_served("pg.pth") < 1.5 * len(body)  # one download
     assert sum(e.count("Downloading:") for e in errors) == 1
     assert "Downloading:" in errors[0]  # by rank 0

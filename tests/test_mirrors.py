@@ -47,6 +47,23 @@ async def test_faster_mirror_serves_more(make_server: MakeServer, tmp_path: Path
     assert served(slow) >= result.bytes_by_mirror[slow_url]
 
 
+async def test_connections_move_to_the_faster_mirror(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    data = make_payload(8 << 20, seed=12)
+    fast, slow = mirrors_of(make_server, 2, data)
+    fast_url, slow_url = fast.url("m.bin", rate=2 << 20), slow.url("m.bin", rate=256 << 10)
+
+    result = await asyncfetch.fetch(
+        fast_url, tmp_path / "m.bin", mirrors=[slow_url], connections=4, chunk_size=CHUNK
+    )
+
+    assert result.sha256 == sha256(data)
+    # two connections each would give the slow mirror 1/9 (11%) of the bytes; 3 + 1 ~5%
+    assert result.bytes_by_mirror[slow_url] < 0.08 * len(data)
+    assert result.bytes_by_mirror[slow_url] > 0
+
+
 async def test_slow_mirror_does_not_hold_the_tail(
     make_server: MakeServer, tmp_path: Path
 ) -> None:

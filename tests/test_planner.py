@@ -62,7 +62,8 @@ def test_idle_worker_splits_the_largest_task_in_half() -> None:
     scheduler = Scheduler([ByteRange(0, 8 * MiB)])
     first = scheduler.take()
     assert first is not None
-    thief = scheduler.take()
+    first.begin("http://a", now=10.0)
+    thief = scheduler.take(now=10.5)
     assert thief is not None
     assert (first.start, first.stop) == (0, 4 * MiB)
     assert (thief.start, thief.stop) == (4 * MiB, 8 * MiB)
@@ -72,11 +73,30 @@ def test_bytes_in_hand_are_never_stolen() -> None:
     scheduler = Scheduler([ByteRange(0, 8 * MiB)])
     victim = scheduler.take()
     assert victim is not None
-    victim.reached = 6 * MiB  # received, not yet written
-    thief = scheduler.take()
+    victim.begin("http://a", now=10.0)
+    victim.reached = 6 * MiB  # received, not yet written: 6 MiB in 10 s
+    thief = scheduler.take(now=20.0)
     assert thief is not None
     assert thief.start == 7 * MiB
     assert victim.stop == 7 * MiB
+
+
+def test_a_range_about_to_finish_is_not_split() -> None:
+    scheduler = Scheduler([ByteRange(0, 8 * MiB)])
+    victim = scheduler.take()
+    assert victim is not None
+    victim.begin("http://a", now=10.0)
+    victim.reached = 4 * MiB  # 4 MiB in 0.25 s: the other 4 take another 0.25 s
+    assert scheduler.take(now=10.25) is None
+    assert scheduler.may_steal_later()
+
+
+def test_a_range_just_started_is_not_split_yet() -> None:
+    scheduler = Scheduler([ByteRange(0, 8 * MiB)])
+    victim = scheduler.take()
+    assert victim is not None
+    victim.begin("http://a", now=10.0)
+    assert scheduler.take(now=10.05) is None
 
 
 def test_small_remainders_are_not_split() -> None:
@@ -103,7 +123,7 @@ def test_a_connection_just_started_is_not_taken_over() -> None:
     assert slow is not None
     slow.begin("http://slow", now=100.0)
     slow.pos = 1000
-    thief = scheduler.take(thief_speed=10e6, now=100.1)
+    thief = scheduler.take(thief_speed=10e6, now=100.3)
     assert thief is not None
     assert thief.start == 3 * MiB - (3 * MiB - 1000) // 2  # an ordinary split, not a takeover
 

@@ -1,0 +1,352 @@
+"""``asyncfetch serve``: a small caching download service, and a LAN mirror of its cache.
+
+Routes::
+
+    POST /fetch           {"url", "mirrors", "sha256", "name"} → download into the cache dir,
+                          answer the FetchResult as JSON (the fields of ``get --json``)
+    GET|HEAD /files/NAME  a complete cached file, with Range, ETag and Last-Modified
+    GET /cache            the complete cached files (name, size, mtime) and running downloads
+    GET /health           {"ok": true}
+
+Requests for the same target share one download, which a client going away does not cancel;
+at most ``max_downloads`` distinct downloads run at once, the others wait their turn. Only
+complete files are served: never part files, journals, markers, locks or temporary files, and
+nothing outside the cache dir.
+
+This is the one module besides ``_transport`` that imports aiohttp: its server side,
+``aiohttp.web``. Downloads themselves go through :func:`asyncfetch.fetch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ._cache import file_name_for
+from ._config import RetryPolicy, Timeouts
+from ._engine import fetch
+from ._errors import (
+    DestinationError,
+    FetchError,
+    IntegrityError,
+    InvalidRequest,
+    RetriesExhausted,
+    TransportError,
+)
+from ._models import FetchResult
+
+log = logging.getLogger("asyncfetch.serve")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_MAX_DOWNLOADS = 4
+MAX_BODY = 64 * 1024
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+#: Endings of files that are not complete downloads: part files and their journals (_sink,
+#: _journal), verified markers and locks (_cache), hash-prefix staging, torchrun locks and
+#: failure notes (_hubfile, _distributed), extraction and temporary files (hub, torch.hub).
+PRIVATE_SUFFIXES = (
+    ".part",
+    ".part.json",
+    ".asyncfetch.json",
+    ".lock",
+    ".unverified",
+    ".hub-failed.json",
+    ".extracting",
+    ".partial",
+    ".tmp",
+)
+_ORDER_KEYS = frozenset({"url", "mirrors", "sha256", "name"})
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def is_servable_name(name: str) -> bool:
+    """Whether ``name`` may name a complete file directly in the cache dir."""
+    return (
+        bool(name)
+        and not name.startswith(".")
+        and ".." not in name
+        and not any(c in name for c in "/\\\x00")
+        and not name.endswith(PRIVATE_SUFFIXES)
+    )
+
+
+@dataclass(frozen=True)
+class Order:
+    """One ``POST /fetch`` request, checked."""
+
+    url: str
+    mirrors: tuple[str, ...]
+    sha256: str | None
+    name: str
+
+
+def parse_order(body: bytes) -> Order:
+    """Check a ``POST /fetch`` body; raises InvalidRequest saying what is wrong."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not JSON ({exc}); send {_SHAPE}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"the body is not a JSON object; send {_SHAPE}")
+    unknown = sorted(set(data) - _ORDER_KEYS)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; send {_SHAPE}")
+    url = data.get("url")
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(f"'url' is missing or not a string; send {_SHAPE}")
+    mirrors = data.get("mirrors") or []
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+        raise InvalidRequest("'mirrors' must be a list of URLs", url=url)
+    sha256 = data.get("sha256")
+    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+        raise InvalidRequest(f"'sha256' must be 64 hex digits, got {sha256!r}", url=url)
+    return Order(url, tuple(mirrors), sha256.lower() if sha256 else None, _name_of(data, url))
+
+
+_SHAPE = '{"url": URL, "mirrors": [URL, ...], "sha256": HEX, "name": FILE_NAME}'
+
+
+def _name_of(data: dict[str, Any], url: str) -> str:
+    name = data.get("name")
+    if name is None:
+        name = file_name_for(url)
+    if not isinstance(name, str) or not is_servable_name(name):
+        raise InvalidRequest(
+            f"{name!r} cannot be a cache file name; give a plain name without '/', '..' or a "
+            f"leading dot, not ending in {', '.join(PRIVATE_SUFFIXES)}",
+            url=url,
+        )
+    return name
+
+
+def status_for(exc: FetchError) -> int:
+    """The HTTP status that answers a failed download."""
+    if isinstance(exc, InvalidRequest):
+        return 400
+    if isinstance(exc, IntegrityError):
+        return 422
+    if isinstance(exc, DestinationError):
+        return 507
+    if isinstance(exc, TransportError | RetriesExhausted):
+        return 502
+    return 500
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": " ".join(message.split()), "type": kind}, status=status)
+
+
+class Service:
+    """The service's state: its cache dir and the downloads running now.
+
+    Args:
+        cache_dir: where files are downloaded to and served from (created if missing).
+        max_downloads: distinct downloads that may run at once; more wait their turn.
+        retry: the retry policy of each download.
+        timeout: the timeouts of each download.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        retry: RetryPolicy | None = None,
+        timeout: Timeouts | None = None,
+    ) -> None:
+        if max_downloads < 1:
+            raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
+        self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self._slots = asyncio.Semaphore(max_downloads)
+        self._running: dict[str, asyncio.Task[FetchResult]] = {}
+        self._retry = retry
+        self._timeout = timeout
+
+    def app(self) -> web.Application:
+        """The aiohttp application serving the routes."""
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/fetch", self._post_fetch)
+        app.router.add_get("/files/{name}", self._get_file)
+        app.router.add_get("/cache", self._get_cache)
+        app.router.add_get("/health", self._get_health)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_startup(self, _app: web.Application) -> None:
+        await asyncio.to_thread(self.cache_dir.mkdir, parents=True, exist_ok=True)
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        """Stop running downloads; their part files stay for the next run to resume."""
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _post_fetch(self, request: web.Request) -> web.Response:
+        try:
+            order = parse_order(await request.read())
+            result = await self.download(order)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(
+                413, f"the body is over {MAX_BODY} bytes; send {_SHAPE}", "InvalidRequest"
+            )
+        except FetchError as exc:
+            log.warning("fetch failed: %s", " ".join(str(exc).split()))
+            return _error(status_for(exc), str(exc), type(exc).__name__)
+        except Exception as exc:
+            log.exception("fetch failed unexpectedly")
+            return _error(500, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        body = result.as_json(order.url) | {"name": order.name, "href": f"/files/{order.name}"}
+        return web.json_response(body)
+
+    async def download(self, order: Order) -> FetchResult:
+        """Download ``order`` into the cache dir, or join the download of the same file running now.
+
+        The download runs as its own task: a caller that goes away does not cancel it.
+        """
+        task = self._running.get(order.name)
+        if task is None:
+            task = asyncio.create_task(self._fetch(order), name=f"asyncfetch serve {order.name}")
+            self._running[order.name] = task
+            task.add_done_callback(lambda done: self._forget(order.name, done))
+        result = await asyncio.shield(task)
+        if order.sha256 is not None and result.sha256 not in (None, order.sha256):
+            raise IntegrityError(
+                f"{order.name} was fetched for another request and its SHA-256 is "
+                f"{result.sha256}, not {order.sha256}; check the digest, or use another name",
+                url=order.url,
+                expected=order.sha256,
+                actual=str(result.sha256),
+            )
+        return result
+
+    async def _fetch(self, order: Order) -> FetchResult:
+        async with self._slots:
+            log.info("downloading %s to %s", order.url, self.cache_dir / order.name)
+            return await fetch(
+                order.url,
+                self.cache_dir / order.name,
+                mirrors=order.mirrors,
+                sha256=order.sha256,
+                retry=self._retry,
+                timeout=self._timeout,
+            )
+
+    def _forget(self, name: str, task: asyncio.Task[FetchResult]) -> None:
+        if self._running.get(name) is task:
+            del self._running[name]
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" noise when every waiter left
+
+    async def _get_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        path = await asyncio.to_thread(self.servable_path, name)
+        if path is None:
+            return _error(404, f"{name} is not a complete file in the cache", "NotFound")
+        return web.FileResponse(path)
+
+    def servable_path(self, name: str) -> Path | None:
+        """The complete cached file called ``name``, or None (blocking: run it in a thread)."""
+        if not is_servable_name(name):
+            return None
+        try:
+            real = (self.cache_dir / name).resolve(strict=True)
+            inside = real.parent == self.cache_dir.resolve(strict=True)
+        except OSError:
+            return None
+        if not inside or not is_servable_name(real.name) or not real.is_file():
+            return None
+        return real
+
+    async def _get_cache(self, _request: web.Request) -> web.Response:
+        files = await asyncio.to_thread(self.listing)
+        return web.json_response({"files": files, "downloading": sorted(self._running)})
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Name, size and mtime of each complete cached file, by name (blocking)."""
+        files = []
+        try:
+            names = sorted(os.listdir(self.cache_dir))
+        except OSError:
+            return []
+        for name in names:
+            path = self.servable_path(name)
+            if path is None:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            files.append({"name": name, "size": st.st_size, "mtime": st.st_mtime})
+        return files
+
+    async def _get_health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+
+def base_url(address: Any) -> str:
+    """``http://host:port`` for a listening socket's address."""
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(
+    cache_dir: Path,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+) -> None:
+    """Run the service until SIGINT or SIGTERM; prints the URL it listens on to stdout.
+
+    Raises:
+        InvalidRequest: the address cannot be listened on (in use, not a local address).
+    """
+    service = Service(cache_dir, max_downloads=max_downloads)
+    runner = web.AppRunner(
+        service.app(),
+        handle_signals=False,
+        handler_cancellation=True,  # a waiter that left stops waiting; its download goes on
+        access_log=log,
+        access_log_format=ACCESS_LOG_FORMAT,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise InvalidRequest(
+                f"cannot listen on {host}:{port} ({exc}); pick another --host or --port (0: any)"
+            ) from None
+        print(f"asyncfetch serve: {base_url(runner.addresses[0])} cache {service.cache_dir}",
+              flush=True)  # fmt: skip
+        await _until_signalled()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+async def _until_signalled() -> None:
+    """Return once SIGINT or SIGTERM arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        loop.add_signal_handler(number, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)

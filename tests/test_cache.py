@@ -1,0 +1,570 @@
+"""The cache: torch.hub's locations, hits without re-hashing, offline mode, ls/verify/prune."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import asyncfetch
+from asyncfetch import DestinationError, InvalidRequest, OfflineError, cache
+from asyncfetch._cache import cached_path, read_marker, write_marker
+from asyncfetch._journal import Journal, save
+from tests.faultserver import FaultServer, make_payload
+from tests.helpers import cli_env, leftovers, read_only, sha256
+from tests.test_resume import wait_until
+
+DATA = make_payload(200_000, seed=41)
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """TORCH_HOME set to a fresh directory; returns the checkpoint directory inside it."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("ASYNCFETCH_OFFLINE", raising=False)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncfetch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(**env),
+        check=False,
+    )
+
+
+def keep_mtime(path: Path, data: bytes) -> None:
+    """Overwrite ``path`` in place, keeping its size and mtime (bit rot, as a marker sees it)."""
+    before = path.stat()
+    path.write_bytes(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def flipped(data: bytes, at: int = 1000) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
+
+
+def used_at(path: Path, when: float) -> None:
+    """Pretend ``path`` was last used at ``when``."""
+    marker = read_marker(path)
+    assert marker is not None
+    assert write_marker(path, dataclasses.replace(marker, last_used=when))
+
+
+# where ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TORCH_HOME": "{tmp}/th"},
+        {"XDG_CACHE_HOME": "{tmp}/xdg"},
+        {"HOME": "{tmp}/home"},
+        {"TORCH_HOME": "{tmp}/th", "XDG_CACHE_HOME": "{tmp}/xdg"},
+    ],
+)
+def test_cache_dir_is_torch_hubs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    import torch.hub
+
+    for name in ("TORCH_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.replace("{tmp}", str(tmp_path)))
+    url = "https://example.org/a/b/resnet18-f37072fd.pth?download=1&x=y"
+
+    expected = Path(torch.hub.get_dir()) / "checkpoints"
+    assert cache.path() == expected
+    assert cached_path(url) == expected / "resnet18-f37072fd.pth"  # query string ignored
+    assert cached_path(url, model_dir=tmp_path / "m", file_name="x.pt") == tmp_path / "m" / "x.pt"
+
+
+def test_get_without_output_uses_the_cache(
+    server: FaultServer, torch_home: Path, tmp_path: Path
+) -> None:
+    url = server.add_file("weights.pt", DATA)
+    done = run_cli("get", url, "--json", TORCH_HOME=str(tmp_path / "torch"))
+    assert done.returncode == 0, done.stderr
+    assert (torch_home / "weights.pt").read_bytes() == DATA
+    assert json.loads(done.stdout)["path"] == str(torch_home / "weights.pt")
+
+    again = run_cli("get", url, "--json", TORCH_HOME=str(tmp_path / "torch"))
+    assert json.loads(again.stdout)["cached"] is True
+
+    path = run_cli("cache", "path", TORCH_HOME=str(tmp_path / "torch"))
+    assert path.stdout.strip() == str(torch_home)
+
+
+# torch.hub interop ---------------------------------------------------------------------------
+
+
+@pytest.mark.torch
+async def test_a_file_torch_hub_downloaded_is_a_hit(server: FaultServer, torch_home: Path) -> None:
+    import torch.hub
+
+    url = server.add_file("model.pth", DATA)
+    torch_home.mkdir(parents=True)  # noqa: ASYNC240
+    torch.hub.download_url_to_file(url, str(cached_path(url)), progress=False)
+    server.reset_log()
+
+    with_digest = await asyncfetch.fetch(url, cached_path(url), sha256=sha256(DATA))
+    assert with_digest.cached
+    assert server.requests == []  # hashed once, from disk; no network
+    without = await asyncfetch.fetch(url, cached_path(url))
+    assert without.cached
+    assert server.gets("model.pth") == []  # a probe only
+
+
+@pytest.mark.torch
+def test_asyncfetch_download_is_a_hit_for_torch_hub(
+    server: FaultServer, torch_home: Path, tmp_path: Path
+) -> None:
+    import io
+
+    import torch
+    import torch.hub
+
+    buffer = io.BytesIO()
+    torch.save({"weight": torch.arange(12.0).reshape(3, 4)}, buffer)
+    url = server.add_file("tiny.pth", buffer.getvalue())
+    assert run_cli("get", url, TORCH_HOME=str(tmp_path / "torch")).returncode == 0
+    server.reset_log()
+
+    state = torch.hub.load_state_dict_from_url(url, progress=False, weights_only=True)
+
+    assert torch.equal(state["weight"], torch.arange(12.0).reshape(3, 4))
+    assert server.requests == []
+
+
+# hits ----------------------------------------------------------------------------------------
+
+
+async def test_a_digest_hit_needs_no_network(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+    server.reset_log()
+
+    result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+
+    assert result.cached
+    assert result.sha256 == sha256(DATA)
+    assert result.size == result.resumed_bytes == len(DATA)
+    assert result.bytes_by_mirror == {}
+    assert server.requests == []
+
+
+async def test_the_marker_is_trusted_and_verify_rehashes(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+    keep_mtime(dest, flipped(DATA))  # size and mtime unchanged: the marker still vouches
+
+    trusted = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+    assert trusted.cached  # proof that it did not re-hash
+    assert dest.read_bytes() == flipped(DATA)
+
+    checked = await asyncfetch.fetch(url, dest, sha256=sha256(DATA), verify=True)
+    assert not checked.cached
+    assert dest.read_bytes() == DATA
+
+
+async def test_a_changed_file_is_rehashed(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+    dest.write_bytes(flipped(DATA))  # a new mtime: the marker no longer describes it
+
+    result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+
+    assert not result.cached
+    assert dest.read_bytes() == DATA
+
+
+async def test_a_wrong_file_is_hashed_once_not_twice(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    dest.write_bytes(flipped(DATA))
+    from asyncfetch import _cache
+
+    hashed: list[Path] = []
+    real = _cache.hash_file
+    monkeypatch.setattr(_cache, "hash_file", lambda p: hashed.append(p) or real(p))
+
+    result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+
+    assert not result.cached
+    assert hashed == [dest]  # before and after taking the lock: the marker answered the second
+    assert dest.read_bytes() == DATA
+
+
+async def test_without_a_digest_a_probe_decides(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    first = await asyncfetch.fetch(url, dest)
+    server.reset_log()
+
+    again = await asyncfetch.fetch(url, dest)
+    assert again.cached
+    assert again.sha256 == first.sha256 == sha256(DATA)
+    assert [r.method for r in server.requests] == ["HEAD"]
+
+    new = make_payload(len(DATA), seed=42)  # same size, new ETag
+    server.replace_file("m.bin", new)
+    changed = await asyncfetch.fetch(url, dest)
+    assert not changed.cached
+    assert dest.read_bytes() == new
+
+
+async def test_a_file_from_another_url_is_not_a_hit(server: FaultServer, tmp_path: Path) -> None:
+    url_a = server.add_file("a.bin", DATA)
+    url_b = server.add_file("b.bin", DATA)  # same bytes, same ETag: only the URL differs
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url_a, dest)
+
+    result = await asyncfetch.fetch(url_b, dest)
+
+    assert not result.cached
+    assert server.gets("b.bin")
+
+
+async def test_an_unmarked_file_is_a_hit_unless_the_server_has_a_newer_one(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)  # Last-Modified: 2024-01-01
+    fresh, old, short = tmp_path / "fresh.bin", tmp_path / "old.bin", tmp_path / "short.bin"
+    for path in (fresh, old):
+        path.write_bytes(DATA)
+    short.write_bytes(DATA[:-1])
+    os.utime(old, (946_684_800, 946_684_800))  # 2000-01-01: older than the server's copy
+
+    assert (await asyncfetch.fetch(url, fresh)).cached
+    assert read_marker(fresh) is not None  # the next look is cheaper
+    assert not (await asyncfetch.fetch(url, old)).cached
+    assert not (await asyncfetch.fetch(url, short)).cached
+    assert short.read_bytes() == DATA
+
+
+# offline -------------------------------------------------------------------------------------
+
+
+async def test_offline_hit_and_miss(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest)
+    server.reset_log()
+    monkeypatch.setenv("ASYNCFETCH_OFFLINE", "1")
+
+    hit = await asyncfetch.fetch(url, dest)
+    assert hit.cached
+    assert hit.sha256 == sha256(DATA)
+    with pytest.raises(OfflineError) as missing:
+        await asyncfetch.fetch(url, tmp_path / "other.bin")
+    assert missing.value.path == str(tmp_path / "other.bin")
+    assert str(tmp_path / "other.bin") in str(missing.value)
+    with pytest.raises(OfflineError, match="does not have the SHA-256"):
+        await asyncfetch.fetch(url, dest, sha256="0" * 64)
+    assert server.requests == []
+    assert leftovers(tmp_path) == ["m.bin"]
+
+
+async def test_offline_argument_overrides_the_environment(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    monkeypatch.setenv("ASYNCFETCH_OFFLINE", "1")
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", offline=False)
+    assert not result.cached
+    monkeypatch.delenv("ASYNCFETCH_OFFLINE")
+    with pytest.raises(OfflineError):
+        await asyncfetch.fetch(url, tmp_path / "n.bin", offline=True)
+
+
+def test_offline_cli_miss_names_the_path(server: FaultServer, torch_home: Path) -> None:
+    url = server.add_file("m.bin", DATA)
+    done = run_cli("get", url, "--offline", TORCH_HOME=str(torch_home.parent.parent))
+    assert done.returncode == 1
+    assert str(torch_home / "m.bin") in done.stderr
+    assert server.requests == []
+
+
+# bad input and faults ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offline", [False, True])
+async def test_a_target_that_is_a_directory_is_refused(tmp_path: Path, offline: bool) -> None:
+    (tmp_path / "m.bin").mkdir()
+    with pytest.raises(DestinationError, match="is a directory") as caught:
+        await asyncfetch.fetch("http://127.0.0.1:9/m.bin", tmp_path / "m.bin", offline=offline)
+    assert caught.value.path == str(tmp_path / "m.bin")
+
+
+def test_an_unwritable_cache_dir_is_named(tmp_path: Path) -> None:
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    with read_only(locked):
+        missing = run_cli("get", "http://127.0.0.1:9/m.bin", TORCH_HOME=str(locked / "torch"))
+        here = run_cli("get", "http://127.0.0.1:9/m.bin", "--dir", str(locked))
+    assert missing.returncode == 1
+    assert f"cannot create the cache directory {locked / 'torch' / 'hub' / 'checkpoints'}" in (
+        missing.stderr
+    )
+    assert here.returncode == 1
+    assert f"directory {locked} is not writable" in here.stderr
+
+
+@contextlib.contextmanager
+def small_disk(directory: Path, size: str) -> Iterator[None]:
+    """A tmpfs of ``size`` mounted on ``directory`` (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+async def test_disk_full_keeps_the_partial_and_resumes_once_there_is_room(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(1 << 20, seed=43)
+    url = server.add_file("m.bin", data)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with small_disk(disk, "600k"):
+        with pytest.raises(DestinationError, match="no space left") as caught:
+            await asyncfetch.fetch(url, disk / "m.bin", connections=1, chunk_size=128 << 10)
+        assert "partial download is kept" in str(caught.value)
+        assert not (disk / "m.bin").exists()
+        assert any(name.endswith(".part") for name in leftovers(disk))
+        subprocess.run(["mount", "-o", "remount,size=4m", str(disk)], check=True)  # noqa: ASYNC221
+
+        served = server.bytes_served("m.bin")
+        result = await asyncfetch.fetch(url, disk / "m.bin", connections=1, chunk_size=128 << 10)
+
+        assert result.resumed_bytes > 256 << 10  # most of what fitted was kept
+        assert server.bytes_served("m.bin") - served == len(data) - result.resumed_bytes
+        assert (disk / "m.bin").read_bytes() == data
+
+
+# ls, verify, prune ---------------------------------------------------------------------------
+
+
+async def fill_cache(server: FaultServer, where: Path) -> dict[str, Path]:
+    """A cache with a verified, a recorded, an unmarked file and a partial download."""
+    where.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
+    files = {}
+    for name, digest in (("verified.bin", True), ("recorded.bin", False)):
+        url = server.add_file(name, DATA)
+        await asyncfetch.fetch(url, where / name, sha256=sha256(DATA) if digest else None)
+        files[name] = where / name
+    files["unmarked.bin"] = where / "unmarked.bin"
+    files["unmarked.bin"].write_bytes(DATA[:1000])
+    part = where / "partial.bin.0000aaaa.part"
+    part.write_bytes(DATA[:5000])
+    dead = 2**22 + 7
+    save(part, Journal("http://h/partial.bin", len(DATA), '"e"', None, [(0, 5000)], pid=dead))
+    files["partial.bin"] = part
+    return files
+
+
+async def test_ls_shows_size_age_last_use_and_state(server: FaultServer, tmp_path: Path) -> None:
+    files = await fill_cache(server, tmp_path / "c")
+    used_at(files["verified.bin"], time.time() - 7200)
+
+    entries = {e.name: e for e in cache.ls(tmp_path / "c")}
+
+    assert {n: e.state for n, e in entries.items()} == {
+        "verified.bin": "verified",
+        "recorded.bin": "recorded",
+        "unmarked.bin": "unchecked",
+        "partial.bin": "partial",
+    }
+    assert entries["verified.bin"].size == len(DATA)
+    assert entries["verified.bin"].sha256 == sha256(DATA)
+    assert time.time() - entries["verified.bin"].last_used > 7000
+    assert (entries["partial.bin"].size, entries["partial.bin"].total) == (5000, len(DATA))
+    assert not entries["partial.bin"].in_use
+    assert list(entries)[-1] == "verified.bin"  # least recently used last
+
+    done = run_cli("cache", "ls", "--json", "--dir", str(tmp_path / "c"))
+    assert done.returncode == 0, done.stderr
+    assert {json.loads(line)["name"] for line in done.stdout.splitlines()} == set(entries)
+    table = run_cli("cache", "ls", "--dir", str(tmp_path / "c")).stdout
+    assert "verified" in table
+    assert "2h" in table  # last used two hours ago
+
+
+async def test_verify_reports_corruption_and_the_file_is_fetched_again(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    files = await fill_cache(server, tmp_path / "c")
+    keep_mtime(files["recorded.bin"], flipped(DATA))  # bit rot: same size, same mtime
+
+    results = {r.name: r for r in cache.verify(directory=tmp_path / "c")}
+
+    assert {n: r.status for n, r in results.items()} == {
+        "verified.bin": "ok",
+        "recorded.bin": "corrupt",
+        "unmarked.bin": "unchecked",
+    }
+    assert results["recorded.bin"].expected == sha256(DATA)
+    assert results["recorded.bin"].sha256 == sha256(flipped(DATA))
+    assert [r.status for r in cache.verify(["nope.bin"], tmp_path / "c")] == ["missing"]
+
+    done = run_cli("cache", "verify", "--dir", str(tmp_path / "c"))
+    assert done.returncode == 1
+    assert "CORRUPT   recorded.bin" in done.stdout
+
+    again = await asyncfetch.fetch(server.url("recorded.bin"), files["recorded.bin"])
+    assert not again.cached  # the corrupt record is not trusted, even without a digest
+    assert files["recorded.bin"].read_bytes() == DATA
+    assert run_cli("cache", "verify", "recorded.bin", "--dir", str(tmp_path / "c")).returncode == 0
+
+
+async def test_prune_keep_latest(server: FaultServer, tmp_path: Path) -> None:
+    files = await fill_cache(server, tmp_path / "c")
+    used_at(files["recorded.bin"], time.time() - 100)
+    used_at(files["verified.bin"], time.time() - 50)
+
+    report = cache.prune(keep_latest=1, directory=tmp_path / "c")
+
+    assert sorted(e.name for e in report.removed) == ["recorded.bin", "verified.bin"]
+    assert report.freed == 2 * len(DATA)
+    assert leftovers(tmp_path / "c") == [
+        "partial.bin.0000aaaa.part", "partial.bin.0000aaaa.part.json", "unmarked.bin"
+    ]  # fmt: skip
+
+
+async def test_prune_older_than(server: FaultServer, tmp_path: Path) -> None:
+    files = await fill_cache(server, tmp_path / "c")
+    used_at(files["recorded.bin"], time.time() - 3 * 86400)
+
+    report = cache.prune(older_than="2d", directory=tmp_path / "c")
+
+    assert [e.name for e in report.removed] == ["recorded.bin"]
+    assert not files["recorded.bin"].exists()
+    assert not (tmp_path / "c" / "recorded.bin.asyncfetch.json").exists()
+
+
+async def test_prune_max_size_drops_the_least_recently_used(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    files = await fill_cache(server, tmp_path / "c")
+    used_at(files["verified.bin"], time.time() - 100)  # the oldest
+
+    report = cache.prune(max_size=len(DATA) + 1000, directory=tmp_path / "c")
+
+    assert [e.name for e in report.removed] == ["verified.bin"]
+    assert files["recorded.bin"].exists()
+
+
+async def test_prune_partials_and_leftovers(server: FaultServer, tmp_path: Path) -> None:
+    where = tmp_path / "c"
+    files = await fill_cache(server, where)
+    orphan = where / "gone.bin.asyncfetch.json"
+    orphan.write_text("{}")
+    torch_partial = where / ("model.pth." + "a" * 32 + ".partial")
+    torch_partial.write_bytes(b"x")
+    os.utime(torch_partial, (time.time() - 7200, time.time() - 7200))
+    live = where / "live.bin.0000bbbb.part"  # a download running in another process
+    live.write_bytes(b"y" * 10)
+    save(live, Journal("http://h/live.bin", 100, '"e"', None, [(0, 10)], pid=os.getppid()))
+
+    dry = cache.prune(partials=True, dry_run=True, directory=where)
+    assert files["partial.bin"].exists()
+    report = cache.prune(partials=True, directory=where)
+
+    assert sorted(e.path.name for e in report.removed) == sorted(e.path.name for e in dry.removed)
+    assert sorted(e.path.name for e in report.removed) == [
+        "gone.bin.asyncfetch.json", "model.pth." + "a" * 32 + ".partial",
+        "partial.bin.0000aaaa.part",
+    ]  # fmt: skip
+    assert not (where / "partial.bin.0000aaaa.part.json").exists()
+    assert live.exists()
+    assert files["verified.bin"].exists()
+
+
+def test_prune_needs_a_criterion(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match="say what to prune"):
+        cache.prune(directory=tmp_path)
+    done = run_cli("cache", "prune", "--dir", str(tmp_path))
+    assert done.returncode == 1
+    assert "say what to prune" in done.stderr
+    bad = run_cli("cache", "prune", "--max-size", "lots", "--dir", str(tmp_path))
+    assert bad.returncode == 2
+
+
+def test_prune_never_touches_a_live_download(server: FaultServer, tmp_path: Path) -> None:
+    where = tmp_path / "c"
+    where.mkdir()
+    old, new = make_payload(1 << 20, seed=44), make_payload(1 << 20, seed=45)
+    (where / "big.bin").write_bytes(old)
+    os.utime(where / "big.bin", (946_684_800, 946_684_800))  # stale: will be downloaded again
+    server.add_file("big.bin", new)
+    url = server.url("big.bin", rate=400_000)
+    argv = ["get", url, "--dir", str(where), "--json", "--connections", "2"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncfetch", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        wait_until(lambda: any(n.endswith(".part") for n in os.listdir(where)))
+
+        report = cache.prune(keep_latest=0, partials=True, directory=where)
+        done = run_cli("cache", "prune", "--keep-latest", "0", "--partials", "--dir", str(where))
+    finally:
+        out, err = child.communicate(timeout=60)
+
+    assert report.removed == []
+    assert [e.name for e in report.kept_in_use] == ["big.bin"]
+    assert "in use, kept: big.bin" in done.stdout
+    assert child.returncode == 0, err
+    assert (where / "big.bin").read_bytes() == new
+    assert cache.prune(keep_latest=0, directory=where).freed == len(new)  # free once it is done
+
+
+async def test_a_download_leaves_the_file_and_its_marker(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))
+    marker = read_marker(tmp_path / "m.bin")
+
+    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.bin.asyncfetch.json"]
+    assert marker is not None
+    st = (tmp_path / "m.bin").stat()
+    assert (marker.size, marker.mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert marker.sha256 == marker.expected == result.sha256
+    assert marker.verified
+    assert marker.url == url
+    assert marker.etag == server.file_info("m.bin")[1]

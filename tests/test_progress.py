@@ -1,0 +1,163 @@
+"""Progress: the event order per file, ProgressStream, and the multi-file bars."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncfetch
+from asyncfetch import BatchProgress, ProgressEvent, ProgressStream
+from tests.faultserver import FaultServer, make_payload
+from tests.helpers import no_wait
+
+KiB = 1024
+ORDER = re.compile(
+    r"started(,(bytes|retry|source_switched))*(,verified)?,done"
+    r"|started(,(bytes|retry|source_switched))*,failed"
+)
+
+
+async def test_event_order_per_file_in_a_batch(
+    make_server: Callable[[], FaultServer], tmp_path: Path
+) -> None:
+    main, mirror = make_server(), make_server()
+    files = {f"f{i}.bin": make_payload(600_000 + i, seed=i) for i in range(4)}
+    for name, data in files.items():
+        main.add_file(name, data)
+        mirror.add_file(name, data)
+    policy, _ = no_wait()
+    sources: list[object] = [
+        main.url("f0.bin"),
+        main.url("f1.bin", truncate_after=50_000, times=1),  # a retry
+        {"url": main.url("f2.bin", reset_after=1000), "mirrors": [mirror.url("f2.bin")]},
+        main.url("missing.bin"),  # fails after starting
+        "nonsense",  # fails before any download starts
+    ]
+    events: dict[str, list[ProgressEvent]] = defaultdict(list)
+
+    def record(event: ProgressEvent) -> None:
+        events[event.url].append(event)
+
+    items = [
+        item
+        async for item in asyncfetch.fetch_many(
+            sources, dest_dir=tmp_path, chunk_size=128 * KiB, connections=2, retry=policy,  # type: ignore[arg-type]
+            progress=record,
+        )
+    ]  # fmt: skip
+
+    assert len(items) == 5
+    for url, sequence in events.items():
+        assert ORDER.fullmatch(",".join(e.kind for e in sequence)), (url, sequence)
+    kinds = {url.split("/")[-1]: [e.kind for e in seq] for url, seq in events.items()}
+    assert "retry" in kinds["f1.bin?truncate_after=50000&times=1"]
+    assert "source_switched" in kinds["f2.bin?reset_after=1000"]
+    assert kinds["missing.bin"][-1] == "failed"
+    assert kinds["nonsense"] == ["started", "failed"]
+    for name, data in files.items():
+        if name != "f3.bin":
+            done = next(seq for url, seq in events.items() if f"/{name}" in url)
+            assert sum(e.delta for e in done if e.kind == "bytes") == len(data)
+            assert done[-1].done == done[-1].total == len(data)
+
+
+async def test_progress_stream_yields_a_batch_events_until_closed(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    urls = [server.add_file(f"f{i}.bin", make_payload(300_000, seed=i)) for i in range(3)]
+    seen: list[ProgressEvent] = []
+
+    async def watch(stream: ProgressStream) -> None:
+        async for event in stream:
+            seen.append(event)
+
+    with ProgressStream() as stream:
+        watcher = asyncio.create_task(watch(stream))
+        async for item in asyncfetch.fetch_many(urls, dest_dir=tmp_path, progress=stream):
+            assert item.ok
+    await asyncio.wait_for(watcher, 5)  # the iteration ended with the close
+
+    for url in urls:
+        kinds = [e.kind for e in seen if e.url == url]
+        assert kinds[0] == "started"
+        assert kinds[-2:] == ["verified", "done"]
+        assert sum(e.delta for e in seen if e.url == url) == 300_000
+
+
+async def test_progress_stream_merges_bytes_when_the_reader_lags() -> None:
+    stream = ProgressStream()
+    stream(ProgressEvent("started", "u", 100))
+    for done in (10, 30, 60):
+        stream(ProgressEvent("bytes", "u", 100, done, 10 if done == 10 else done - 10 * 3))
+    stream(ProgressEvent("bytes", "v", 5, 5, 5))
+    stream(ProgressEvent("bytes", "u", 100, 100, 40))
+    stream(ProgressEvent("done", "u", 100, 100))
+    stream.close()
+    stream(ProgressEvent("failed", "u"))  # after close: dropped
+
+    got = [event async for event in stream]
+
+    assert [(e.kind, e.url, e.done, e.delta) for e in got] == [
+        ("started", "u", 0, 0),
+        ("bytes", "u", 60, 10 + 0 + 30),
+        ("bytes", "v", 5, 5),
+        ("bytes", "u", 100, 40),
+        ("done", "u", 100, 0),
+    ]
+
+
+async def test_progress_stream_fed_from_another_thread(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", make_payload(200_000))
+    stream = ProgressStream()
+
+    def blocking_download() -> None:
+        try:
+            asyncfetch.download(url, tmp_path / "m.bin", progress=stream)
+        finally:
+            stream.close()
+
+    worker = asyncio.get_running_loop().run_in_executor(None, blocking_download)
+    kinds = [event.kind async for event in stream]
+    await worker
+    assert kinds[0] == "started"
+    assert kinds[-1] == "done"
+
+
+def test_batch_bars_count_bytes_and_files() -> None:
+    out = io.StringIO()
+    bars = BatchProgress(3, out)
+    for url, size in (("http://h/a.bin", 1000), ("http://h/b.bin", 3000)):
+        bars(ProgressEvent("started", url))
+        bars(ProgressEvent("bytes", url, size, size // 2, size // 2))
+    assert "a.bin" in out.getvalue()  # a bar per file in flight
+    assert "b.bin" in out.getvalue()
+    bars(ProgressEvent("bytes", "http://h/a.bin", 1000, 1000, 500))
+    bars(ProgressEvent("done", "http://h/a.bin", 1000, 1000))
+    bars(ProgressEvent("started", "http://h/c.bin"))
+    bars(ProgressEvent("failed", "http://h/c.bin", message="404"))
+    bars(ProgressEvent("done", "http://h/b.bin", 3000, 3000))  # e.g. resumed: no bytes events
+    bars.close()
+    last = out.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert "3/3 files, 1 failed" in last
+    assert "3.91k/3.91k" in last  # 4000 bytes in all, counted once each
+
+
+def test_batch_bars_draw_at_most_max_bars_files() -> None:
+    out = io.StringIO()
+    bars = BatchProgress(None, out, max_bars=2)
+    for name in "abc":
+        bars(ProgressEvent("started", f"http://h/{name}.bin"))
+    assert "a.bin" in out.getvalue()
+    assert "b.bin" in out.getvalue()
+    assert "c.bin" not in out.getvalue()
+    bars(ProgressEvent("done", "http://h/a.bin", 0, 0))
+    bars(ProgressEvent("started", "http://h/d.bin"))
+    assert "d.bin" in out.getvalue()  # a finished file's place is reused
+    bars.close()
+    assert "1 files" in out.getvalue().replace("\r", "\n").splitlines()[-1]

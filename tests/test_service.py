@@ -1,0 +1,396 @@
+"""``asyncfetch serve``: the service in-process and as a subprocess, a FaultServer upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yarl
+from aiohttp import web
+
+from asyncfetch._service import Service
+from tests.faultserver import FaultServer, RequestRecord, make_payload
+from tests.helpers import cli_env, leftovers, no_wait, sha256
+
+START_TIMEOUT_S = 20.0
+
+
+@dataclass
+class Running:
+    """A service on a free loopback port, and a client session for it."""
+
+    service: Service
+    url: str
+    client: aiohttp.ClientSession
+
+    async def post(self, body: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        async with self.client.post(f"{self.url}/fetch", data=data, **kwargs) as response:
+            return response.status, await response.json()
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, bytes]:
+        async with self.client.get(yarl.URL(self.url + path, encoded=True), **kwargs) as response:
+            return response.status, await response.read()
+
+
+@contextlib.asynccontextmanager
+async def running(cache_dir: Path, **options: Any) -> AsyncIterator[Running]:
+    retry, _ = no_wait()
+    service = Service(cache_dir, retry=retry, **options)
+    runner = web.AppRunner(service.app(), handler_cancellation=True)  # as serve() runs it
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        async with aiohttp.ClientSession() as client:
+            yield Running(service, f"http://{host}:{port}", client)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def svc(tmp_path: Path) -> AsyncIterator[Running]:
+    """The service with ``tmp_path/cache`` as its cache dir."""
+    async with running(tmp_path / "cache") as started:
+        yield started
+
+
+def file_gets(server: FaultServer, name: str) -> list[RequestRecord]:
+    return [r for r in server.gets(name) if r.range != (0, 0)]
+
+
+async def test_fetch_then_serve_a_range_of_the_same_bytes(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("model.bin", payload)
+
+    status, body = await svc.post({"url": url, "sha256": sha256(payload)})
+
+    assert status == 200, body
+    assert body["name"] == "model.bin"
+    assert body["size"] == len(payload)
+    assert body["sha256"] == sha256(payload)
+    assert body["bytes_by_mirror"] == {url: len(payload)}
+    assert Path(body["path"]) == svc.service.cache_dir / "model.bin"
+    status, data = await svc.get(body["href"], headers={"Range": "bytes=1000-1999"})
+    assert status == 206
+    assert data == payload[1000:2000]
+    status, data = await svc.get("/files/model.bin")
+    assert (status, data) == (200, payload)
+
+
+async def test_name_chooses_the_cache_file(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("model.bin", payload)
+    status, body = await svc.post({"url": url, "name": "resnet-1234.pth"})
+    assert status == 200, body
+    assert leftovers(svc.service.cache_dir) == ["resnet-1234.pth"]
+
+
+async def test_concurrent_posts_share_one_download(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", rate=2 << 20)  # slow enough for the three requests to overlap
+
+    answers = await asyncio.gather(*(svc.post({"url": url}) for _ in range(3)))
+
+    assert [status for status, _ in answers] == [200, 200, 200]
+    assert {body["sha256"] for _, body in answers} == {sha256(payload)}
+    assert sum(r.bytes_sent for r in file_gets(server, "m.bin")) == len(payload)
+    assert len([r for r in server.requests if r.method == "HEAD"]) == 1
+
+
+async def test_a_client_leaving_does_not_cancel_the_download(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", rate=1 << 20)
+    with pytest.raises(asyncio.TimeoutError):
+        await svc.post({"url": url}, timeout=aiohttp.ClientTimeout(total=0.3))
+    assert svc.service.cache_dir.joinpath("m.bin").exists() is False
+
+    status, body = await svc.post({"url": url})  # joins the download still running
+
+    assert status == 200, body
+    assert sum(r.bytes_sent for r in file_gets(server, "m.bin")) == len(payload)
+    assert (svc.service.cache_dir / "m.bin").read_bytes() == payload
+
+
+async def test_distinct_downloads_wait_for_a_free_slot(tmp_path: Path, server: FaultServer) -> None:
+    for name in ("a.bin", "b.bin"):
+        server.add_file(name, make_payload(256 << 10))
+    urls = [server.url(name, rate=1 << 20) for name in ("a.bin", "b.bin")]
+    async with running(tmp_path / "cache", max_downloads=1) as svc:
+        answers = await asyncio.gather(*(svc.post({"url": u}) for u in urls))
+    assert [status for status, _ in answers] == [200, 200]
+    a, b = file_gets(server, "a.bin"), file_gets(server, "b.bin")
+    first, second = (a, b) if a[0].timestamp < b[0].timestamp else (b, a)
+    assert max(r.finished or 0 for r in first) <= min(r.timestamp for r in second)
+
+
+async def test_a_request_joining_a_download_still_gets_its_digest_checked(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", rate=2 << 20)
+    first = asyncio.create_task(svc.post({"url": url}))
+    for _ in range(200):  # bounded: until the first download has started
+        if server.bytes_served("m.bin"):
+            break
+        await asyncio.sleep(0.01)
+
+    status, answer = await svc.post({"url": url, "sha256": "0" * 64})
+
+    assert status == 422
+    assert answer["type"] == "IntegrityError"
+    assert "fetched for another request" in answer["error"]
+    assert (await first)[0] == 200
+    assert sum(r.bytes_sent for r in file_gets(server, "m.bin")) == len(payload)
+
+
+BAD_BODIES = [
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b"{}", "'url' is missing"),
+    (b'{"url": "http://127.0.0.1:9/m.bin", "sha": "ab"}', "unknown field(s) sha"),
+    (b'{"url": "http://127.0.0.1:9/m.bin", "sha256": "abc"}', "64 hex digits"),
+    (b'{"url": "http://127.0.0.1:9/m.bin", "mirrors": "http://x/y"}', "list of URLs"),
+    (b'{"url": "http://127.0.0.1:9/m.bin", "name": "../evil"}', "cannot be a cache file name"),
+    (b'{"url": "http://127.0.0.1:9/m.bin", "name": "m.bin.lock"}', "cannot be a cache file"),
+    (b'{"url": "http://127.0.0.1:9/"}', "has no file name"),
+    (b'{"url": "ftp://127.0.0.1/m.bin"}', "unsupported scheme"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD_BODIES)
+async def test_bad_requests_are_400(svc: Running, body: bytes, message: str) -> None:
+    status, answer = await svc.post(body)
+    assert status == 400
+    assert answer["type"] == "InvalidRequest"
+    assert message in answer["error"]
+    assert "\n" not in answer["error"]
+    assert leftovers(svc.service.cache_dir) == []
+
+
+async def test_an_oversized_body_is_refused(svc: Running) -> None:
+    status, answer = await svc.post(b'{"url": "' + b"x" * (100 << 10) + b'"}')
+    assert status == 413
+    assert answer["type"] == "InvalidRequest"
+    assert "bytes" in answer["error"]
+
+
+async def test_upstream_404_is_502_naming_the_url(svc: Running, server: FaultServer) -> None:
+    url = server.url("missing.bin")
+    status, answer = await svc.post({"url": url})
+    assert status == 502
+    assert answer["type"] == "HTTPStatusError"
+    assert url in answer["error"]
+    assert "404" in answer["error"]
+
+
+async def test_digest_mismatch_is_422_and_caches_nothing(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    status, answer = await svc.post({"url": url, "sha256": "0" * 64})
+    assert status == 422
+    assert answer["type"] == "IntegrityError"
+    assert url in answer["error"]
+    assert leftovers(svc.service.cache_dir) == []
+    status, _ = await svc.get("/files/m.bin")
+    assert status == 404
+
+
+PRIVATE = ["m.bin.1a2b.part", "m.bin.1a2b.part.json", "m.bin.asyncfetch.json", "m.bin.lock",
+           ".hidden", "m.bin.3c4d.partial", "m.bin.unverified", "m.bin.hub-failed.json",
+           "m.bin.hub.lock", "m.bin.5e6f.extracting", "m.bin.77.tmp"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        *(f"/files/{name}" for name in PRIVATE),
+        "/files/..%2Fsecret.bin",
+        "/files/%2E%2E%2Fsecret.bin",
+        "/files/..%5Csecret.bin",
+        "/files/%2E%2E",
+        "/files/link.bin",  # a symlink out of the cache dir
+        "/files/nothing.bin",
+        "/files/sub",  # a directory
+    ],
+)
+async def test_only_complete_files_in_the_cache_are_served(svc: Running, path: str) -> None:
+    cache = svc.service.cache_dir
+    (cache.parent / "secret.bin").write_bytes(b"TOP SECRET CONTENT")
+    (cache / "link.bin").symlink_to(cache.parent / "secret.bin")
+    (cache / "sub").mkdir()
+    for name in PRIVATE:
+        (cache / name).write_bytes(b"partial")
+    for method in ("GET", "HEAD"):
+        async with svc.client.request(method, yarl.URL(svc.url + path, encoded=True)) as answer:
+            assert answer.status == 404
+            assert b"TOP SECRET" not in await answer.read()
+
+
+async def test_cache_lists_complete_files_and_health_answers(svc: Running) -> None:
+    cache = svc.service.cache_dir
+    (cache / "a.pth").write_bytes(b"12345")
+    (cache / "a.pth.asyncfetch.json").write_text("{}")
+    (cache / "b.pth.77.part").write_bytes(b"12")
+
+    status, body = await svc.get("/cache")
+
+    assert status == 200
+    listing = json.loads(body)
+    assert [(f["name"], f["size"]) for f in listing["files"]] == [("a.pth", 5)]
+    assert listing["files"][0]["mtime"] == pytest.approx((cache / "a.pth").stat().st_mtime)
+    assert listing["downloading"] == []
+    assert await svc.get("/health") == (200, b'{"ok": true}')
+
+
+async def test_head_gives_size_and_validators(svc: Running) -> None:
+    (svc.service.cache_dir / "a.pth").write_bytes(b"x" * 1000)
+    async with svc.client.head(f"{svc.url}/files/a.pth") as answer:
+        assert answer.status == 200
+        assert answer.headers["Content-Length"] == "1000"
+        assert answer.headers["Accept-Ranges"] == "bytes"
+        assert "ETag" in answer.headers
+        assert "Last-Modified" in answer.headers
+
+
+# ---- as a subprocess -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serve_process(cache_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m asyncfetch serve --port 0``, its URL; killed at exit if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(cache_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # the child prints it once listening
+        found = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert found, f"no URL in {line!r}"
+        yield process, found.group(0)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=START_TIMEOUT_S)
+
+
+def _http(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(url, data=data, timeout=30) as answer:  # noqa: S310 (loopback)
+        result: dict[str, Any] = json.loads(answer.read())
+        return result
+
+
+def _stop(process: subprocess.Popen[str], number: signal.Signals) -> tuple[int, str]:
+    process.send_signal(number)
+    _, stderr = process.communicate(timeout=START_TIMEOUT_S)
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_subprocess_serves_and_stops_cleanly_on_a_signal(
+    tmp_path: Path, number: signal.Signals
+) -> None:
+    with serve_process(tmp_path / "cache") as (process, url):
+        assert _http(f"{url}/health") == {"ok": True}
+        code, stderr = _stop(process, number)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert "GET /health" in stderr  # the access log
+    assert (tmp_path / "cache").is_dir()
+
+
+def test_service_is_a_mirror_for_get(tmp_path: Path, server: FaultServer, payload: bytes) -> None:
+    server.add_file("m.bin", payload)
+    slow = server.url("m.bin", rate=256 << 10)
+    with serve_process(tmp_path / "cache") as (process, url):
+        (tmp_path / "cache" / "m.bin").write_bytes(payload)  # as if fetched earlier
+        mirror = f"{url}/files/m.bin"
+        done = subprocess.run(
+            [sys.executable, "-m", "asyncfetch", "get", slow, "--mirror", mirror,
+             "-o", str(tmp_path / "out.bin"), "--json", "--chunk-size", "128K",
+             "--sha256", sha256(payload)],
+            capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
+        )  # fmt: skip
+        code, stderr = _stop(process, signal.SIGTERM)
+    assert done.returncode == 0, done.stderr
+    by_mirror = json.loads(done.stdout)["bytes_by_mirror"]
+    assert by_mirror.get(mirror, 0) > 0
+    assert sum(by_mirror.values()) == len(payload)
+    assert (tmp_path / "out.bin").read_bytes() == payload
+    assert code == 0, stderr
+    assert "GET /files/m.bin" in stderr
+
+
+def test_a_bad_port_is_a_usage_error(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "70000"],
+        capture_output=True, text=True, timeout=30, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "is not a port number" in done.stderr
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path: Path, server: FaultServer) -> None:
+    port = server.base_url.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", port, "--cache-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("asyncfetch: error: cannot listen on 127.0.0.1:" + port)
+    assert done.stderr.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_stopping_mid_download_keeps_the_part_for_the_next_run(
+    tmp_path: Path, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", rate=1 << 20)  # ~1 s for the whole file
+    cache = tmp_path / "cache"
+    with serve_process(cache) as (process, service_url), ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(_http, f"{service_url}/fetch", {"url": url})
+        for _ in range(200):  # bounded: ~10 s
+            if server.bytes_served("m.bin") > 50_000:
+                break
+            time.sleep(0.05)
+        code, stderr = _stop(process, signal.SIGTERM)
+        with pytest.raises(ConnectionError):  # the service went away before answering
+            waiting.result(timeout=START_TIMEOUT_S)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert not (cache / "m.bin").exists()
+    assert any(name.endswith(".part") for name in leftovers(cache))
+
+    with serve_process(cache) as (process, service_url):
+        answer = _http(f"{service_url}/fetch", {"url": url})  # same URL: resumable
+        _stop(process, signal.SIGTERM)
+    assert answer["resumed_bytes"] > 0
+    assert (cache / "m.bin").read_bytes() == payload

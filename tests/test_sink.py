@@ -1,0 +1,272 @@
+"""The part file: taking over abandoned parts, journaling, hashing resumed bytes, finishing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from asyncfetch import RemoteInfo, _sink
+from asyncfetch._journal import Journal, journal_path, load, save
+from asyncfetch._sink import PartFile
+from tests.faultserver import make_payload
+from tests.helpers import leftovers, sha256
+
+ETAG = '"v1"'
+DATA = make_payload(200_000, seed=7)
+
+
+def info(etag: str = ETAG, size: int = len(DATA)) -> RemoteInfo:
+    return RemoteInfo("http://h/f.bin", "http://h/f.bin", size, True, etag, None)
+
+
+def abandoned(dest: Path, token: str, runs: list[tuple[int, int]], *, etag: str = ETAG) -> Path:
+    """A part left by a dead process holding ``runs`` of DATA."""
+    part = dest.with_name(f"{dest.name}.{token}.part")
+    with part.open("wb") as file:
+        for start, end in runs:
+            file.seek(start)
+            file.write(DATA[start:end])
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    save(part, Journal("http://h/f.bin", len(DATA), etag, None, runs=runs, pid=dead))
+    return part
+
+
+async def test_a_fresh_part_has_a_private_name_and_a_journal(tmp_path: Path) -> None:
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=True)
+    try:
+        assert sink.part.name.startswith("f.bin.")
+        assert sink.part.name.endswith(".part")
+        assert load(sink.part) is not None
+        assert sink.resumed_bytes == 0
+    finally:
+        await sink.discard()
+    assert leftovers(tmp_path) == []
+
+
+async def test_resumed_bytes_are_hashed_from_disk(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    abandoned(dest, "0000aaaa", [(0, 120_000)])
+
+    sink = await PartFile.open(dest, info(), hashing=True)
+    assert sink.resumed_bytes == 120_000
+    assert sink.missing(len(DATA))[0].start == 120_000
+    await sink.write(120_000, [DATA[120_000:]])
+    digest = await sink.finalize(len(DATA), sha256(DATA))
+
+    assert digest == sha256(DATA)
+    assert dest.read_bytes() == DATA
+    assert leftovers(tmp_path) == ["f.bin"]
+
+
+async def test_the_fullest_abandoned_part_is_kept_and_the_others_deleted(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    abandoned(dest, "0000aaaa", [(0, 10_000)])
+    abandoned(dest, "0000bbbb", [(0, 50_000), (90_000, 100_000)])
+    abandoned(dest, "0000cccc", [(0, 90_000)], etag='"old"')  # another version: useless
+
+    sink = await PartFile.open(dest, info(), hashing=False)
+    try:
+        assert sink.resumed_bytes == 60_000
+        assert [p for p in leftovers(tmp_path) if p.endswith(".part")] == [sink.part.name]
+    finally:
+        await sink.close()
+
+
+async def test_a_changed_file_is_not_spliced(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    abandoned(dest, "0000aaaa", [(0, 150_000)])
+    sink = await PartFile.open(dest, info(etag='"v2"'), hashing=True)
+    try:
+        assert sink.resumed_bytes == 0
+        assert os.fstat(sink._fd).st_size == 0  # the old bytes are gone
+    finally:
+        await sink.discard()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing-and-old"])
+async def test_a_damaged_journal_means_starting_over(tmp_path: Path, damage: str) -> None:
+    dest = tmp_path / "f.bin"
+    part = abandoned(dest, "0000aaaa", [(0, 150_000)])
+    text = journal_path(part).read_text()
+    if damage == "garbage":
+        journal_path(part).write_bytes(b"\x00" * 40)
+    elif damage == "truncated":
+        journal_path(part).write_text(text[: len(text) // 2])
+    else:
+        journal_path(part).unlink()
+        os.utime(part, (time.time() - 1000, time.time() - 1000))
+
+    sink = await PartFile.open(dest, info(), hashing=True)
+    await sink.write(0, [DATA])
+    assert await sink.finalize(len(DATA), sha256(DATA)) == sha256(DATA)
+    assert leftovers(tmp_path) == ["f.bin"]  # the old part was taken over, not left behind
+
+
+async def test_a_young_part_without_journal_belongs_to_a_starting_download(
+    tmp_path: Path,
+) -> None:
+    dest = tmp_path / "f.bin"
+    young = dest.with_name("f.bin.0000aaaa.part")
+    young.write_bytes(b"x" * 10)
+    sink = await PartFile.open(dest, info(), hashing=False)
+    try:
+        assert sink.part != young
+        assert young.read_bytes() == b"x" * 10
+    finally:
+        await sink.discard()
+
+
+async def test_a_part_of_a_live_process_is_left_alone(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    part = abandoned(dest, "0000aaaa", [(0, 150_000)])
+    save(part, Journal("http://h/f.bin", len(DATA), ETAG, None, [(0, 150_000)], pid=os.getppid()))
+    sink = await PartFile.open(dest, info(), hashing=False)
+    try:
+        assert sink.part != part
+        assert sink.resumed_bytes == 0
+        assert part.stat().st_size == 150_000
+    finally:
+        await sink.discard()
+
+
+async def test_two_downloads_in_one_process_never_share_a_part(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    first = await PartFile.open(dest, info(), hashing=False)
+    await first.write(0, [DATA[:1000]])
+    first._save_journal_blocking(sync=True)
+    second = await PartFile.open(dest, info(), hashing=False)  # same pid: not "abandoned"
+    try:
+        assert second.part != first.part
+        assert second.resumed_bytes == 0
+    finally:
+        await first.discard()
+        await second.discard()
+
+
+async def test_journal_runs_past_the_end_of_the_part_are_dropped(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    part = abandoned(dest, "0000aaaa", [(0, 100_000)])
+    os.truncate(part, 60_000)  # the journal claims more than the disk holds
+    sink = await PartFile.open(dest, info(), hashing=True)
+    assert sink.resumed_bytes == 60_000
+    await sink.write(60_000, [DATA[60_000:]])
+    assert await sink.finalize(len(DATA), None) == sha256(DATA)
+
+
+async def test_journal_is_saved_after_enough_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sink, "JOURNAL_EVERY", 3600.0)
+    monkeypatch.setattr(_sink, "JOURNAL_BYTES", 50_000)
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=False)
+    try:
+        await sink.write(0, [DATA[:40_000]])
+        await sink.write(40_000, [DATA[40_000:60_000]])
+        await until_journaled(sink.part, [(0, 60_000)])
+    finally:
+        await sink.discard()
+
+
+async def test_journal_is_saved_a_moment_after_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sink, "JOURNAL_EVERY", 0.2)
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=False)
+    try:
+        await sink.write(0, [DATA[:1000]])  # one small write, then silence
+        assert load(sink.part).runs == []  # type: ignore[union-attr]
+        await until_journaled(sink.part, [(0, 1000)])
+    finally:
+        await sink.discard()
+
+
+async def until_journaled(part: Path, runs: list[tuple[int, int]]) -> None:
+    for _ in range(500):
+        journal = load(part)
+        if journal is not None and journal.runs == runs:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the journal never showed {runs}: {load(part)}")
+
+
+async def test_a_cancelled_write_lands_before_close(tmp_path: Path) -> None:
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=True)
+    big = [DATA] * 200  # 40 MB: still being written when the cancel comes
+    writing = asyncio.create_task(sink.write(0, big))
+    await asyncio.sleep(0.001)
+    writing.cancel()
+    await sink.close()  # must not close the descriptor under the write
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    assert sink.part.exists()
+
+
+async def test_close_keeps_the_part_with_an_up_to_date_journal(tmp_path: Path) -> None:
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=True)
+    await sink.write(0, [DATA[:70_000]])
+    await sink.close()
+    assert load(sink.part).runs == [(0, 70_000)]  # type: ignore[union-attr]
+    assert sink.part.stat().st_size == 70_000
+
+
+async def test_many_concurrent_opens_take_distinct_parts(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    for n in range(4):
+        abandoned(dest, f"0000000{n}", [(0, 1000 * (n + 1))])
+    sinks = await asyncio.gather(*(PartFile.open(dest, info(), hashing=False) for _ in range(6)))
+    try:
+        assert len({s.part for s in sinks}) == 6
+        assert sorted(s.resumed_bytes for s in sinks)[-1] == 4000
+    finally:
+        for sink in sinks:
+            await sink.discard()
+    assert leftovers(tmp_path) == []
+
+
+async def test_an_idle_download_keeps_its_part_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_sink, "KEEPALIVE", 0.05)
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=False)
+    try:
+        past = time.time() - 1000
+        os.utime(journal_path(sink.part), (past, past))  # no write for ages (a long stall)
+        await asyncio.sleep(0.3)
+        assert time.time() - journal_path(sink.part).stat().st_mtime < 60
+    finally:
+        await sink.discard()
+
+
+@pytest.mark.parametrize("flushed", [False, True])
+async def test_after_a_reboot_only_flushed_bytes_are_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flushed: bool
+) -> None:
+    monkeypatch.setattr(_sink, "JOURNAL_EVERY", 0.0)
+    monkeypatch.setattr(_sink, "SYNC_EVERY", 0.0 if flushed else 3600.0)
+    dest = tmp_path / "f.bin"
+    sink = await PartFile.open(dest, info(), hashing=False)
+    await sink.write(0, [DATA[:80_000]])
+    await until_journaled(sink.part, [(0, 80_000)])
+    if flushed:
+        for _ in range(500):
+            if load(sink.part).synced == [(0, 80_000)]:  # type: ignore[union-attr]
+                break
+            await asyncio.sleep(0.01)
+    await sink._stop()  # the process dies: nothing more reaches the journal
+    crashed = load(sink.part)
+    assert crashed is not None
+    sink._fd, fd = -1, sink._fd
+    os.close(fd)
+    _sink.forget_part(sink.part)
+    save(sink.part, dataclasses.replace(crashed, boot="the-boot-before", pid=2**22 + 1))
+
+    resumed = await PartFile.open(dest, info(), hashing=False)
+    try:
+        assert resumed.resumed_bytes == (80_000 if flushed else 0)
+    finally:
+        await resumed.discard()
