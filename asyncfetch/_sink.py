@@ -37,6 +37,7 @@ from ._planner import Extents
 JOURNAL_EVERY = 1.0
 JOURNAL_BYTES = 16 << 20
 SYNC_EVERY = 5.0  # fdatasync, so the journal can name bytes safe from a power cut too
+SYNC_BYTES = 256 << 20  # ... and so the final fsync has little left to flush
 KEEPALIVE = STALE_AFTER / 4
 IO_THREADS = 4
 ROOM = 64 << 10  # given back when the disk is full, so that the journal still fits
@@ -127,6 +128,7 @@ class PartFile:
         self._journal_lock = threading.Lock()  # journal writes come from several threads
         self._syncing: asyncio.Future[None] | None = None  # an fdatasync in the background
         self._synced_at = time.monotonic()
+        self._synced_bytes = self.resumed_bytes
         self._hurry = asyncio.Event()  # enough bytes: the waiting save goes now
         self._in_flight: asyncio.Future[None] | None = None  # a journal save being written
         self._writes: set[asyncio.Future[None]] = set()  # positional writes in flight
@@ -357,12 +359,15 @@ class PartFile:
             self._saver = None
 
     def _maybe_sync(self, runs: list[tuple[int, int]]) -> None:
-        """Every SYNC_EVERY seconds, flush the file in the background and journal ``runs`` as
-        synced; the quick journal saves go on meanwhile."""
+        """Every SYNC_EVERY seconds or SYNC_BYTES, flush the file in the background and journal
+        ``runs`` as synced; the quick journal saves go on meanwhile. Flushing as the download
+        goes also leaves the final fsync (before the rename) little to do."""
         busy = self._syncing is not None and not self._syncing.done()
-        if busy or time.monotonic() - self._synced_at < SYNC_EVERY:
+        written = self._extents.total()
+        due = time.monotonic() - self._synced_at >= SYNC_EVERY
+        if busy or not (due or written - self._synced_bytes >= SYNC_BYTES):
             return
-        self._synced_at = time.monotonic()
+        self._synced_at, self._synced_bytes = time.monotonic(), written
         self._syncing = asyncio.ensure_future(asyncio.to_thread(self._record_synced, runs))
         self._syncing.add_done_callback(_retrieve)
 
