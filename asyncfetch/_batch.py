@@ -20,9 +20,10 @@ from typing import Any, Protocol
 from ._budget import ConnectionBudget, host_key
 from ._cache import checkpoints_dir, file_name_for
 from ._config import DEFAULT_CONNECTIONS, RetryPolicy, Timeouts, check_connections
-from ._engine import make_request, run
+from ._engine import run
 from ._errors import InvalidRequest
 from ._models import FetchResult, ProgressCallback, ProgressEvent
+from ._request import make_request
 from ._transport import Session, Transport
 
 

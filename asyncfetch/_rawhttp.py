@@ -539,17 +539,27 @@ class RawClient:
             if not connection.closed:
                 return connection
         loop = asyncio.get_running_loop()
-        try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: Connection(loop, self._bufsize), target.host, target.port
-                ),
-                self._timeouts.connect,
+        opening = asyncio.ensure_future(
+            loop.create_connection(
+                lambda: Connection(loop, self._bufsize), target.host, target.port
             )
-        except TimeoutError:
+        )
+        # not asyncio.wait_for: before Python 3.12 it can swallow a cancellation that comes
+        # as the connection completes, and the cancelled worker would carry on
+        try:
+            done, _ = await asyncio.wait({opening}, timeout=self._timeouts.connect)
+        except BaseException:
+            opening.cancel()
+            opening.add_done_callback(_close_opened)
+            raise
+        if not done:
+            opening.cancel()
+            opening.add_done_callback(_close_opened)
             raise FetchTimeout(
                 f"{url}: no connection within {self._timeouts.connect:g} s", url=url
-            ) from None
+            )
+        try:
+            _, connection = opening.result()
         except OSError as exc:
             raise ConnectionFailed(f"{url}: connection failed ({exc})", url=url) from None
         connection.key = (target.host, target.port)
@@ -592,3 +602,9 @@ def _body_place(head: Head, url: str, byte_range: ByteRange | None) -> int | Non
             url=url,
         )
     return int(length)
+
+
+def _close_opened(opening: asyncio.Task[tuple[asyncio.Transport, Connection]]) -> None:
+    """A connection that opened after nobody wanted it any more is closed at once."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[0].abort()

@@ -1,0 +1,101 @@
+"""A download request: the caller's arguments, checked and bundled."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+
+from ._config import RetryPolicy, Timeouts, check_connections, env_settings
+from ._errors import (
+    InvalidRequest,
+)
+from ._models import ProgressCallback
+from ._transport import check_url
+
+log = logging.getLogger("asyncfetch")
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything one download needs, validated."""
+
+    urls: tuple[str, ...]
+    dest: Path
+    sha256: str | None = None
+    connections: int = 16
+    chunk_size: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    headers: Mapping[str, str] | None = None
+    progress: ProgressCallback | None = None
+    hashing: bool = True
+    offline: bool = False
+    verify: bool = False
+
+    @property
+    def url(self) -> str:
+        """The primary URL."""
+        return self.urls[0]
+
+
+def make_request(
+    url: str,
+    dest: str | PathLike[str],
+    *,
+    mirrors: Iterable[str] = (),
+    sha256: str | None = None,
+    connections: int = 16,
+    chunk_size: int | None = None,
+    retry: RetryPolicy | int | None = None,
+    timeout: Timeouts | float | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: ProgressCallback | None = None,
+    hash: bool = True,
+    offline: bool | None = None,
+    verify: bool = False,
+) -> Request:
+    """Check the caller's arguments and bundle them; raises InvalidRequest on bad input.
+
+    ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says.
+    """
+    urls = (check_url(url), *_usable_mirrors(url, mirrors))
+    if sha256 is not None and not _SHA256.fullmatch(sha256):
+        raise InvalidRequest(f"sha256 must be 64 hex digits, got {sha256!r}", url=url)
+    if chunk_size is not None and chunk_size < 1:
+        raise InvalidRequest(f"chunk_size must be positive, got {chunk_size}", url=url)
+    return Request(
+        urls=urls,
+        dest=Path(dest).expanduser().absolute(),
+        sha256=sha256.lower() if sha256 else None,
+        connections=check_connections(connections),
+        chunk_size=chunk_size,
+        retry=RetryPolicy.coerce(retry),
+        timeouts=Timeouts.coerce(timeout),
+        headers=headers,
+        progress=progress,
+        hashing=hash or sha256 is not None,
+        offline=env_settings().offline if offline is None else offline,
+        verify=verify,
+    )
+
+
+def _usable_mirrors(url: str, mirrors: Iterable[str]) -> list[str]:
+    """The mirrors worth trying, duplicates merged; a malformed one is skipped with a warning."""
+    usable: list[str] = []
+    for mirror in mirrors:
+        try:
+            check_url(mirror)
+        except InvalidRequest as exc:
+            log.warning("skipping mirror: %s", exc)
+            continue
+        if mirror != url and mirror not in usable:
+            usable.append(mirror)
+    return usable
+
+
