@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterab
 from dataclasses import dataclass, fields
 from os import PathLike
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._budget import ConnectionBudget, host_key
 from ._cache import checkpoints_dir, file_name_for
@@ -24,7 +24,10 @@ from ._engine import run
 from ._errors import InvalidRequest
 from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._request import make_request
-from ._transport import Session, Transport
+from ._transport import Transport
+
+if TYPE_CHECKING:
+    from ._transport import Session
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from os import PathLike
+from typing import TYPE_CHECKING
 
 from . import _cache
 from ._config import RetryPolicy, Timeouts
@@ -19,7 +20,10 @@ from ._lock import TargetLock
 from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._request import Request, make_request
 from ._sink import check_destination
-from ._transport import Session, Transport
+from ._transport import Transport
+
+if TYPE_CHECKING:
+    from ._transport import Session
 
 
 async def fetch(

@@ -8,11 +8,15 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ._config import Timeouts, check_connections
 from ._errors import FetchError, InvalidRequest
 from ._models import ByteRange, RemoteInfo
-from ._transport import Session, Transport, check_url
+from ._transport import Transport, check_url
+
+if TYPE_CHECKING:
+    from ._transport import Session
 
 DEFAULT_SAMPLE = 8 << 20
 HASH_BATCH = 1 << 20

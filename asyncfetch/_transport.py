@@ -12,10 +12,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
-
-import aiohttp
-import yarl
+from typing import TYPE_CHECKING, Protocol
 
 from ._budget import ConnectionBudget, host_key
 from ._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
@@ -39,14 +36,19 @@ _PROBE_RANGE = ByteRange(0, 1)
 READ_BUFSIZE = 1 << 18
 WRITE_BATCH = 1 << 20
 
-Session = aiohttp.ClientSession
-"""An application's own HTTP session, which asyncfetch can use instead of opening one."""
+if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit never pays
+    import aiohttp  # for it (~0.25 s); the names below are for annotations only
+
+    Session = aiohttp.ClientSession
+    """An application's own HTTP session, which asyncfetch can use instead of opening one."""
 _HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
 
 
 def check_url(url: str) -> str:
     """Return ``url`` if it is an absolute http(s) URL, else raise InvalidRequest."""
     try:
+        import yarl  # lazily, as aiohttp (which depends on it)
+
         parsed = yarl.URL(url)
     except (ValueError, TypeError) as exc:
         raise InvalidRequest(f"{url!r} is not a valid URL: {exc}", url=url) from None
@@ -62,6 +64,8 @@ def check_url(url: str) -> str:
 @asynccontextmanager
 async def translate_errors(url: str) -> AsyncIterator[None]:
     """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first."""
+    import aiohttp
+
     try:
         yield
     except aiohttp.TooManyRedirects as exc:
@@ -191,6 +195,8 @@ class Transport:
 
     async def __aenter__(self) -> Transport:
         if self._session is None:
+            import aiohttp
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connections + 2, ttl_dns_cache=300),
                 timeout=aiohttp.ClientTimeout(

@@ -96,3 +96,18 @@ def test_importing_the_package_does_not_import_torch() -> None:
     code = "import sys, asyncfetch; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_a_cache_hit_does_not_import_aiohttp(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cached = tmp_path / "model.bin"
+    cached.write_bytes(b"weights")
+    code = (
+        "import sys, asyncfetch; "
+        f"r = asyncfetch.download('http://127.0.0.1:9/model.bin', {str(cached)!r}, offline=True); "
+        "print(r.cached, 'aiohttp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "False"]
