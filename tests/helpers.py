@@ -80,3 +80,17 @@ def read_only(directory: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["umount", str(directory)], check=True)
+
+
+def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m asyncfetch ARGS`` from this checkout and capture its output."""
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "asyncfetch", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(**env),
+        check=False,
+    )

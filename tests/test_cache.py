@@ -19,7 +19,7 @@ from asyncfetch import DestinationError, InvalidRequest, OfflineError, cache
 from asyncfetch._cache import cached_path, read_marker, write_marker
 from asyncfetch._journal import Journal, save
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import cli_env, leftovers, read_only, sha256
+from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256
 from tests.test_resume import wait_until
 
 DATA = make_payload(200_000, seed=41)
@@ -32,16 +32,6 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("ASYNCFETCH_OFFLINE", raising=False)
     return tmp_path / "torch" / "hub" / "checkpoints"
 
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "asyncfetch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(**env),
-        check=False,
-    )
 
 
 def keep_mtime(path: Path, data: bytes) -> None:

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.faultserver import FaultServer
-from tests.helpers import cli_env, leftovers, read_only, sha256
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m asyncfetch ARGS`` and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "asyncfetch", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=cli_env(),
-        check=False,
-    )
+from tests.helpers import leftovers, read_only, run_cli, sha256
 
 
 def test_get_writes_the_file_and_prints_json(

@@ -17,7 +17,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["_errors", "_config", "_models"], 0),
     **dict.fromkeys(["_planner", "_mirrors", "_journal", "_hasher", "_http", "_lock",
                      "_budget", "_sync"], 1),  # fmt: skip
-    **dict.fromkeys(["_retry", "_rawhttp", "_transport", "_parts", "_sink", "_cache",
+    **dict.fromkeys(["_retry", "_rawconn", "_rawhttp", "_transport", "_parts", "_sink", "_cache",
                      "_cachedir", "_progress"], 2),  # fmt: skip
     **dict.fromkeys(["_probe", "_blame", "_request", "_download", "_engine", "_rank"], 3),
     **dict.fromkeys(["_batch", "_manifest"], 4),

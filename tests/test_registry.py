@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from asyncfetch._registry import (
     registry_path,
 )
 from tests.faultserver import FaultServer
-from tests.helpers import REPO_ROOT, cli_env, leftovers, sha256
+from tests.helpers import REPO_ROOT, leftovers, run_cli, sha256
 
 EXAMPLE = REPO_ROOT / "examples" / "registry.toml"
 
@@ -167,16 +165,6 @@ def test_the_example_registry_is_valid_documentation() -> None:
 
 # the command line ---------------------------------------------------------------------------
 
-
-def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "asyncfetch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(**env),
-        check=False,
-    )
 
 
 def test_get_name_downloads_the_entry_checking_its_hash_prefix(
