@@ -69,13 +69,23 @@ def read_only(directory: Path) -> Iterator[None]:
         finally:
             directory.chmod(0o700)
         return
+    with tmpfs(directory, "ro,size=64k"):
+        yield
+
+
+@contextlib.contextmanager
+def tmpfs(directory: Path, options: str) -> Iterator[None]:
+    """A tmpfs mounted on ``directory`` with mount ``options`` for the block (root only; the
+    test is skipped where mounting is not allowed)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(directory)],
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
         capture_output=True,
         check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot make a read-only directory as root: {mounted.stderr!r}")
+        pytest.skip(f"cannot mount a tmpfs on {directory}: {mounted.stderr!r}")
     try:
         yield
     finally:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from asyncfetch import DestinationError, InvalidRequest, OfflineError, cache
 from asyncfetch._cache import cached_path, read_marker, write_marker
 from asyncfetch._journal import Journal, save
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256
+from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256, tmpfs
 from tests.test_resume import wait_until
 
 DATA = make_payload(200_000, seed=41)
@@ -322,22 +321,9 @@ def test_an_unwritable_cache_dir_is_named(tmp_path: Path) -> None:
     assert f"directory {locked} is not writable" in here.stderr
 
 
-@contextlib.contextmanager
-def small_disk(directory: Path, size: str) -> Iterator[None]:
+def small_disk(directory: Path, size: str) -> contextlib.AbstractContextManager[None]:
     """A tmpfs of ``size`` mounted on ``directory`` (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr!r}")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(directory)], check=True)
+    return tmpfs(directory, f"size={size}")
 
 
 async def test_disk_full_keeps_the_partial_and_resumes_once_there_is_room(
