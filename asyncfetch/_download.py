@@ -150,7 +150,7 @@ class Download:
             async for attempt in policy:
                 with attempt:
                     source = self._choose_source(home)
-                    task.begin(source, time.monotonic())
+                    task.begin(time.monotonic())
                     await self._attempt_task(task, source, sink)
         except TransportError as exc:
             raise self._exhausted(task, exc, policy.statistics.get("attempt_number", 1)) from exc
@@ -228,7 +228,7 @@ class Download:
                 url, byte_range, if_range=validator, window=task, fast=not to_eof
             ) as body:
                 started = body.sent_at  # a wait for a batch's connection slot is not slowness
-                task.begin(source, started)
+                task.begin(started)
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)

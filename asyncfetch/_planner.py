@@ -106,13 +106,12 @@ class Task:
     pos: int
     stop: int
     reached: int = 0
-    source: str = ""
     began: float = 0.0
     began_at: int = 0
 
-    def begin(self, source: str, now: float) -> None:
-        """An attempt at this task starts now, from ``pos``, on ``source``."""
-        self.source, self.began, self.began_at, self.reached = source, now, self.pos, self.pos
+    def begin(self, now: float) -> None:
+        """An attempt at this task starts now, from ``pos``."""
+        self.began, self.began_at, self.reached = now, self.pos, self.pos
 
     def rate(self, now: float) -> float:
         """Bytes per second received in the current attempt (0 before any)."""

@@ -62,7 +62,7 @@ def test_idle_worker_splits_the_largest_task_in_half() -> None:
     scheduler = Scheduler([ByteRange(0, 8 * MiB)])
     first = scheduler.take()
     assert first is not None
-    first.begin("http://a", now=10.0)
+    first.begin(now=10.0)
     thief = scheduler.take(now=10.5)
     assert thief is not None
     assert (first.start, first.stop) == (0, 4 * MiB)
@@ -73,7 +73,7 @@ def test_bytes_in_hand_are_never_stolen() -> None:
     scheduler = Scheduler([ByteRange(0, 8 * MiB)])
     victim = scheduler.take()
     assert victim is not None
-    victim.begin("http://a", now=10.0)
+    victim.begin(now=10.0)
     victim.reached = 6 * MiB  # received, not yet written: 6 MiB in 10 s
     thief = scheduler.take(now=20.0)
     assert thief is not None
@@ -85,7 +85,7 @@ def test_a_range_about_to_finish_is_not_split() -> None:
     scheduler = Scheduler([ByteRange(0, 8 * MiB)])
     victim = scheduler.take()
     assert victim is not None
-    victim.begin("http://a", now=10.0)
+    victim.begin(now=10.0)
     victim.reached = 4 * MiB  # 4 MiB in 0.25 s: the other 4 take another 0.25 s
     assert scheduler.take(now=10.25) is None
     assert scheduler.may_steal_later()
@@ -95,7 +95,7 @@ def test_a_range_just_started_is_not_split_yet() -> None:
     scheduler = Scheduler([ByteRange(0, 8 * MiB)])
     victim = scheduler.take()
     assert victim is not None
-    victim.begin("http://a", now=10.0)
+    victim.begin(now=10.0)
     assert scheduler.take(now=10.05) is None
 
 
@@ -109,7 +109,7 @@ def test_a_much_faster_thief_takes_over_a_slow_connection() -> None:
     scheduler = Scheduler([ByteRange(0, 3 * MiB)])
     slow = scheduler.take()
     assert slow is not None
-    slow.begin("http://slow", now=100.0)
+    slow.begin(now=100.0)
     slow.pos = 100_000  # 100 kB in 2 s: 50 kB/s
     thief = scheduler.take(thief_speed=10e6, now=102.0)
     assert thief is not None
@@ -121,7 +121,7 @@ def test_a_connection_just_started_is_not_taken_over() -> None:
     scheduler = Scheduler([ByteRange(0, 3 * MiB)])
     slow = scheduler.take()
     assert slow is not None
-    slow.begin("http://slow", now=100.0)
+    slow.begin(now=100.0)
     slow.pos = 1000
     thief = scheduler.take(thief_speed=10e6, now=100.3)
     assert thief is not None
