@@ -200,6 +200,13 @@ class Connection(asyncio.BufferedProtocol):
             self._error = self._cut_error(self._lost)
         self._resume()
 
+    def end_without_body(self) -> None:
+        """The answer has no body (it answered a HEAD): the exchange is over."""
+        self.state = DONE
+        if self._early:
+            self.keep_alive = False  # bytes after the head of a bodiless answer: don't trust
+            self._early = b""
+
     async def next_batch(self) -> memoryview | None:
         """The next received bytes, to be written at the window's ``pos``; None at the end.
 

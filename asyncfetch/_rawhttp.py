@@ -34,7 +34,9 @@ from ._rawconn import (
     parse_head,
 )
 
-__all__ = ["RawBody", "RawClient", "Span", "Window", "parse_head", "proxied", "plain_target"]
+__all__ = [
+    "Head", "RawBody", "RawClient", "Span", "Window", "parse_head", "plain_target", "proxied"
+]
 
 WATCHDOG_TICK = 0.25
 IDLE_PER_HOST = 32
@@ -49,9 +51,9 @@ class Target:
     netloc: str
     path: str
 
-    def request(self, headers: Mapping[str, str]) -> bytes | None:
-        """The GET request bytes, or None when a header cannot be sent as is."""
-        lines = [f"GET {self.path} HTTP/1.1", f"Host: {self.netloc}"]
+    def request(self, headers: Mapping[str, str], method: str = "GET") -> bytes | None:
+        """The request bytes, or None when a header cannot be sent as is."""
+        lines = [f"{method} {self.path} HTTP/1.1", f"Host: {self.netloc}"]
         for name, value in headers.items():
             if name.lower() == "host" or any(c in name + value for c in "\r\n\0"):
                 return None
@@ -170,6 +172,22 @@ class RawClient:
         self.finish(connection)
         self._general.add(url)
         return None
+
+    async def head(self, url: str, headers: Mapping[str, str]) -> Head | None:
+        """Send a HEAD request for ``url`` and return the answer's head, whatever its status;
+        None when aiohttp must do this request.
+
+        Raises:
+            ConnectionFailed, FetchTimeout: no connection, or no answer.
+        """
+        target = self.target(url)
+        request = target.request(headers, "HEAD") if target is not None else None
+        if target is None or request is None:
+            return None
+        connection, head = await self._exchange(target, request, url)
+        connection.end_without_body()
+        self.finish(connection)
+        return head
 
     def finish(self, connection: Connection) -> None:
         """The exchange is over: pool the connection if it can carry another, else drop it."""

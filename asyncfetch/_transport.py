@@ -26,7 +26,7 @@ from ._errors import (
     TruncatedBody,
 )
 from ._http import RangeNotHonoured as RangeNotHonoured
-from ._http import check_answer, parse_content_range, status_error
+from ._http import check_answer, is_encoded, parse_content_range, status_error
 from ._models import ByteRange, RemoteInfo
 from ._rawhttp import RawClient, Span, Window
 
@@ -192,22 +192,10 @@ class Transport:
         fast = session is None and env_settings().fast_path
         self._raw = RawClient(timeouts) if fast else None
         self._budget = budget
+        self._entered = False
 
     async def __aenter__(self) -> Transport:
-        if self._session is None:
-            import aiohttp
-
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connections + 2, ttl_dns_cache=300),
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    sock_connect=self._timeouts.connect,
-                    sock_read=self._timeouts.read,
-                ),
-                trust_env=True,
-                auto_decompress=False,
-                read_bufsize=READ_BUFSIZE,
-            )
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -221,20 +209,52 @@ class Transport:
         if self._owns_session and self._session is not None:
             await self._session.close()
             self._session = None
+        self._entered = False
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        """The aiohttp session (inside ``async with`` only)."""
-        if self._session is None:
+        """The aiohttp session (inside ``async with`` only), opened on first use: a download
+        that stays on the fast path never imports aiohttp."""
+        if not self._entered:
             raise RuntimeError("Transport used outside 'async with'")
+        if self._session is None:
+            self._session = _open_session(self._timeouts, self._connections)
         return self._session
 
     async def probe(self, url: str) -> RemoteInfo:
         """Learn size, Range support and validators: HEAD, then a 1-byte GET if HEAD falls short."""
+        if self._raw is not None:
+            fast = await self._raw_head(url)
+            if fast is not None:
+                return fast
         head = await self._head(url)
         if head is not None and head.size is not None and head.accepts_ranges:
             return head
         return await self._probe_with_get(url, head)
+
+    async def _raw_head(self, url: str) -> RemoteInfo | None:
+        """HEAD on the fast path, so a plain-http download never needs aiohttp. None when the
+        answer is not a plain "this size, ranges welcome" (a redirect, a refused HEAD, an
+        encoded body): the full probe then starts over with aiohttp."""
+        assert self._raw is not None
+        async with self._slot(url):
+            head = await self._raw.head(url, self._headers)
+            if head is not None and head.status >= 400 and head.status not in _HEAD_REFUSED:
+                raise status_error(head.status, head.reason, head.headers, url)
+        if head is None or head.status != 200 or is_encoded(head.headers):
+            return None
+        length = head.headers.get("content-length", "")
+        ranged = head.headers.get("accept-ranges", "").strip().lower() == "bytes"
+        if not (length.isdigit() and ranged):
+            return None
+        return RemoteInfo(
+            url=url,
+            final_url=url,
+            size=int(length),
+            accepts_ranges=True,
+            etag=head.headers.get("etag"),
+            last_modified=head.headers.get("last-modified"),
+        )
 
     @asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[float]:
@@ -324,6 +344,20 @@ class Transport:
                 span = window or Span()
                 size = response.content_length
                 yield AioBody(response, url, byte_range, size, span, sent_at=sent_at)
+
+
+def _open_session(timeouts: Timeouts, connections: int) -> aiohttp.ClientSession:
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections + 2, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+        ),
+        trust_env=True,
+        auto_decompress=False,
+        read_bufsize=READ_BUFSIZE,
+    )
 
 
 def _check_response(

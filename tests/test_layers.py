@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
+from tests.faultserver import FaultServer
 
 PACKAGE = Path(asyncfetch.__file__).parent
 
@@ -111,3 +112,22 @@ def test_a_cache_hit_does_not_import_aiohttp(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["True", "False"]
+
+
+def test_a_plain_http_download_does_not_import_aiohttp(server: FaultServer, tmp_path: Path) -> None:
+    """Probe and ranges both take the fast path, so aiohttp's import (~0.1 s) is not paid."""
+    import subprocess
+    import sys
+
+    data = bytes(range(256)) * 4096
+    url = server.add_file("plain.bin", data)
+    dest = tmp_path / "plain.bin"
+    code = (
+        "import sys, asyncfetch; "
+        f"asyncfetch.download({url!r}, {str(dest)!r}, connections=4, chunk_size=65536); "
+        "print('aiohttp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    assert dest.read_bytes() == data
+    assert [r.method for r in server.requests][0] == "HEAD"
