@@ -46,6 +46,7 @@ class Download:
         self.done = 0
         self.size: int | None = None
         self.info: RemoteInfo | None = None  # what the probe found
+        self._task_ended: asyncio.Future[None] | None = None  # what idle workers wait for
 
     async def run(self) -> FetchResult:
         """Probe, download, verify, rename; emit events; return the result."""
@@ -131,17 +132,30 @@ class Download:
                 if task is None:
                     if not scheduler.may_steal_later():
                         return
-                    await asyncio.sleep(STEAL_POLL)  # the slow tail may become worth taking
+                    await self._idle()  # the slow tail may become worth taking
                     continue
                 try:
                     await self._fetch_task(task, home, sink)
                 except BaseException:
                     scheduler.give_back(task)
+                    self._wake_idle()
                     raise
                 scheduler.complete(task)
+                self._wake_idle()
                 home = self.board.rehome(home, time.monotonic())
         finally:
             self.board.leave(home)
+
+    async def _idle(self) -> None:
+        """Wait up to STEAL_POLL, or less when a task ends (maybe the last one: then the
+        download is over, and nobody should wait out a poll interval for it)."""
+        if self._task_ended is None or self._task_ended.done():
+            self._task_ended = asyncio.get_running_loop().create_future()
+        await asyncio.wait({self._task_ended}, timeout=STEAL_POLL)
+
+    def _wake_idle(self) -> None:
+        if self._task_ended is not None and not self._task_ended.done():
+            self._task_ended.set_result(None)
 
     async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> None:
         """Fetch ``task`` with retries, switching sources as needed."""

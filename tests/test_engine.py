@@ -43,6 +43,22 @@ async def test_parallel_ranges_give_the_exact_file(
     assert server.max_concurrent > 1
 
 
+async def test_download_ends_when_its_last_range_does_not_a_poll_later(
+    server: FaultServer, payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 chunks, 2 connections: one worker goes idle while the last chunk is still in flight,
+    # and waits to steal; when that chunk lands, it must notice at once
+    monkeypatch.setattr("asyncfetch._download.STEAL_POLL", 30.0)
+    server.add_file("tail.bin", payload)
+    url = server.url("tail.bin", rate=2 << 20)
+    started = time.monotonic()
+
+    await asyncfetch.fetch(url, tmp_path / "tail.bin", chunk_size=400 * KiB, connections=2)
+
+    assert time.monotonic() - started < 10.0  # not the 30 s poll interval
+    assert (tmp_path / "tail.bin").read_bytes() == payload
+
+
 async def test_expected_digest_is_checked(
     server: FaultServer, payload: bytes, tmp_path: Path
 ) -> None:
