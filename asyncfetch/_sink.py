@@ -39,7 +39,10 @@ JOURNAL_BYTES = 16 << 20
 SYNC_EVERY = 5.0  # fdatasync, so the journal can name bytes safe from a power cut too
 SYNC_BYTES = 256 << 20  # ... and so the final fsync has little left to flush
 KEEPALIVE = STALE_AFTER / 4
-IO_THREADS = 4
+# One thread does the writes: concurrent pwrites to one file contend on its inode lock and
+# burn CPU (4 GiB over 16 connections: 4 threads 4.75 s and 6.6 CPU s, 1 thread 3.95 s and
+# 5.2 CPU s). Flushes and journal saves run elsewhere, so they never hold up a write.
+WRITE_THREADS = 1
 ROOM = 64 << 10  # given back when the disk is full, so that the journal still fits
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
@@ -48,8 +51,8 @@ Repair = Callable[[str], Awaitable[str | None]]
 
 
 @functools.cache
-def _io_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="asyncfetch-io")
+def _writer() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="asyncfetch-write")
 
 
 def check_destination(dest: Path, url: str | None = None) -> None:
@@ -140,7 +143,7 @@ class PartFile:
     async def open(cls, dest: Path, info: RemoteInfo, *, hashing: bool) -> PartFile:
         """Open a part file for ``dest``, resuming an abandoned one for the same remote file."""
         loop = asyncio.get_running_loop()
-        sink = await loop.run_in_executor(_io_pool(), cls._open_blocking, dest, info, hashing)
+        sink = await loop.run_in_executor(None, cls._open_blocking, dest, info, hashing)
         sink._keepalive = loop.create_task(sink._keep_alive())
         return sink
 
@@ -188,7 +191,7 @@ class PartFile:
             return
         length = sum(len(b) for b in buffers)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(_io_pool(), _pwrite_all, self._fd, buffers, offset)
+        future = loop.run_in_executor(_writer(), _pwrite_all, self._fd, buffers, offset)
         self._writes.add(future)
         future.add_done_callback(self._writes.discard)
         try:
@@ -250,7 +253,7 @@ class PartFile:
                 expected=expected_sha256,
                 actual=digest or "",
             )
-        await _settle(asyncio.get_running_loop().run_in_executor(_io_pool(), self._commit_blocking))
+        await _settle(asyncio.get_running_loop().run_in_executor(None, self._commit_blocking))
         return digest
 
     async def rehash(self, size: int) -> str:
