@@ -79,19 +79,30 @@ def plan_chunks(
 
     The first round of chunks is small and each later round twice as large, up to
     ``chunk_size``: the in-order hash can start almost at once, and large files still need
-    few requests.
+    few requests. Near the end chunks shrink again, to what is left divided by the
+    connections (never below the first round's size), so all connections finish at about the
+    same time instead of a few large last chunks holding the tail. An explicit ``chunk_size``
+    is used as is throughout.
     """
+    workers = max(connections, 1)
     largest = chunk_size or DEFAULT_CHUNK
+    left = sum(gap.length for gap in gaps)
     chunks: list[ByteRange] = []
     for gap in gaps:
         start = gap.start
         while start < gap.end:
-            ramp = FIRST_CHUNK << min(len(chunks) // max(connections, 1), 20)
-            step = largest if chunk_size else min(largest, ramp)
+            step = largest if chunk_size else _guided_step(len(chunks), left, workers)
             end = min(start + step, gap.end)
             chunks.append(ByteRange(start, end))
+            left -= end - start
             start = end
     return chunks
+
+
+def _guided_step(planned: int, left: int, workers: int) -> int:
+    ramp = FIRST_CHUNK << min(planned // workers, 20)
+    share = -(-left // workers)  # guided self-scheduling: the tail evens out across workers
+    return max(FIRST_CHUNK, min(DEFAULT_CHUNK, ramp, share))
 
 
 @dataclass(eq=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -56,6 +59,24 @@ def test_first_chunks_are_small_then_grow() -> None:
     assert [c.length for c in chunks[:4]] == [MiB] * 4
     assert chunks[4].length == 2 * MiB
     assert max(c.length for c in chunks) == 16 * MiB
+
+
+@given(st.integers(1, 1 << 33), st.integers(1, 32))
+def test_chunks_shrink_to_an_even_share_at_the_end(size: int, connections: int) -> None:
+    left = size
+    for chunk in plan_chunks([ByteRange(0, size)], connections=connections):
+        assert chunk.length <= max(MiB, -(-left // connections))
+        left -= chunk.length
+
+
+@pytest.mark.parametrize("size", [1 << 30, 4 << 30, 1_000_000_007])
+def test_equal_connections_finish_together(size: int) -> None:
+    # workers at one speed take the chunks in order, each as soon as it is free: the last
+    # ones end within one small chunk of each other, not one big chunk apart
+    free_at = [0] * 16
+    for chunk in plan_chunks([ByteRange(0, size)], connections=16):
+        heapq.heapreplace(free_at, free_at[0] + chunk.length)
+    assert max(free_at) - min(free_at) <= MiB
 
 
 def test_idle_worker_splits_the_largest_task_in_half() -> None:
