@@ -20,7 +20,6 @@ When is an existing file a hit?
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import hashlib
 import json
 import os
@@ -345,6 +344,8 @@ def _newer_upstream(info: RemoteInfo, st: os.stat_result) -> bool:
     """Whether the server's copy changed after the file was written (Last-Modified)."""
     if not info.last_modified:
         return False
+    import email.utils  # lazily: ~10 ms to import, and most checks never get here
+
     try:
         changed = email.utils.parsedate_to_datetime(info.last_modified).timestamp()
     except (TypeError, ValueError):

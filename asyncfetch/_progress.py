@@ -16,9 +16,10 @@ import dataclasses
 import sys
 import threading
 from collections import deque
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # tqdm is imported when a bar is drawn (~15 ms a start-up otherwise)
+    from tqdm import tqdm
 
 from ._models import ProgressEvent
 
@@ -33,7 +34,7 @@ class ProgressBar:
 
     def __call__(self, event: ProgressEvent) -> None:
         if self._bar is None and event.kind in ("bytes", "started"):
-            self._bar = tqdm(
+            self._bar = _new_bar(
                 total=event.total,
                 initial=event.done - event.delta,
                 unit="B",
@@ -78,7 +79,7 @@ class BatchProgress:
         self._sizes: dict[str, int] = {}
         self._seen: dict[str, int] = {}
         self._bars: dict[str, tuple[int, tqdm]] = {}
-        self._total = tqdm(
+        self._total = _new_bar(
             total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=self._describe(),
             file=self._stream, dynamic_ncols=True, position=0, leave=True,
         )  # fmt: skip
@@ -114,7 +115,7 @@ class BatchProgress:
         if free is None:
             return
         name = url.rsplit("/", 1)[-1].split("?", 1)[0] or url
-        bar = tqdm(
+        bar = _new_bar(
             total=self._sizes.get(url), unit="B", unit_scale=True, unit_divisor=1024,
             desc=name[:30], file=self._stream, dynamic_ncols=True, position=free, leave=False,
         )  # fmt: skip
@@ -211,3 +212,9 @@ class ProgressStream:
 def _set_done(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _new_bar(**options: Any) -> tqdm:
+    from tqdm import tqdm
+
+    return tqdm(**options)

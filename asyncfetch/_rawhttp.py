@@ -14,8 +14,9 @@ connections that stay silent longer than the read timeout.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -81,6 +82,12 @@ def plain_target(url: str) -> Target | None:
 
 def proxied(host: str) -> bool:
     """Whether aiohttp with ``trust_env`` would send a request to ``host`` via a proxy."""
+    if sys.platform.startswith("linux") and not any(
+        name.lower().endswith("_proxy") for name in os.environ
+    ):
+        return False  # what getproxies() finds on Linux, without importing urllib.request
+    import urllib.request
+
     return "http" in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
 
 
