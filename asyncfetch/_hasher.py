@@ -1,16 +1,25 @@
 """SHA-256 of a file while it is being written: a thread hashes the contiguous prefix as it grows.
 
 The hasher reads back from the file (page cache) rather than keeping received bytes around,
-so memory stays at one small buffer whatever the file size or the order bytes arrive in.
+so memory stays small whatever the file size or the order bytes arrive in. It maps the file
+rather than copying it out with pread: the hash thread is the critical path of a verified
+download on a fast link, and the copy cost it ~12% (1 GiB from page cache: 0.95 s by pread,
+0.84 s mapped, 0.77 s for the hash alone).
+
+Mapping is safe because only bytes this process wrote are mapped, and nothing shrinks the part
+file while the hasher runs (restart and the disk-full path stop it first): reading a mapped
+page past the end of a file would raise SIGBUS.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import threading
 
-HASH_BLOCK = 1 << 20  # as fast as 4 MiB from page cache; a batch runs one hasher per file
+HASH_BLOCK = 1 << 20  # what one update() gets: as fast as larger ones
+MAP_WINDOW = 64 << 20  # how much is mapped at a time
 
 
 class PrefixHasher:
@@ -65,8 +74,6 @@ class PrefixHasher:
         self._thread.join()
 
     def _run(self) -> None:
-        buffer = bytearray(HASH_BLOCK)
-        view = memoryview(buffer)
         try:
             while True:
                 with self._cond:
@@ -75,15 +82,35 @@ class PrefixHasher:
                     if self._hashed >= self._target:
                         return
                     target = self._target
-                self._hash_up_to(target, view)
+                self._hash_up_to(target)
         except OSError as exc:
             self._error = exc
 
-    def _hash_up_to(self, target: int, view: memoryview) -> None:
+    def _hash_up_to(self, target: int) -> None:
         while self._hashed < target:
-            want = min(len(view), target - self._hashed)
-            got = os.preadv(self._fd, [view[:want]], self._hashed)
+            base = self._hashed - self._hashed % mmap.ALLOCATIONGRANULARITY
+            length = min(target, base + MAP_WINDOW) - base
+            try:
+                mapped = mmap.mmap(self._fd, length, access=mmap.ACCESS_READ, offset=base)
+            except (OSError, ValueError):  # cannot map (file system; shorter than length)
+                self._read_up_to(base + length)
+                continue
+            with mapped, memoryview(mapped) as window:
+                self._update(window, self._hashed - base, length)
+
+    def _update(self, window: memoryview, start: int, end: int) -> None:
+        for pos in range(start, end, HASH_BLOCK):
+            block = window[pos : min(pos + HASH_BLOCK, end)]
+            self._sha.update(block)
+            self._hashed += len(block)
+            block.release()
+
+    def _read_up_to(self, target: int) -> None:
+        buffer = memoryview(bytearray(HASH_BLOCK))
+        while self._hashed < target:
+            want = min(len(buffer), target - self._hashed)
+            got = os.preadv(self._fd, [buffer[:want]], self._hashed)
             if got <= 0:
                 raise OSError(f"unexpected end of file at byte {self._hashed}")
-            self._sha.update(view[:got])
+            self._sha.update(buffer[:got])
             self._hashed += got

@@ -1,0 +1,55 @@
+"""PrefixHasher: the in-order SHA-256 of a file while it is being written."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from asyncfetch import _hasher
+from asyncfetch._hasher import PrefixHasher
+from tests.faultserver import make_payload
+
+DATA = make_payload(3 * mmap.ALLOCATIONGRANULARITY * 5 + 12345)
+
+
+@pytest.fixture
+def part(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path / "f.part", os.O_RDWR | os.O_CREAT)
+    yield fd
+    os.close(fd)
+
+
+def test_hashes_the_prefix_as_it_grows_across_map_windows(
+    part: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_hasher, "MAP_WINDOW", 2 * mmap.ALLOCATIONGRANULARITY)
+    monkeypatch.setattr(_hasher, "HASH_BLOCK", 10_000)  # blocks straddle the windows
+    hasher = PrefixHasher(part)
+    for start in range(0, len(DATA), 50_000):  # written and announced piece by piece
+        piece = DATA[start : start + 50_000]
+        os.pwrite(part, piece, start)
+        hasher.advance(start + len(piece))
+    assert hasher.digest(len(DATA)) == hashlib.sha256(DATA).hexdigest()
+
+
+def test_a_file_shorter_than_announced_is_an_error_not_a_crash(part: int) -> None:
+    # reading a mapping past the end of the file would kill the process with SIGBUS
+    os.pwrite(part, DATA[:1000], 0)
+    with pytest.raises(OSError, match="end of file at byte 1000"):
+        PrefixHasher(part).digest(len(DATA))
+
+
+def test_falls_back_to_reading_where_the_file_cannot_be_mapped(
+    part: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> mmap.mmap:
+        raise OSError("mmap not supported here")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    os.pwrite(part, DATA, 0)
+    assert PrefixHasher(part).digest(len(DATA)) == hashlib.sha256(DATA).hexdigest()
