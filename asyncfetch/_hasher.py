@@ -19,7 +19,7 @@ import os
 import threading
 
 HASH_BLOCK = 1 << 20  # what one update() gets: as fast as larger ones
-MAP_WINDOW = 64 << 20  # how much is mapped at a time
+MAP_WINDOW = 8 << 20  # mapped at a time: mapped pages count in RSS, so keep it small
 
 
 class PrefixHasher:
