@@ -28,6 +28,7 @@ class Extents:
     def __init__(self, runs: Iterable[tuple[int, int]] = ()) -> None:
         self._starts: list[int] = []
         self._ends: list[int] = []
+        self._total = 0  # kept up to date: asked after every write
         for start, end in runs:
             self.add(start, end)
 
@@ -40,6 +41,7 @@ class Extents:
         if i < j:
             start = min(start, self._starts[i])
             end = max(end, self._ends[j - 1])
+        self._total += end - start - sum(self._ends[k] - self._starts[k] for k in range(i, j))
         self._starts[i:j] = [start]
         self._ends[i:j] = [end]
 
@@ -55,7 +57,7 @@ class Extents:
 
     def total(self) -> int:
         """How many bytes are present."""
-        return sum(e - s for s, e in zip(self._starts, self._ends, strict=True))
+        return self._total
 
     def missing(self, size: int) -> list[ByteRange]:
         """The gaps in ``[0, size)``."""
