@@ -55,6 +55,10 @@ def _writer() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="asyncfetch-write")
 
 
+if hasattr(os, "register_at_fork"):  # a forked child has none of the parent's threads: a pool
+    os.register_at_fork(after_in_child=_writer.cache_clear)  # inherited would never run a write
+
+
 def check_destination(dest: Path, url: str | None = None) -> None:
     """Raise DestinationError unless ``dest`` can be created (its directory exists, writable)."""
     parent = dest.parent

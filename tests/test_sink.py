@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
+import asyncfetch
 from asyncfetch import RemoteInfo, _sink
 from asyncfetch._journal import Journal, journal_path, load, save
 from asyncfetch._sink import PartFile
-from tests.faultserver import make_payload
+from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, sha256
 
 ETAG = '"v1"'
@@ -270,3 +273,31 @@ async def test_after_a_reboot_only_flushed_bytes_are_resumed(
         assert resumed.resumed_bytes == (80_000 if flushed else 0)
     finally:
         await resumed.discard()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_download_after_its_parent_did(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    # the parent's writer thread does not exist in the child: the child must start its own
+    data = make_payload(3 << 20)
+    url = server.add_file("forked.bin", data)
+    asyncfetch.download(url, tmp_path / "parent.bin")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads
+        pid = os.fork()
+    if pid == 0:  # the child: exit 0 only with the file downloaded
+        code = 1
+        try:
+            asyncfetch.download(url, tmp_path / "child.bin")
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's download hung")
+        time.sleep(0.05)
+    assert (tmp_path / "child.bin").read_bytes() == data
