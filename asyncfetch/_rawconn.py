@@ -200,13 +200,6 @@ class Connection(asyncio.BufferedProtocol):
             self._error = self._cut_error(self._lost)
         self._resume()
 
-    def end_without_body(self) -> None:
-        """The answer has no body (it answered a HEAD): the exchange is over."""
-        self.state = DONE
-        if self._early:
-            self.keep_alive = False  # bytes after the head of a bodiless answer: don't trust
-            self._early = b""
-
     async def next_batch(self) -> memoryview | None:
         """The next received bytes, to be written at the window's ``pos``; None at the end.
 
@@ -304,6 +297,8 @@ class Connection(asyncio.BufferedProtocol):
             self.fail(ProtocolError(f"{self.url}: malformed HTTP answer: {exc}", url=self.url))
             return
         self._early = bytes(self._head[end + 4 :])
+        if not self._head_result.keep_alive:
+            self.keep_alive = False  # "Connection: close": the server may linger, don't wait
         self.state = HEAD_DONE
         self._pause()  # until the head is checked and the body's place is known
         self._wake()

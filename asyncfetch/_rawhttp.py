@@ -192,7 +192,7 @@ class RawClient:
         if target is None or request is None:
             return None
         connection, head = await self._exchange(target, request, url)
-        connection.end_without_body()
+        connection.keep_alive = False  # not pooled: a server may send a body after all, later
         self.finish(connection)
         return head
 

@@ -223,19 +223,20 @@ class Transport:
 
     async def probe(self, url: str) -> RemoteInfo:
         """Learn size, Range support and validators: HEAD, then a 1-byte GET if HEAD falls short."""
-        if self._raw is not None:
-            fast = await self._raw_head(url)
-            if fast is not None:
-                return fast
-        head = await self._head(url)
-        if head is not None and head.size is not None and head.accepts_ranges:
-            return head
-        return await self._probe_with_get(url, head)
+        if self._raw is not None and self._raw.target(url) is not None:
+            head = await self._raw_head(url)
+            if head is not None and head.size is not None and head.accepts_ranges:
+                return head
+        else:
+            head = await self._head(url)
+            if head is not None and head.size is not None and head.accepts_ranges:
+                return head
+        return await self._probe_with_get(url)
 
     async def _raw_head(self, url: str) -> RemoteInfo | None:
         """HEAD on the fast path, so a plain-http download never needs aiohttp. None when the
-        answer is not a plain "this size, ranges welcome" (a redirect, a refused HEAD, an
-        encoded body): the full probe then starts over with aiohttp."""
+        answer is refused, a redirect or encoded: the 1-byte GET (through aiohttp, which
+        follows redirects) tells the rest."""
         assert self._raw is not None
         async with self._slot(url):
             head = await self._raw.head(url, self._headers)
@@ -244,14 +245,11 @@ class Transport:
         if head is None or head.status != 200 or is_encoded(head.headers):
             return None
         length = head.headers.get("content-length", "")
-        ranged = head.headers.get("accept-ranges", "").strip().lower() == "bytes"
-        if not (length.isdigit() and ranged):
-            return None
         return RemoteInfo(
             url=url,
             final_url=url,
-            size=int(length),
-            accepts_ranges=True,
+            size=int(length) if length.isdigit() else None,
+            accepts_ranges=head.headers.get("accept-ranges", "").strip().lower() == "bytes",
             etag=head.headers.get("etag"),
             last_modified=head.headers.get("last-modified"),
         )
@@ -285,7 +283,7 @@ class Transport:
                 raise _status_error(response, url)
             return _info_from_headers(url, response, response.content_length)
 
-    async def _probe_with_get(self, url: str, head: RemoteInfo | None) -> RemoteInfo:
+    async def _probe_with_get(self, url: str) -> RemoteInfo:
         headers = {**self._headers, "Range": _PROBE_RANGE.header()}
         async with self._slot(url), translate_errors(url), self.session.get(
             url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects

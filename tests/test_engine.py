@@ -232,6 +232,7 @@ async def test_head_refused_probes_with_a_one_byte_get(
     assert (tmp_path / "m.bin").read_bytes() == payload
     assert server.gets("m.bin")[0].range == (0, 0)
     assert len(server.gets("m.bin")) > 2  # then ranged requests
+    assert [r.method for r in server.requests].count("HEAD") == 1  # asked once, not again
 
 
 async def test_lying_head_is_corrected_by_the_get_probe(

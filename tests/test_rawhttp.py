@@ -375,3 +375,48 @@ def test_bytes_arriving_while_both_buffers_are_taken_are_kept(
         return bytes(got)
 
     assert uvloop.run(slow_consumer()) == payload
+
+
+async def test_a_lingering_connection_close_answer_is_not_reused() -> None:
+    # the server says "Connection: close" but keeps the socket open: the next range must not
+    # be sent on it and wait out the read timeout
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await answer(reader, writer, "Connection: close\r\n")
+        await asyncio.sleep(DEADLINE)
+
+    client = RawClient(Timeouts(connect=2, read=DEADLINE))
+    scripted = Scripted(handler)
+    try:
+        async with scripted as url:
+            started = time.monotonic()
+            assert await fetch_ranges(client, url, ranged(2)) == DATA
+            assert time.monotonic() - started < DEADLINE / 2
+    finally:
+        await client.aclose()
+    assert scripted.connections == 2
+
+
+async def test_a_head_connection_is_not_reused(tmp_path: Path) -> None:
+    # some servers send a body after a HEAD answer, late: the first range must not read it
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        if head.startswith(b"HEAD"):
+            writer.write(
+                f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nAccept-Ranges: bytes\r\n"
+                "\r\n".encode()
+            )
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.write(DATA)  # the body a HEAD must not have
+            await asyncio.sleep(DEADLINE)
+            return
+        while await answer(reader, writer, "", head):
+            head = b""
+
+    policy, sleeps = no_wait()
+    async with Scripted(handler) as url:
+        result = await asyncfetch.fetch(
+            url, tmp_path / "f", chunk_size=4096, connections=1, retry=policy
+        )
+    assert (tmp_path / "f").read_bytes() == DATA
+    assert result.retries == 0
