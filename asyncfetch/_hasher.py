@@ -6,9 +6,11 @@ rather than copying it out with pread: the hash thread is the critical path of a
 download on a fast link, and the copy cost it ~12% (1 GiB from page cache: 0.95 s by pread,
 0.84 s mapped, 0.77 s for the hash alone).
 
-Mapping is safe because only bytes this process wrote are mapped, and nothing shrinks the part
-file while the hasher runs (restart and the disk-full path stop it first): reading a mapped
-page past the end of a file would raise SIGBUS.
+Reading a mapped page past the end of a file raises SIGBUS, so the hasher maps only bytes this
+process wrote, and nothing in this process shrinks the part file while a hasher runs (restart,
+close and a cancelled rehash stop it first). Another process takes a part over only after its
+owner has been silent for two minutes (see ``_parts``); one that truncates the part under a live
+download would crash it.
 """
 
 from __future__ import annotations

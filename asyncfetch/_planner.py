@@ -86,6 +86,7 @@ def plan_chunks(
     same time instead of a few large last chunks holding the tail. An explicit ``chunk_size``
     is used as is throughout.
     """
+    gaps = list(gaps)
     workers = max(connections, 1)
     largest = chunk_size or DEFAULT_CHUNK
     left = sum(gap.length for gap in gaps)

@@ -279,7 +279,8 @@ async def test_after_a_reboot_only_flushed_bytes_are_resumed(
 def test_a_forked_child_can_download_after_its_parent_did(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    # the parent's writer thread does not exist in the child: the child must start its own
+    # none of the parent's threads exist in a forked child: nothing cached from the parent's
+    # download may be needed for the child's
     data = make_payload(3 << 20)
     url = server.add_file("forked.bin", data)
     asyncfetch.download(url, tmp_path / "parent.bin")
