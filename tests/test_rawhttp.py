@@ -258,6 +258,14 @@ async def answer(
     return True
 
 
+def head_answer(extra: str) -> bytes:
+    """A HEAD answer for DATA: its size, ranges accepted, and ``extra`` header lines."""
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nAccept-Ranges: bytes\r\n"
+        f"{extra}\r\n"
+    ).encode()
+
+
 def ranged(n: int) -> list[ByteRange]:
     step = len(DATA) // n
     return [ByteRange(i * step, len(DATA) if i == n - 1 else (i + 1) * step) for i in range(n)]
@@ -315,10 +323,7 @@ async def test_engine_over_a_server_that_drops_idle_connections(tmp_path: Path) 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         if head.startswith(b"HEAD"):
-            writer.write(
-                f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nAccept-Ranges: bytes\r\n"
-                "Connection: close\r\n\r\n".encode()
-            )
+            writer.write(head_answer("Connection: close\r\n"))
             return
         await answer(reader, writer, "", head)  # then hang up after one answer, no warning
 
@@ -401,10 +406,7 @@ async def test_a_head_connection_is_not_reused(tmp_path: Path) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         if head.startswith(b"HEAD"):
-            writer.write(
-                f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nAccept-Ranges: bytes\r\n"
-                "\r\n".encode()
-            )
+            writer.write(head_answer(""))
             await writer.drain()
             await asyncio.sleep(0.1)
             writer.write(DATA)  # the body a HEAD must not have
