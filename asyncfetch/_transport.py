@@ -225,12 +225,10 @@ class Transport:
         """Learn size, Range support and validators: HEAD, then a 1-byte GET if HEAD falls short."""
         if self._raw is not None and self._raw.target(url) is not None:
             head = await self._raw_head(url)
-            if head is not None and head.size is not None and head.accepts_ranges:
-                return head
         else:
             head = await self._head(url)
-            if head is not None and head.size is not None and head.accepts_ranges:
-                return head
+        if head is not None and head.size is not None and head.accepts_ranges:
+            return head
         return await self._probe_with_get(url)
 
     async def _raw_head(self, url: str) -> RemoteInfo | None:
