@@ -17,7 +17,7 @@ from asyncfetch._models import ByteRange
 from asyncfetch._rawhttp import RawBody, RawClient, Span, parse_head, proxied
 from asyncfetch._transport import AioBody, Transport
 from tests.faultserver import FaultServer
-from tests.helpers import no_wait
+from tests.helpers import Sleeps, no_wait
 
 KiB = 1024
 CHUNK = 256 * KiB
@@ -281,6 +281,19 @@ async def fetch_ranges(client: RawClient, url: str, ranges: list[ByteRange]) -> 
     return got
 
 
+async def fetch_scripted(
+    handler: Handler, dest: Path, *, chunk_size: int
+) -> tuple[asyncfetch.FetchResult, Sleeps]:
+    """The engine over one connection to a Scripted server: the result and the retry sleeps it
+    asked for (never really slept)."""
+    policy, sleeps = no_wait()
+    async with Scripted(handler) as url:
+        result = await asyncfetch.fetch(
+            url, dest, chunk_size=chunk_size, connections=1, retry=policy
+        )
+    return result, sleeps
+
+
 async def test_connection_close_answers_get_a_new_connection(client: RawClient) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
         await answer(reader, writer, "Connection: close\r\n")
@@ -327,11 +340,7 @@ async def test_engine_over_a_server_that_drops_idle_connections(tmp_path: Path) 
             return
         await answer(reader, writer, "", head)  # then hang up after one answer, no warning
 
-    policy, sleeps = no_wait()
-    async with Scripted(handler) as url:
-        result = await asyncfetch.fetch(
-            url, tmp_path / "f", chunk_size=2048, connections=1, retry=policy
-        )
+    result, sleeps = await fetch_scripted(handler, tmp_path / "f", chunk_size=2048)
     assert (tmp_path / "f").read_bytes() == DATA
     assert result.retries == 0
     assert sleeps.waits == []
@@ -415,10 +424,6 @@ async def test_a_head_connection_is_not_reused(tmp_path: Path) -> None:
         while await answer(reader, writer, "", head):
             head = b""
 
-    policy, sleeps = no_wait()
-    async with Scripted(handler) as url:
-        result = await asyncfetch.fetch(
-            url, tmp_path / "f", chunk_size=4096, connections=1, retry=policy
-        )
+    result, _ = await fetch_scripted(handler, tmp_path / "f", chunk_size=4096)
     assert (tmp_path / "f").read_bytes() == DATA
     assert result.retries == 0
