@@ -243,14 +243,7 @@ class Transport:
         if head is None or head.status != 200 or is_encoded(head.headers):
             return None
         length = head.headers.get("content-length", "")
-        return RemoteInfo(
-            url=url,
-            final_url=url,
-            size=int(length) if length.isdigit() else None,
-            accepts_ranges=head.headers.get("accept-ranges", "").strip().lower() == "bytes",
-            etag=head.headers.get("etag"),
-            last_modified=head.headers.get("last-modified"),
-        )
+        return _info_from_headers(url, url, head.headers, int(length) if length.isdigit() else None)
 
     @asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[float]:
@@ -279,7 +272,8 @@ class Transport:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
                 raise _status_error(response, url)
-            return _info_from_headers(url, response, response.content_length)
+            return _info_from_headers(url, str(response.url), response.headers,
+                                      response.content_length)  # fmt: skip
 
     async def _probe_with_get(self, url: str) -> RemoteInfo:
         headers = {**self._headers, "Range": _PROBE_RANGE.header()}
@@ -291,10 +285,12 @@ class Transport:
             if response.status == 206:
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
-                return _info_from_headers(url, response, size, accepts_ranges=size is not None)
+                return _info_from_headers(url, str(response.url), response.headers, size,
+                                          accepts_ranges=size is not None)  # fmt: skip
             encoded = response.headers.get("Content-Encoding", "identity") != "identity"
             size = None if encoded else response.content_length
-            return _info_from_headers(url, response, size, accepts_ranges=False)
+            return _info_from_headers(url, str(response.url), response.headers, size,
+                                      accepts_ranges=False)  # fmt: skip
 
     @asynccontextmanager
     async def open(
@@ -364,18 +360,21 @@ def _check_response(
 
 def _info_from_headers(
     url: str,
-    response: aiohttp.ClientResponse,
+    final_url: str,
+    headers: Mapping[str, str],
     size: int | None,
     *,
     accepts_ranges: bool | None = None,
 ) -> RemoteInfo:
+    """What an answer's headers say of the file. ``headers`` is aiohttp's case-insensitive
+    mapping or the fast path's lower-cased dict, so names are looked up in lower case."""
     if accepts_ranges is None:
-        accepts_ranges = response.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+        accepts_ranges = headers.get("accept-ranges", "").strip().lower() == "bytes"
     return RemoteInfo(
         url=url,
-        final_url=str(response.url),
+        final_url=final_url,
         size=size,
         accepts_ranges=accepts_ranges,
-        etag=response.headers.get("ETag"),
-        last_modified=response.headers.get("Last-Modified"),
+        etag=headers.get("etag"),
+        last_modified=headers.get("last-modified"),
     )
