@@ -287,8 +287,7 @@ class Transport:
                 size = content_range[2] if content_range else None
                 return _info_from_headers(url, str(response.url), response.headers, size,
                                           accepts_ranges=size is not None)  # fmt: skip
-            encoded = response.headers.get("Content-Encoding", "identity") != "identity"
-            size = None if encoded else response.content_length
+            size = None if is_encoded(response.headers) else response.content_length
             return _info_from_headers(url, str(response.url), response.headers, size,
                                       accepts_ranges=False)  # fmt: skip
 
