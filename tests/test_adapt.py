@@ -55,7 +55,7 @@ def serve(server: FaultServer, name: str, checkpoint: Any) -> str:
 def assert_loaded(model: torch.nn.Module, source: torch.nn.Module, keys: list[str]) -> None:
     got, want = model.state_dict(), source.state_dict()
     for key in keys:
-        assert torch.equal(got[key], want[key]), key
+        assert torch.equal(got[key].cpu(), want[key].cpu()), key  # DataParallel moves to a GPU
 
 
 ALL_KEYS = list(Net().state_dict())
@@ -297,3 +297,19 @@ _names = st.from_regex(r"[a-z][a-z0-9_]{0,6}(\.[a-z0-9_]{1,6}){0,3}", fullmatch=
 @given(name=_names, wrappers=st.lists(st.sampled_from(_PREFIXES), max_size=4))
 def test_strip_removes_any_stack_of_prefixes(name: str, wrappers: list[str]) -> None:
     assert strip("".join(wrappers) + name, _PREFIXES) == name
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("map_location", ["cpu", "cuda:0"])
+def test_a_model_on_the_gpu_gets_the_weights(
+    server: FaultServer, tmp_path: Path, map_location: str
+) -> None:
+    source = trained()
+    url = serve(server, "gpu.pth", {"state_dict": source.state_dict()})
+    model = fresh().cuda()
+    report = asyncfetch.load_pretrained(
+        model, url, map_location=map_location, model_dir=str(tmp_path), progress=False
+    )
+    assert sorted(report.loaded) == sorted(ALL_KEYS)
+    assert all(t.device == torch.device("cuda:0") for t in model.state_dict().values())
+    assert_loaded(model, source, ALL_KEYS)

@@ -407,16 +407,31 @@ def test_import_and_cli_get_do_not_import_torch(server: FaultServer, tmp_path: P
     assert (tmp_path / "f.bin").read_bytes() == b"x" * 1000
 
 
+def to_first_gpu(storage: Any, location: str) -> Any:
+    """A torch.load-style map_location callable: every storage onto cuda:0."""
+    return storage.cuda(0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(
+    "map_location",
+    ["cuda:0", torch.device("cuda", 0), {"cpu": "cuda:0"}, to_first_gpu],
+    ids=["str", "device", "dict", "callable"],
+)
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_map_location_cuda(server: FaultServer, tmp_path: Path, suffix: str) -> None:
+def test_map_location_cuda(
+    server: FaultServer, tmp_path: Path, map_location: Any, suffix: str
+) -> None:
     expected = state()
     body = torch_bytes(expected) if suffix == ".pth" else save_safetensors(expected)
     url = server.add_file("w" + suffix, body)
-    loaded = asyncfetch.load_state_dict_from_url(url, str(tmp_path), "cuda:0", weights_only=True)
+    loaded = asyncfetch.load_state_dict_from_url(
+        url, str(tmp_path), map_location, progress=False, weights_only=True
+    )
+    assert sorted(loaded) == sorted(expected)  # safetensors keeps its own key order
     assert all(t.device == torch.device("cuda:0") for t in loaded.values())
     for key, tensor in expected.items():
-        assert torch.equal(loaded[key].cpu(), tensor)
+        assert torch.equal(loaded[key].cpu(), tensor), key
 
 
 def test_public_names_are_exported_once_and_sorted() -> None:

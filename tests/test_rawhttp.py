@@ -217,6 +217,7 @@ class Scripted:
         self.handler = handler
         self.connections = 0
         self.server: asyncio.base_events.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -226,13 +227,17 @@ class Scripted:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self._open:  # since Python 3.12.1, wait_closed waits for every handler
+            writer.close()
         await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._open.add(writer)
         try:
             await self.handler(reader, writer, self.connections)
         finally:
+            self._open.discard(writer)
             writer.close()
 
 
