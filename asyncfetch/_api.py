@@ -22,7 +22,7 @@ def download(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     offline: bool | None = None,
     verify: bool = False,

@@ -11,7 +11,14 @@ not complete.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Mapping,
+    Sized,
+)
 from dataclasses import dataclass, fields
 from os import PathLike
 from pathlib import Path
@@ -23,7 +30,8 @@ from ._config import DEFAULT_CONNECTIONS, RetryPolicy, Timeouts, check_connectio
 from ._engine import run
 from ._errors import InvalidRequest
 from ._models import FetchResult, ProgressCallback, ProgressEvent
-from ._request import make_request
+from ._progress import BatchProgress
+from ._request import check_progress, make_request
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -151,6 +159,7 @@ class _Options:
     timeouts: Timeouts
     headers: Mapping[str, str] | None
     progress: ProgressCallback | None
+    bars: bool  # draw a BatchProgress of our own
     hashing: bool
 
 
@@ -166,7 +175,7 @@ def fetch_many(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     session: Session | None = None,
 ) -> AsyncGenerator[BatchItem, None]:
@@ -199,7 +208,8 @@ def fetch_many(
         dest_dir: where files without a ``dest`` go (default: the torch.hub checkpoint
             directory); it is created if missing. Relative ``dest`` paths are taken under it.
         chunk_size, retry, timeout, headers, hash: as for :func:`asyncfetch.fetch`.
-        progress: called with every file's ProgressEvents (e.g. a :class:`ProgressStream`).
+        progress: called with every file's ProgressEvents (e.g. a :class:`ProgressStream`);
+            ``True`` draws a total bar and a bar per file in flight on stderr.
         session: an aiohttp session of your own to use (it is not closed).
 
     Raises:
@@ -220,7 +230,8 @@ def fetch_many(
         retry=RetryPolicy.coerce(retry),
         timeouts=Timeouts.coerce(timeout),
         headers=headers,
-        progress=progress,
+        progress=None if progress is True else check_progress(progress),
+        bars=progress is True,
         hashing=hash,
     )
     return _Batch(options, sources, session).items()
@@ -245,6 +256,11 @@ class _Relay:
             self.callback(ProgressEvent("failed", url, message=str(error) or repr(error)))
 
 
+def _count(sources: object) -> int | None:
+    """How many sources there are, when that is known before reading them."""
+    return len(sources) if isinstance(sources, Sized) else None
+
+
 class _End:
     """Marks the end of the item queue."""
 
@@ -265,6 +281,7 @@ class _Batch:
         self.running: set[asyncio.Task[None]] = set()
         self.claimed: set[Path] = set()
         self.made_dirs: set[Path] = set()
+        self.progress = options.progress
 
     async def items(self) -> AsyncGenerator[BatchItem, None]:
         """The batch's items as they complete; leaving early stops every download."""
@@ -280,6 +297,9 @@ class _Batch:
             session=self.session,
             budget=budget,
         )
+        bars = BatchProgress(_count(self.sources)) if self.options.bars else None
+        if bars is not None:
+            self.progress = bars
         async with transport:
             supervisor = asyncio.create_task(self._supervise(transport))
             try:
@@ -291,6 +311,8 @@ class _Batch:
                     yield got
             finally:
                 await self._stop(supervisor)
+                if bars is not None:
+                    bars.close()
 
     async def _stop(self, supervisor: asyncio.Task[None]) -> None:
         """Cancel the supervisor and every download, and wait until they have cleaned up."""
@@ -327,7 +349,7 @@ class _Batch:
         self.queue.put_nowait(item)
 
     async def _download(self, index: int, raw: object, transport: Transport) -> BatchItem:
-        relay = _Relay(self.options.progress)
+        relay = _Relay(self.progress)
         source: Source | None = None
         dest: Path | None = None
         url = _url_of(raw)

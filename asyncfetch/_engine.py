@@ -37,7 +37,7 @@ async def fetch(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     offline: bool | None = None,
     verify: bool = False,
@@ -67,7 +67,8 @@ async def fetch(
         retry: a RetryPolicy, or a number of retries.
         timeout: a Timeouts, or seconds for both connect and read-idle.
         headers: extra request headers (e.g. Authorization).
-        progress: called with a ProgressEvent as the download goes.
+        progress: called with a ProgressEvent as the download goes; ``True`` draws a tqdm
+            bar on stderr, as torch.hub does.
         hash: compute the SHA-256 when no ``sha256`` is given.
         offline: use only what is on disk, never the network (default: as the environment
             variable ``ASYNCFETCH_OFFLINE`` says).

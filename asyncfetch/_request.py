@@ -8,12 +8,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
+from typing import cast
 
 from ._config import RetryPolicy, Timeouts, check_connections, env_settings
 from ._errors import (
     InvalidRequest,
 )
 from ._models import ProgressCallback
+from ._progress import ProgressBar
 from ._transport import check_url
 
 log = logging.getLogger("asyncfetch")
@@ -55,7 +57,7 @@ def make_request(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     offline: bool | None = None,
     verify: bool = False,
@@ -65,24 +67,39 @@ def make_request(
     ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says.
     """
     urls = (check_url(url), *_usable_mirrors(url, mirrors))
+    target = Path(dest).expanduser().absolute()
     if sha256 is not None and not _SHA256.fullmatch(sha256):
         raise InvalidRequest(f"sha256 must be 64 hex digits, got {sha256!r}", url=url)
     if chunk_size is not None and chunk_size < 1:
         raise InvalidRequest(f"chunk_size must be positive, got {chunk_size}", url=url)
     return Request(
         urls=urls,
-        dest=Path(dest).expanduser().absolute(),
+        dest=target,
         sha256=sha256.lower() if sha256 else None,
         connections=check_connections(connections),
         chunk_size=chunk_size,
         retry=RetryPolicy.coerce(retry),
         timeouts=Timeouts.coerce(timeout),
         headers=headers,
-        progress=progress,
+        progress=ProgressBar(target.name) if progress is True else check_progress(progress, url),
         hashing=hash or sha256 is not None,
         offline=env_settings().offline if offline is None else offline,
         verify=verify,
     )
+
+
+def check_progress(progress: object, url: str = "") -> ProgressCallback | None:
+    """The caller's progress function, or None for ``None`` and ``False``; InvalidRequest for
+    anything else (callers turn ``True`` into a bar of their own before asking)."""
+    if progress is None or progress is False:
+        return None
+    if not callable(progress):
+        raise InvalidRequest(
+            "progress must be True, False or a function taking a ProgressEvent, "
+            f"got {progress!r}",
+            url=url or None,
+        )
+    return cast(ProgressCallback, progress)
 
 
 def _usable_mirrors(url: str, mirrors: Iterable[str]) -> list[str]:

@@ -9,6 +9,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import asyncfetch
 from asyncfetch import BatchProgress, ProgressEvent, ProgressStream
 from tests.faultserver import FaultServer, make_payload
@@ -161,3 +163,54 @@ def test_batch_bars_draw_at_most_max_bars_files() -> None:
     assert "d.bin" in out.getvalue()  # a finished file's place is reused
     bars.close()
     assert "1 files" in out.getvalue().replace("\r", "\n").splitlines()[-1]
+
+
+# progress=True / False, as torch.hub's callers pass it ----------------------------------------
+
+
+def test_progress_false_draws_nothing(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_payload(300_000)
+    url = server.add_file("quiet.bin", data)
+    asyncfetch.download(url, tmp_path / "quiet.bin", progress=False)
+    assert (tmp_path / "quiet.bin").read_bytes() == data
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_true_draws_a_bar_on_stderr(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_payload(300_000)
+    url = server.add_file("loud.bin", data)
+    asyncfetch.download(url, tmp_path / "loud.bin", progress=True)
+    assert (tmp_path / "loud.bin").read_bytes() == data
+    err = capsys.readouterr().err
+    assert "loud.bin" in err
+    assert "100%" in err
+
+
+@pytest.mark.parametrize("progress", ["yes", 1])
+def test_progress_that_is_neither_a_bool_nor_callable_is_refused(
+    server: FaultServer, tmp_path: Path, progress: object
+) -> None:
+    url = server.add_file("x.bin", b"x" * 1000)
+    with pytest.raises(asyncfetch.InvalidRequest, match="progress must be"):
+        asyncfetch.download(url, tmp_path / "x.bin", progress=progress)  # type: ignore[arg-type]
+    with pytest.raises(asyncfetch.InvalidRequest, match="progress must be"):
+        asyncfetch.fetch_many([url], dest_dir=tmp_path, progress=progress)  # type: ignore[arg-type]
+    assert not server.gets("x.bin")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("progress", [True, False])
+async def test_batch_progress_true_draws_bars_and_false_none(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], progress: bool
+) -> None:
+    urls = [server.add_file(f"b{i}.bin", make_payload(200_000, seed=i)) for i in range(3)]
+    items = [i async for i in asyncfetch.fetch_many(urls, dest_dir=tmp_path, progress=progress)]
+    assert all(item.ok for item in items)
+    err = capsys.readouterr().err
+    assert ("3/3 files" in err) is progress
+    if not progress:
+        assert err == ""
