@@ -70,7 +70,8 @@ class Scenario:
 
 
 VERIFIED = ("asyncfetch", "torch.hub hash_prefix", "aria2c --checksum", "hashonly")
-UNVERIFIED = ("asyncfetch --no-hash", "torch.hub", "aria2c", "hf_transfer", "curl")
+UNVERIFIED = ("asyncfetch --no-hash", "torch.hub", "aria2c", "hf_transfer", "curl",
+              "curl + fsync")  # fmt: skip
 CAPPED = ("asyncfetch", "asyncfetch --no-hash", "aria2c --checksum", "hf_transfer",
           "hf_transfer x100")  # fmt: skip
 MIRRORS = ("asyncfetch --mirror", "aria2c --checksum 2 URIs", "asyncfetch mirrors")

@@ -115,6 +115,13 @@ def curl_argv(job: Job) -> list[str]:
     return ["curl", "-s", "--fail", "-o", str(job.dest), job.url]
 
 
+def curl_fsync_argv(job: Job) -> list[str]:
+    """curl, then ``sync --data`` of its file: curl made as durable as asyncfetch's finish
+    (which fsyncs before the rename), so the two can be compared like for like."""
+    script = 'curl -s --fail -o "$1" "$2" && sync --data "$1"'
+    return ["sh", "-c", script, "curl+fsync", str(job.dest), job.url]
+
+
 def hashonly_argv(job: Job) -> list[str]:
     """SHA-256 of the page-cached source file: the ceiling for any verified download."""
     return [job.python, "-c", HASHONLY_SNIPPET, str(job.source), str(HASHONLY_BLOCK)]
@@ -153,6 +160,7 @@ TOOLS: dict[str, Tool] = {
         Tool("hf_transfer x100", lambda j: hf_transfer_argv(j, max_files=HF_HUB_MAX_FILES),
              False, (PY, "-c", "import hf_transfer")),
         Tool("curl", curl_argv, False, ("curl", "--version")),
+        Tool("curl + fsync", curl_fsync_argv, False, ("sync", "--version")),
         Tool("hashonly", hashonly_argv, True, (PY, "-c", "import hashlib"), writes_file=False,
              check_output=check_digest),
         Tool("asyncfetch rerun after kill", lambda j: asyncfetch_argv(j, verify=True), True,
