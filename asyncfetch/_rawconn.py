@@ -110,14 +110,16 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self.closed = True
         self._lost = exc
-        if self.state == HEAD and not self._head and self.exchanges > 1:
+        if self._error is not None:  # we hung up (a timeout, a bad head): that is the cause
+            pass
+        elif self.state == HEAD and not self._head and self.exchanges > 1:
             self._error = Stale()
         elif self.state == HEAD:
             self._error = ConnectionFailed(
                 f"{self.url}: the server closed the connection before answering ({exc or 'EOF'})",
                 url=self.url,
             )
-        elif self.state == BODY and self._error is None:
+        elif self.state == BODY:
             self._error = self._cut_error(exc)
         self._wake()
 

@@ -164,6 +164,22 @@ async def test_stall_hands_over_what_came_then_times_out(
     client.finish(body.connection)
 
 
+@pytest.mark.parametrize("reused", [False, True])
+async def test_silence_before_the_head_is_a_timeout(client: RawClient, reused: bool) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        if reused:
+            await answer(reader, writer, "")
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()  # never answers; returns when the client hangs up
+
+    whole = ByteRange(0, len(DATA))
+    async with Scripted(handler) as url:
+        if reused:
+            assert await fetch_ranges(client, url, [whole]) == DATA
+        with pytest.raises(FetchTimeout, match="no data for 0.3 s before answering"):
+            await client.open(url, asking(whole), whole, Span(pos=0, stop=len(DATA)))
+
+
 async def test_truncated_body_is_truncated_body(
     server: FaultServer, payload: bytes, client: RawClient
 ) -> None:
