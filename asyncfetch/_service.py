@@ -8,10 +8,13 @@ Routes::
     GET /cache            the complete cached files (name, size, mtime) and running downloads
     GET /health           {"ok": true}
 
-Requests for the same target share one download, which a client going away does not cancel;
-at most ``max_downloads`` distinct downloads run at once, the others wait their turn. Only
-complete files are served: never part files, journals, markers, locks or temporary files, and
-nothing outside the cache dir.
+Requests for the same name and URL share one download, which a client going away does not
+cancel; another URL for a name downloading now is refused (409). Each request is judged by its
+own ``sha256``: one that joined a download checked against another digest compares the result
+with its own, or downloads again if that other digest was wrong. At most ``max_downloads``
+distinct downloads run at once, the others wait their turn. Only complete files are served:
+never part files, journals, markers, locks or temporary files, and nothing outside the cache
+dir.
 
 This is the one module besides ``_transport`` that imports aiohttp: its server side,
 ``aiohttp.web``. Downloads themselves go through :func:`asyncfetch.fetch`.
@@ -129,8 +132,14 @@ def _name_of(data: dict[str, Any], url: str) -> str:
     return name
 
 
+class NameInUse(InvalidRequest):
+    """The name asked for is being downloaded from another URL now."""
+
+
 def status_for(exc: FetchError) -> int:
     """The HTTP status that answers a failed download."""
+    if isinstance(exc, NameInUse):
+        return 409
     if isinstance(exc, InvalidRequest):
         return 400
     if isinstance(exc, IntegrityError):
@@ -144,6 +153,27 @@ def status_for(exc: FetchError) -> int:
 
 def _error(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": " ".join(message.split()), "type": kind}, status=status)
+
+
+def _check_digest(order: Order, result: FetchResult) -> None:
+    """Raise IntegrityError unless ``result``, maybe fetched for another request, has the
+    SHA-256 ``order`` asks for."""
+    if order.sha256 is not None and result.sha256 not in (None, order.sha256):
+        raise IntegrityError(
+            f"{order.name} was fetched for another request and its SHA-256 is "
+            f"{result.sha256}, not {order.sha256}; check the digest, or use another name",
+            url=order.url,
+            expected=order.sha256,
+            actual=str(result.sha256),
+        )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A download running now, and the request that started it."""
+
+    order: Order
+    task: asyncio.Task[FetchResult]
 
 
 class Service:
@@ -168,7 +198,7 @@ class Service:
             raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self._slots = asyncio.Semaphore(max_downloads)
-        self._running: dict[str, asyncio.Task[FetchResult]] = {}
+        self._running: dict[str, _Job] = {}
         self._retry = retry
         self._timeout = timeout
 
@@ -188,7 +218,7 @@ class Service:
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         """Stop running downloads; their part files stay for the next run to resume."""
-        tasks = list(self._running.values())
+        tasks = [job.task for job in self._running.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -213,23 +243,40 @@ class Service:
     async def download(self, order: Order) -> FetchResult:
         """Download ``order`` into the cache dir, or join the download of the same file running now.
 
-        The download runs as its own task: a caller that goes away does not cancel it.
+        The download runs as its own task: a caller that goes away does not cancel it. A caller
+        that joined a download checked against another SHA-256 is judged by its own: the result
+        is compared with it, and if the other digest was wrong the file is downloaded again.
+
+        Raises:
+            NameInUse: ``order.name`` is being downloaded from another URL now.
+            IntegrityError: the file's SHA-256 is not ``order.sha256``.
         """
-        task = self._running.get(order.name)
-        if task is None:
-            task = asyncio.create_task(self._fetch(order), name=f"asyncfetch serve {order.name}")
-            self._running[order.name] = task
-            task.add_done_callback(lambda done: self._forget(order.name, done))
-        result = await asyncio.shield(task)
-        if order.sha256 is not None and result.sha256 not in (None, order.sha256):
-            raise IntegrityError(
-                f"{order.name} was fetched for another request and its SHA-256 is "
-                f"{result.sha256}, not {order.sha256}; check the digest, or use another name",
-                url=order.url,
-                expected=order.sha256,
-                actual=str(result.sha256),
-            )
-        return result
+        while True:
+            job = self._join_or_start(order)
+            try:
+                result = await asyncio.shield(job.task)
+            except IntegrityError as exc:
+                other = job.order.sha256
+                if other is not None and other != order.sha256 and exc.expected == other:
+                    continue  # failed on the other request's digest, not on ours: try ours
+                raise
+            _check_digest(order, result)
+            return result
+
+    def _join_or_start(self, order: Order) -> _Job:
+        job = self._running.get(order.name)
+        if job is not None and not job.task.done():
+            if job.order.url != order.url:
+                raise NameInUse(
+                    f"{order.name} is being downloaded from {job.order.url} now, not from "
+                    f"{order.url}; wait for it to finish and ask again, or use another name",
+                    url=order.url,
+                )
+            return job
+        task = asyncio.create_task(self._fetch(order), name=f"asyncfetch serve {order.name}")
+        job = self._running[order.name] = _Job(order, task)
+        task.add_done_callback(lambda done: self._forget(order.name, done))
+        return job
 
     async def _fetch(self, order: Order) -> FetchResult:
         async with self._slots:
@@ -244,7 +291,8 @@ class Service:
             )
 
     def _forget(self, name: str, task: asyncio.Task[FetchResult]) -> None:
-        if self._running.get(name) is task:
+        job = self._running.get(name)
+        if job is not None and job.task is task:
             del self._running[name]
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" noise when every waiter left

@@ -145,16 +145,21 @@ async def test_distinct_downloads_wait_for_a_free_slot(tmp_path: Path, server: F
     assert max(r.finished or 0 for r in first) <= min(r.timestamp for r in second)
 
 
+async def started(server: FaultServer, name: str) -> None:
+    """Return once ``server`` has begun sending ``name`` (bounded: ~2 s)."""
+    for _ in range(200):
+        if server.bytes_served(name):
+            return
+        await asyncio.sleep(0.01)
+
+
 async def test_a_request_joining_a_download_still_gets_its_digest_checked(
     svc: Running, server: FaultServer, payload: bytes
 ) -> None:
     server.add_file("m.bin", payload)
     url = server.url("m.bin", rate=2 << 20)
     first = asyncio.create_task(svc.post({"url": url}))
-    for _ in range(200):  # bounded: until the first download has started
-        if server.bytes_served("m.bin"):
-            break
-        await asyncio.sleep(0.01)
+    await started(server, "m.bin")
 
     status, answer = await svc.post({"url": url, "sha256": "0" * 64})
 
@@ -163,6 +168,45 @@ async def test_a_request_joining_a_download_still_gets_its_digest_checked(
     assert "fetched for another request" in answer["error"]
     assert (await first)[0] == 200
     assert sum(r.bytes_sent for r in file_gets(server, "m.bin")) == len(payload)
+
+
+async def test_another_url_for_a_name_downloading_now_is_409(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("a.bin", payload)
+    server.add_file("c.bin", make_payload(1000))
+    a_url, c_url = server.url("a.bin", rate=1 << 20), server.url("c.bin")  # ~1 s to overlap
+    first = asyncio.create_task(svc.post({"url": a_url, "name": "x.bin"}))
+    await started(server, "a.bin")
+
+    status, answer = await svc.post({"url": c_url, "name": "x.bin"})
+
+    assert status == 409, answer
+    assert answer["type"] == "NameInUse"
+    assert a_url in answer["error"]
+    assert c_url in answer["error"]
+    assert server.gets("c.bin") == []
+    assert (await first)[0] == 200
+    assert (svc.service.cache_dir / "x.bin").read_bytes() == payload
+
+
+async def test_a_joining_request_is_judged_by_its_own_digest(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("j.bin", payload)
+    url = server.url("j.bin", rate=2 << 20)
+    wrong = asyncio.create_task(svc.post({"url": url, "sha256": "0" * 64}))
+    await started(server, "j.bin")
+
+    status, answer = await svc.post({"url": url, "sha256": sha256(payload)})
+
+    assert status == 200, answer
+    assert answer["sha256"] == sha256(payload)
+    status, answer = await wrong
+    assert status == 422
+    assert "0" * 64 in answer["error"]
+    assert (svc.service.cache_dir / "j.bin").read_bytes() == payload
+    assert await svc.get("/files/j.bin") == (200, payload)
 
 
 BAD_BODIES = [
