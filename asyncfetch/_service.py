@@ -5,7 +5,8 @@ Routes::
     POST /fetch           {"url", "mirrors", "sha256", "name"} → download into the cache dir,
                           answer the FetchResult as JSON (the fields of ``get --json``)
     GET|HEAD /files/NAME  a complete cached file, with Range, ETag and Last-Modified
-    GET /cache            the complete cached files (name, size, mtime) and running downloads
+    GET /cache            the complete cached files (name, size, mtime, state) and running
+                          downloads
     GET /health           {"ok": true}
 
 Requests for the same name and URL share one download, which a client going away does not
@@ -13,8 +14,8 @@ cancel; another URL for a name downloading now is refused (409). Each request is
 own ``sha256``: one that joined a download checked against another digest compares the result
 with its own, or downloads again if that other digest was wrong. At most ``max_downloads``
 distinct downloads run at once, the others wait their turn. Only complete files are served:
-never part files, journals, markers, locks or temporary files, and nothing outside the cache
-dir.
+never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
+and no file that ``asyncfetch cache verify`` found corrupt (409 until fetched again).
 
 This is the one module besides ``_transport`` that imports aiohttp: its server side,
 ``aiohttp.web``. Downloads themselves go through :func:`asyncfetch.fetch`.
@@ -34,7 +35,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ._cache import file_name_for
+from ._cache import file_name_for, read_marker
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
@@ -153,6 +154,18 @@ def status_for(exc: FetchError) -> int:
 
 def _error(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": " ".join(message.split()), "type": kind}, status=status)
+
+
+def is_corrupt(path: Path) -> bool:
+    """Whether ``path``'s marker says it is corrupt (``asyncfetch cache verify`` found another
+    digest than recorded) and the file is unchanged since (blocking; reads one small file)."""
+    marker = read_marker(path)
+    if marker is None or not marker.corrupt:
+        return False
+    try:
+        return marker.describes(path.stat())
+    except OSError:
+        return False
 
 
 def _check_digest(order: Order, result: FetchResult) -> None:
@@ -299,10 +312,20 @@ class Service:
 
     async def _get_file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        path = await asyncio.to_thread(self.servable_path, name)
-        if path is None:
+        found = await asyncio.to_thread(self.lookup, name)
+        if found is None:
             return _error(404, f"{name} is not a complete file in the cache", "NotFound")
+        path, corrupt = found
+        if corrupt:
+            return _error(409, f"{name} is corrupt (`asyncfetch cache verify` found another "
+                          "SHA-256 than recorded); POST /fetch it again", "Corrupt")  # fmt: skip
         return web.FileResponse(path)
+
+    def lookup(self, name: str) -> tuple[Path, bool] | None:
+        """The complete cached file called ``name`` and whether it is corrupt, or None
+        (blocking: run it in a thread)."""
+        path = self.servable_path(name)
+        return None if path is None else (path, is_corrupt(path))
 
     def servable_path(self, name: str) -> Path | None:
         """The complete cached file called ``name``, or None (blocking: run it in a thread)."""
@@ -322,7 +345,8 @@ class Service:
         return web.json_response({"files": files, "downloading": sorted(self._running)})
 
     def listing(self) -> list[dict[str, Any]]:
-        """Name, size and mtime of each complete cached file, by name (blocking)."""
+        """Name, size, mtime and state (``complete`` or ``corrupt``) of each complete cached
+        file, by name (blocking)."""
         files = []
         try:
             names = sorted(os.listdir(self.cache_dir))
@@ -336,7 +360,8 @@ class Service:
                 st = path.stat()
             except OSError:
                 continue
-            files.append({"name": name, "size": st.st_size, "mtime": st.st_mtime})
+            state = "corrupt" if is_corrupt(path) else "complete"
+            files.append({"name": name, "size": st.st_size, "mtime": st.st_mtime, "state": state})
         return files
 
     async def _get_health(self, _request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ import pytest
 import yarl
 from aiohttp import web
 
+import asyncfetch.cache
 from asyncfetch._service import Service
 from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, no_wait, sha256
@@ -207,6 +208,35 @@ async def test_a_joining_request_is_judged_by_its_own_digest(
     assert "0" * 64 in answer["error"]
     assert (svc.service.cache_dir / "j.bin").read_bytes() == payload
     assert await svc.get("/files/j.bin") == (200, payload)
+
+
+async def test_a_file_found_corrupt_is_not_served_until_fetched_again(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    assert (await svc.post({"url": url, "sha256": sha256(payload)}))[0] == 200
+    cached = svc.service.cache_dir / "m.bin"
+    with cached.open("r+b") as file:  # one flipped byte, as a bad disk would
+        file.seek(1000)
+        file.write(bytes([payload[1000] ^ 0xFF]))
+    found = await asyncio.to_thread(asyncfetch.cache.verify, ["m.bin"], svc.service.cache_dir)
+    assert found[0].status == "corrupt"
+
+    for method in ("GET", "HEAD"):
+        async with svc.client.request(method, f"{svc.url}/files/m.bin") as answer:
+            assert answer.status == 409
+    status, body = await svc.get("/files/m.bin")
+    assert json.loads(body)["type"] == "Corrupt"
+    assert "corrupt" in json.loads(body)["error"]
+    listing = json.loads((await svc.get("/cache"))[1])
+    assert [(f["name"], f["state"]) for f in listing["files"]] == [("m.bin", "corrupt")]
+
+    status, body = await svc.post({"url": url, "sha256": sha256(payload)})  # fetched again
+
+    assert status == 200, body
+    assert await svc.get("/files/m.bin") == (200, payload)
+    listing = json.loads((await svc.get("/cache"))[1])
+    assert [(f["name"], f["state"]) for f in listing["files"]] == [("m.bin", "complete")]
 
 
 BAD_BODIES = [
