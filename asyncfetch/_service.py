@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import signal
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,8 @@ class Service:
         except Exception as exc:
             log.exception("fetch failed unexpectedly")
             return _error(500, f"{type(exc).__name__}: {exc}", type(exc).__name__)
-        body = result.as_json(order.url) | {"name": order.name, "href": f"/files/{order.name}"}
-        return web.json_response(body)
+        href = "/files/" + urllib.parse.quote(order.name, safe="")
+        return web.json_response(result.as_json(order.url) | {"name": order.name, "href": href})
 
     async def download(self, order: Order) -> FetchResult:
         """Download ``order`` into the cache dir, or join the download of the same file running now.

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -208,6 +209,17 @@ async def test_a_joining_request_is_judged_by_its_own_digest(
     assert "0" * 64 in answer["error"]
     assert (svc.service.cache_dir / "j.bin").read_bytes() == payload
     assert await svc.get("/files/j.bin") == (200, payload)
+
+
+@pytest.mark.parametrize("name", ["we#ird?.bin", "sp ace.bin", "per%25cent.bin"])
+async def test_href_is_percent_encoded(
+    svc: Running, server: FaultServer, payload: bytes, name: str
+) -> None:
+    url = server.add_file("m.bin", payload)
+    status, body = await svc.post({"url": url, "name": name})
+    assert status == 200, body
+    assert body["href"] == "/files/" + urllib.parse.quote(name, safe="")
+    assert await svc.get(body["href"]) == (200, payload)
 
 
 async def test_a_file_found_corrupt_is_not_served_until_fetched_again(
