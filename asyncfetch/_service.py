@@ -169,6 +169,14 @@ def is_corrupt(path: Path) -> bool:
         return False
 
 
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The file (not a directory) standing at ``directory`` or at one of its parents."""
+    for path in (directory, *directory.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
+
+
 def _check_digest(order: Order, result: FetchResult) -> None:
     """Raise IntegrityError unless ``result``, maybe fetched for another request, has the
     SHA-256 ``order`` asks for."""
@@ -228,7 +236,27 @@ class Service:
         return app
 
     async def _on_startup(self, _app: web.Application) -> None:
-        await asyncio.to_thread(self.cache_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(self.make_cache_dir)
+
+    def make_cache_dir(self) -> None:
+        """Create the cache dir if missing (blocking).
+
+        Raises:
+            DestinationError: it cannot be made, e.g. a file stands in its way.
+        """
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            in_the_way = _file_in_the_way(self.cache_dir)
+            why = (
+                f"{in_the_way} is a file, not a directory; move it away or"
+                if in_the_way
+                else f"{exc.strerror or exc};"
+            )
+            raise DestinationError(
+                f"cannot use {self.cache_dir} as the cache dir: {why} pick another --cache-dir",
+                path=str(self.cache_dir),
+            ) from None
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         """Stop running downloads; their part files stay for the next run to resume."""
@@ -294,6 +322,7 @@ class Service:
 
     async def _fetch(self, order: Order) -> FetchResult:
         async with self._slots:
+            await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
             log.info("downloading %s to %s", order.url, self.cache_dir / order.name)
             return await fetch(
                 order.url,

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -251,6 +252,32 @@ async def test_a_file_found_corrupt_is_not_served_until_fetched_again(
     assert [(f["name"], f["state"]) for f in listing["files"]] == [("m.bin", "complete")]
 
 
+async def test_a_cache_dir_replaced_by_a_file_is_507_saying_so(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    cache = svc.service.cache_dir
+    shutil.rmtree(cache)
+    cache.write_bytes(b"not a directory")
+
+    status, answer = await svc.post({"url": url})
+
+    assert status == 507, answer
+    assert answer["type"] == "DestinationError"
+    assert f"{cache} is a file, not a directory" in answer["error"]
+    assert "does not exist" not in answer["error"]
+
+
+async def test_a_deleted_cache_dir_is_made_again(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    shutil.rmtree(svc.service.cache_dir)
+    status, answer = await svc.post({"url": url})
+    assert status == 200, answer
+    assert (svc.service.cache_dir / "m.bin").read_bytes() == payload
+
+
 BAD_BODIES = [
     (b"{not json", "not JSON"),
     (b"[1, 2]", "not a JSON object"),
@@ -453,6 +480,21 @@ def test_port_in_use_is_a_one_line_error(tmp_path: Path, server: FaultServer) ->
     assert done.stderr.startswith("asyncfetch: error: cannot listen on 127.0.0.1:" + port)
     assert done.stderr.count("\n") == 1
     assert os.listdir(tmp_path) == []
+
+
+def test_a_cache_dir_under_a_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_bytes(b"")
+    wanted = tmp_path / "afile" / "sub"
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(wanted)],
+        capture_output=True, text=True, timeout=30, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"asyncfetch: error: cannot use {wanted} as the cache dir")
+    assert f"{tmp_path / 'afile'} is a file, not a directory" in done.stderr
+    assert "--cache-dir" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert done.stdout == ""
 
 
 def test_stopping_mid_download_keeps_the_part_for_the_next_run(
