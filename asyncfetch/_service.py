@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from ._cache import file_name_for, read_marker
 from ._config import RetryPolicy, Timeouts
@@ -157,6 +158,21 @@ def _error(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": " ".join(message.split()), "type": kind}, status=status)
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer aiohttp's own errors (no such route, wrong method) in the service's JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = _error(exc.status, f"{request.method} {request.path}: {exc.reason}",
+                        type(exc).__name__.removeprefix("HTTP"))  # fmt: skip
+        if "Allow" in exc.headers:
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
+
+
 def is_corrupt(path: Path) -> bool:
     """Whether ``path``'s marker says it is corrupt (``asyncfetch cache verify`` found another
     digest than recorded) and the file is unchanged since (blocking; reads one small file)."""
@@ -221,12 +237,13 @@ class Service:
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self._slots = asyncio.Semaphore(max_downloads)
         self._running: dict[str, _Job] = {}
+        self._stopping = False
         self._retry = retry
         self._timeout = timeout
 
     def app(self) -> web.Application:
         """The aiohttp application serving the routes."""
-        app = web.Application(client_max_size=MAX_BODY)
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
         app.router.add_post("/fetch", self._post_fetch)
         app.router.add_get("/files/{name}", self._get_file)
         app.router.add_get("/cache", self._get_cache)
@@ -260,6 +277,7 @@ class Service:
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         """Stop running downloads; their part files stay for the next run to resume."""
+        self._stopping = True
         tasks = [job.task for job in self._running.values()]
         for task in tasks:
             task.cancel()
@@ -273,6 +291,11 @@ class Service:
             return _error(
                 413, f"the body is over {MAX_BODY} bytes; send {_SHAPE}", "InvalidRequest"
             )
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise  # the client went away
+            return _error(503, "the service is stopping; the download stopped and resumes "
+                          "from its part file when you ask again", "ServiceStopping")  # fmt: skip
         except FetchError as exc:
             log.warning("fetch failed: %s", " ".join(str(exc).split()))
             return _error(status_for(exc), str(exc), type(exc).__name__)

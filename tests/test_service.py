@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -278,6 +279,22 @@ async def test_a_deleted_cache_dir_is_made_again(
     assert (svc.service.cache_dir / "m.bin").read_bytes() == payload
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/nothing", 404), ("GET", "/files/", 404), ("POST", "/health", 405)],
+)
+async def test_unknown_routes_answer_the_json_error_shape(
+    svc: Running, method: str, path: str, status: int
+) -> None:
+    async with svc.client.request(method, svc.url + path) as answer:
+        assert answer.status == status
+        body = await answer.json()
+    assert path in body["error"]
+    assert body["type"] in ("NotFound", "MethodNotAllowed")
+    if status == 405:
+        assert answer.headers["Allow"] == "GET,HEAD"
+
+
 BAD_BODIES = [
     (b"{not json", "not JSON"),
     (b"[1, 2]", "not a JSON object"),
@@ -510,8 +527,12 @@ def test_stopping_mid_download_keeps_the_part_for_the_next_run(
                 break
             time.sleep(0.05)
         code, stderr = _stop(process, signal.SIGTERM)
-        with pytest.raises(ConnectionError):  # the service went away before answering
+        with pytest.raises(urllib.error.HTTPError) as refused:  # answered before it went away
             waiting.result(timeout=START_TIMEOUT_S)
+    assert refused.value.code == 503
+    answer = json.loads(refused.value.read())
+    assert answer["type"] == "ServiceStopping"
+    assert "again" in answer["error"]
     assert code == 0, stderr
     assert "Traceback" not in stderr
     assert not (cache / "m.bin").exists()
