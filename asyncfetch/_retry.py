@@ -20,23 +20,24 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, TransportError) and error.retryable
 
 
-class _StopWithoutProgress:
-    """Stop after ``attempts`` tries in a row that each moved ``progress()`` by nothing.
+class _Fruitless:
+    """How many tries in a row moved ``progress()`` by nothing, counted once per attempt
+    (tenacity asks the stop and the wait about each failure, in an order of its choosing)."""
 
-    A range whose connection keeps breaking but gains bytes each time is not given up on.
-    """
-
-    def __init__(self, attempts: int, progress: Callable[[], int]) -> None:
-        self._attempts = attempts
+    def __init__(self, progress: Callable[[], int]) -> None:
         self._progress = progress
         self._last = progress()
-        self._fruitless = 0
+        self._count = 0
+        self._attempt = 0
 
-    def __call__(self, state: tenacity.RetryCallState) -> bool:
-        now = self._progress()
-        self._fruitless = 0 if now > self._last else self._fruitless + 1
-        self._last = now
-        return self._attempts == 1 or self._fruitless >= self._attempts
+    def count(self, state: tenacity.RetryCallState) -> int:
+        """The tries in a row without progress, the one that just failed included."""
+        if state.attempt_number != self._attempt:
+            self._attempt = state.attempt_number
+            now = self._progress()
+            self._count = 0 if now > self._last else self._count + 1
+            self._last = now
+        return self._count
 
 
 def retrying(
@@ -47,15 +48,22 @@ def retrying(
 ) -> tenacity.AsyncRetrying:
     """A tenacity loop for one byte range.
 
+    A range whose connection keeps breaking but gains bytes each time is not given up on, and
+    its waits stay short: the stop and the backoff count only the tries in a row that gained
+    nothing.
+
     Args:
         policy: attempts, backoff and the sleep to use.
         progress: how far the range has got; attempts that gain bytes do not count.
         wait_hint: given the last error, a wait to use instead of the backoff (for example 0
             when another source can take over), or None for the backoff.
     """
-    backoff = tenacity.wait_exponential(
-        multiplier=policy.backoff_initial, max=policy.backoff_max
-    ) + tenacity.wait_random(0, policy.jitter)
+    fruitless = _Fruitless(progress)
+    jitter = tenacity.wait_random(0, policy.jitter)
+
+    def backoff(state: tenacity.RetryCallState) -> float:
+        doublings = min(max(fruitless.count(state) - 1, 0), 64)
+        return min(policy.backoff_initial * 2.0**doublings, policy.backoff_max) + jitter(state)
 
     def wait(state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -64,8 +72,11 @@ def retrying(
             hint = error.retry_after
         return min(hint, MAX_RETRY_AFTER) if hint is not None else backoff(state)
 
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return policy.attempts == 1 or fruitless.count(state) >= policy.attempts
+
     return tenacity.AsyncRetrying(
-        stop=_StopWithoutProgress(policy.attempts, progress),
+        stop=stop,
         wait=wait,
         retry=tenacity.retry_if_exception(is_retryable),
         sleep=policy.sleep,

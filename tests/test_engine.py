@@ -387,3 +387,38 @@ async def test_cancellation_keeps_the_part_and_leaves_no_target(
     names = leftovers(tmp_path)
     assert any(n.endswith(".part") for n in names)
     assert any(n.endswith(".part.json") for n in names)
+
+
+async def test_a_range_that_keeps_breaking_but_gains_bytes_waits_only_the_first_backoff(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(1_000_000, seed=11)
+    server.add_file("m.bin", data)
+    url = server.url("m.bin", reset_after=100_000)  # every answer breaks
+    policy, sleeps = no_wait(attempts=3)
+
+    await asyncfetch.fetch(url, tmp_path / "m.bin", connections=1, retry=policy)
+
+    assert (tmp_path / "m.bin").read_bytes() == data
+    assert len(sleeps.waits) >= 9
+    assert max(sleeps.waits) <= policy.backoff_initial + policy.jitter  # no doubling
+
+
+async def test_a_range_taken_over_while_its_worker_waits_to_retry_is_not_asked_for_again(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(4 * 1024 * 1024, seed=5)
+    server.add_file("m.bin", data)
+    url = server.url("m.bin", reset_after=300_000, times=1)  # the first range breaks once
+    policy = asyncfetch.RetryPolicy(attempts=3, jitter=0, sleep=lambda _: asyncio.sleep(2.0))
+    # its worker really waits 2 s: long enough for the other one to finish its own range and
+    # take over the rest of this one (a range watched 1 s and 2x slower is taken over whole)
+
+    result = await asyncfetch.fetch(
+        url, tmp_path / "m.bin", connections=2, chunk_size=2 * 1024 * 1024, retry=policy
+    )
+
+    assert (tmp_path / "m.bin").read_bytes() == data
+    answers = [(r.headers.get("Range"), r.status) for r in server.gets("m.bin")]
+    assert all(status == 206 for _, status in answers), answers  # no empty range, no 200
+    assert result.retries == 1
