@@ -163,6 +163,8 @@ class Download:
         try:
             async for attempt in policy:
                 with attempt:
+                    if task.pos >= task.stop:
+                        return  # a thief took the rest while this worker waited to retry
                     source = self._choose_source(home)
                     task.begin(time.monotonic())
                     await self._attempt_task(task, source, sink)
