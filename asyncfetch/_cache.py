@@ -6,15 +6,17 @@ Beside a file asyncfetch wrote or checked sits a marker, ``<file>.asyncfetch.jso
 ignores it): the file's size and mtime when its SHA-256 was last computed, that digest, the
 digest the file should have, and the URL and validators it came from. A call with the same
 expected digest then trusts the file while its size and mtime still match, without re-reading
-it; anything else (no marker, a changed file, ``verify=True``) re-hashes it.
+it; anything else (no marker, a changed file, ``verify=True``) re-hashes it. A file changed
+since asyncfetch downloaded it is the same file only if it still has the digest recorded then.
 
 When is an existing file a hit?
 
 - ``sha256`` given: when its digest (the marker's, or re-hashed) is that digest. No network.
-- offline: whenever it exists (and matches ``sha256`` if given).
+- offline: whenever it exists (and matches ``sha256`` if given, and is not found corrupt).
 - otherwise, after a probe: same size as the server says, and its marker names one of the
-  URLs asked for with validators (ETag, Last-Modified) that agree; a file without a marker
-  (torch.hub's) when it is not older than the server's Last-Modified.
+  URLs asked for with validators (ETag, Last-Modified) that agree (changed since: and it still
+  has the digest recorded); a file without a marker (torch.hub's) when it is not older than
+  the server's Last-Modified.
 """
 
 from __future__ import annotations
@@ -219,9 +221,22 @@ def _stat_file(path: Path, url: str | None) -> os.stat_result | None:
     return st
 
 
-def _fresh_marker(path: Path, st: os.stat_result) -> Marker | None:
-    marker = read_marker(path)
+def _fresh(marker: Marker | None, st: os.stat_result) -> Marker | None:
     return marker if marker is not None and marker.describes(st) else None
+
+
+def _changed_download(
+    marker: Marker | None, st: os.stat_result, urls: tuple[str, ...], info: RemoteInfo | None
+) -> bool:
+    """Whether ``marker`` recorded the digest of a download of one of ``urls`` (under validators
+    that agree with ``info``, if given) and the file changed since: hash it to tell."""
+    return (
+        marker is not None
+        and not marker.describes(st)
+        and marker.expected is not None
+        and marker.url in urls
+        and (info is None or _validators_agree(marker, info))
+    )
 
 
 def rehash(path: Path, st: os.stat_result, marker: Marker | None) -> Marker:
@@ -254,12 +269,16 @@ def find_local(
     if st is None:
         _raise_if_offline(offline, path, url, "is not in the cache")
         return None
-    fresh = _fresh_marker(path, st)
+    marker = read_marker(path)
+    fresh = _fresh(marker, st)
     if sha256 is not None:
         return _check_digest(path, st, fresh, url, sha256, verify=verify, offline=offline)
     if not offline:
         return None
-    if verify or (hashing and not (fresh and fresh.sha256)):
+    changed = url is not None and _changed_download(marker, st, (url,), None)
+    if changed:
+        fresh = marker  # hashed below and compared with the digest recorded at the download
+    if changed or verify or (hashing and not (fresh and fresh.sha256)):
         fresh = rehash(path, st, fresh)
     if fresh is not None and fresh.corrupt:
         write_marker(path, fresh)
@@ -305,17 +324,25 @@ def _raise_if_offline(offline: bool, path: Path, url: str | None, why: str) -> N
 def find_remote(
     path: Path, info: RemoteInfo, *, urls: tuple[str, ...], verify: bool, hashing: bool
 ) -> Hit | None:
-    """A hit for a download without ``sha256``, given what probing the URL found (blocking)."""
+    """A hit for a download without ``sha256``, given what probing the URL found (blocking).
+
+    A file changed since it was downloaded from there is hashed again (even with ``hashing``
+    off) and is a hit only if it still has the digest recorded then.
+    """
     st = _stat_file(path, info.url)
     if st is None or info.size is None or st.st_size != info.size:
         return None
-    fresh = _fresh_marker(path, st)
-    if fresh is not None:
+    marker = read_marker(path)
+    fresh = _fresh(marker, st)
+    changed = _changed_download(marker, st, urls, info)
+    if changed:
+        fresh = marker  # hashed below and compared with the digest recorded at the download
+    elif fresh is not None:
         if fresh.corrupt or fresh.url not in urls or not _validators_agree(fresh, info):
             return None
     elif _newer_upstream(info, st):
         return None
-    if verify or (hashing and not (fresh and fresh.sha256)):
+    if changed or verify or (hashing and not (fresh and fresh.sha256)):
         fresh = rehash(path, st, fresh)
         if fresh.corrupt:
             write_marker(path, fresh)

@@ -544,3 +544,81 @@ async def test_a_download_leaves_the_file_and_its_marker(
     assert marker.verified
     assert marker.url == url
     assert marker.etag == server.file_info("m.bin")[1]
+
+
+# a changed file, internal files, odd names and directories -----------------------------------
+
+
+def later(path: Path, seconds: float = 10) -> None:
+    """Move the mtime of ``path`` ``seconds`` on: to its marker, another file from now on."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + int(seconds * 1e9)))
+
+
+@pytest.mark.parametrize("hashing", [True, False])  # --no-hash too: only a hash tells
+async def test_a_file_changed_since_its_download_is_fetched_again(
+    server: FaultServer, tmp_path: Path, hashing: bool
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest)
+    dest.write_bytes(flipped(DATA))
+    later(dest)  # a new mtime: the marker no longer describes it
+    server.reset_log()
+
+    changed = await asyncfetch.fetch(url, dest, hash=hashing)
+
+    assert not changed.cached
+    assert server.gets("m.bin")
+    assert dest.read_bytes() == DATA
+
+
+async def test_a_file_touched_since_its_download_is_a_hit(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest)
+    dest.write_bytes(DATA)
+    later(dest)  # rewritten with the same bytes: the same file after all
+
+    touched = await asyncfetch.fetch(url, dest, hash=False)
+
+    assert touched.cached
+    assert touched.sha256 == sha256(DATA)
+    marker = read_marker(dest)
+    assert marker is not None
+    assert marker.expected == sha256(DATA)  # the record of the download is kept
+    assert marker.describes(dest.stat())
+
+
+def test_cli_get_of_a_changed_file_downloads_it_again(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add_file("b.bin", DATA)
+    dest = tmp_path / "b.bin"
+    assert run_cli("get", url, "-o", str(dest)).returncode == 0
+    dest.write_bytes(flipped(DATA))
+    later(dest)
+
+    done = run_cli("get", url, "-o", str(dest), "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["cached"] is False
+    assert json.loads(done.stdout)["sha256"] == sha256(DATA)
+    assert dest.read_bytes() == DATA
+    verify = run_cli("cache", "verify", "b.bin", "--dir", str(tmp_path))
+    assert verify.stdout.startswith("ok "), verify.stdout
+
+
+async def test_offline_a_file_changed_since_its_download_is_not_a_hit(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest)
+    dest.write_bytes(flipped(DATA))
+    later(dest)
+
+    with pytest.raises(OfflineError, match="is corrupt"):
+        await asyncfetch.fetch(url, dest, offline=True)
+    assert read_marker(dest).expected == sha256(DATA)  # type: ignore[union-attr]
+    assert [r.status for r in cache.verify(directory=tmp_path)] == ["corrupt"]
