@@ -26,9 +26,24 @@ from ._parts import PART_SUFFIX, part_in_use
 _PART = re.compile(r"(?P<target>.+)\.[0-9a-f]{8}\.part")
 _TORCH_PARTIAL = re.compile(r"(?P<target>.+)\.[0-9a-f]{32}\.partial")
 _MARKER = re.compile(r"(?P<target>.+)\.asyncfetch\.json")
-_JOURNAL = re.compile(r"(?P<target>.+)\.[0-9a-f]{8}\.part\.json")
-_TEMPORARY = re.compile(r"(?P<target>.+?)(?:\.asyncfetch|\.[0-9a-f]{8}\.part)\.json\..+\.tmp")
+_JOURNAL = re.compile(r"(?P<part>(?P<target>.+)\.[0-9a-f]{8}\.part)\.json")
+# atomic writes of a marker, a journal or a failure note (_distributed); hub's zip extraction
+_TEMPORARY = re.compile(
+    r"(?P<target>.+?)(?:(?:\.asyncfetch|\.[0-9a-f]{8}\.part)\.json\..+\.tmp"
+    r"|\.hub-failed\.[0-9]+\.tmp|\.[0-9a-f]{8}\.extracting)"
+)
+# a download waiting for its hash-prefix check (_hubfile): renamed as soon as it is complete
+_UNVERIFIED = re.compile(r"(?P<target>.+\.unverified)")
+# a torchrun leader's note that its download failed (_distributed)
+_FAILURE_NOTE = re.compile(r"(?P<target>.+)\.hub-failed\.json")
 LEFTOVER_AFTER = 3600.0  # a temporary file untouched this long is left over by a dead process
+NOTE_READ_WITHIN = 60.0  # ranks waiting on a failed download read its note within seconds
+#: files that are not cache entries, and how long one is in use after it was last written
+_INTERNAL = (
+    (_TEMPORARY, LEFTOVER_AFTER),
+    (_UNVERIFIED, LEFTOVER_AFTER),
+    (_FAILURE_NOTE, NOTE_READ_WITHIN),
+)
 
 State = Literal["verified", "recorded", "unchecked", "corrupt", "partial", "leftover"]
 
@@ -136,18 +151,21 @@ def _entry(file: Path, names: set[str]) -> CacheEntry | None:
         return None
     if match := _PART.fullmatch(file.name) or _TORCH_PARTIAL.fullmatch(file.name):
         return _partial_entry(file, match["target"], st)
-    if match := _TEMPORARY.fullmatch(file.name):
-        if time.time() - st.st_mtime < LEFTOVER_AFTER:
-            return None  # an atomic write in progress
-        return _leftover(file, match["target"], st)
-    if match := _MARKER.fullmatch(file.name) or _JOURNAL.fullmatch(file.name):
-        owner = file.name.removesuffix(_cache.MARKER_SUFFIX).removesuffix(_journal.JOURNAL_SUFFIX)
-        return None if owner in names else _leftover(file, match["target"], st)
+    for pattern, in_use_for in _INTERNAL:
+        if match := pattern.fullmatch(file.name):
+            if time.time() - st.st_mtime < in_use_for:
+                return None  # still being written or read
+            return _leftover(file, match["target"], st)
+    if match := _MARKER.fullmatch(file.name):
+        return None if match["target"] in names else _leftover(file, match["target"], st)
+    if match := _JOURNAL.fullmatch(file.name):
+        return None if match["part"] in names else _leftover(file, match["target"], st)
     return _file_entry(file, st)
 
 
 def _leftover(file: Path, target: str, st: os.stat_result) -> CacheEntry:
-    """A file left behind by a dead process: a marker or journal whose file is gone, a temp."""
+    """A file left behind by a dead process: a marker or journal whose file is gone, a temp,
+    an unchecked ``.unverified`` download, an old failure note."""
     return CacheEntry(target, file, st.st_size, st.st_mtime, st.st_mtime, "leftover")
 
 
@@ -308,7 +326,7 @@ def _remove(root: Path, entry: CacheEntry, dry_run: bool) -> bool:
         _unlink(entry.path)
         if entry.state == "partial":
             _journal.remove(entry.path)
-        elif entry.state != "leftover":
+        else:  # a leftover .unverified download has a marker too
             _unlink(_cache.marker_path(entry.path))
     return True
 

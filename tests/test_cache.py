@@ -622,3 +622,55 @@ async def test_offline_a_file_changed_since_its_download_is_not_a_hit(
         await asyncfetch.fetch(url, dest, offline=True)
     assert read_marker(dest).expected == sha256(DATA)  # type: ignore[union-attr]
     assert [r.status for r in cache.verify(directory=tmp_path)] == ["corrupt"]
+
+
+async def test_prune_partials_keeps_the_marker_of_a_json_file(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("small.txt", DATA)
+    for name in ("config.json", "tokenizer.json"):
+        await asyncfetch.fetch(url, tmp_path / name, sha256=sha256(DATA))
+
+    report = cache.prune(partials=True, directory=tmp_path)
+    done = run_cli("cache", "prune", "--partials", "--dir", str(tmp_path))
+
+    assert report.removed == []
+    assert "removed 0 files" in done.stdout
+    assert {e.name: e.state for e in cache.ls(tmp_path)} == {
+        "config.json": "verified", "tokenizer.json": "verified"
+    }  # fmt: skip
+    assert (tmp_path / "config.json.asyncfetch.json").exists()
+
+
+async def test_torchrun_notes_and_unverified_downloads_are_not_cache_entries(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    from asyncfetch._distributed import NodeRole, failure_path, once_per_node
+
+    url = server.add_file("m-0badc0de.pth", DATA)
+    target = tmp_path / "nothere.pth"
+    leader = NodeRole(rank=0, local_rank=0, world_size=2)
+    missing = server.url("nothere.pth")  # a 404
+    with pytest.raises(asyncfetch.FetchError):
+        once_per_node(target, lambda: asyncfetch.download(missing, target), leader)
+    note = failure_path(target)
+    assert note.exists()
+    # what a process killed before the hash-prefix check leaves (see _hubfile.get_file)
+    unverified = tmp_path / "m-0badc0de.pth.unverified"
+    await asyncfetch.fetch(url, unverified)
+
+    assert cache.ls(tmp_path) == []
+    assert cache.verify(directory=tmp_path) == []
+    assert cache.prune(partials=True, directory=tmp_path).removed == []  # in use, maybe
+    assert note.exists()
+    assert unverified.exists()
+
+    for path in (note, unverified):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
+    done = run_cli("cache", "prune", "--partials", "--dir", str(tmp_path))
+
+    assert done.returncode == 0, done.stderr
+    assert "removed: nothere.pth.hub-failed.json" in done.stdout
+    assert "removed: m-0badc0de.pth.unverified" in done.stdout
+    left = [n for n in os.listdir(tmp_path) if not n.endswith(".lock")]
+    assert left == []  # the marker of the .unverified file went too
