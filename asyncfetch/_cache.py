@@ -126,9 +126,19 @@ def read_marker(path: Path) -> Marker | None:
         marker = Marker(**data)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    if not isinstance(marker.size, int) or not isinstance(marker.mtime_ns, int):
-        return None
-    return marker
+    return marker if _well_formed(marker) else None
+
+
+def _well_formed(marker: Marker) -> bool:
+    """Whether every field of a marker read from disk has its type (it may be hand-edited)."""
+    texts = (marker.sha256, marker.expected, marker.url, marker.etag, marker.last_modified)
+    times = (marker.fetched_at, marker.last_used)
+    return (
+        all(type(n) is int for n in (marker.size, marker.mtime_ns))
+        and type(marker.verified) is bool
+        and all(t is None or isinstance(t, str) for t in texts)
+        and all(t is None or type(t) in (int, float) for t in times)
+    )
 
 
 def write_marker(path: Path, marker: Marker) -> bool:

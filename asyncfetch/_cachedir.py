@@ -19,7 +19,7 @@ from typing import Literal
 
 from . import _cache, _journal
 from ._config import parse_duration, parse_size
-from ._errors import InvalidRequest
+from ._errors import DestinationError, InvalidRequest
 from ._lock import LOCK_SUFFIX, lock_if_free
 from ._parts import PART_SUFFIX, part_in_use
 
@@ -124,7 +124,11 @@ def path(directory: str | PathLike[str] | None = None) -> Path:
 
 
 def ls(directory: str | PathLike[str] | None = None) -> list[CacheEntry]:
-    """The cached files and partial downloads, most recently used first."""
+    """The cached files and partial downloads, most recently used first.
+
+    Raises:
+        DestinationError: the directory cannot be read (not a directory, no permission).
+    """
     return [e for e in _scan(path(directory)) if e.state != "leftover"]
 
 
@@ -133,6 +137,12 @@ def _scan(directory: Path) -> list[CacheEntry]:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        raise DestinationError(
+            f"cannot read the cache directory {directory}: {exc.strerror or exc}; pass a "
+            "directory (--dir), or set TORCH_HOME to one",
+            path=str(directory),
+        ) from exc
     entries = []
     for name in names:
         entry = _entry(directory / name, set(names))
@@ -269,6 +279,7 @@ def prune(
 
     Raises:
         InvalidRequest: no option chooses anything, or an option is malformed.
+        DestinationError: the directory cannot be read (not a directory, no permission).
     """
     limit = parse_size(max_size) if isinstance(max_size, str) else max_size
     age = parse_duration(older_than) if isinstance(older_than, str) else older_than

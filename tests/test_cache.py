@@ -674,3 +674,51 @@ async def test_torchrun_notes_and_unverified_downloads_are_not_cache_entries(
     assert "removed: m-0badc0de.pth.unverified" in done.stdout
     left = [n for n in os.listdir(tmp_path) if not n.endswith(".lock")]
     assert left == []  # the marker of the .unverified file went too
+
+
+@pytest.mark.parametrize("action", [["ls"], ["verify"], ["prune", "--partials"]])
+def test_a_cache_dir_that_is_a_file_is_one_line_error(tmp_path: Path, action: list[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+
+    here = run_cli("cache", *action, "--dir", str(afile))
+    home = run_cli("cache", *action, TORCH_HOME=str(afile))
+
+    for done, where in ((here, afile), (home, afile / "hub" / "checkpoints")):
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        assert done.stderr.startswith(f"asyncfetch: error: cannot read the cache directory {where}")
+        assert len(done.stderr.splitlines()) == 1
+    with pytest.raises(DestinationError, match="Not a directory") as caught:
+        cache.ls(afile)
+    assert caught.value.path == str(afile)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"last_used": "yesterday"},
+        {"fetched_at": [1]},
+        {"size": "200000"},
+        {"sha256": 12},
+        {"verified": "yes"},
+        {"mtime_ns": 1.5},
+    ],
+)
+async def test_a_malformed_marker_counts_as_missing(
+    server: FaultServer, tmp_path: Path, edit: dict[str, object]
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))
+    (tmp_path / "n.bin").write_bytes(DATA)  # another file, to sort against
+    marker = tmp_path / "m.bin.asyncfetch.json"
+    marker.write_text(json.dumps(json.loads(marker.read_text()) | edit))
+
+    done = run_cli("cache", "ls", "--dir", str(tmp_path))
+
+    assert done.returncode == 0, done.stderr
+    assert {e.name: e.state for e in cache.ls(tmp_path)} == {
+        "m.bin": "unchecked", "n.bin": "unchecked"
+    }  # fmt: skip
+    assert (await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))).cached
+    assert read_marker(tmp_path / "m.bin") is not None  # written anew
