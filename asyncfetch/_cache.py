@@ -87,8 +87,10 @@ class Marker:
     """What asyncfetch knows about a cached file (see the module docstring).
 
     ``sha256`` is the digest of the file as it was at (``size``, ``mtime_ns``); ``expected``
-    the digest it should have (given by a caller, or computed from a download), if known;
-    ``verified`` says ``expected`` came from a caller.
+    the digest it should have (given by a caller, computed from a download, or, for a file
+    that had none, the first one ``cache verify`` computed: a baseline to find later changes),
+    if known; ``verified`` says ``expected`` came from a caller (the others only say what the
+    file was, not that it is the right one).
     """
 
     size: int

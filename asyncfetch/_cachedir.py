@@ -12,7 +12,7 @@ import re
 import stat
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 from typing import Literal
@@ -59,9 +59,10 @@ class CacheEntry:
         modified: when it was last written (seconds since the epoch).
         last_used: when asyncfetch last returned it (else its access or write time).
         state: ``verified`` (matched a SHA-256 a caller gave), ``recorded`` (its digest was
-            recorded when asyncfetch downloaded it), ``unchecked`` (no record, or the file
-            changed since), ``corrupt`` (``asyncfetch cache verify`` found another digest than
-            recorded), ``partial`` (a download not finished yet).
+            recorded when asyncfetch downloaded it, or when ``verify`` first hashed it),
+            ``unchecked`` (no record, or the file changed since), ``corrupt`` (``asyncfetch
+            cache verify`` found another digest than recorded), ``partial`` (a download not
+            finished yet).
         sha256: its digest as last computed, if known.
         url: where it was downloaded from, if known.
         total: the full size a partial download will have, if known.
@@ -88,8 +89,8 @@ class VerifyResult:
         name: the file name.
         path: where it is (or was looked for).
         status: ``ok`` (the digest is the recorded one), ``corrupt`` (it is not),
-            ``unchecked`` (nothing recorded to compare with; the digest is recorded now),
-            ``missing`` (no such file).
+            ``unchecked`` (nothing recorded to compare with; the digest is recorded now, and
+            later verifies compare with it), ``missing`` (no such file in the cache).
         sha256: the digest just computed.
         expected: the digest recorded for the file, if any.
     """
@@ -234,21 +235,35 @@ def verify(
     """Re-hash cached files (``names``, or all of them) and compare with the recorded digests.
 
     The digests are recorded, so a file found ``corrupt`` is downloaded again by the next
-    fetch of it rather than trusted.
+    fetch of it rather than trusted. A file with nothing recorded gets its digest recorded, for
+    the next verify to compare with. A name that is not a cached file as :func:`ls` lists it
+    (a path, a marker, a partial download) is ``missing``; nothing is written for it.
+
+    Raises:
+        DestinationError: the directory cannot be read (not a directory, no permission).
     """
     root = path(directory)
-    wanted = list(names) or [e.name for e in ls(root) if e.state != "partial"]
-    return [_verify_one(root / name) for name in wanted]
+    files = {e.name: e.path for e in _scan(root) if e.state not in ("partial", "leftover")}
+    return [
+        _verify_one(files[name]) if name in files else VerifyResult(name, root / name, "missing")
+        for name in (list(names) or files)
+    ]
 
 
 def _verify_one(file: Path) -> VerifyResult:
     try:
-        marker = _cache.rehash(file, file.stat(), _cache.read_marker(file))
+        st = file.stat()
+        before = _cache.read_marker(file)
+        marker = _cache.rehash(file, st, before)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return VerifyResult(file.name, file, "missing")
-    _cache.write_marker(file, marker)
-    if marker.expected is None:
+    if marker.expected is None:  # nothing to compare with: this digest is the baseline now
+        if before is not None and not before.describes(st):
+            # changed since its download: the digest is not the download's
+            marker = replace(marker, url=None, etag=None, last_modified=None)
+        _cache.write_marker(file, replace(marker, expected=marker.sha256))
         return VerifyResult(file.name, file, "unchecked", marker.sha256)
+    _cache.write_marker(file, marker)
     status: Literal["ok", "corrupt"] = "corrupt" if marker.corrupt else "ok"
     return VerifyResult(file.name, file, status, marker.sha256, marker.expected)
 

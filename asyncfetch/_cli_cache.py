@@ -99,9 +99,10 @@ def _verify(args: argparse.Namespace) -> int:
         elif result.status == "corrupt":
             print(f"CORRUPT   {result.name}: SHA-256 {result.sha256}, expected {result.expected}")
         elif result.status == "missing":
-            print(f"MISSING   {result.name}: no such file in {cache.path(args.dir)}")
+            where = cache.path(args.dir)
+            print(f"MISSING   {result.name}: not a file in the cache {where} (see cache ls)")
         else:
-            note = "" if result.status == "ok" else " (nothing recorded to compare with)"
+            note = "" if result.status == "ok" else " (nothing to compare with; recorded now)"
             print(f"{result.status:<9} {result.name} {result.sha256}{note}")
     bad = any(r.status in ("corrupt", "missing") for r in results)
     return EXIT_PROBLEM if bad else EXIT_OK

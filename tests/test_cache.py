@@ -642,6 +642,78 @@ async def test_prune_partials_keeps_the_marker_of_a_json_file(
     assert (tmp_path / "config.json.asyncfetch.json").exists()
 
 
+async def test_verify_records_a_baseline_for_a_file_without_one(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("c.bin", DATA)
+    await asyncfetch.fetch(url, tmp_path / "c.bin", hash=False)
+    (tmp_path / "hub.bin").write_bytes(DATA)  # one torch.hub made: no marker
+
+    first = run_cli("cache", "verify", "--dir", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("recorded now") == 2
+    assert {e.name: e.state for e in cache.ls(tmp_path)} == {
+        "c.bin": "recorded", "hub.bin": "recorded"
+    }  # fmt: skip
+    assert (await asyncfetch.fetch(url, tmp_path / "c.bin")).cached  # still a hit
+    assert (await asyncfetch.fetch(url, tmp_path / "hub.bin", sha256=sha256(DATA))).cached
+
+    for name in ("c.bin", "hub.bin"):
+        keep_mtime(tmp_path / name, flipped(DATA))  # bit rot: same size, same mtime
+    second = run_cli("cache", "verify", "c.bin", "--dir", str(tmp_path))
+    assert second.returncode == 1
+    assert f"CORRUPT   c.bin: SHA-256 {sha256(flipped(DATA))}, expected {sha256(DATA)}" in (
+        second.stdout
+    )
+    assert [r.status for r in cache.verify(["hub.bin"], tmp_path)] == ["corrupt"]
+
+    again = await asyncfetch.fetch(url, tmp_path / "c.bin", hash=False)
+    assert not again.cached  # found corrupt: downloaded again
+    assert (tmp_path / "c.bin").read_bytes() == DATA
+
+
+async def test_verify_does_not_record_a_changed_file_as_downloaded(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("c.bin", DATA)
+    dest = tmp_path / "c.bin"
+    await asyncfetch.fetch(url, dest, hash=False)
+    dest.write_bytes(flipped(DATA))
+    later(dest)  # changed after the download, before anything hashed it
+
+    assert [r.status for r in cache.verify(directory=tmp_path)] == ["unchecked"]
+    marker = read_marker(dest)
+    assert marker is not None
+    assert marker.expected == sha256(flipped(DATA))  # the baseline of later verifies
+    assert marker.url is None  # but not what the URL served
+    assert not (await asyncfetch.fetch(url, dest)).cached
+    assert dest.read_bytes() == DATA
+
+
+async def test_verify_takes_cache_entries_only(server: FaultServer, tmp_path: Path) -> None:
+    where = tmp_path / "c"
+    files = await fill_cache(server, where)
+    outside = tmp_path / "files" / "small.txt"
+    outside.parent.mkdir()
+    outside.write_bytes(DATA)
+    torch_partial = where / ("model.pth." + "a" * 32 + ".partial")
+    torch_partial.write_bytes(b"x")
+    before = {d: sorted(os.listdir(d)) for d in (where, outside.parent)}
+    names = [
+        str(outside), "../files/small.txt", "recorded.bin.asyncfetch.json",
+        files["partial.bin"].name, "partial.bin.0000aaaa.part.json", torch_partial.name, ".",
+    ]  # fmt: skip
+
+    results = cache.verify(names, where)
+    done = run_cli("cache", "verify", str(outside), "--dir", str(where))
+
+    assert [r.status for r in results] == ["missing"] * len(names)
+    assert done.returncode == 1
+    assert f"MISSING   {outside}: not a file in the cache {where}" in done.stdout
+    assert {d: sorted(os.listdir(d)) for d in before} == before  # nothing written
+    assert [r.status for r in cache.verify(["recorded.bin"], where)] == ["ok"]
+
+
 async def test_torchrun_notes_and_unverified_downloads_are_not_cache_entries(
     server: FaultServer, tmp_path: Path
 ) -> None:
