@@ -50,6 +50,12 @@ class Entry:
     file_name: str | None = None
     check_hash: bool = False
     description: str = ""
+    registry: Path | None = None  # the file it was read from
+
+    @property
+    def where(self) -> str:
+        """``registry FILE, entry [NAME]``: where to fix this entry, for messages."""
+        return f"registry {self.registry}, entry [{self.name}]"
 
 
 def default_registry_path() -> Path:
@@ -92,6 +98,11 @@ def load_registry(path: str | PathLike[str]) -> dict[str, Entry]:
         raise InvalidRequest(f"cannot read registry {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidRequest(f"registry {path} is not valid TOML: {exc}; fix the file") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(
+            f"registry {path} is not valid TOML: byte {exc.start} is not UTF-8 ({exc.reason}); "
+            "save the file as UTF-8"
+        ) from None
     return {name: _entry(path, name, table) for name, table in data.items()}
 
 
@@ -114,6 +125,12 @@ def _entry(path: Path, name: str, table: Any) -> Entry:
     check_hash = table.get("check_hash", False)
     if not isinstance(check_hash, bool):
         raise InvalidRequest(f"{where}: check_hash must be true or false")
+    file_name = _text(where, table, "file_name")
+    if file_name is not None and not _plain_file_name(file_name):
+        raise InvalidRequest(
+            f"{where}: file_name must be a plain file name (no '/' or '\\', not '.' or '..'), "
+            f"got {file_name!r}; the file goes in the cache directory"
+        )
     try:
         for url_ in (url, *mirrors):
             check_url(str(url_))
@@ -124,10 +141,16 @@ def _entry(path: Path, name: str, table: Any) -> Entry:
         url=str(url),
         mirrors=tuple(mirrors),
         sha256=sha256.lower() if sha256 else None,
-        file_name=_text(where, table, "file_name"),
+        file_name=file_name,
         check_hash=check_hash,
         description=_text(where, table, "description") or "",
+        registry=path,
     )
+
+
+def _plain_file_name(name: str) -> bool:
+    """Whether ``name`` names a file in a directory, not a path that could leave it."""
+    return name not in (".", "..") and not any(sep in name for sep in ("/", "\\", "\0"))
 
 
 def _text(where: str, table: Mapping[str, Any], key: str, *, required: bool = False) -> str | None:

@@ -26,9 +26,12 @@ EXAMPLE = REPO_ROOT / "examples" / "registry.toml"
 
 @pytest.fixture(autouse=True)
 def _no_user_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the developer's own registry and environment out of these tests."""
+    """Keep the developer's own registry, cache and environment out of these tests."""
     monkeypatch.delenv("ASYNCFETCH_REGISTRY", raising=False)
+    monkeypatch.delenv("ASYNCFETCH_OFFLINE", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
 
 def write(path: Path, text: str) -> Path:
@@ -54,6 +57,7 @@ def test_entries_are_read_with_all_their_fields(tmp_path: Path) -> None:
         file_name="n.pth",
         check_hash=True,
         description="a net",
+        registry=registry,
     )
     assert entries["dotted.name-2"].url == "http://127.0.0.1/x"
 
@@ -70,6 +74,11 @@ def test_entries_are_read_with_all_their_fields(tmp_path: Path) -> None:
         ("[net]\nurl = 'https://x.org/a'\ncheck_hash = 'yes'\n", "check_hash must be true"),
         ("net = 'https://x.org/a'\n", "must be a table"),
         ("[net\nurl = 1\n", "is not valid TOML"),
+        ("[net]\nurl = 'https://x.org/a'\nfile_name = '../../escape.bin'\n", "plain file name"),
+        ("[net]\nurl = 'https://x.org/a'\nfile_name = 'sub/net.pth'\n", "plain file name"),
+        ("[net]\nurl = 'https://x.org/a'\nfile_name = 'sub\\net.pth'\n", "plain file name"),
+        ("[net]\nurl = 'https://x.org/a'\nfile_name = '..'\n", "plain file name"),
+        ("[net]\nurl = 'https://x.org/a'\nfile_name = '.'\n", "plain file name"),
     ],
 )
 def test_malformed_registries_say_where_and_what(tmp_path: Path, text: str, message: str) -> None:
@@ -77,6 +86,20 @@ def test_malformed_registries_say_where_and_what(tmp_path: Path, text: str, mess
     with pytest.raises(InvalidRequest, match=re.escape(message)) as caught:
         load_registry(registry)
     assert str(registry) in str(caught.value)
+
+
+def test_a_registry_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
+    registry = tmp_path / "latin1.toml"
+    registry.write_bytes(b'[n]\nurl = "http://127.0.0.1:1/a"\ndescription = "caf\xe9"\n')
+    with pytest.raises(InvalidRequest, match="not UTF-8") as caught:
+        load_registry(registry)
+    assert str(registry) in str(caught.value)
+
+    done = run_cli("get", "n", "--registry", str(registry))
+    assert done.returncode == 1
+    assert done.stderr.startswith("asyncfetch: error: registry ")
+    assert done.stderr.count("\n") == 1
+    assert str(registry) in done.stderr
 
 
 def test_which_file_explicit_then_environment_then_default(
