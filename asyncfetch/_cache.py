@@ -323,6 +323,31 @@ def _check_digest(
     return _use(path, replace(marker, expected=sha256, verified=True))
 
 
+def find_prefixed(
+    path: Path, *, url: str | None, prefix: str, verify: bool, offline: bool
+) -> Hit | None:
+    """A hit for a file checked only by a SHA-256 prefix (torch.hub's ``check_hash``): its
+    digest, the marker's or re-hashed, starts with ``prefix`` (blocking). No network.
+
+    Raises:
+        OfflineError: offline, and the file is missing or its digest does not fit.
+        DestinationError: ``path`` is a directory.
+    """
+    st = _stat_file(path, url)
+    if st is None:
+        _raise_if_offline(offline, path, url, "is not in the cache")
+        return None
+    marker = _fresh(read_marker(path), st)
+    if verify or marker is None or not marker.sha256:
+        marker = replace(rehash(path, st, marker), url=(marker and marker.url) or url)
+        write_marker(path, marker)  # the next look needs no re-hash, hit or miss
+    if marker.corrupt or not str(marker.sha256).startswith(prefix):
+        why = f"does not have a SHA-256 starting with {prefix} (it has {marker.sha256})"
+        _raise_if_offline(offline, path, url, why)
+        return None
+    return _use(path, marker)
+
+
 def _raise_if_offline(offline: bool, path: Path, url: str | None, why: str) -> None:
     if offline:
         raise OfflineError(

@@ -110,14 +110,19 @@ def _get_name(args: argparse.Namespace) -> int:
         args.url, mirrors=args.mirror, sha256=args.sha256, registry=args.registry
     )
     cached = cached_path(source.url, model_dir=args.dir, file_name=source.file_name)
-    dest = args.output or cached
     prefix = _hubfile.hash_prefix_of(cached.name, source.url) if source.check_hash else None
+    if args.output is None:
+        ensure_dir(cached.parent)  # the cache, as torch.hub's: created when missing
+    dest = args.output or cached
     options = _hubfile.Options(
         connections=args.connections,
         chunk_size=args.chunk_size,
         retry=RetryPolicy.coerce(args.retries),
         timeout=Timeouts.coerce(args.timeout),
         progress=_progress_for(args, dest.name) is not None,
+        hash=not args.no_hash,
+        offline=True if args.offline else None,
+        verify=args.verify,
     )
     result = _hubfile.get_file(source, dest, prefix, options)
     _print_result(result, args.json)

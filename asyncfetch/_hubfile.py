@@ -12,13 +12,14 @@ import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
 from . import _api, _cache, _registry
-from ._config import RetryPolicy, Timeouts
+from ._config import RetryPolicy, Timeouts, env_settings
 from ._distributed import SINGLE, NodeRole, once_per_node
 from ._errors import IntegrityError, InvalidRequest
 from ._models import FetchResult
@@ -41,11 +42,14 @@ class Source:
     sha256: str | None = None
     file_name: str | None = None
     check_hash: bool = False
+    origin: str | None = None  # "registry FILE, entry [NAME]": the entry that gave the checks
 
 
 @dataclass(frozen=True)
 class Options:
-    """How to download: connections, retries, timeouts, headers, progress bar."""
+    """How to download: connections, retries, timeouts, headers, progress bar, and as for
+    :func:`asyncfetch.fetch`: ``hash``, ``offline`` (None: as the environment says), ``verify``.
+    """
 
     connections: int = 16
     chunk_size: int | None = None
@@ -53,6 +57,9 @@ class Options:
     timeout: Timeouts | float | None = None
     headers: Mapping[str, str] | None = None
     progress: bool = True
+    hash: bool = True
+    offline: bool | None = None
+    verify: bool = False
 
 
 def resolve(
@@ -84,6 +91,7 @@ def resolve(
         sha256=sha256 or entry.sha256,
         file_name=file_name or entry.file_name,
         check_hash=check_hash or entry.check_hash,
+        origin=entry.where if entry.sha256 or not sha256 else None,  # not the caller's digest
     )
 
 
@@ -123,32 +131,55 @@ def check_prefix(prefix: str, url: str | None = None) -> str:
 def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Options) -> FetchResult:
     """Download ``source`` to ``dest``, verified by its ``sha256`` and/or ``hash_prefix``.
 
-    With only a prefix, the file is downloaded under ``dest`` + ``.unverified`` (resumable
-    there) and renamed to ``dest`` once its digest starts with the prefix.
+    An intact file already at ``dest`` is used as :func:`asyncfetch.fetch` would use it. With
+    only a prefix, that is when its digest (the marker's, or re-hashed) starts with the
+    prefix; else the file is downloaded under ``dest`` + ``.unverified`` (resumable there) and
+    renamed to ``dest`` once its digest starts with the prefix.
 
     Raises:
         IntegrityError: the digest does not match; nothing is left at ``dest``.
+        OfflineError: offline, and ``dest`` is missing or not the file asked for.
     """
     if hash_prefix and source.sha256 and not source.sha256.startswith(hash_prefix):
         raise InvalidRequest(
             f"{source.url}: the file name's hash prefix {hash_prefix} contradicts sha256 "
-            f"{source.sha256}; fix one of them",
+            f"{source.sha256}; fix one of them" + (f" in {source.origin}" if source.origin else ""),
             url=source.url,
         )
-    staged = hash_prefix is not None and source.sha256 is None
-    target = dest.with_name(dest.name + UNVERIFIED_SUFFIX) if staged else dest
-    result = _download(source, target, options)
-    if not staged:
-        return result
-    if result.sha256 is None or not result.sha256.startswith(str(hash_prefix)):
+    if hash_prefix is None or source.sha256 is not None:
+        return _download(source, dest, options)
+    started = time.monotonic()
+    offline = env_settings().offline if options.offline is None else options.offline
+    hit = _cache.find_prefixed(
+        dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=offline
+    )
+    if hit is not None:
+        return FetchResult(
+            path=hit.path,
+            size=hit.size,
+            sha256=hit.sha256,
+            elapsed=time.monotonic() - started,
+            resumed_bytes=hit.size,
+            cached=True,
+        )
+    return _download_staged(source, dest, hash_prefix, options)
+
+
+def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Options) -> FetchResult:
+    """Download to ``dest`` + ``.unverified``; rename it to ``dest`` if the prefix matches."""
+    target = dest.with_name(dest.name + UNVERIFIED_SUFFIX)
+    staged = dataclasses.replace(options, hash=True, offline=False)  # offline missed already
+    result = _download(source, target, staged)
+    if result.sha256 is None or not result.sha256.startswith(hash_prefix):
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
         _cache.remove_marker(target)
         raise IntegrityError(
             f"{source.url}: invalid hash value: SHA-256 {result.sha256} does not start with "
-            f"{hash_prefix}; the download was discarded (the server sent other bytes)",
+            f"{hash_prefix}; the download was discarded (the server sent other bytes)"
+            f"{_fix_in(source)}",
             url=source.url,
-            expected=str(hash_prefix),
+            expected=hash_prefix,
             actual=result.sha256 or "",
         )
     try:
@@ -167,12 +198,25 @@ def _download(source: Source, dest: Path, options: Options) -> FetchResult:
         return _api.download(
             source.url, dest, mirrors=source.mirrors, sha256=source.sha256,
             connections=options.connections, chunk_size=options.chunk_size,
-            retry=options.retry, timeout=options.timeout,
-            headers=options.headers, progress=bar,
+            retry=options.retry, timeout=options.timeout, headers=options.headers,
+            progress=bar, hash=options.hash, offline=options.offline, verify=options.verify,
         )  # fmt: skip
+    except IntegrityError as exc:
+        if source.origin is None or exc.expected != source.sha256:
+            raise
+        raise IntegrityError(
+            f"{exc}{_fix_in(source)}", url=exc.url, expected=exc.expected, actual=exc.actual
+        ) from None
     finally:
         if bar is not None:
             bar.close()
+
+
+def _fix_in(source: Source) -> str:
+    """Where to fix a digest that came from a registry entry, as the end of a message."""
+    if source.origin is None:
+        return ""
+    return f"; if the file changed upstream, update {source.origin}"
 
 
 def ensure_cached(

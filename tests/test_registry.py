@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def _no_user_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+
+def checkpoints(tmp_path: Path) -> Path:
+    """The cache directory ``get NAME`` uses without --dir (TORCH_HOME set by the fixture)."""
+    return tmp_path / "torch" / "hub" / "checkpoints"
 
 
 def write(path: Path, text: str) -> Path:
@@ -233,3 +239,150 @@ def test_get_unknown_name_is_a_one_line_error(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
     assert "registry" in done.stderr
     assert "(entries: a)" in done.stderr
+
+
+def flip_keeping_mtime(path: Path, offset: int = 1000) -> None:
+    """Flip one byte of ``path`` in place, keeping size and mtime (bit rot a marker misses)."""
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_get_name_verify_rehashes_and_replaces_a_corrupt_cached_file(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("netsha.bin", payload)
+    registry = write(
+        tmp_path / "r.toml",
+        f"[netsha]\nurl = '{url}'\nsha256 = '{sha256(payload)}'\nfile_name = 'netsha.pth'\n",
+    )
+    cached = checkpoints(tmp_path) / "netsha.pth"
+    assert run_cli("get", "netsha", "--registry", str(registry)).returncode == 0
+    flip_keeping_mtime(cached)
+    trusted = run_cli("get", "netsha", "--registry", str(registry), "--json")
+    assert json.loads(trusted.stdout)["cached"] is True  # the marker vouches; not re-read
+
+    done = run_cli("get", "netsha", "--registry", str(registry), "--verify", "--json")
+
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["cached"] is False  # re-hashed, found corrupt, downloaded again
+    assert record["sha256"] == sha256(payload)
+    assert cached.read_bytes() == payload
+
+
+def test_get_name_offline_uses_only_the_cache(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    prefixed = f"pre-{sha256(payload)[:8]}.bin"
+    registry = write(
+        tmp_path / "r.toml",
+        f"[plain]\nurl = '{server.add_file('plain.bin', payload)}'\n"
+        f"[prefixed]\nurl = '{server.add_file(prefixed, payload)}'\ncheck_hash = true\n"
+        f"[missing]\nurl = '{server.add_file('missing.bin', payload)}'\n",
+    )
+    for name in ("plain", "prefixed"):
+        assert run_cli("get", name, "--registry", str(registry)).returncode == 0
+    server.reset_log()
+
+    plain = run_cli("get", "plain", "--registry", str(registry), "--offline", "--json")
+    prefix = run_cli("get", "prefixed", "--registry", str(registry), ASYNCFETCH_OFFLINE="1")
+    missing = run_cli("get", "missing", "--registry", str(registry), "--offline")
+
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["cached"] is True
+    assert prefix.returncode == 0, prefix.stderr
+    assert "(cached)" in prefix.stdout
+    assert missing.returncode == 1
+    assert "offline mode" in missing.stderr
+    assert f"{checkpoints(tmp_path) / 'missing.bin'} is not in the cache" in missing.stderr
+    assert server.requests == []
+    assert leftovers(checkpoints(tmp_path)) == sorted(["plain.bin", prefixed])
+
+
+def test_get_name_no_hash_skips_the_digest_unless_the_entry_names_one(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    plain_url = server.add_file("plain.bin", payload)
+    bad_url = server.add_file("bad.bin", payload)
+    registry = write(
+        tmp_path / "r.toml",
+        f"[plain]\nurl = '{plain_url}'\n[bad]\nurl = '{bad_url}'\nsha256 = '{'0' * 64}'\n",
+    )
+
+    plain = run_cli("get", "plain", "--registry", str(registry), "--no-hash", "--json")
+    bad = run_cli("get", "bad", "--registry", str(registry), "--no-hash")
+
+    assert plain.returncode == 0, plain.stderr
+    assert json.loads(plain.stdout)["sha256"] is None
+    assert bad.returncode == 1  # the entry's digest is still checked
+    assert "SHA-256 mismatch" in bad.stderr
+    assert leftovers(checkpoints(tmp_path)) == ["plain.bin"]
+
+
+def test_get_name_with_check_hash_is_a_cache_hit_the_second_time(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    name = f"net-{sha256(payload)[:8]}.pth"
+    url = server.add_file(name, payload)
+    registry = write(tmp_path / "r.toml", f"[net]\nurl = '{url}'\ncheck_hash = true\n")
+    first = run_cli("get", "net", "--registry", str(registry), "--json")
+    assert json.loads(first.stdout)["cached"] is False, first.stderr
+    server.reset_log()
+
+    again = run_cli("get", "net", "--registry", str(registry), "--json")
+
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["cached"] is True
+    assert server.requests == []
+    cached = checkpoints(tmp_path) / name
+    flip_keeping_mtime(cached)
+    verified = run_cli("get", "net", "--registry", str(registry), "--verify", "--json")
+    assert json.loads(verified.stdout)["cached"] is False, verified.stderr
+    assert cached.read_bytes() == payload
+    assert leftovers(checkpoints(tmp_path)) == [name]
+
+
+def test_get_name_dir_is_created_when_missing(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("n.bin", payload)
+    registry = write(tmp_path / "r.toml", f"[net]\nurl = '{url}'\n")
+    directory = tmp_path / "new" / "sub"
+
+    done = run_cli("get", "net", "--registry", str(registry), "--dir", str(directory))
+
+    assert done.returncode == 0, done.stderr
+    assert (directory / "n.bin").read_bytes() == payload
+
+
+def test_get_name_refuses_a_file_name_outside_the_cache(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("n.bin", payload)
+    registry = write(
+        tmp_path / "r.toml", f"[net]\nurl = '{url}'\nfile_name = '../../escape.bin'\n"
+    )
+
+    done = run_cli("get", "net", "--registry", str(registry))
+
+    assert done.returncode == 1
+    assert f"registry {registry}, entry [net]: file_name" in done.stderr
+    assert not (tmp_path / "torch" / "escape.bin").exists()
+    assert server.requests == []
+
+
+def test_get_name_wrong_sha256_names_the_entry_to_fix(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("n.bin", payload)
+    registry = write(tmp_path / "r.toml", f"[net]\nurl = '{url}'\nsha256 = '{'0' * 64}'\n")
+
+    done = run_cli("get", "net", "--registry", str(registry))
+
+    assert done.returncode == 1
+    assert "SHA-256 mismatch" in done.stderr
+    assert f"registry {registry}, entry [net]" in done.stderr
+    assert leftovers(checkpoints(tmp_path)) == []
