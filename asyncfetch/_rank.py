@@ -33,7 +33,8 @@ class MirrorReport:
         accepts_ranges: whether it serves byte ranges.
         etag: its ETag, if any.
         last_modified: its Last-Modified, if any.
-        ttfb: seconds from sending the first sample request to its first body byte.
+        ttfb: seconds from sending the first sample request to its first body byte (on a
+            connection already open, so a URL's place in the list does not count).
         speed: bytes per second over the sample, all connections together.
         sample_bytes: bytes downloaded for the sample.
         sample_sha256: digests of the sample's parts (the same split for every URL).
@@ -70,9 +71,10 @@ async def rank_mirrors(
     """Measure every URL of one file, one after the other, and rank them fastest first.
 
     For each URL: size, Range support and validators, time to first byte, and throughput
-    over the first ``sample`` bytes fetched with ``connections`` parallel ranges. Sources
-    whose size or sample bytes differ from the majority are marked ``agrees=False`` and
-    ranked last, as are those that failed.
+    over the first ``sample`` bytes fetched with ``connections`` parallel ranges. Nothing is
+    timed before the client is warmed up and the URL's connections are open, so each URL is
+    measured alike wherever it is in the list. Sources whose size or sample bytes differ
+    from the majority are marked ``agrees=False`` and ranked last, as are those that failed.
     """
     unique = list(dict.fromkeys(check_url(u) for u in urls))
     if not unique:
@@ -85,8 +87,17 @@ async def rank_mirrors(
         session=session,
     )  # fmt: skip
     async with transport:
+        await _warm_up(transport)
         reports = [await _measure(transport, url, sample, connections) for url in unique]
     return _ranked(_with_agreement(reports))
+
+
+async def _warm_up(transport: Transport) -> None:
+    """Pay the process's one-time costs before anything is timed, so they are not charged to
+    whichever URL comes first: importing aiohttp, opening its session (samples go through
+    it) and starting the thread pool the samples are hashed in."""
+    _ = transport.session
+    await asyncio.to_thread(hashlib.sha256)
 
 
 async def _measure(transport: Transport, url: str, sample: int, connections: int) -> MirrorReport:
@@ -113,6 +124,8 @@ async def _sample(
 ) -> MirrorReport:
     length = min(sample, info.size) if info.size is not None else sample
     parts = _split(length, connections)
+    if info.accepts_ranges:
+        await _open_connections(transport, info.final_url, len(parts))
     started = time.monotonic()
     first_bytes: list[float] = []
     if info.accepts_ranges:
@@ -129,6 +142,14 @@ async def _sample(
         sample_bytes=got,
         sample_sha256=tuple(d for _, d in results),
     )
+
+
+async def _open_connections(transport: Transport, url: str, count: int) -> None:
+    """Open ``count`` connections to ``url`` with 1-byte ranges, untimed, so its sample is
+    timed on open connections: no URL pays connects and first-request costs the others do
+    not, nor gains connections kept open by an earlier URL on the same host."""
+    ranges = _split(count, count)
+    await asyncio.gather(*(_fetch(transport, url, [r], True, []) for r in ranges))
 
 
 def _split(length: int, count: int) -> list[ByteRange]:
