@@ -285,20 +285,26 @@ def _mirrors(args: argparse.Namespace) -> int:
             print(json.dumps(dataclasses.asdict(report) | {"ok": report.ok}))
     else:
         _print_mirror_table(reports)
+    differ = [r for r in reports if r.agrees is False]
+    if differ:
+        listing = "; ".join(f"{r.url} {r.disagreement}" for r in differ)
+        print(f"asyncfetch: error: mirrors disagree: {_one_line_text(listing)}; use only the "
+              "URLs that serve the file you expect", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     return EXIT_OK if any(r.ok for r in reports) else EXIT_FAILED
 
 
 def _print_mirror_table(reports: list[MirrorReport]) -> None:
-    print(f"{'#':>2}  {'MB/s':>8}  {'TTFB ms':>8}  {'ranges':>6}  {'size':>12}  status  url")
+    print(f"{'#':>2}  {'MB/s':>8}  {'TTFB ms':>8}  {'ranges':>6}  {'size':>12}  {'status':<7}  url")
     for rank, r in enumerate(reports, 1):
         speed = f"{r.speed / 1e6:8.1f}" if r.speed else f"{'-':>8}"
         ttfb = f"{r.ttfb * 1000:8.1f}" if r.ttfb is not None else f"{'-':>8}"
         size = f"{r.size:>12}" if r.size is not None else f"{'?':>12}"
         status = "ok" if r.ok else ("error" if r.error else "differs")
         print(f"{rank:>2}  {speed}  {ttfb}  {'yes' if r.accepts_ranges else 'no':>6}  {size}  "
-              f"{status:<6}  {r.url}")  # fmt: skip
-        if r.error:
-            print(f"    {_one_line_text(r.error)}")
+              f"{status:<7}  {r.url}")  # fmt: skip
+        if r.error or r.disagreement:
+            print(f"    {_one_line_text(r.error or r.disagreement or '')}")
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

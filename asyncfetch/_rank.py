@@ -38,7 +38,9 @@ class MirrorReport:
         speed: bytes per second over the sample, all connections together.
         sample_bytes: bytes downloaded for the sample.
         sample_sha256: digests of the sample's parts (the same split for every URL).
-        agrees: whether size and sample match the majority of the URLs (None: unknown).
+        agrees: whether size and sample match the majority of the URLs, or the first URL
+            when there is no majority (None: unknown, e.g. its size is not known).
+        disagreement: how it differs from them when ``agrees`` is False, else None.
     """
 
     url: str
@@ -52,6 +54,7 @@ class MirrorReport:
     sample_bytes: int = 0
     sample_sha256: tuple[str, ...] = ()
     agrees: bool | None = None
+    disagreement: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,7 +77,8 @@ async def rank_mirrors(
     over the first ``sample`` bytes fetched with ``connections`` parallel ranges. Nothing is
     timed before the client is warmed up and the URL's connections are open, so each URL is
     measured alike wherever it is in the list. Sources whose size or sample bytes differ
-    from the majority are marked ``agrees=False`` and ranked last, as are those that failed.
+    from the majority (without one, from the first URL) are marked ``agrees=False``, with
+    the reason in ``disagreement``, and ranked last, as are those that failed.
     """
     unique = list(dict.fromkeys(check_url(u) for u in urls))
     if not unique:
@@ -189,17 +193,42 @@ async def _fetch(
 
 
 def _with_agreement(reports: list[MirrorReport]) -> list[MirrorReport]:
-    measured = [r for r in reports if r.error is None]
-    if len(measured) < 2:
+    judged = [r for r in reports if _comparable(r)]
+    if len(judged) < 2:
         return reports
-    votes = Counter((r.size, r.sample_sha256) for r in measured)
-    majority, count = votes.most_common(1)[0]
-    if count * 2 <= len(measured) and len(votes) > 1:
-        return reports  # no majority: nothing to say who is right
-    return [
-        replace(r, agrees=(r.size, r.sample_sha256) == majority) if r.error is None else r
-        for r in reports
-    ]
+    reference = _reference(judged)
+    return [_judged(r, reference) if _comparable(r) else r for r in reports]
+
+
+def _comparable(report: MirrorReport) -> bool:
+    """Measured, with a known size (without one its sample may be split otherwise)."""
+    return report.error is None and report.size is not None
+
+
+def _reference(judged: list[MirrorReport]) -> MirrorReport:
+    """The report the others are held to: the first of the majority, or the first of them
+    all (in the order given) when no size and sample are served by more than half."""
+    votes = Counter(_version(r) for r in judged)
+    version, count = votes.most_common(1)[0]
+    if count * 2 <= len(judged):
+        return judged[0]
+    return next(r for r in judged if _version(r) == version)
+
+
+def _version(report: MirrorReport) -> tuple[int | None, tuple[str, ...]]:
+    return report.size, report.sample_sha256
+
+
+def _judged(report: MirrorReport, reference: MirrorReport) -> MirrorReport:
+    """``report`` with ``agrees`` (and ``disagreement``) set by comparing it to ``reference``;
+    equal sizes mean the same sampled ranges, so their digests compare."""
+    if report.size != reference.size:
+        why = f"serves {report.size} bytes, but {reference.url} serves {reference.size}"
+    elif report.sample_sha256 != reference.sample_sha256:
+        why = f"serves other bytes than {reference.url} in the first {report.sample_bytes} bytes"
+    else:
+        return replace(report, agrees=True)
+    return replace(report, agrees=False, disagreement=why)
 
 
 def _ranked(reports: list[MirrorReport]) -> list[MirrorReport]:

@@ -61,6 +61,56 @@ async def test_disagreeing_and_dead_mirrors_rank_last(make_server: MakeServer) -
     assert all(r.ok for r in reports[:2])
 
 
+@pytest.mark.parametrize(
+    ("other", "reason"),
+    [(make_payload(18_000, seed=21), "serves 18000 bytes"),
+     (make_payload(len(DATA), seed=99), "serves other bytes")],
+    ids=["size", "bytes"],
+)  # fmt: skip
+async def test_two_mirrors_that_differ_are_flagged(
+    make_server: MakeServer, other: bytes, reason: str
+) -> None:
+    first, second = serving(make_server), serving(make_server, other)
+    first_url, second_url = first.url("m.bin"), second.url("m.bin")
+
+    reports = await asyncfetch.rank_mirrors([first_url, second_url], sample=256 << 10)
+
+    by_url = {r.url: r for r in reports}
+    assert by_url[first_url].agrees is True  # no majority of two: the first URL is the yardstick
+    assert by_url[first_url].ok
+    assert by_url[second_url].agrees is False
+    assert not by_url[second_url].ok
+    assert by_url[second_url].disagreement is not None
+    assert reason in by_url[second_url].disagreement
+    assert first_url in by_url[second_url].disagreement
+    assert [r.url for r in reports] == [first_url, second_url]
+
+
+def test_cli_exits_1_naming_the_mirror_that_differs(make_server: MakeServer) -> None:
+    a, small = serving(make_server), serving(make_server, DATA[:18_000])
+    a_url, small_url = a.url("m.bin"), small.url("m.bin")
+    argv = [sys.executable, "-m", "asyncfetch", "mirrors", a_url, small_url, "--sample", "256K"]
+
+    table = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=cli_env(),
+                           check=False)  # fmt: skip
+    done = subprocess.run([*argv, "--json"], capture_output=True, text=True, timeout=60,
+                          env=cli_env(), check=False)  # fmt: skip
+
+    for run in (table, done):
+        assert run.returncode == 1, run.stderr
+        assert len(run.stderr.splitlines()) == 1
+        assert "disagree" in run.stderr
+        assert small_url in run.stderr
+        assert "18000" in run.stderr
+    assert "differs" in table.stdout.splitlines()[2]
+    rows = {row["url"]: row for row in map(json.loads, done.stdout.splitlines())}
+    assert rows[small_url]["agrees"] is False
+    assert not rows[small_url]["ok"]
+    assert "18000" in rows[small_url]["disagreement"]
+    assert rows[a_url]["agrees"] is True
+    assert rows[a_url]["disagreement"] is None
+
+
 async def test_server_without_ranges_is_sampled_the_same_way(make_server: MakeServer) -> None:
     ranged, plain = serving(make_server), serving(make_server)
     reports = await asyncfetch.rank_mirrors(
