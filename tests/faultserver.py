@@ -33,6 +33,8 @@ Faults (several may combine; offsets and counts in bytes):
 - ``redirect=N`` 302 to the same URL with redirect=N-1 (N hops, then the file; ignores times);
   ``redirect_loop=1`` 302 to itself forever; ``redirect_to=URL`` 302 to URL (e.g. a mirror)
 - ``gzip=1`` gzip the body (Content-Encoding: gzip, chunked) if Accept-Encoding allows gzip
+- ``auth=USER:PASS`` answer 401 (with ``WWW-Authenticate: Basic``), before any redirect, unless
+  the request has ``Authorization: Basic`` with exactly these credentials
 - ``rate=BYTES_PER_S`` throttle the response body; ``delay=SECONDS`` wait before answering
 - ``times=K`` each fault fires only the first K times it would change a response, counted per
   (fault, file) whatever the URL, until `FaultServer.reset_counters`
@@ -45,6 +47,7 @@ client that has read a whole response can assert on the log at once.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import email.utils
@@ -123,6 +126,7 @@ FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
     "redirect_to": str,
     "stall_after": _count,
     "gzip": _flag,
+    "auth": str,
     "rate": _count,
     "delay": _seconds,
     "times": _count,
@@ -147,6 +151,7 @@ class _Faults:
     redirect_to: str | None = None
     stall_after: int | None = None
     gzip: bool = False
+    auth: str | None = None
     rate: int | None = None
     delay: float = 0.0
     times: int | None = None
@@ -615,6 +620,8 @@ class FaultServer:
         if delay and not await self._pause(faults.delay):
             record.outcome = "stopped"
             return web.Response(status=503)
+        if not self._authorized(request, faults) and self._fire("auth", record, faults):
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="files"'})
         redirect = self._redirect(request, record, faults)
         if redirect is not None:
             return redirect
@@ -653,6 +660,14 @@ class FaultServer:
             location = request.url.with_query(query)
             return web.Response(status=302, headers={"Location": str(location)})
         return None
+
+    @staticmethod
+    def _authorized(request: web.Request, faults: _Faults) -> bool:
+        """True if no ``auth`` is asked, or the request sends exactly its credentials."""
+        if faults.auth is None:
+            return True
+        expected = "Basic " + base64.b64encode(faults.auth.encode("latin-1")).decode("ascii")
+        return request.headers.get("Authorization") == expected
 
     @staticmethod
     def _status_response(faults: _Faults) -> web.Response:

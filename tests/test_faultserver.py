@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import time
 import urllib.error
@@ -47,6 +48,11 @@ async def fetch(
         except (aiohttp.ClientPayloadError, aiohttp.ServerTimeoutError) as exc:
             return Got(response.status, response.headers, bytes(body), exc)
         return Got(response.status, response.headers, bytes(body))
+
+
+def basic(credentials: str) -> str:
+    """The Authorization value for Basic auth with ``user:password``."""
+    return "Basic " + base64.b64encode(credentials.encode()).decode()
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
@@ -468,6 +474,22 @@ async def test_redirect_to_a_mirror(
     assert mirror.bytes_served("f.bin") == len(payload)
     assert (await fetch(session, url)).status == 200  # times=1: served here now
     assert server.bytes_served("f.bin") == len(payload)
+
+
+async def test_auth_answers_401_without_the_right_credentials(
+    server: FaultServer, payload: bytes, session: aiohttp.ClientSession
+) -> None:
+    server.add_file("f.bin", payload)
+    url = server.url("f.bin", auth="user:pa ss", redirect=1)
+    refused = await fetch(session, url)
+    assert refused.status == 401
+    assert refused.headers["WWW-Authenticate"] == 'Basic realm="files"'
+    wrong = await fetch(session, url, headers={"Authorization": basic("user:bad")})
+    assert wrong.status == 401
+    got = await fetch(session, url, headers={"Authorization": basic("user:pa ss")})
+    assert (got.status, got.body == payload) == (200, True)
+    assert [r.status for r in server.gets("f.bin")] == [401, 401, 302, 200]
+    assert [r.faults for r in server.gets("f.bin")][:2] == [["auth"], ["auth"]]
 
 
 async def test_stall_after_stops_sending_until_the_client_leaves(
