@@ -14,6 +14,7 @@ from ._errors import FetchError, IntegrityError
 from ._mirrors import MirrorBoard
 from ._models import ByteRange
 from ._planner import Extents
+from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch")
 
@@ -45,12 +46,14 @@ class Blame:
             if not self.board.others_usable(suspect, float("inf")):
                 continue
             runs = [ByteRange(s, e) for s, e in self.served[suspect].runs()]
-            log.warning("SHA-256 mismatch: re-fetching what %s served from the others", suspect)
+            log.warning(
+                "SHA-256 mismatch: re-fetching what %s served from the others", redact(suspect)
+            )
             self.board.drop(suspect, "suspected of serving bad bytes")
             try:
                 await refetch(runs)
             except FetchError as exc:
-                log.warning("could not re-fetch %s's share: %s", suspect, exc)
+                log.warning("could not re-fetch %s's share: %s", redact(suspect), exc)
             else:
                 digest = await rehash()
             if digest == self.expected:
@@ -63,7 +66,7 @@ class Blame:
         reason = "served bytes that do not match the expected SHA-256"
         self.board.drop(suspect, reason)
         notify(f"dropped {suspect}: {reason}")
-        log.warning("dropped %s: it %s; its ranges came from the others", suspect, reason)
+        log.warning("dropped %s: it %s; its ranges came from the others", redact(suspect), reason)
 
     def explain(self, error: IntegrityError) -> IntegrityError:
         """``error`` with the sources that served bytes named, when there were several."""

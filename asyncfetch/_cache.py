@@ -4,10 +4,11 @@ Paths follow torch.hub exactly, so a file either tool downloaded is a hit for th
 
 Beside a file asyncfetch wrote or checked sits a marker, ``<file>.asyncfetch.json`` (torch.hub
 ignores it): the file's size and mtime when its SHA-256 was last computed, that digest, the
-digest the file should have, and the URL and validators it came from. A call with the same
-expected digest then trusts the file while its size and mtime still match, without re-reading
-it; anything else (no marker, a changed file, ``verify=True``) re-hashes it. A file changed
-since asyncfetch downloaded it is the same file only if it still has the digest recorded then.
+digest the file should have, and the URL (a password in it masked) and validators it came
+from. A call with the same expected digest then trusts the file while its size and mtime still
+match, without re-reading it; anything else (no marker, a changed file, ``verify=True``)
+re-hashes it. A file changed since asyncfetch downloaded it is the same file only if it still
+has the digest recorded then.
 
 When is an existing file a hit?
 
@@ -38,6 +39,7 @@ from typing import Any
 from ._config import env_settings
 from ._errors import DestinationError, InvalidRequest, OfflineError
 from ._models import RemoteInfo
+from ._userinfo import redact
 
 MARKER_SUFFIX = ".asyncfetch.json"
 MARKER_VERSION = 1
@@ -148,7 +150,9 @@ def write_marker(path: Path, marker: Marker) -> bool:
     target = marker_path(path)
     temp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     try:
-        temp.write_text(json.dumps(asdict(marker) | {"version": MARKER_VERSION}), "utf-8")
+        url = redact(marker.url) if marker.url is not None else None
+        data = asdict(marker) | {"url": url, "version": MARKER_VERSION}
+        temp.write_text(json.dumps(data), "utf-8")
         os.replace(temp, target)
     except OSError:
         with contextlib.suppress(OSError):
@@ -287,7 +291,7 @@ def find_local(
         return _check_digest(path, st, fresh, url, sha256, verify=verify, offline=offline)
     if not offline:
         return None
-    changed = url is not None and _changed_download(marker, st, (url,), None)
+    changed = url is not None and _changed_download(marker, st, (redact(url),), None)
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
     if changed or verify or (hashing and not (fresh and fresh.sha256)):
@@ -371,11 +375,12 @@ def find_remote(
         return None
     marker = read_marker(path)
     fresh = _fresh(marker, st)
-    changed = _changed_download(marker, st, urls, info)
+    known = tuple(redact(u) for u in urls)  # markers mask passwords
+    changed = _changed_download(marker, st, known, info)
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
     elif fresh is not None:
-        if fresh.corrupt or fresh.url not in urls or not _validators_agree(fresh, info):
+        if fresh.corrupt or fresh.url not in known or not _validators_agree(fresh, info):
             return None
     elif _newer_upstream(info, st):
         return None

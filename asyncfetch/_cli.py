@@ -21,6 +21,7 @@ from ._models import FetchResult, ProgressCallback
 from ._progress import BatchProgress, ProgressBar
 from ._rank import MirrorReport, rank_mirrors
 from ._sync import run_sync
+from ._userinfo import redact
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -183,9 +184,9 @@ def _batch(args: argparse.Namespace) -> int:
         print(_summary(items), flush=True)
     failed = [item for item in items if not item.ok]
     for item in failed:
-        message = _item_error(item)
-        if item.url not in message:
-            message = f"{item.url}: {message}"
+        message, url = _item_error(item), redact(item.url)
+        if url not in message:
+            message = f"{url}: {message}"
         print(f"asyncfetch: error: {message}", file=sys.stderr)
     if args.fail_fast and failed and len(items) < len(sources):
         done = len(items) - len(failed)
@@ -223,7 +224,7 @@ def _item_json(item: BatchItem) -> dict[str, Any]:
     if item.result is not None:
         return {**item.result.as_json(item.url), "status": "ok"}
     return {
-        "url": item.url,
+        "url": redact(item.url),
         "path": str(item.path) if item.path else None,
         "status": "failed",
         "error": _item_error(item),
@@ -235,7 +236,7 @@ def _summary(items: list[BatchItem]) -> str:
     """The table printed at the end of a batch: file, size, time, speed, status."""
     rows = [("file", "size", "time", "speed", "status")]
     for item in sorted(items, key=lambda i: i.index):
-        name = str(item.path) if item.path else item.url
+        name = str(item.path) if item.path else redact(item.url)
         result = item.result
         if result is None:
             rows.append((name, "-", "-", "-", "FAILED"))

@@ -26,6 +26,7 @@ from ._request import Request
 from ._retry import is_retryable, retrying
 from ._sink import PartFile, Repair
 from ._transport import Body, RangeNotHonoured, Transport
+from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch")
 
@@ -65,7 +66,7 @@ class Download:
             size=self.size if self.size is not None else sink.written,
             sha256=digest,
             elapsed=time.monotonic() - started,
-            bytes_by_mirror=self.board.bytes_by_source(),
+            bytes_by_mirror={redact(u): n for u, n in self.board.bytes_by_source().items()},
             resumed_bytes=sink.resumed_bytes,
             retries=self.retries,
         )
@@ -212,8 +213,9 @@ class Download:
         return None
 
     def _source_of(self, url: str) -> str:
+        """The source of an error's ``url`` (where a password is masked)."""
         for source, final in self.final_urls.items():
-            if url in (source, final):
+            if url in (redact(source), redact(final)):
                 return source
         return url
 

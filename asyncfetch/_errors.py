@@ -18,12 +18,15 @@
     └── CheckpointMismatch (ValueError)    a checkpoint's weights do not fit the model
 
 Every error carries its context as attributes (``url``, ``path``, ``byte_range``, ``attempts``,
-...), says in its message what happened and what to do next, and survives pickling.
+...), says in its message what happened and what to do next, and survives pickling. A password
+in a URL is masked (``user:***@``) in the message and the attributes.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ._userinfo import redact
 
 
 def _restore(cls: type[FetchError], args: tuple[Any, ...], state: dict[str, Any]) -> FetchError:
@@ -43,8 +46,8 @@ class FetchError(Exception):
     url: str | None
 
     def __init__(self, message: str, *, url: str | None = None) -> None:
-        super().__init__(message)
-        self.url = url
+        super().__init__(redact(message))
+        self.url = redact(url) if url is not None else None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (type(self), self.args, dict(self.__dict__)))
@@ -175,7 +178,7 @@ class RetriesExhausted(FetchError):
         super().__init__(message, url=url)
         self.byte_range = byte_range
         self.attempts = attempts
-        self.failures = failures
+        self.failures = {redact(source): redact(why) for source, why in failures.items()}
 
 
 class CheckpointMismatch(FetchError, ValueError):

@@ -24,6 +24,7 @@ from ._distributed import SINGLE, NodeRole, once_per_node
 from ._errors import IntegrityError, InvalidRequest
 from ._models import FetchResult
 from ._progress import ProgressBar
+from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch")
 
@@ -233,7 +234,7 @@ def ensure_cached(
     def ensure() -> FetchResult | None:
         if path.exists() and cached_file_ok(path, source.sha256):
             return None
-        print(f'Downloading: "{source.url}" to {path}', file=sys.stderr, flush=True)
+        print(f'Downloading: "{redact(source.url)}" to {path}', file=sys.stderr, flush=True)
         return get_file(source, path, hash_prefix, options)
 
     with _thread_lock(path):

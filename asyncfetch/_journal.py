@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ._models import RemoteInfo
+from ._userinfo import redact
 
 JOURNAL_VERSION = 2
 JOURNAL_SUFFIX = ".json"
@@ -37,7 +38,7 @@ def boot_id() -> str | None:
 
 @dataclass
 class Journal:
-    """What a part file holds and who is writing it."""
+    """What a part file holds and who is writing it (``url`` with its password masked)."""
 
     url: str
     size: int | None
@@ -52,7 +53,7 @@ class Journal:
     @classmethod
     def for_remote(cls, info: RemoteInfo) -> Journal:
         """An empty journal for a download of ``info``."""
-        return cls(info.url, info.size, info.etag, info.last_modified)
+        return cls(redact(info.url), info.size, info.etag, info.last_modified)
 
     def on_disk(self) -> list[tuple[int, int]]:
         """The runs a resume may trust: all written ones on the same boot, else the synced."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ._userinfo import redact
+
 
 @dataclass(frozen=True, order=True)
 class ByteRange:
@@ -94,7 +96,7 @@ class FetchResult:
     def as_json(self, url: str | None = None) -> dict[str, object]:
         """This result as a JSON-ready dict (what ``--json`` prints), with the ``url`` asked."""
         return {
-            "url": url,
+            "url": redact(url) if url is not None else None,
             "path": str(self.path),
             "size": self.size,
             "sha256": self.sha256,
@@ -116,7 +118,7 @@ class ProgressEvent:
 
     Attributes:
         kind: what happened.
-        url: the download's URL (its primary source).
+        url: the download's URL (its primary source), a password in it masked.
         total: the file's size, when known.
         done: bytes on disk so far (resumed ones included).
         delta: for ``bytes``, how many arrived since the last event.
@@ -129,6 +131,10 @@ class ProgressEvent:
     done: int = 0
     delta: int = 0
     message: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", redact(self.url))
+        object.__setattr__(self, "message", redact(self.message))
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

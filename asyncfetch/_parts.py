@@ -22,6 +22,7 @@ from pathlib import Path
 from . import _journal
 from ._journal import Journal
 from ._models import RemoteInfo
+from ._userinfo import redact
 
 PART_SUFFIX = ".part"
 STALE_AFTER = 120.0
@@ -71,7 +72,9 @@ def claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
             continue
         with contextlib.suppress(FileNotFoundError):
             os.rename(_journal.journal_path(old), _journal.journal_path(taken))
-        usable = journal is not None and journal.matches(info) and journal.url == info.url
+        usable = (
+            journal is not None and journal.matches(info) and journal.url == redact(info.url)
+        )
         claimed.append((taken, journal if usable else None))
     best = max(claimed, key=lambda c: _held_bytes(c[1]), default=None)
     for part, _ in claimed:

@@ -13,6 +13,7 @@ from ._mirrors import MirrorBoard
 from ._models import RemoteInfo
 from ._retry import is_retryable, retrying
 from ._transport import Transport
+from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch")
 
@@ -56,7 +57,7 @@ async def _probe_round(
     if not infos:
         raise _no_source_answered(urls, errors)
     for url, error in errors.items():
-        log.warning("dropping source %s: %s", url, error)
+        log.warning("dropping source %s: %s", redact(url), error)
         board.drop(url, str(error))
     return infos
 
@@ -89,7 +90,7 @@ def _agree_on_size(primary: str, infos: dict[str, RemoteInfo], board: MirrorBoar
     majority = max(set(sizes), key=lambda s: (sizes.count(s), s is not None))
     for url, info in infos.items():
         if info.size != majority:
-            reason = f"{url} serves {info.size} bytes but the other sources {majority}"
+            reason = f"{redact(url)} serves {info.size} bytes but the other sources {majority}"
             log.warning("dropping source: %s", reason)
             board.drop(url, reason)
     chosen = infos.get(primary)
@@ -99,7 +100,7 @@ def _agree_on_size(primary: str, infos: dict[str, RemoteInfo], board: MirrorBoar
         log.warning(
             "the primary URL %s disagrees with the mirrors on the size (%s vs %s bytes); "
             "downloading from the mirrors that agree",
-            primary, chosen.size, majority,
+            redact(primary), chosen.size, majority,
         )  # fmt: skip
     agreeing = [i for i in infos.values() if i.size == majority]
     return next((i for i in agreeing if i.accepts_ranges), agreeing[0])

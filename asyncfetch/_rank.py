@@ -14,6 +14,7 @@ from ._config import Timeouts, check_connections
 from ._errors import FetchError, InvalidRequest
 from ._models import ByteRange, RemoteInfo
 from ._transport import Transport, check_url
+from ._userinfo import redact
 
 if TYPE_CHECKING:
     from ._transport import Session
@@ -27,7 +28,7 @@ class MirrorReport:
     """How one URL did in :func:`rank_mirrors`.
 
     Attributes:
-        url: the URL measured.
+        url: the URL measured (a password in it masked).
         error: why it could not be measured, or None.
         size: the file size it reports.
         accepts_ranges: whether it serves byte ranges.
@@ -110,12 +111,12 @@ async def _measure(transport: Transport, url: str, sample: int, connections: int
         report = _from_info(info)
         return await _sample(transport, report, info, sample, connections)
     except FetchError as exc:
-        return MirrorReport(url, error=str(exc))
+        return MirrorReport(redact(url), error=str(exc))
 
 
 def _from_info(info: RemoteInfo) -> MirrorReport:
     return MirrorReport(
-        info.url,
+        redact(info.url),
         size=info.size,
         accepts_ranges=info.accepts_ranges,
         etag=info.etag,

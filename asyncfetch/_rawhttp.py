@@ -66,9 +66,12 @@ class Target:
 
 
 def plain_target(url: str) -> Target | None:
-    """The Target of a plain ``http://`` URL this client can send as is, else None."""
+    """The Target of a plain ``http://`` URL this client can send as is, else None.
+
+    A userinfo is left out of the Host header; the caller sends it as an Authorization header.
+    """
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or "@" in parts.netloc:
+    if parts.scheme != "http" or not parts.hostname:
         return None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not path.isascii() or any(c.isspace() or not c.isprintable() for c in path):
@@ -77,7 +80,7 @@ def plain_target(url: str) -> Target | None:
         port = parts.port or 80
     except ValueError:
         return None
-    return Target(parts.hostname, port, parts.netloc, path)
+    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path)
 
 
 def proxied(host: str) -> bool:

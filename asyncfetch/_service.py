@@ -49,6 +49,7 @@ from ._errors import (
     TransportError,
 )
 from ._models import FetchResult
+from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch.serve")
 
@@ -346,7 +347,7 @@ class Service:
     async def _fetch(self, order: Order) -> FetchResult:
         async with self._slots:
             await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
-            log.info("downloading %s to %s", order.url, self.cache_dir / order.name)
+            log.info("downloading %s to %s", redact(order.url), self.cache_dir / order.name)
             return await fetch(
                 order.url,
                 self.cache_dir / order.name,

@@ -29,6 +29,7 @@ from ._http import RangeNotHonoured as RangeNotHonoured
 from ._http import check_answer, is_encoded, parse_content_range, status_error
 from ._models import ByteRange, RemoteInfo
 from ._rawhttp import RawClient, Span, Window
+from ._userinfo import basic_auth, carry_userinfo, strip_userinfo
 
 USER_AGENT = "asyncfetch/0.1"
 SCHEMES = frozenset({"http", "https"})
@@ -186,6 +187,7 @@ class Transport:
         self._timeouts = timeouts
         self._connections = connections
         self._headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})}
+        self._authorized = any(name.lower() == "authorization" for name in self._headers)
         self._session = session
         self._owns_session = session is None
         self._max_redirects = max_redirects
@@ -237,7 +239,7 @@ class Transport:
         follows redirects) tells the rest."""
         assert self._raw is not None
         async with self._slot(url):
-            head = await self._raw.head(url, self._headers)
+            head = await self._raw.head(url, self._raw_headers(url, self._headers))
             if head is not None and head.status >= 400 and head.status not in _HEAD_REFUSED:
                 raise status_error(head.status, head.reason, head.headers, url)
         if head is None or head.status != 200 or is_encoded(head.headers):
@@ -264,31 +266,44 @@ class Transport:
                 raise
             self._budget.answered(host)
 
+    def _raw_headers(self, url: str, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` for the fast path, with Basic auth from ``url``'s userinfo (aiohttp
+        adds it itself) unless the caller gave an Authorization header."""
+        auth = None if self._authorized else basic_auth(url)
+        return headers if auth is None else {**headers, "Authorization": auth}
+
+    def _aio_url(self, url: str) -> str:
+        """``url`` for aiohttp, which sends its userinfo as Basic auth (to the same origin
+        only) but refuses it next to the caller's own Authorization header, which wins."""
+        return strip_userinfo(url) if self._authorized else url
+
     async def _head(self, url: str) -> RemoteInfo | None:
         async with self._slot(url), translate_errors(url), self.session.head(
-            url, headers=self._headers, allow_redirects=True, max_redirects=self._max_redirects
+            self._aio_url(url), headers=self._headers, allow_redirects=True,
+            max_redirects=self._max_redirects,
         ) as response:
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
                 raise _status_error(response, url)
-            return _info_from_headers(url, str(response.url), response.headers,
+            return _info_from_headers(url, _final(url, response), response.headers,
                                       response.content_length)  # fmt: skip
 
     async def _probe_with_get(self, url: str) -> RemoteInfo:
         headers = {**self._headers, "Range": _PROBE_RANGE.header()}
         async with self._slot(url), translate_errors(url), self.session.get(
-            url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
+            self._aio_url(url), headers=headers, allow_redirects=True,
+            max_redirects=self._max_redirects,
         ) as response:
             if response.status >= 400:
                 raise _status_error(response, url)
             if response.status == 206:
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
-                return _info_from_headers(url, str(response.url), response.headers, size,
+                return _info_from_headers(url, _final(url, response), response.headers, size,
                                           accepts_ranges=size is not None)  # fmt: skip
             size = None if is_encoded(response.headers) else response.content_length
-            return _info_from_headers(url, str(response.url), response.headers, size,
+            return _info_from_headers(url, _final(url, response), response.headers, size,
                                       accepts_ranges=False)  # fmt: skip
 
     @asynccontextmanager
@@ -320,7 +335,9 @@ class Transport:
                 headers["If-Range"] = if_range
         async with self._slot(url) as sent_at:
             if self._raw is not None and window is not None and fast:
-                raw = await self._raw.open(url, headers, byte_range, window)
+                raw = await self._raw.open(
+                    url, self._raw_headers(url, headers), byte_range, window
+                )
                 if raw is not None:
                     raw.sent_at = sent_at
                     try:
@@ -329,7 +346,8 @@ class Transport:
                         self._raw.finish(raw.connection)
                     return
             async with translate_errors(url), self.session.get(
-                url, headers=headers, allow_redirects=True, max_redirects=self._max_redirects
+                self._aio_url(url), headers=headers, allow_redirects=True,
+                max_redirects=self._max_redirects,
             ) as response:
                 _check_response(response, url, byte_range)
                 span = window or Span()
@@ -349,6 +367,12 @@ def _open_session(timeouts: Timeouts, connections: int) -> aiohttp.ClientSession
         auto_decompress=False,
         read_bufsize=READ_BUFSIZE,
     )
+
+
+def _final(url: str, response: aiohttp.ClientResponse) -> str:
+    """Where ``url`` led: the answer's URL, with ``url``'s credentials when of the same origin
+    (aiohttp's ``response.url`` never has them), so later requests there send them too."""
+    return carry_userinfo(url, str(response.url))
 
 
 def _check_response(

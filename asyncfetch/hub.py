@@ -26,6 +26,7 @@ from ._cache import cached_path
 from ._config import RetryPolicy, Timeouts
 from ._distributed import NodeRole, role_from_env
 from ._errors import InvalidRequest
+from ._userinfo import redact
 
 if TYPE_CHECKING:
     import torch
@@ -185,7 +186,7 @@ def load_pretrained(
             check_hash=check_hash, registry=registry,
         )  # fmt: skip
         options = _hubfile.Options(connections=connections, progress=progress)
-        path, label = _fetch_checkpoint(found, model_dir, options), found.url
+        path, label = _fetch_checkpoint(found, model_dir, options), redact(found.url)
     checkpoint = load_file(path, map_location, weights_only)
     state = _adapt.unwrap(checkpoint, checkpoint_key, source=label)
     report, selected = _adapt.plan(

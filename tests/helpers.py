@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import os
@@ -33,6 +34,16 @@ def no_wait(attempts: int = 5) -> tuple[RetryPolicy, Sleeps]:
 def sha256(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def with_credentials(url: str, userinfo: str) -> str:
+    """``url`` with ``userinfo`` (``user:password``) in it: ``http://user:password@host/...``."""
+    return url.replace("://", f"://{userinfo}@", 1)
+
+
+def basic(userinfo: str) -> str:
+    """The ``Authorization`` value for Basic auth with ``user:password``."""
+    return "Basic " + base64.b64encode(userinfo.encode()).decode()
 
 
 MARKER_SUFFIX = ".asyncfetch.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.faultserver import FaultServer
-from tests.helpers import leftovers, read_only, run_cli, sha256
+from tests.helpers import leftovers, read_only, run_cli, sha256, with_credentials
 
 
 def test_get_writes_the_file_and_prints_json(
@@ -58,6 +58,30 @@ def test_404_names_the_url(server: FaultServer, tmp_path: Path) -> None:
     assert url in done.stderr
     assert "404" in done.stderr
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("fast_path", ["1", "0"])
+def test_credentials_in_the_url_are_used_and_never_shown(
+    server: FaultServer, payload: bytes, tmp_path: Path, fast_path: str
+) -> None:
+    server.add_file("m.bin", payload)
+    plain = server.url("m.bin", auth="user:open-sesame")
+    out = tmp_path / "m.bin"
+
+    refused = run_cli("get", with_credentials(plain, "user:hunter2"), "-o", str(out),
+                      ASYNCFETCH_FAST_PATH=fast_path)  # fmt: skip
+    done = run_cli("get", with_credentials(plain, "user:open-sesame"), "-o", str(out), "--json",
+                   "--chunk-size", "256K", ASYNCFETCH_FAST_PATH=fast_path)  # fmt: skip
+
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"asyncfetch: error: {with_credentials(plain, 'user:***')}:")
+    assert "HTTP 401" in refused.stderr
+    assert "hunter2" not in refused.stderr
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["url"] == with_credentials(plain, "user:***")
+    assert "open-sesame@" not in done.stdout + done.stderr
+    assert out.read_bytes() == payload
+    assert leftovers(tmp_path) == ["m.bin"]
 
 
 @pytest.mark.parametrize(

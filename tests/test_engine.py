@@ -11,6 +11,7 @@ import pytest
 
 import asyncfetch
 from asyncfetch import (
+    FetchError,
     FetchTimeout,
     HTTPStatusError,
     IntegrityError,
@@ -19,10 +20,11 @@ from asyncfetch import (
     TooManyRedirects,
 )
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import leftovers, no_wait, sha256
+from tests.helpers import basic, leftovers, no_wait, sha256, with_credentials
 
 KiB = 1024
 CHUNK = 256 * KiB
+AUTH = "user:open-sesame"  # what the server asks for
 
 
 async def test_parallel_ranges_give_the_exact_file(
@@ -422,3 +424,103 @@ async def test_a_range_taken_over_while_its_worker_waits_to_retry_is_not_asked_f
     answers = [(r.headers.get("Range"), r.status) for r in server.gets("m.bin")]
     assert all(status == 206 for _, status in answers), answers  # no empty range, no 200
     assert result.retries == 1
+
+
+# credentials in the URL ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hops", [0, 1])
+async def test_credentials_in_the_url_go_with_every_request(
+    server: FaultServer, payload: bytes, tmp_path: Path, hops: int
+) -> None:
+    server.add_file("m.bin", payload)
+    url = with_credentials(server.url("m.bin", auth=AUTH, redirect=hops), AUTH)
+
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", chunk_size=CHUNK, connections=4)
+
+    assert result.sha256 == sha256(payload)
+    assert [r.status for r in server.requests if r.status == 401] == []
+    assert {r.headers.get("Authorization") for r in server.requests} == {basic(AUTH)}
+    assert len([r for r in server.gets("m.bin") if r.range not in (None, (0, 0))]) > 2
+
+
+async def test_credentials_stay_behind_on_a_redirect_to_another_origin(
+    server: FaultServer, make_server: object, payload: bytes, tmp_path: Path
+) -> None:
+    mirror: FaultServer = make_server()  # type: ignore[operator]
+    mirror.add_file("m.bin", payload)
+    server.add_file("m.bin", payload)
+    redirecting = server.url("m.bin", auth=AUTH, redirect_to=mirror.url("m.bin"))
+
+    result = await asyncfetch.fetch(
+        with_credentials(redirecting, AUTH), tmp_path / "m.bin", chunk_size=CHUNK
+    )
+
+    assert result.sha256 == sha256(payload)
+    assert {r.headers.get("Authorization") for r in server.requests} == {basic(AUTH)}
+    assert len(mirror.gets("m.bin")) > 2
+    assert [r for r in mirror.requests if "Authorization" in r.headers] == []
+
+
+async def test_an_authorization_header_wins_over_the_urls_credentials(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    url = with_credentials(server.url("m.bin", auth=AUTH), "user:stale")
+
+    result = await asyncfetch.fetch(
+        url, tmp_path / "m.bin", headers={"authorization": basic(AUTH)}, chunk_size=CHUNK
+    )
+
+    assert result.sha256 == sha256(payload)
+    assert {r.headers.get("Authorization") for r in server.requests} == {basic(AUTH)}
+
+
+async def test_a_refused_password_is_not_shown(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", payload)
+    plain = server.url("m.bin", auth=AUTH)
+    events: list[ProgressEvent] = []
+
+    with pytest.raises(HTTPStatusError) as caught:
+        await asyncfetch.fetch(
+            with_credentials(plain, "user:hunter2"), tmp_path / "m.bin", progress=events.append
+        )
+
+    assert caught.value.status == 401
+    assert caught.value.url == with_credentials(plain, "user:***")
+    assert str(caught.value).startswith(f"{with_credentials(plain, 'user:***')}: HTTP 401")
+    assert events
+    assert "hunter2" not in repr(events)
+    assert leftovers(tmp_path) == []
+
+
+async def test_no_password_is_logged_or_written_beside_the_file(
+    server: FaultServer,
+    make_server: object,
+    payload: bytes,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server.add_file("m.bin", payload)
+    url = with_credentials(server.url("m.bin", auth=AUTH, reset_after=100_000, times=1), AUTH)
+    gone: FaultServer = make_server()  # type: ignore[operator]
+    mirror = with_credentials(gone.url("m.bin"), "user:hunter2")  # 404: dropped, with a warning
+    dest = tmp_path / "m.bin"
+
+    with pytest.raises(FetchError) as caught:
+        await asyncfetch.fetch(url, dest, chunk_size=CHUNK, connections=1, retry=0)
+    [journal] = [(tmp_path / n).read_text() for n in leftovers(tmp_path) if n.endswith(".json")]
+    resumed = await asyncfetch.fetch(url, dest, mirrors=[mirror], chunk_size=CHUNK)
+    again = await asyncfetch.fetch(url, dest, mirrors=[mirror])
+
+    assert resumed.resumed_bytes == 100_000  # the journal, with the password masked, matched
+    assert again.cached  # and so did the marker
+    marker = (tmp_path / "m.bin.asyncfetch.json").read_text()
+    assert with_credentials(server.base_url, "user:***") in journal
+    assert with_credentials(server.base_url, "user:***") in marker
+    assert "dropping source" in caplog.text
+    shown = [journal, marker, caplog.text, str(caught.value), repr(caught.value.__dict__)]
+    shown += [repr(resumed)]
+    assert [text for text in shown if "open-sesame@" in text or "hunter2" in text] == []

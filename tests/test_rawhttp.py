@@ -17,7 +17,7 @@ from asyncfetch._models import ByteRange
 from asyncfetch._rawhttp import RawBody, RawClient, Span, parse_head, proxied
 from asyncfetch._transport import AioBody, Transport
 from tests.faultserver import FaultServer
-from tests.helpers import Sleeps, no_wait
+from tests.helpers import Sleeps, basic, no_wait, with_credentials
 
 KiB = 1024
 CHUNK = 256 * KiB
@@ -121,6 +121,22 @@ async def test_plain_http_takes_the_fast_path(server: FaultServer, payload: byte
     ):
         assert isinstance(body, RawBody)
         assert await body.read() == payload[:10]
+
+
+async def test_credentials_in_the_url_go_as_basic_auth_on_the_fast_path(
+    server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = with_credentials(server.url("m.bin", auth="user:pa ss"), "user:pa%20ss")
+    async with (
+        Transport(timeouts=Timeouts(), connections=1) as transport,
+        transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
+    ):
+        assert isinstance(body, RawBody)
+        assert await body.read() == payload[:10]
+    [record] = server.gets("m.bin")
+    assert record.headers["Authorization"] == basic("user:pa ss")
+    assert record.headers["Host"] == server.base_url.removeprefix("http://")
 
 
 @pytest.mark.parametrize(
