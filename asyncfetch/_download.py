@@ -243,7 +243,7 @@ class Download:
             validator = self.validators.get(source)
             to_eof = whole and self.size is None
             async with self.transport.open(
-                url, byte_range, if_range=validator, window=task, fast=not to_eof
+                url, byte_range, if_range=validator, window=task, fast=not to_eof, asked=source
             ) as body:
                 started = body.sent_at  # a wait for a batch's connection slot is not slowness
                 task.begin(started)

@@ -29,11 +29,12 @@ from ._http import RangeNotHonoured as RangeNotHonoured
 from ._http import check_answer, is_encoded, parse_content_range, status_error
 from ._models import ByteRange, RemoteInfo
 from ._rawhttp import RawClient, Span, Window
-from ._userinfo import basic_auth, carry_userinfo, strip_userinfo
+from ._userinfo import basic_auth, carry_userinfo, same_origin, strip_userinfo
 
 USER_AGENT = "asyncfetch/0.1"
 SCHEMES = frozenset({"http", "https"})
 _PROBE_RANGE = ByteRange(0, 1)
+_CREDENTIALS = frozenset({"authorization", "cookie"})  # the caller's, for the origin asked
 READ_BUFSIZE = 1 << 18
 WRITE_BATCH = 1 << 20
 
@@ -266,6 +267,13 @@ class Transport:
                 raise
             self._budget.answered(host)
 
+    def _headers_for(self, url: str, asked: str | None) -> dict[str, str]:
+        """Our headers for a request to ``url``, less the credentials when it is not of
+        ``asked``'s origin."""
+        if asked is None or same_origin(asked, url):
+            return dict(self._headers)
+        return {k: v for k, v in self._headers.items() if k.lower() not in _CREDENTIALS}
+
     def _raw_headers(self, url: str, headers: dict[str, str]) -> dict[str, str]:
         """``headers`` for the fast path, with Basic auth from ``url``'s userinfo (aiohttp
         adds it itself) unless the caller gave an Authorization header."""
@@ -315,8 +323,13 @@ class Transport:
         if_range: str | None = None,
         window: Window | None = None,
         fast: bool = True,
+        asked: str | None = None,
     ) -> AsyncIterator[Body]:
         """GET ``url`` (one range of it, or all), check the answer fits, and yield its body.
+
+        ``asked``: the URL the caller asked for, when ``url`` is where it redirected to; the
+        caller's ``Authorization`` and ``Cookie`` headers go only to ``asked``'s origin (as
+        aiohttp does on the redirect itself), so a token never reaches another host.
 
         With a ``window`` (where the bytes go; the engine's task) a plain-http URL without a
         proxy takes the fast path (:mod:`._rawhttp`); everything else goes through aiohttp,
@@ -328,7 +341,7 @@ class Transport:
             RangeNotHonoured: a range was asked and the whole file came back.
             ProtocolError: the answer is for another range, or encoded.
         """
-        headers = dict(self._headers)
+        headers = self._headers_for(url, asked)
         if byte_range is not None:
             headers["Range"] = byte_range.header()
             if if_range:

@@ -63,6 +63,12 @@ def carry_userinfo(asked: str, final: str) -> str:
     return scheme + userinfo + "@" + final[len(scheme) :]
 
 
+def same_origin(first: str, second: str) -> bool:
+    """Whether two URLs share scheme, host and port (where credentials may go along)."""
+    origin = _origin(first)
+    return origin is not None and origin == _origin(second)
+
+
 def _origin(url: str) -> tuple[str, str, int] | None:
     parts = urlsplit(url)
     try:

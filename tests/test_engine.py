@@ -524,3 +524,22 @@ async def test_no_password_is_logged_or_written_beside_the_file(
     shown = [journal, marker, caplog.text, str(caught.value), repr(caught.value.__dict__)]
     shown += [repr(resumed)]
     assert [text for text in shown if "open-sesame@" in text or "hunter2" in text] == []
+
+
+async def test_the_callers_authorization_stays_behind_on_a_redirect_to_another_origin(
+    server: FaultServer, make_server: object, payload: bytes, tmp_path: Path
+) -> None:
+    cdn: FaultServer = make_server()  # type: ignore[operator]
+    cdn.add_file("m.bin", payload)
+    server.add_file("m.bin", payload)
+    redirecting = server.url("m.bin", redirect_to=cdn.url("m.bin"))
+    headers = {"Authorization": "Bearer secret", "Cookie": "session=1", "X-Client": "yes"}
+
+    result = await asyncfetch.fetch(redirecting, tmp_path / "m.bin", headers=headers,
+                                    chunk_size=CHUNK)  # fmt: skip
+
+    assert result.sha256 == sha256(payload)
+    assert {r.headers.get("Authorization") for r in server.requests} == {"Bearer secret"}
+    assert len(cdn.gets("m.bin")) > 2  # the ranges went straight to the CDN
+    assert [r.headers for r in cdn.requests if {"Authorization", "Cookie"} & set(r.headers)] == []
+    assert {r.headers.get("X-Client") for r in cdn.requests} == {"yes"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from asyncfetch._userinfo import basic_auth, carry_userinfo, redact, strip_userinfo
+from asyncfetch._userinfo import basic_auth, carry_userinfo, redact, same_origin, strip_userinfo
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,18 @@ def test_strip_userinfo_keeps_the_rest_as_it_is() -> None:
 )
 def test_credentials_go_along_to_the_same_origin_only(final: str, carried: str) -> None:
     assert carry_userinfo("http://u:p@h/a", final) == carried
+
+
+@pytest.mark.parametrize(
+    ("other", "same"),
+    [
+        ("http://HOST:80/other?x", True),  # case and the default port do not matter
+        ("http://u:p@host/f", True),  # nor credentials
+        ("https://host/f", False),
+        ("http://host:8080/f", False),
+        ("http://cdn.host/f", False),
+        ("not a url", False),
+    ],
+)
+def test_same_origin_is_scheme_host_and_port(other: str, same: bool) -> None:
+    assert same_origin("http://host/f", other) is same
