@@ -19,7 +19,7 @@ from ._download import Download
 from ._lock import TargetLock
 from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._request import Request, make_request
-from ._sink import check_destination
+from ._sink import check_destination, check_target_kind
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ async def run(
     its timeouts and headers apply instead of the request's.
     """
     started = time.monotonic()
+    check_target_kind(request.dest, request.url)  # a FIFO or a device is never opened
     hit = await _local_hit(request)
     if hit is not None:
         return _hit_result(request, hit, started)

@@ -4,7 +4,8 @@
 
     FetchError
     ├── InvalidRequest (ValueError)        bad URL, option or digest given by the caller
-    ├── DestinationError (OSError)         output path unusable: no dir, read-only, disk full
+    ├── DestinationError (OSError)         output path unusable: no dir, read-only, disk full,
+    │                                      a device or FIFO
     ├── OfflineError                       offline mode and the file is not in the cache
     ├── IntegrityError (ValueError)        size or SHA-256 of the finished file does not match
     ├── TransportError                     one request failed (``retryable`` says if worth retrying)
@@ -58,7 +59,8 @@ class InvalidRequest(FetchError, ValueError):
 
 
 class DestinationError(FetchError, OSError):
-    """The output path cannot be used: missing or read-only directory, disk full, a directory.
+    """The output path cannot be used: missing or read-only directory, disk full, a directory,
+    a device or a FIFO.
 
     Attributes:
         path: the path concerned.

@@ -24,6 +24,7 @@ from ._distributed import SINGLE, NodeRole, once_per_node
 from ._errors import IntegrityError, InvalidRequest
 from ._models import FetchResult
 from ._progress import ProgressBar
+from ._sink import check_target_kind
 from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch")
@@ -141,6 +142,7 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
         IntegrityError: the digest does not match; nothing is left at ``dest``.
         OfflineError: offline, and ``dest`` is missing or not the file asked for.
     """
+    check_target_kind(dest, source.url)  # checked here too: a staged file is renamed onto it
     if hash_prefix and source.sha256 and not source.sha256.startswith(hash_prefix):
         raise InvalidRequest(
             f"{source.url}: the file name's hash prefix {hash_prefix} contradicts sha256 "
@@ -230,6 +232,7 @@ def ensure_cached(
     """
     hash_prefix = hash_prefix_of(path.name, source.url) if source.check_hash else None
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_target_kind(path, source.url)
 
     def ensure() -> FetchResult | None:
         if path.exists() and cached_file_ok(path, source.sha256):

@@ -115,3 +115,20 @@ def run_cli(*args: str, timeout: float = 60, **env: str) -> subprocess.Completed
         env=cli_env(**env),
         check=False,
     )
+
+
+SPECIAL_KINDS = ("fifo", "char-device")
+
+
+def make_special(path: Path, kind: str) -> Path:
+    """Make a FIFO, or (root only, else the test is skipped) a character device like
+    /dev/null, at ``path``."""
+    import stat
+
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    else:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    return path

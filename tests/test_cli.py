@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.faultserver import FaultServer
-from tests.helpers import leftovers, read_only, run_cli, sha256, with_credentials
+from tests.helpers import (
+    SPECIAL_KINDS,
+    leftovers,
+    make_special,
+    read_only,
+    run_cli,
+    sha256,
+    with_credentials,
+)
 
 
 def test_get_writes_the_file_and_prints_json(
@@ -113,6 +121,20 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: 
     done = run_cli("get", "http://127.0.0.1:9/x", "-o", str(tmp_path / "x"), *args)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+def test_an_output_that_is_not_a_regular_file_is_refused_untouched(
+    server: FaultServer, tmp_path: Path, kind: str
+) -> None:
+    url = server.add_file("m.bin", b"hello world\n")
+    special = make_special(tmp_path / "nulldev", kind)
+    kinds = special.stat().st_mode
+    done = run_cli("get", url, "-o", str(special))
+    assert done.returncode == 1
+    assert f"{special} is not a regular file" in done.stderr
+    assert special.stat().st_mode == kinds
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nulldev"]
 
 
 def test_unwritable_directory_is_refused(tmp_path: Path) -> None:

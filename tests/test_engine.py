@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 import asyncfetch
 from asyncfetch import (
+    DestinationError,
     FetchError,
     FetchTimeout,
     HTTPStatusError,
@@ -20,7 +22,15 @@ from asyncfetch import (
     TooManyRedirects,
 )
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import basic, leftovers, no_wait, sha256, with_credentials
+from tests.helpers import (
+    SPECIAL_KINDS,
+    basic,
+    leftovers,
+    make_special,
+    no_wait,
+    sha256,
+    with_credentials,
+)
 
 KiB = 1024
 CHUNK = 256 * KiB
@@ -543,3 +553,44 @@ async def test_the_callers_authorization_stays_behind_on_a_redirect_to_another_o
     assert len(cdn.gets("m.bin")) > 2  # the ranges went straight to the CDN
     assert [r.headers for r in cdn.requests if {"Authorization", "Cookie"} & set(r.headers)] == []
     assert {r.headers.get("X-Client") for r in cdn.requests} == {"yes"}
+
+
+# destinations that are not regular files ----------------------------------------------------
+
+
+async def refused_by(entry: str, url: str, dest: Path, digest: str) -> BaseException | None:
+    """The error ``entry`` (fetch, fetch-sha256, download, fetch_many) ends with, if any."""
+    try:
+        if entry == "fetch_many":
+            items = [i async for i in asyncfetch.fetch_many([{"url": url, "dest": dest}])]
+            return items[0].error
+        if entry == "download":
+            await asyncio.to_thread(asyncfetch.download, url, dest)
+        else:
+            await asyncfetch.fetch(url, dest, sha256=digest if entry == "fetch-sha256" else None)
+    except asyncfetch.FetchError as exc:
+        return exc
+    return None
+
+
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+@pytest.mark.parametrize("entry", ["fetch", "fetch-sha256", "download", "fetch_many"])
+async def test_a_target_that_is_not_a_regular_file_is_refused_untouched(
+    server: FaultServer, tmp_path: Path, kind: str, entry: str
+) -> None:
+    data = make_payload(12)
+    url = server.add_file("m.bin", data)
+    if kind == "fifo" and entry == "fetch-sha256":
+        pytest.skip("before the fix this opened the FIFO to hash it, and hung")
+    special = make_special(tmp_path / "special", kind)
+    kinds = special.stat().st_mode
+
+    error = await refused_by(entry, url, special, sha256(data))
+
+    assert isinstance(error, DestinationError)
+    assert f"{special} is not a regular file" in str(error)
+    assert "choose a file path" in str(error)
+    assert error.path == str(special)
+    assert special.stat().st_mode == kinds  # still the FIFO or device
+    assert os.listdir(tmp_path) == ["special"]  # nothing written beside it
+    assert server.requests == []

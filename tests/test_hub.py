@@ -20,9 +20,9 @@ import torch.hub
 from safetensors.torch import save as save_safetensors
 
 import asyncfetch
-from asyncfetch import IntegrityError, InvalidRequest
+from asyncfetch import DestinationError, IntegrityError, InvalidRequest
 from tests.faultserver import FaultServer
-from tests.helpers import cli_env, leftovers, sha256
+from tests.helpers import SPECIAL_KINDS, cli_env, leftovers, make_special, sha256
 
 pytestmark = pytest.mark.torch
 
@@ -357,6 +357,29 @@ def test_download_url_to_file_wrong_prefix_leaves_nothing(
 def test_download_url_to_file_bad_prefix_is_refused(tmp_path: Path, prefix: str) -> None:
     with pytest.raises(InvalidRequest, match="hash_prefix must be"):
         asyncfetch.download_url_to_file("http://127.0.0.1:9/f", str(tmp_path / "f"), prefix)
+
+
+@pytest.mark.parametrize("kind", SPECIAL_KINDS)
+@pytest.mark.parametrize("entry", ["plain", "hash_prefix", "load_state_dict_from_url"])
+def test_a_target_that_is_not_a_regular_file_is_refused_untouched(
+    server: FaultServer, tmp_path: Path, kind: str, entry: str
+) -> None:
+    body = torch_bytes(state())
+    url = server.add_file("f.bin", body)
+    special = make_special(tmp_path / "f.bin", kind)
+    kinds = special.stat().st_mode
+    prefix = sha256(body)[:8] if entry == "hash_prefix" else None
+
+    def call() -> object:
+        if entry == "load_state_dict_from_url":
+            return asyncfetch.load_state_dict_from_url(url, str(tmp_path), progress=False)
+        return asyncfetch.download_url_to_file(url, special, prefix, progress=False)
+
+    with pytest.raises(DestinationError, match="is not a regular file"):
+        call()
+    assert special.stat().st_mode == kinds
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+    assert server.requests == []
 
 
 # where it is called from --------------------------------------------------------------------
