@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from os import PathLike
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _cache
@@ -162,6 +163,8 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
     """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged."""
     if request.sha256 is not None or not request.dest.exists():
         return None
+    if not request.trust_unmarked and not await asyncio.to_thread(_marked, request.dest):
+        return None
     info = await download._probe_sources()
     return await asyncio.to_thread(
         _cache.find_remote,
@@ -171,6 +174,15 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
         verify=request.verify,
         hashing=request.hashing,
     )
+
+
+def _marked(path: Path) -> bool:
+    """Whether asyncfetch's marker beside ``path`` still describes it (blocking)."""
+    marker = _cache.read_marker(path)
+    try:
+        return marker is not None and marker.describes(path.stat())
+    except OSError:
+        return False
 
 
 def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:

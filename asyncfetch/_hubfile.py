@@ -18,13 +18,16 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from . import _api, _cache, _registry
+from . import _cache, _registry
 from ._config import RetryPolicy, Timeouts, env_settings
 from ._distributed import SINGLE, NodeRole, once_per_node
+from ._engine import run
 from ._errors import IntegrityError, InvalidRequest
 from ._models import FetchResult
 from ._progress import ProgressBar
+from ._request import make_request
 from ._sink import check_target_kind
+from ._sync import run_sync
 from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch")
@@ -62,6 +65,7 @@ class Options:
     hash: bool = True
     offline: bool | None = None
     verify: bool = False
+    trust_unmarked: bool = True  # False: a file asyncfetch's marker does not vouch for is fetched
 
 
 def resolve(
@@ -198,12 +202,14 @@ def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Opti
 def _download(source: Source, dest: Path, options: Options) -> FetchResult:
     bar = ProgressBar(dest.name) if options.progress else None
     try:
-        return _api.download(
+        request = make_request(
             source.url, dest, mirrors=source.mirrors, sha256=source.sha256,
             connections=options.connections, chunk_size=options.chunk_size,
             retry=options.retry, timeout=options.timeout, headers=options.headers,
             progress=bar, hash=options.hash, offline=options.offline, verify=options.verify,
+            trust_unmarked=options.trust_unmarked,
         )  # fmt: skip
+        return run_sync(run(request))
     except IntegrityError as exc:
         if source.origin is None or exc.expected != source.sha256:
             raise

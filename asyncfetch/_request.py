@@ -39,6 +39,7 @@ class Request:
     hashing: bool = True
     offline: bool = False
     verify: bool = False
+    trust_unmarked: bool = True
 
     @property
     def url(self) -> str:
@@ -61,10 +62,14 @@ def make_request(
     hash: bool = True,
     offline: bool | None = None,
     verify: bool = False,
+    trust_unmarked: bool = True,
 ) -> Request:
     """Check the caller's arguments and bundle them; raises InvalidRequest on bad input.
 
-    ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says.
+    ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says. ``trust_unmarked=False``: without
+    ``sha256``, an existing ``dest`` is a hit only if asyncfetch's marker vouches for it (a
+    file without one, or changed since, is downloaded again, as torch.hub's
+    ``download_url_to_file`` always does).
     """
     urls = (check_url(url), *_usable_mirrors(url, mirrors))
     target = Path(dest).expanduser().absolute()
@@ -85,6 +90,7 @@ def make_request(
         hashing=hash or sha256 is not None,
         offline=env_settings().offline if offline is None else offline,
         verify=verify,
+        trust_unmarked=trust_unmarked,
     )
 
 

@@ -120,7 +120,10 @@ def download_url_to_file(
     """Download ``url`` to the path ``dst``, as ``torch.hub.download_url_to_file``.
 
     ``dst`` appears only once the file is complete and its SHA-256 starts with
-    ``hash_prefix`` (and equals ``sha256``, when given).
+    ``hash_prefix`` (and equals ``sha256``, when given). An existing ``dst`` is replaced by a
+    fresh download, as torch.hub does, unless it is the file asked for: with ``sha256``, when
+    its digest matches; without, when asyncfetch downloaded it (its marker beside it vouches
+    for it) and a probe shows the same size and validators.
 
     Raises:
         IntegrityError: the digest does not match (a ValueError; torch.hub raises
@@ -130,8 +133,9 @@ def download_url_to_file(
     prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix is not None else None
     source = _hubfile.Source(url, tuple(mirrors), sha256)
     options = _hubfile.Options(
-        connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress
-    )
+        connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress,
+        trust_unmarked=False,
+    )  # fmt: skip
     _hubfile.get_file(source, Path(dst).expanduser(), prefix, options)
 
 

@@ -353,6 +353,24 @@ def test_download_url_to_file_wrong_prefix_leaves_nothing(
     assert leftovers(tmp_path) == []
 
 
+def test_download_url_to_file_replaces_a_same_size_file_it_did_not_download(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    body = torch_bytes(state())
+    url = server.add_file("f.bin", body)
+    dst = tmp_path / "A5.pth"
+    dst.write_bytes(b"x" * len(body))  # same size, other bytes, no marker: torch.hub's or not
+
+    asyncfetch.download_url_to_file(url, str(dst), progress=False)
+    assert dst.read_bytes() == body
+    assert file_gets(server, "f.bin") >= 1
+
+    before = file_gets(server, "f.bin")
+    asyncfetch.download_url_to_file(url, str(dst), progress=False)  # vouched for: a hit
+    assert file_gets(server, "f.bin") == before
+    assert dst.read_bytes() == body
+
+
 @pytest.mark.parametrize("prefix", ["", "xyz", "a" * 65])
 def test_download_url_to_file_bad_prefix_is_refused(tmp_path: Path, prefix: str) -> None:
     with pytest.raises(InvalidRequest, match="hash_prefix must be"):
