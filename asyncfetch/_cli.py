@@ -76,12 +76,21 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _get(args: argparse.Namespace) -> int:
-    if _registry.looks_like_name(args.url):
-        return _get_name(args)
-    if args.output is not None:
-        dest = args.output
-    else:  # the cache, as torch.hub's: created when missing
-        dest = cached_path(args.url, model_dir=ensure_dir(checkpoints_dir(args.dir)))
+    dest: Path | None = args.output
+    try:
+        if _registry.looks_like_name(args.url):
+            return _get_name(args)
+        if dest is None:  # the cache, as torch.hub's: created when missing
+            dest = cached_path(args.url, model_dir=ensure_dir(checkpoints_dir(args.dir)))
+        return _get_url(args, dest)
+    except FetchError as exc:
+        if args.json:  # the object batch --json prints for a failed file; main() says the rest
+            path = dest.expanduser().absolute() if dest is not None else None
+            print(json.dumps(_failure_json(args.url, path, exc)), flush=True)
+        raise
+
+
+def _get_url(args: argparse.Namespace, dest: Path) -> int:
     progress = _progress_for(args, dest.name)
     try:
         result = _api.download(
@@ -101,7 +110,7 @@ def _get(args: argparse.Namespace) -> int:
     finally:
         if isinstance(progress, ProgressBar):
             progress.close()
-    _print_result(result, args.json)
+    _print_result(result, args.json, args.url)
     return EXIT_OK
 
 
@@ -126,7 +135,7 @@ def _get_name(args: argparse.Namespace) -> int:
         verify=args.verify,
     )
     result = _hubfile.get_file(source, dest, prefix, options)
-    _print_result(result, args.json)
+    _print_result(result, args.json, source.url)
     return EXIT_OK
 
 
@@ -138,9 +147,9 @@ def _progress_for(args: argparse.Namespace, name: str) -> ProgressCallback | Non
     return None
 
 
-def _print_result(result: FetchResult, as_json: bool) -> None:
+def _print_result(result: FetchResult, as_json: bool, url: str | None = None) -> None:
     if as_json:
-        url = next(iter(result.bytes_by_mirror), None)
+        url = url or next(iter(result.bytes_by_mirror), None)
         print(json.dumps(result.as_json(url)), flush=True)
         return
     digest = f" sha256={result.sha256}" if result.sha256 else ""
@@ -223,12 +232,17 @@ async def _run_batch(
 def _item_json(item: BatchItem) -> dict[str, Any]:
     if item.result is not None:
         return {**item.result.as_json(item.url), "status": "ok"}
+    return _failure_json(item.url, item.path, item.error)
+
+
+def _failure_json(url: str, path: Path | None, error: BaseException | None) -> dict[str, Any]:
+    """What ``--json`` prints for a file that failed (batch and get alike)."""
     return {
-        "url": redact(item.url),
-        "path": str(item.path) if item.path else None,
+        "url": redact(url),
+        "path": str(path) if path else None,
         "status": "failed",
-        "error": _item_error(item),
-        "error_type": type(item.error).__name__,
+        "error": _error_text(error),
+        "error_type": type(error).__name__,
     }
 
 
@@ -255,7 +269,11 @@ def _summary(items: list[BatchItem]) -> str:
 
 
 def _item_error(item: BatchItem) -> str:
-    return " ".join(str(item.error).split()) or type(item.error).__name__
+    return _error_text(item.error)
+
+
+def _error_text(error: BaseException | None) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _bytes(size: float) -> str:

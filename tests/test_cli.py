@@ -37,6 +37,38 @@ def test_get_writes_the_file_and_prints_json(
     assert done.stderr == ""  # no bars off a terminal
 
 
+def test_get_json_names_the_url_for_a_cache_hit_too(
+    server: FaultServer, payload: bytes, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", payload)
+    out = tmp_path / "out.bin"
+    args = ("get", url, "-o", str(out), "--json", "--sha256", sha256(payload))
+    first, hit = run_cli(*args), run_cli(*args)
+    assert json.loads(first.stdout)["url"] == url
+    record = json.loads(hit.stdout)
+    assert record["cached"] is True
+    assert record["url"] == url
+
+
+def test_get_json_failure_prints_the_batch_error_object(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.url("nope.bin")
+    out = tmp_path / "x.bin"
+    done = run_cli("get", url, "-o", str(out), "--json")
+    assert done.returncode == 1
+    assert done.stderr.startswith("asyncfetch: error: ")
+    assert done.stderr.count("\n") == 1
+    record = json.loads(done.stdout)
+    assert set(record) == {"url", "path", "status", "error", "error_type"}  # as batch --json
+    assert record["url"] == url
+    assert record["path"] == str(out)
+    assert record["status"] == "failed"
+    assert record["error_type"] == "HTTPStatusError"
+    assert "404" in record["error"]
+    assert record["error"] in done.stderr
+
+
 def test_get_into_a_directory_uses_the_url_name(
     server: FaultServer, payload: bytes, tmp_path: Path
 ) -> None:
