@@ -46,7 +46,8 @@ class Source:
         url: the file's URL.
         mirrors: more URLs serving the same bytes.
         sha256: the expected SHA-256 (hex), if known.
-        dest: the output path; a relative one is taken under ``dest_dir`` when there is one.
+        dest: the output path; a relative one is taken under ``dest_dir`` when there is one
+            (else under the current directory), its missing directories created.
         name: the file name to use in ``dest_dir`` (or the torch.hub cache) when there is no
             ``dest``; by default the last part of the URL's path.
     """
@@ -206,7 +207,8 @@ def fetch_many(
         per_host: requests in flight to one host (default: ``connections``).
         fail_fast: on the first failure, cancel the rest and raise that error.
         dest_dir: where files without a ``dest`` go (default: the torch.hub checkpoint
-            directory); it is created if missing. Relative ``dest`` paths are taken under it.
+            directory); it is created if missing. Relative ``dest`` paths are taken under it
+            (without it, under the current directory); their missing directories are created.
         chunk_size, retry, timeout, headers, hash: as for :func:`asyncfetch.fetch`.
         progress: called with every file's ProgressEvents (e.g. a :class:`ProgressStream`);
             ``True`` draws a total bar and a bar per file in flight on stderr.
@@ -372,13 +374,14 @@ class _Batch:
         return BatchItem(index, url, result.path, source, result=result)
 
     def _resolve(self, source: Source) -> tuple[Path, bool]:
-        """The output path of ``source``, and whether its directory is ours to create."""
+        """The output path of ``source``, and whether its directory is ours to create (that of
+        a relative ``dest``, under ``dest_dir`` or the current directory; not an absolute one)."""
         root = self.options.dest_dir
         if source.dest is not None:
             dest = Path(source.dest).expanduser()
-            if root is None or dest.is_absolute():
+            if dest.is_absolute():
                 return dest, False
-            return root / dest, True
+            return (dest if root is None else root / dest), True
         base = root if root is not None else checkpoints_dir()
         return base / (source.name or file_name_for(source.url)), True
 

@@ -283,6 +283,20 @@ async def test_source_forms_and_destinations(server: FaultServer, tmp_path: Path
     assert (out / "four.bin").read_bytes() == data[4]
 
 
+async def test_a_relative_dest_without_dest_dir_gets_its_directories_too(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_payload(20_000)
+    url = server.add_file("x.txt", data)
+    monkeypatch.chdir(tmp_path)
+
+    items = await collect(asyncfetch.fetch_many([asyncfetch.Source(url, dest="nested/x.txt")]))
+
+    assert items[0].ok, items[0].error
+    assert items[0].path == tmp_path / "nested" / "x.txt"
+    assert (tmp_path / "nested" / "x.txt").read_bytes() == data
+
+
 async def test_default_destination_is_the_torch_hub_cache(
     server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -415,6 +429,19 @@ def test_cli_batch_all_ok_exits_zero(server: FaultServer, tmp_path: Path) -> Non
     assert stderr == ""
     assert "1 of 1 files ok" in stdout
     assert (tmp_path / "out" / "x" / "y.bin").exists()
+
+
+def test_cli_batch_relative_dest_is_under_the_current_directory_made_if_missing(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("s.txt", make_payload(10_000))
+    (tmp_path / "manifests").mkdir()
+    manifest = tmp_path / "manifests" / "m.toml"
+    manifest.write_text(f'[[file]]\nurl = "{url}"\ndest = "relout/s.txt"\n')
+    proc = batch_cli(str(manifest), "--no-progress", cwd=tmp_path)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert (tmp_path / "relout" / "s.txt").exists()
 
 
 def test_cli_batch_bad_manifest_is_a_one_line_error(tmp_path: Path) -> None:
