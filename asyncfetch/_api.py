@@ -18,7 +18,7 @@ def download(
     mirrors: Iterable[str] = (),
     sha256: str | None = None,
     connections: int = 16,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,

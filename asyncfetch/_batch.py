@@ -26,7 +26,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._budget import ConnectionBudget, host_key
 from ._cache import checkpoints_dir, file_name_for
-from ._config import DEFAULT_CONNECTIONS, RetryPolicy, Timeouts, check_connections
+from ._config import (
+    DEFAULT_CONNECTIONS,
+    RetryPolicy,
+    Timeouts,
+    check_chunk_size,
+    check_connections,
+)
 from ._engine import run
 from ._errors import InvalidRequest
 from ._models import FetchResult, ProgressCallback, ProgressEvent
@@ -172,7 +178,7 @@ def fetch_many(
     per_host: int | None = None,
     fail_fast: bool = False,
     dest_dir: str | PathLike[str] | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
@@ -228,7 +234,7 @@ def fetch_many(
         per_host=check_connections(per_host if per_host is not None else connections),
         fail_fast=fail_fast,
         dest_dir=Path(dest_dir).expanduser() if dest_dir is not None else None,
-        chunk_size=chunk_size,
+        chunk_size=check_chunk_size(chunk_size),
         retry=RetryPolicy.coerce(retry),
         timeouts=Timeouts.coerce(timeout),
         headers=headers,

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +49,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _retries(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     get = commands.add_parser("get", help="download one file, verified")
     get.add_argument("url", help="the file's URL, or a name in the model registry")
@@ -59,8 +80,8 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--sha256", help="expected SHA-256 (64 hex digits)")
     get.add_argument("--connections", type=_positive_int, default=16, help="default: 16")
     get.add_argument("--chunk-size", type=_size, help="bytes per request, e.g. 8M")
-    get.add_argument("--retries", type=int, default=None, help="retries per range (default 4)")
-    get.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
+    get.add_argument("--retries", type=_retries, help="retries per range (default 4)")
+    get.add_argument("--timeout", type=_seconds, help="connect and read-idle timeout, seconds")
     get.add_argument("--no-hash", action="store_true", help="skip SHA-256 (no --sha256 only)")
     get.add_argument("--offline", action="store_true", help="use the cache only, no network")
     get.add_argument("--verify", action="store_true", help="re-hash a cached file, never trust")
@@ -173,8 +194,8 @@ def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batch.add_argument("--per-host", type=_positive_int, help="requests in flight per host")
     batch.add_argument("--dir", type=Path, help="where files without a dest go (torch.hub cache)")
     batch.add_argument("--chunk-size", type=_size, help="bytes per request, e.g. 8M")
-    batch.add_argument("--retries", type=int, default=None, help="retries per range (default 4)")
-    batch.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
+    batch.add_argument("--retries", type=_retries, help="retries per range (default 4)")
+    batch.add_argument("--timeout", type=_seconds, help="connect and read-idle timeout, seconds")
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     _add_output_flags(batch)
     batch.set_defaults(handler=_batch)
@@ -287,7 +308,7 @@ def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     mirrors.add_argument("urls", nargs="+", metavar="URL", help="URLs of the same file")
     mirrors.add_argument("--sample", type=_size, default=8 << 20, help="bytes to time (8M)")
     mirrors.add_argument("--connections", type=_positive_int, default=4, help="default: 4")
-    mirrors.add_argument("--timeout", type=float, help="connect and read-idle timeout, seconds")
+    mirrors.add_argument("--timeout", type=_seconds, help="connect and read-idle timeout, seconds")
     mirrors.add_argument("--json", action="store_true", help="print one JSON object per URL")
     mirrors.set_defaults(handler=_mirrors)
 

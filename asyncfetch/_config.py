@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,8 +38,12 @@ class Timeouts:
     read: float = DEFAULT_READ_TIMEOUT
 
     def __post_init__(self) -> None:
-        if self.connect <= 0 or self.read <= 0:
-            raise InvalidRequest(f"timeouts must be positive, got {self}")
+        for name, value in (("connect", self.connect), ("read", self.read)):
+            if not _positive_seconds(value):
+                raise InvalidRequest(
+                    f"the {name} timeout must be a positive, finite number of seconds, "
+                    f"got {value!r}"
+                )
 
     @classmethod
     def coerce(cls, value: Timeouts | float | None) -> Timeouts:
@@ -48,6 +53,15 @@ class Timeouts:
         if isinstance(value, Timeouts):
             return value
         return cls(connect=float(value), read=float(value))
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +95,9 @@ class RetryPolicy:
             return cls()
         if isinstance(value, RetryPolicy):
             return value
-        return cls(attempts=int(value) + 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidRequest(f"retries must be a whole number >= 0, got {value!r}")
+        return cls(attempts=value + 1)
 
 
 def check_connections(connections: int) -> int:
@@ -161,6 +177,25 @@ def parse_size(text: str) -> int:
     if value < 1:
         raise InvalidRequest(f"size {text!r} must be at least one byte")
     return value
+
+
+def check_chunk_size(chunk_size: int | str | None) -> int | None:
+    """Bytes per ranged request from a whole number or a size such as ``"8M"`` (None stays
+    None: the default ramp).
+
+    Raises:
+        InvalidRequest: for anything else.
+    """
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, str):
+        return parse_size(chunk_size)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InvalidRequest(
+            f"chunk_size must be a whole number of bytes or a size such as '8M', got "
+            f"{chunk_size!r}"
+        )
+    return chunk_size
 
 
 def parse_duration(text: str) -> float:

@@ -34,7 +34,7 @@ async def fetch(
     mirrors: Iterable[str] = (),
     sha256: str | None = None,
     connections: int = 16,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
@@ -64,7 +64,8 @@ async def fetch(
         sha256: the expected SHA-256 (hex). Without it the digest is still computed and
             returned, unless ``hash=False``.
         connections: parallel connections in all.
-        chunk_size: bytes per ranged request (default: small first, growing to 16 MiB).
+        chunk_size: bytes per ranged request, a number or a size such as ``"8M"`` (default:
+            small first, growing to 16 MiB).
         retry: a RetryPolicy, or a number of retries.
         timeout: a Timeouts, or seconds for both connect and read-idle.
         headers: extra request headers (e.g. Authorization).

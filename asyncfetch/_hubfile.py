@@ -25,7 +25,7 @@ from ._engine import run
 from ._errors import IntegrityError, InvalidRequest
 from ._models import FetchResult
 from ._progress import ProgressBar
-from ._request import make_request
+from ._request import check_sha256, make_request, mirror_urls
 from ._sink import check_target_kind
 from ._sync import run_sync
 from ._userinfo import redact
@@ -48,6 +48,9 @@ class Source:
     file_name: str | None = None
     check_hash: bool = False
     origin: str | None = None  # "registry FILE, entry [NAME]": the entry that gave the checks
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", check_sha256(self.sha256, self.url))
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,10 @@ def resolve(
         InvalidRequest: an unknown name, or a ``sha256`` that contradicts the registry's.
     """
     if not _registry.looks_like_name(url_or_name):
-        return Source(url_or_name, tuple(mirrors), sha256, file_name, check_hash)
+        return Source(url_or_name, mirror_urls(mirrors), sha256, file_name, check_hash)
     entry = _registry.lookup(url_or_name, registry)
-    if sha256 and entry.sha256 and sha256.lower() != entry.sha256:
+    sha256 = check_sha256(sha256, entry.url)
+    if sha256 and entry.sha256 and sha256 != entry.sha256:
         raise InvalidRequest(
             f"sha256 {sha256} contradicts the registry's {entry.sha256} for {entry.name!r} "
             f"({entry.url}); fix one of them",
@@ -93,7 +97,7 @@ def resolve(
         )
     return Source(
         url=entry.url,
-        mirrors=tuple(dict.fromkeys((*entry.mirrors, *mirrors))),
+        mirrors=tuple(dict.fromkeys((*entry.mirrors, *mirror_urls(mirrors)))),
         sha256=sha256 or entry.sha256,
         file_name=file_name or entry.file_name,
         check_hash=check_hash or entry.check_hash,

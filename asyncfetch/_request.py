@@ -10,7 +10,7 @@ from os import PathLike
 from pathlib import Path
 from typing import cast
 
-from ._config import RetryPolicy, Timeouts, check_connections, env_settings
+from ._config import RetryPolicy, Timeouts, check_chunk_size, check_connections, env_settings
 from ._errors import (
     InvalidRequest,
 )
@@ -54,7 +54,7 @@ def make_request(
     mirrors: Iterable[str] = (),
     sha256: str | None = None,
     connections: int = 16,
-    chunk_size: int | None = None,
+    chunk_size: int | str | None = None,
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
@@ -71,16 +71,17 @@ def make_request(
     file without one, or changed since, is downloaded again, as torch.hub's
     ``download_url_to_file`` always does).
     """
-    urls = (check_url(url), *_usable_mirrors(url, mirrors))
+    urls = (check_url(url), *_usable_mirrors(url, mirror_urls(mirrors)))
     target = Path(dest).expanduser().absolute()
-    if sha256 is not None and not _SHA256.fullmatch(sha256):
-        raise InvalidRequest(f"sha256 must be 64 hex digits, got {sha256!r}", url=url)
-    if chunk_size is not None and chunk_size < 1:
-        raise InvalidRequest(f"chunk_size must be positive, got {chunk_size}", url=url)
+    sha256 = check_sha256(sha256, url)
+    try:
+        chunk_size = check_chunk_size(chunk_size)
+    except InvalidRequest as exc:
+        raise InvalidRequest(str(exc), url=url) from None
     return Request(
         urls=urls,
         dest=target,
-        sha256=sha256.lower() if sha256 else None,
+        sha256=sha256,
         connections=check_connections(connections),
         chunk_size=chunk_size,
         retry=RetryPolicy.coerce(retry),
@@ -92,6 +93,23 @@ def make_request(
         verify=verify,
         trust_unmarked=trust_unmarked,
     )
+
+
+def mirror_urls(mirrors: Iterable[str] | str) -> tuple[str, ...]:
+    """``mirrors`` as a tuple: a single string is one mirror (not a mirror per character)."""
+    return (mirrors,) if isinstance(mirrors, str) else tuple(mirrors)
+
+
+def check_sha256(sha256: object, url: str | None = None) -> str | None:
+    """``sha256`` in lower case if it is a str of 64 hex digits (None stays None), else
+    InvalidRequest."""
+    if sha256 is None:
+        return None
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise InvalidRequest(
+            f"sha256 must be a str of 64 hex digits, got {sha256!r}", url=url or None
+        )
+    return sha256.lower()
 
 
 def check_progress(progress: object, url: str = "") -> ProgressCallback | None:

@@ -11,6 +11,25 @@ either tool downloaded show up here. Every function takes ``directory`` to use a
 >>> asyncfetch.cache.prune(max_size="50G", partials=True)                  # doctest: +SKIP
 """
 
-from ._cachedir import CacheEntry, PruneReport, VerifyResult, ls, path, prune, verify
+from __future__ import annotations
+
+from collections.abc import Iterable
+from os import PathLike
+
+from . import _cachedir
+from ._cachedir import CacheEntry, PruneReport, VerifyResult, ls, path, prune
 
 __all__ = ["CacheEntry", "PruneReport", "VerifyResult", "ls", "path", "prune", "verify"]
+
+
+def verify(
+    names: Iterable[str] | str = (), directory: str | PathLike[str] | None = None
+) -> list[VerifyResult]:
+    """Re-hash cached files and compare them with their recorded digests, as ``asyncfetch
+    cache verify`` does; a file found ``corrupt`` is downloaded again by its next fetch.
+
+    Args:
+        names: the files to check: one name, or several (default: every cached file).
+        directory: the cache directory (default: torch.hub's).
+    """
+    return _cachedir.verify((names,) if isinstance(names, str) else names, directory)

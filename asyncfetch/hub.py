@@ -26,6 +26,7 @@ from ._cache import cached_path
 from ._config import RetryPolicy, Timeouts
 from ._distributed import NodeRole, role_from_env
 from ._errors import InvalidRequest
+from ._request import mirror_urls
 from ._userinfo import redact
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def download_url_to_file(
         FetchError: the download failed.
     """
     prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix is not None else None
-    source = _hubfile.Source(url, tuple(mirrors), sha256)
+    source = _hubfile.Source(url, mirror_urls(mirrors), sha256)
     options = _hubfile.Options(
         connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress,
         trust_unmarked=False,

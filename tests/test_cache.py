@@ -424,6 +424,12 @@ async def test_verify_reports_corruption_and_the_file_is_fetched_again(
     assert run_cli("cache", "verify", "recorded.bin", "--dir", str(tmp_path / "c")).returncode == 0
 
 
+async def test_verify_takes_a_single_name_as_one_name(server: FaultServer, tmp_path: Path) -> None:
+    await fill_cache(server, tmp_path / "c")
+    results = cache.verify("verified.bin", tmp_path / "c")
+    assert [(r.name, r.status) for r in results] == [("verified.bin", "ok")]
+
+
 async def test_prune_keep_latest(server: FaultServer, tmp_path: Path) -> None:
     files = await fill_cache(server, tmp_path / "c")
     used_at(files["recorded.bin"], time.time() - 100)

@@ -147,12 +147,26 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, args: list[str], message:
     [
         (["--connections", "0"], "must be at least 1"),
         (["--chunk-size", "8X"], "unknown size"),
+        (["--timeout", "nan"], "must be a positive number of seconds, got 'nan'"),
+        (["--timeout", "inf"], "must be a positive number of seconds, got 'inf'"),
+        (["--timeout", "-1"], "must be a positive number of seconds, got '-1'"),
+        (["--retries", "-1"], "must be at least 0, got -1"),
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
     done = run_cli("get", "http://127.0.0.1:9/x", "-o", str(tmp_path / "x"), *args)
     assert done.returncode == 2
     assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args", [["--timeout", "nan"], ["--retries", "-1"]])
+def test_bad_batch_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("http://127.0.0.1:9/x\n")
+    done = run_cli("batch", str(manifest), "--dir", str(tmp_path), *args)
+    assert done.returncode == 2
+    assert f"argument {args[0]}" in done.stderr
 
 
 @pytest.mark.parametrize("kind", SPECIAL_KINDS)
