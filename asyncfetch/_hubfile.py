@@ -131,7 +131,7 @@ def hash_prefix_of(file_name: str, url: str | None = None) -> str:
 
 def check_prefix(prefix: str, url: str | None = None) -> str:
     """``prefix`` in lower case if it is 1 to 64 hex digits, else InvalidRequest."""
-    if not _HEX.fullmatch(prefix):
+    if not isinstance(prefix, str) or not _HEX.fullmatch(prefix):
         raise InvalidRequest(
             f"hash_prefix must be 1 to 64 hex digits of the SHA-256, got {prefix!r}", url=url
         )

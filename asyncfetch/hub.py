@@ -121,7 +121,8 @@ def download_url_to_file(
     """Download ``url`` to the path ``dst``, as ``torch.hub.download_url_to_file``.
 
     ``dst`` appears only once the file is complete and its SHA-256 starts with
-    ``hash_prefix`` (and equals ``sha256``, when given). An existing ``dst`` is replaced by a
+    ``hash_prefix`` (and equals ``sha256``, when given); an empty ``hash_prefix``, as for
+    torch.hub, checks nothing. An existing ``dst`` is replaced by a
     fresh download, as torch.hub does, unless it is the file asked for: with ``sha256``, when
     its digest matches; without, when asyncfetch downloaded it (its marker beside it vouches
     for it) and a probe shows the same size and validators.
@@ -131,7 +132,7 @@ def download_url_to_file(
             RuntimeError).
         FetchError: the download failed.
     """
-    prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix is not None else None
+    prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix else None  # "": no check
     source = _hubfile.Source(url, mirror_urls(mirrors), sha256)
     options = _hubfile.Options(
         connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress,

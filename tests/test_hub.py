@@ -371,10 +371,22 @@ def test_download_url_to_file_replaces_a_same_size_file_it_did_not_download(
     assert dst.read_bytes() == body
 
 
-@pytest.mark.parametrize("prefix", ["", "xyz", "a" * 65])
+@pytest.mark.parametrize("prefix", ["xyz", "a" * 65, b"ab"])
 def test_download_url_to_file_bad_prefix_is_refused(tmp_path: Path, prefix: str) -> None:
     with pytest.raises(InvalidRequest, match="hash_prefix must be"):
         asyncfetch.download_url_to_file("http://127.0.0.1:9/f", str(tmp_path / "f"), prefix)
+
+
+def test_download_url_to_file_empty_prefix_checks_nothing_as_torch_hub(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    body = torch_bytes(state())
+    url = server.add_file("f.bin", body)
+    for tool in (torch.hub.download_url_to_file, asyncfetch.download_url_to_file):
+        dst = tmp_path / f"{tool.__module__.split('.')[0]}.bin"
+        tool(url, str(dst), "", progress=False)
+        assert dst.read_bytes() == body
+    assert leftovers(tmp_path) == ["asyncfetch.bin", "torch.bin"]
 
 
 @pytest.mark.parametrize("kind", SPECIAL_KINDS)
