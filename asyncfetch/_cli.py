@@ -15,7 +15,7 @@ from typing import Any
 from . import _api, _cli_cache, _hubfile, _registry
 from ._batch import BatchItem, Source, fetch_many
 from ._cache import cached_path, checkpoints_dir, ensure_dir
-from ._config import RetryPolicy, Timeouts, parse_size
+from ._config import RetryPolicy, Timeouts, check_chunk_size, parse_size
 from ._errors import FetchError
 from ._manifest import read_manifest
 from ._models import FetchResult, ProgressCallback
@@ -35,6 +35,13 @@ Handler = Callable[[argparse.Namespace], int]
 def _size(text: str) -> int:
     try:
         return parse_size(text)
+    except FetchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _chunk_size(text: str) -> int | None:
+    try:
+        return check_chunk_size(text)
     except FetchError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -79,7 +86,7 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--mirror", action="append", default=[], help="another URL of the file")
     get.add_argument("--sha256", help="expected SHA-256 (64 hex digits)")
     get.add_argument("--connections", type=_positive_int, default=16, help="default: 16")
-    get.add_argument("--chunk-size", type=_size, help="bytes per request, e.g. 8M")
+    get.add_argument("--chunk-size", type=_chunk_size, help="bytes per request, e.g. 8M")
     get.add_argument("--retries", type=_retries, help="retries per range (default 4)")
     get.add_argument("--timeout", type=_seconds, help="connect and read-idle timeout, seconds")
     get.add_argument("--no-hash", action="store_true", help="skip SHA-256 (no --sha256 only)")
@@ -193,7 +200,7 @@ def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     batch.add_argument("--per-host", type=_positive_int, help="requests in flight per host")
     batch.add_argument("--dir", type=Path, help="where files without a dest go (torch.hub cache)")
-    batch.add_argument("--chunk-size", type=_size, help="bytes per request, e.g. 8M")
+    batch.add_argument("--chunk-size", type=_chunk_size, help="bytes per request, e.g. 8M")
     batch.add_argument("--retries", type=_retries, help="retries per range (default 4)")
     batch.add_argument("--timeout", type=_seconds, help="connect and read-idle timeout, seconds")
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failure")

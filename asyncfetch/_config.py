@@ -21,6 +21,7 @@ DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_JITTER = 0.5
 DEFAULT_MAX_REDIRECTS = 10
 MAX_RETRY_AFTER = 300.0
+MIN_CHUNK_SIZE = 64 << 10  # smaller ranged requests only add round trips (1 byte: a crawl)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -180,8 +181,8 @@ def parse_size(text: str) -> int:
 
 
 def check_chunk_size(chunk_size: int | str | None) -> int | None:
-    """Bytes per ranged request from a whole number or a size such as ``"8M"`` (None stays
-    None: the default ramp).
+    """Bytes per ranged request from a whole number or a size such as ``"8M"``, at least
+    ``MIN_CHUNK_SIZE`` (None stays None: the default ramp).
 
     Raises:
         InvalidRequest: for anything else.
@@ -189,13 +190,20 @@ def check_chunk_size(chunk_size: int | str | None) -> int | None:
     if chunk_size is None:
         return None
     if isinstance(chunk_size, str):
-        return parse_size(chunk_size)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        size = parse_size(chunk_size)
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise InvalidRequest(
             f"chunk_size must be a whole number of bytes or a size such as '8M', got "
             f"{chunk_size!r}"
         )
-    return chunk_size
+    else:
+        size = chunk_size
+    if size < MIN_CHUNK_SIZE:
+        raise InvalidRequest(
+            f"chunk_size must be at least 64K ({MIN_CHUNK_SIZE} bytes), got {chunk_size!r}; "
+            "smaller requests only add round trips"
+        )
+    return size
 
 
 def parse_duration(text: str) -> float:

@@ -151,6 +151,7 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, args: list[str], message:
         (["--timeout", "inf"], "must be a positive number of seconds, got 'inf'"),
         (["--timeout", "-1"], "must be a positive number of seconds, got '-1'"),
         (["--retries", "-1"], "must be at least 0, got -1"),
+        (["--chunk-size", "1"], "at least 64K (65536 bytes)"),
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
@@ -160,7 +161,9 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: 
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("args", [["--timeout", "nan"], ["--retries", "-1"]])
+@pytest.mark.parametrize(
+    "args", [["--timeout", "nan"], ["--retries", "-1"], ["--chunk-size", "2K"]]
+)
 def test_bad_batch_options_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
     manifest = tmp_path / "m.txt"
     manifest.write_text("http://127.0.0.1:9/x\n")

@@ -273,7 +273,7 @@ class Scripted:
             writer.close()
 
 
-DATA = bytes(range(256)) * 40  # 10240 bytes
+DATA = bytes(range(256)) * 1280  # 320 KiB: five of the smallest chunks (64 KiB)
 
 
 async def answer(
@@ -377,7 +377,7 @@ async def test_engine_over_a_server_that_drops_idle_connections(tmp_path: Path) 
             return
         await answer(reader, writer, "", head)  # then hang up after one answer, no warning
 
-    result, sleeps = await fetch_scripted(handler, tmp_path / "f", chunk_size=2048)
+    result, sleeps = await fetch_scripted(handler, tmp_path / "f", chunk_size=64 * KiB)
     assert (tmp_path / "f").read_bytes() == DATA
     assert result.retries == 0
     assert sleeps.waits == []
@@ -461,6 +461,6 @@ async def test_a_head_connection_is_not_reused(tmp_path: Path) -> None:
         while await answer(reader, writer, "", head):
             head = b""
 
-    result, _ = await fetch_scripted(handler, tmp_path / "f", chunk_size=4096)
+    result, _ = await fetch_scripted(handler, tmp_path / "f", chunk_size=128 * KiB)
     assert (tmp_path / "f").read_bytes() == DATA
     assert result.retries == 0

@@ -72,3 +72,16 @@ def test_negative_retries_are_refused_by_their_own_number() -> None:
     with pytest.raises(InvalidRequest, match="retries must be a whole number >= 0, got -1"):
         RetryPolicy.coerce(-1)
     assert RetryPolicy.coerce(0).attempts == 1
+
+
+@pytest.mark.parametrize("size", [1, 2048, "1K", (64 << 10) - 1])
+def test_chunk_size_has_a_minimum(size: int | str) -> None:
+    with pytest.raises(InvalidRequest, match=r"chunk_size must be at least 64K \(65536 bytes\)"):
+        make_request(URL, "m.bin", chunk_size=size)
+    with pytest.raises(InvalidRequest, match="at least 64K"):
+        asyncfetch.fetch_many([URL], chunk_size=size)  # at once, not per file
+
+
+def test_the_minimum_chunk_size_is_allowed() -> None:
+    assert make_request(URL, "m.bin", chunk_size=64 << 10).chunk_size == 64 << 10
+    assert make_request(URL, "m.bin", chunk_size="64K").chunk_size == 64 << 10
