@@ -7,9 +7,11 @@ import contextlib
 import dataclasses
 import json
 import math
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from . import _api, _cli_cache, _hubfile, _registry
@@ -27,7 +29,8 @@ from ._userinfo import redact
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -93,7 +96,7 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--offline", action="store_true", help="use the cache only, no network")
     get.add_argument("--verify", action="store_true", help="re-hash a cached file, never trust")
     _add_output_flags(get)
-    get.set_defaults(handler=_get)
+    get.set_defaults(handler=_get, resumable=True)
 
 
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -205,7 +208,7 @@ def _add_batch(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     batch.add_argument("--timeout", type=_seconds, help="connect and read-idle timeout, seconds")
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     _add_output_flags(batch)
-    batch.set_defaults(handler=_batch)
+    batch.set_defaults(handler=_batch, resumable=True)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -403,14 +406,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asyncfetch`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    terminated: list[int] = []
+    sigterm = _sigterm_as_sigint(terminated) if getattr(args, "resumable", False) else None
     try:
-        return handler(args)
+        with sigterm or contextlib.nullcontext():
+            return handler(args)
     except FetchError as exc:
         print(f"asyncfetch: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("asyncfetch: interrupted; run the same command again to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        stopped = "terminated" if terminated else "interrupted"
+        print(f"asyncfetch: {stopped}; run the same command again to resume", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint(received: list[int]) -> Iterator[None]:
+    """Within the block, SIGTERM (docker stop, ``timeout``, Slurm) stops the command as Ctrl-C
+    does: the downloads stop and keep their parts, journaled. Each SIGTERM is appended to
+    ``received``, so the caller can tell it from a Ctrl-C."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        on_sigint = signal.getsignal(signal.SIGINT)  # asyncio's while a loop runs
+        if not callable(on_sigint):  # SIG_IGN or SIG_DFL: stop all the same
+            on_sigint = signal.default_int_handler
+        on_sigint(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -455,8 +455,13 @@ def test_cli_batch_bad_manifest_is_a_one_line_error(tmp_path: Path) -> None:
     assert stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("signum", "status", "stopped"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["SIGINT", "SIGTERM"],
+)
 def test_cli_batch_interrupt_keeps_partials_and_a_rerun_resumes(
-    server: FaultServer, tmp_path: Path
+    server: FaultServer, tmp_path: Path, signum: int, status: int, stopped: str
 ) -> None:
     files = {f"s{i}.bin": make_payload(MiB, seed=i) for i in range(3)}
     for name, data in files.items():
@@ -472,14 +477,14 @@ def test_cli_batch_interrupt_keeps_partials_and_a_rerun_resumes(
             assert time.monotonic() < deadline, "the downloads never got going"
             time.sleep(0.02)
         time.sleep(0.2)  # let the client take in what was sent
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
         proc.wait(10)
 
-    assert proc.returncode == 130, stderr
-    assert "interrupted" in stderr
+    assert proc.returncode == status, stderr
+    assert stderr == f"asyncfetch: {stopped}; run the same command again to resume\n"
     assert stdout == ""
     names = leftovers(out)
     assert not any(name in names for name in files)  # nothing incomplete at a target

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.faultserver import FaultServer
+from asyncfetch._journal import load
+from tests.faultserver import FaultServer, make_payload
 from tests.helpers import (
     SPECIAL_KINDS,
+    cli_env,
     leftovers,
     make_special,
     read_only,
@@ -194,3 +201,50 @@ def test_unwritable_directory_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "not writable" in done.stderr
     assert str(locked) in done.stderr
+
+
+def test_sigterm_stops_get_like_ctrl_c_and_a_rerun_resumes(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(2 << 20, seed=3)
+    server.add_file("big.bin", data)
+    url = server.url("big.bin", rate=200_000, times=2)  # the first run's two requests crawl
+    out = tmp_path / "big.bin"
+    args = ["get", url, "-o", str(out), "--json", "--connections", "2", "--chunk-size", "1M"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncfetch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while server.bytes_served("big.bin") < 200_000:  # received, none written yet (1M)
+            assert child.poll() is None, "the download ended before the signal"
+            assert time.monotonic() < deadline, "the download never got going"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGTERM)  # as docker stop, timeout or Slurm do
+        stdout, stderr = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait(10)
+
+    assert child.returncode == 143, stderr
+    assert stderr == "asyncfetch: terminated; run the same command again to resume\n"
+    assert stdout == ""
+    (part,) = glob.glob(f"{out}.*.part")
+    journal = load(Path(part))
+    assert journal is not None
+    kept = sum(end - start for start, end in journal.runs)
+    assert kept >= 100_000  # what had arrived was written and journaled
+
+    mark = len(server.requests)
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["resumed_bytes"] == kept
+    rerun = [r for r in server.requests[mark:] if r.method == "GET"]
+    assert all(r.range is not None and r.range[0] > 0 for r in rerun)  # no start over
+    assert sum(r.bytes_sent for r in rerun) == len(data) - kept
+    assert out.read_bytes() == data
+    assert leftovers(tmp_path) == ["big.bin"]
