@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import glob
 import inspect
 import io
 import pickle
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from safetensors.torch import save as save_safetensors
 
 import asyncfetch
 from asyncfetch import DestinationError, IntegrityError, InvalidRequest
+from asyncfetch._journal import load
 from tests.faultserver import FaultServer
 from tests.helpers import SPECIAL_KINDS, cli_env, leftovers, make_special, sha256
 
@@ -440,6 +444,67 @@ def test_threads_at_once_download_once_and_all_load(server: FaultServer, tmp_pat
         assert_same(loaded, state())
     assert server.bytes_served("net.pth") <= len(body) + 1  # one download (plus a probe byte)
     assert leftovers(tmp_path) == ["net.pth"]
+
+
+# Ctrl-C -------------------------------------------------------------------------------------
+
+INTERRUPTED_LOAD = """
+import asyncio, signal, sys
+import asyncfetch
+
+url, model_dir, where = sys.argv[1:]
+
+def load():
+    asyncfetch.load_state_dict_from_url(url, model_dir, progress=False, connections=2)
+
+async def notebook_cell():
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as Jupyter's kernel has it
+    load()
+
+load() if where == "script" else asyncio.run(notebook_cell())
+"""
+
+
+@pytest.mark.parametrize("where", ["script", "notebook"])
+def test_ctrl_c_keeps_the_bytes_and_a_rerun_fetches_the_rest(
+    server: FaultServer, tmp_path: Path, where: str
+) -> None:
+    weights = {"w": torch.arange(600_000, dtype=torch.float32)}
+    body = torch_bytes(weights)
+    server.add_file("big.pth", body)
+    url = server.url("big.pth", rate=200_000, times=2)  # the first run's two requests crawl
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_LOAD, url, str(tmp_path), where],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while server.bytes_served("big.pth") < 200_000:  # received, none written yet (1 MiB)
+            assert child.poll() is None, "the download ended before Ctrl-C"
+            assert time.monotonic() < deadline, "the download never got going"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait(10)
+
+    assert "KeyboardInterrupt" in stderr
+    (part,) = glob.glob(f"{tmp_path / 'big.pth'}.*.part")
+    journal = load(Path(part))
+    assert journal is not None
+    kept = sum(end - start for start, end in journal.runs)
+    assert kept >= 100_000  # what had arrived was written and journaled
+
+    mark = len(server.requests)
+    loaded = asyncfetch.load_state_dict_from_url(url, str(tmp_path), progress=False)
+    assert_same(loaded, weights)
+    rerun = [r for r in server.requests[mark:] if r.method == "GET"]
+    assert all(r.range is not None and r.range[0] > 0 for r in rerun)  # no start over
+    assert sum(r.bytes_sent for r in rerun) == len(body) - kept
+    assert leftovers(tmp_path) == ["big.pth"]
 
 
 # lightness and GPU --------------------------------------------------------------------------
