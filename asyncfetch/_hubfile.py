@@ -143,8 +143,10 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
 
     An intact file already at ``dest`` is used as :func:`asyncfetch.fetch` would use it. With
     only a prefix, that is when its digest (the marker's, or re-hashed) starts with the
-    prefix; else the file is downloaded under ``dest`` + ``.unverified`` (resumable there) and
-    renamed to ``dest`` once its digest starts with the prefix.
+    prefix, unless ``options.trust_unmarked`` is off (``download_url_to_file``, which always
+    downloads, as torch.hub's does, except offline); else the file is downloaded under
+    ``dest`` + ``.unverified`` (resumable there) and renamed to ``dest`` once its digest
+    starts with the prefix.
 
     Raises:
         IntegrityError: the digest does not match; nothing is left at ``dest``.
@@ -161,6 +163,8 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
         return _download(source, dest, options)
     started = time.monotonic()
     offline = env_settings().offline if options.offline is None else options.offline
+    if not (options.trust_unmarked or offline):
+        return _download_staged(source, dest, hash_prefix, options)  # as torch.hub: always
     hit = _cache.find_prefixed(
         dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=offline
     )

@@ -124,8 +124,8 @@ def download_url_to_file(
     ``hash_prefix`` (and equals ``sha256``, when given); an empty ``hash_prefix``, as for
     torch.hub, checks nothing. An existing ``dst`` is replaced by a
     fresh download, as torch.hub does, unless it is the file asked for: with ``sha256``, when
-    its digest matches; without, when asyncfetch downloaded it (its marker beside it vouches
-    for it) and a probe shows the same size and validators.
+    its digest matches; with neither ``sha256`` nor ``hash_prefix``, when asyncfetch downloaded
+    it (its marker beside it vouches for it) and a probe shows the same size and validators.
 
     Raises:
         IntegrityError: the digest does not match (a ValueError; torch.hub raises

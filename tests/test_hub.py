@@ -375,6 +375,24 @@ def test_download_url_to_file_replaces_a_same_size_file_it_did_not_download(
     assert dst.read_bytes() == body
 
 
+def test_download_url_to_file_with_a_prefix_replaces_a_file_that_happens_to_match_it(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    body = torch_bytes(state())
+    url = server.add_file("f.bin", body)
+    prefix = sha256(body)[:1]
+    junk = next(
+        j for j in (b"junk %d" % n for n in range(10_000)) if sha256(j).startswith(prefix)
+    )
+    dst = tmp_path / "A5.pth"
+    dst.write_bytes(junk)  # another file whose digest starts with the same hex digit
+
+    asyncfetch.download_url_to_file(url, str(dst), prefix, progress=False)
+
+    assert dst.read_bytes() == body  # as torch.hub: downloaded, whatever was there
+    assert file_gets(server, "f.bin") >= 1
+
+
 @pytest.mark.parametrize("prefix", ["xyz", "a" * 65, b"ab"])
 def test_download_url_to_file_bad_prefix_is_refused(tmp_path: Path, prefix: str) -> None:
     with pytest.raises(InvalidRequest, match="hash_prefix must be"):
