@@ -341,9 +341,11 @@ def find_prefixed(
     if st is None:
         _raise_if_offline(offline, path, url, "is not in the cache")
         return None
-    marker = _fresh(read_marker(path), st)
+    recorded = read_marker(path)
+    marker = _fresh(recorded, st)
     if verify or marker is None or not marker.sha256:
-        marker = replace(rehash(path, st, marker), url=(marker and marker.url) or url)
+        # a changed file is compared with the digest recorded at its download (``corrupt``)
+        marker = replace(rehash(path, st, recorded), url=(recorded and recorded.url) or url)
         write_marker(path, marker)  # the next look needs no re-hash, hit or miss
     if marker.corrupt or not str(marker.sha256).startswith(prefix):
         why = f"does not have a SHA-256 starting with {prefix} (it has {marker.sha256})"
@@ -374,13 +376,15 @@ def find_remote(
     if st is None or info.size is None or st.st_size != info.size:
         return None
     marker = read_marker(path)
-    fresh = _fresh(marker, st)
     known = tuple(redact(u) for u in urls)  # markers mask passwords
+    if marker is not None and marker.url in known and not _validators_agree(marker, info):
+        return None  # the server has another version than the one downloaded here
+    fresh = _fresh(marker, st)
     changed = _changed_download(marker, st, known, info)
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
     elif fresh is not None:
-        if fresh.corrupt or fresh.url not in known or not _validators_agree(fresh, info):
+        if fresh.corrupt or fresh.url not in known:
             return None
     elif _newer_upstream(info, st):
         return None

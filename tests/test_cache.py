@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
-from asyncfetch import DestinationError, InvalidRequest, OfflineError, cache
+from asyncfetch import DestinationError, InvalidRequest, OfflineError, _cache, cache
 from asyncfetch._cache import cached_path, read_marker, write_marker
 from asyncfetch._journal import Journal, save
 from tests.faultserver import FaultServer, make_payload
@@ -800,3 +800,41 @@ async def test_a_malformed_marker_counts_as_missing(
     }  # fmt: skip
     assert (await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))).cached
     assert read_marker(tmp_path / "m.bin") is not None  # written anew
+
+
+async def test_a_touched_file_is_not_a_hit_once_the_server_has_another_version(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("v.bin", DATA)
+    dest = tmp_path / "v.bin"
+    await asyncfetch.fetch(url, dest)
+    server.add_file("v.bin", flipped(DATA))  # same size, a new ETag
+    later(dest)  # touched (a restore, a cp without -p): the marker no longer matches it
+
+    result = await asyncfetch.fetch(url, dest)
+
+    assert not result.cached
+    assert dest.read_bytes() == flipped(DATA)
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_prefix_lookup_of_a_touched_file_keeps_the_digest_recorded_at_its_download(
+    tmp_path: Path, changed: bool
+) -> None:
+    dest = tmp_path / "m-0123.pth"
+    dest.write_bytes(DATA)
+    digest = sha256(DATA)
+    st = dest.stat()
+    write_marker(dest, _cache.Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest,
+                                     expected=digest, url="http://h/m-0123.pth"))  # fmt: skip
+    if changed:
+        dest.write_bytes(flipped(DATA))
+    later(dest)
+
+    hit = _cache.find_prefixed(dest, url=None, prefix=digest[:1], verify=False, offline=False)
+
+    marker = read_marker(dest)
+    assert marker is not None
+    assert marker.expected == digest  # the record of the download is kept
+    assert marker.corrupt is changed
+    assert (hit is not None) is (not changed)  # a changed file is corrupt, whatever its prefix
