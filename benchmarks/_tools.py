@@ -60,9 +60,19 @@ def asyncfetch_argv(job: Job, *, verify: bool, mirrors: bool = False) -> list[st
     ]  # fmt: skip
 
 
+RANK_SAMPLE = "64M"  # 16 MiB per connection: well past nginx's one-second burst per request
+
+
 def asyncfetch_mirrors_argv(job: Job) -> list[str]:
-    """``python -m asyncfetch mirrors URL [MIRROR...] --json``: rank, download nothing."""
-    return [job.python, "-m", "asyncfetch", "mirrors", job.url, *job.mirrors, "--json"]
+    """``python -m asyncfetch mirrors URL [MIRROR...] --sample 64M --json``: rank, download
+    nothing.
+
+    The default 8 MiB sample (2 MiB on each of 4 connections) fits inside the burst that
+    nginx's ``limit_rate`` grants every request (a second's worth: 4 and 12 MB here), so
+    it would time the burst, not the cap, and rank the two mirrors by chance.
+    """
+    return [job.python, "-m", "asyncfetch", "mirrors", job.url, *job.mirrors,
+            "--sample", RANK_SAMPLE, "--json"]  # fmt: skip
 
 
 def ranking_facts(text: str) -> dict[str, object]:
