@@ -38,7 +38,7 @@ from typing import Any
 
 from ._config import env_settings
 from ._errors import DestinationError, InvalidRequest, OfflineError
-from ._models import RemoteInfo
+from ._models import FetchResult, RemoteInfo
 from ._userinfo import redact
 
 MARKER_SUFFIX = ".asyncfetch.json"
@@ -218,6 +218,17 @@ class Hit:
     path: Path
     size: int
     sha256: str | None
+
+    def result(self, started: float) -> FetchResult:
+        """This hit as the FetchResult of a call that began at ``started`` (monotonic)."""
+        return FetchResult(
+            path=self.path,
+            size=self.size,
+            sha256=self.sha256,
+            elapsed=time.monotonic() - started,
+            resumed_bytes=self.size,
+            cached=True,
+        )
 
 
 def _stat_file(path: Path, url: str | None) -> os.stat_result | None:

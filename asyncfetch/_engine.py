@@ -189,13 +189,6 @@ def _marked(path: Path) -> bool:
 def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:
     if request.progress is not None:
         request.progress(ProgressEvent("done", request.url, hit.size, hit.size))
-    return FetchResult(
-        path=hit.path,
-        size=hit.size,
-        sha256=hit.sha256,
-        elapsed=time.monotonic() - started,
-        resumed_bytes=hit.size,
-        cached=True,
-    )
+    return hit.result(started)
 
 

@@ -169,14 +169,7 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
         dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=offline
     )
     if hit is not None:
-        return FetchResult(
-            path=hit.path,
-            size=hit.size,
-            sha256=hit.sha256,
-            elapsed=time.monotonic() - started,
-            resumed_bytes=hit.size,
-            cached=True,
-        )
+        return hit.result(started)
     return _download_staged(source, dest, hash_prefix, options)
 
 
