@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from tests.helpers import (
     sha256,
     with_credentials,
 )
+from tests.test_resume import wait_until
 
 
 def test_get_writes_the_file_and_prints_json(
@@ -219,11 +219,11 @@ def test_sigterm_stops_get_like_ctrl_c_and_a_rerun_resumes(
         env=cli_env(),
     )
     try:
-        deadline = time.monotonic() + 30
-        while server.bytes_served("big.bin") < 200_000:  # received, none written yet (1M)
-            assert child.poll() is None, "the download ended before the signal"
-            assert time.monotonic() < deadline, "the download never got going"
-            time.sleep(0.02)
+        wait_until(  # 200 KB received, none written yet (1M)
+            lambda: server.bytes_served("big.bin") >= 200_000 or child.poll() is not None,
+            timeout=30,
+        )
+        assert child.poll() is None, "the download ended before the signal"
         child.send_signal(signal.SIGTERM)  # as docker stop, timeout or Slurm do
         stdout, stderr = child.communicate(timeout=30)
     finally:

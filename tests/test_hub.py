@@ -12,7 +12,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from asyncfetch import DestinationError, IntegrityError, InvalidRequest
 from asyncfetch._journal import load
 from tests.faultserver import FaultServer
 from tests.helpers import SPECIAL_KINDS, cli_env, leftovers, make_special, sha256
+from tests.test_resume import wait_until
 
 pytestmark = pytest.mark.torch
 
@@ -498,11 +498,11 @@ def test_ctrl_c_keeps_the_bytes_and_a_rerun_fetches_the_rest(
         env=cli_env(),
     )
     try:
-        deadline = time.monotonic() + 60
-        while server.bytes_served("big.pth") < 200_000:  # received, none written yet (1 MiB)
-            assert child.poll() is None, "the download ended before Ctrl-C"
-            assert time.monotonic() < deadline, "the download never got going"
-            time.sleep(0.02)
+        wait_until(  # 200 KB received, none written yet (1 MiB)
+            lambda: server.bytes_served("big.pth") >= 200_000 or child.poll() is not None,
+            timeout=60,
+        )
+        assert child.poll() is None, "the download ended before Ctrl-C"
         child.send_signal(signal.SIGINT)
         _, stderr = child.communicate(timeout=30)
     finally:
