@@ -117,14 +117,15 @@ def test_uses_the_same_cache_file_as_torch_hub(
     assert_same(theirs, ours)
 
 
-def test_honours_torch_hub_set_dir(server: FaultServer, tmp_path: Path) -> None:
+def test_honours_torch_hub_set_dir(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = server.add_file("n.pth", torch_bytes(state()))
-    previous = torch.hub.get_dir()
+    # Restore torch.hub's own state afterwards, not get_dir()'s answer: set_dir(get_dir())
+    # would pin the directory and stop later tests' TORCH_HOME from counting.
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)
     torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        asyncfetch.load_state_dict_from_url(url, progress=False)
-    finally:
-        torch.hub.set_dir(previous)
+    asyncfetch.load_state_dict_from_url(url, progress=False)
     assert (tmp_path / "hub" / "checkpoints" / "n.pth").is_file()
 
 
