@@ -1,0 +1,74 @@
+"""The sync facade: a blocking call from inside a running event loop, stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import glob
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyncfetch._journal import load
+from tests.faultserver import FaultServer, make_payload
+from tests.helpers import cli_env, leftovers
+from tests.test_resume import wait_until
+
+# An asyncio application (asyncio.run in the main thread, asyncio's own Ctrl-C handling) that
+# makes a blocking asyncfetch call, from its main task or from a task it awaits.
+ASYNCIO_APP = """
+import asyncio, sys
+import asyncfetch
+
+url, dest, where = sys.argv[1:]
+
+async def blocking_call():
+    asyncfetch.download(url, dest, connections=2, chunk_size="1M", progress=False)
+
+async def main():
+    if where == "main task":
+        await blocking_call()
+    else:
+        await asyncio.create_task(blocking_call())
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("where", ["main task", "child task"])
+def test_ctrl_c_stops_a_sync_call_inside_asyncio_run_and_keeps_the_part(
+    server: FaultServer, tmp_path: Path, where: str
+) -> None:
+    data = make_payload(2 << 20, seed=5)
+    server.add_file("big.bin", data)
+    url = server.url("big.bin", rate=100_000)  # two requests: ~10 s for the whole file
+    dest = tmp_path / "big.bin"
+    child = subprocess.Popen(
+        [sys.executable, "-c", ASYNCIO_APP, url, str(dest), where],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        wait_until(  # 200 KB received, none written yet (1 MiB chunks)
+            lambda: server.bytes_served("big.bin") >= 200_000 or child.poll() is not None,
+            timeout=60,
+        )
+        assert child.poll() is None, "the download ended before Ctrl-C"
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait(10)
+
+    assert stderr.rstrip().endswith("KeyboardInterrupt"), stderr  # as asyncio.run reports it
+    assert server.bytes_served("big.bin") < len(data)  # stopped, not carried on to the end
+    assert not dest.exists()
+    (part,) = glob.glob(f"{dest}.*.part")
+    journal = load(Path(part))
+    assert journal is not None
+    assert sum(end - start for start, end in journal.runs) >= 100_000  # kept for a resume
+    assert sorted(leftovers(tmp_path)) == sorted(
+        Path(p).name for p in glob.glob(f"{dest}.*.part*")
+    )  # no lock left behind
