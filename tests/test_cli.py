@@ -203,6 +203,34 @@ def test_unwritable_directory_is_refused(tmp_path: Path) -> None:
     assert str(locked) in done.stderr
 
 
+def test_sigterm_while_the_probe_waits_exits_143_and_leaves_nothing(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.add_file("slow.bin", make_payload(1 << 20, seed=4))
+    out = tmp_path / "slow.bin"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncfetch", "get", server.url("slow.bin", delay=30), "-o",
+         str(out), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: bool(server.requests) or child.poll() is not None, timeout=30)
+        assert child.poll() is None, "the command ended before the signal"
+        child.send_signal(signal.SIGTERM)  # the probe waits; no part file yet
+        stdout, stderr = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait(10)
+
+    assert child.returncode == 143, stderr
+    assert stderr == "asyncfetch: terminated; run the same command again to resume\n"
+    assert stdout == ""
+    assert leftovers(tmp_path) == []  # no output, part, lock or temporary file
+
+
 def test_sigterm_stops_get_like_ctrl_c_and_a_rerun_resumes(
     server: FaultServer, tmp_path: Path
 ) -> None:
