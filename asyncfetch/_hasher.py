@@ -89,7 +89,7 @@ class PrefixHasher:
             self._error = exc
 
     def _hash_up_to(self, target: int) -> None:
-        while self._hashed < target:
+        while self._hashed < min(target, self._target):  # cancel() lowers _target: stop soon
             base = self._hashed - self._hashed % mmap.ALLOCATIONGRANULARITY
             length = min(target, base + MAP_WINDOW) - base
             try:

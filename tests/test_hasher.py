@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +54,17 @@ def test_falls_back_to_reading_where_the_file_cannot_be_mapped(
     monkeypatch.setattr(mmap, "mmap", refuse)
     os.pwrite(part, DATA, 0)
     assert PrefixHasher(part).digest(len(DATA)) == hashlib.sha256(DATA).hexdigest()
+
+
+def test_cancel_stops_within_a_window_not_at_the_end(part: int) -> None:
+    # Ctrl-C at the end of a big download waits for cancel(); it must not hash the rest first
+    size = 1 << 30
+    os.ftruncate(part, size)  # sparse: reads as zeros, nothing on disk
+    hasher = PrefixHasher(part)
+    hasher.advance(size)
+    deadline = time.monotonic() + 10
+    while hasher.hashed == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    started_at = hasher.hashed
+    hasher.cancel()
+    assert 0 < started_at <= hasher.hashed <= started_at + 2 * _hasher.MAP_WINDOW
