@@ -12,7 +12,8 @@ Routes::
 Requests for the same name and URL share one download, which a client going away does not
 cancel; another URL for a name downloading now is refused (409). Each request is judged by its
 own ``sha256``: one that joined a download checked against another digest compares the result
-with its own, or downloads again if that other digest was wrong. At most ``max_downloads``
+with its own, or downloads again if that other digest was wrong or the cache had only the file
+with that other digest. At most ``max_downloads``
 distinct downloads run at once, the others wait their turn. Only complete files are served:
 never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
 and no file that ``asyncfetch cache verify`` found corrupt (409 until fetched again).
@@ -207,6 +208,12 @@ def _check_digest(order: Order, result: FetchResult) -> None:
         )
 
 
+def _hit_for_another_digest(order: Order, result: FetchResult) -> bool:
+    """Whether ``result``, a download joined, was a cache hit without the SHA-256 ``order``
+    asks for: the cached file answered another digest, and ``order`` alone would download."""
+    return result.cached and order.sha256 not in (None, result.sha256)
+
+
 @dataclass(frozen=True)
 class _Job:
     """A download running now, and the request that started it."""
@@ -311,7 +318,8 @@ class Service:
 
         The download runs as its own task: a caller that goes away does not cancel it. A caller
         that joined a download checked against another SHA-256 is judged by its own: the result
-        is compared with it, and if the other digest was wrong the file is downloaded again.
+        is compared with it, and if the other digest was wrong, or the cache held a file with
+        the other digest but not with this one, the file is downloaded again.
 
         Raises:
             NameInUse: ``order.name`` is being downloaded from another URL now.
@@ -326,6 +334,8 @@ class Service:
                 if other is not None and other != order.sha256 and exc.expected == other:
                     continue  # failed on the other request's digest, not on ours: try ours
                 raise
+            if job.order is not order and _hit_for_another_digest(order, result):
+                continue  # the cache had the other request's file, not ours: download ours
             _check_digest(order, result)
             return result
 

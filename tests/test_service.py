@@ -213,6 +213,54 @@ async def test_a_joining_request_is_judged_by_its_own_digest(
     assert await svc.get("/files/j.bin") == (200, payload)
 
 
+async def downloading(svc: Running, name: str) -> None:
+    """Return once the service lists a download of ``name`` as running (bounded: ~2 s)."""
+    for _ in range(200):
+        if name in json.loads((await svc.get("/cache"))[1])["downloading"]:
+            return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("own", ["right", "wrong", None])
+async def test_a_request_joining_a_cache_hit_is_judged_by_its_own_digest(
+    tmp_path: Path, server: FaultServer, payload: bytes, own: str | None
+) -> None:
+    old = make_payload(5000)  # an older version, cached and verified under its own digest
+    server.add_file("old.bin", old)
+    server.add_file("new.bin", payload)
+    server.add_file("busy.bin", make_payload(256 << 10))
+    new_url, busy_url = server.url("new.bin"), server.url("busy.bin", rate=1 << 20)
+    digest = {"right": sha256(payload), "wrong": "0" * 64, None: None}[own]
+    async with running(tmp_path / "cache", max_downloads=1) as svc:
+        status, _ = await svc.post({"url": server.url("old.bin"), "name": "j.bin",
+                                    "sha256": sha256(old)})  # fmt: skip
+        assert status == 200
+        busy = asyncio.create_task(svc.post({"url": busy_url}))  # holds the only slot
+        await started(server, "busy.bin")
+        # waits for the slot, then is a cache hit: the file has the digest it asks for
+        other = asyncio.create_task(
+            svc.post({"url": new_url, "name": "j.bin", "sha256": sha256(old)})
+        )
+        await downloading(svc, "j.bin")
+
+        status, answer = await svc.post({"url": new_url, "name": "j.bin", "sha256": digest})
+
+        assert (await busy)[0] == 200
+        assert (await other)[0] == 200
+    if own == "wrong":
+        assert status == 422, answer
+        assert answer["type"] == "IntegrityError"
+        assert f"expected {'0' * 64}, got {sha256(payload)}" in answer["error"]
+        assert "fetched for another request" not in answer["error"]
+    elif own == "right":
+        assert status == 200, answer
+        assert answer["sha256"] == sha256(payload)
+        assert (tmp_path / "cache" / "j.bin").read_bytes() == payload
+    else:
+        assert status == 200, answer
+        assert answer["sha256"] == sha256(old)  # the file asked for under this name and URL
+
+
 @pytest.mark.parametrize("name", ["we#ird?.bin", "sp ace.bin", "per%25cent.bin"])
 async def test_href_is_percent_encoded(
     svc: Running, server: FaultServer, payload: bytes, name: str
