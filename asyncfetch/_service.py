@@ -16,7 +16,8 @@ with its own, or downloads again if that other digest was wrong or the cache had
 with that other digest. At most ``max_downloads``
 distinct downloads run at once, the others wait their turn. Only complete files are served:
 never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
-and no file that ``asyncfetch cache verify`` found corrupt (409 until fetched again).
+and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
+fetched or verified again).
 
 This is the one module besides ``_transport`` that imports aiohttp: its server side,
 ``aiohttp.web``. Downloads themselves go through :func:`asyncfetch.fetch`.
@@ -177,14 +178,13 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
 
 def is_corrupt(path: Path) -> bool:
     """Whether ``path``'s marker says it is corrupt (``asyncfetch cache verify`` found another
-    digest than recorded) and the file is unchanged since (blocking; reads one small file)."""
+    digest than recorded) (blocking; reads one small file).
+
+    A file changed since (touched, copied over) stays corrupt: only hashing it again (``cache
+    verify``, a fetch) or downloading it again rewrites the marker.
+    """
     marker = read_marker(path)
-    if marker is None or not marker.corrupt:
-        return False
-    try:
-        return marker.describes(path.stat())
-    except OSError:
-        return False
+    return marker is not None and marker.corrupt
 
 
 def _file_in_the_way(directory: Path) -> Path | None:

@@ -301,6 +301,37 @@ async def test_a_file_found_corrupt_is_not_served_until_fetched_again(
     assert [(f["name"], f["state"]) for f in listing["files"]] == [("m.bin", "complete")]
 
 
+async def test_a_corrupt_file_touched_since_stays_corrupt_until_verified_again(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    assert (await svc.post({"url": url, "sha256": sha256(payload)}))[0] == 200
+    cached = svc.service.cache_dir / "m.bin"
+    with cached.open("r+b") as file:
+        file.seek(1000)
+        file.write(bytes([payload[1000] ^ 0xFF]))
+    found = await asyncio.to_thread(asyncfetch.cache.verify, ["m.bin"], svc.service.cache_dir)
+    assert found[0].status == "corrupt"
+    st = cached.stat()
+    os.utime(cached, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # `touch m.bin`
+
+    status, body = await svc.get("/files/m.bin")
+
+    assert status == 409, body
+    assert json.loads(body)["type"] == "Corrupt"
+    listing = json.loads((await svc.get("/cache"))[1])
+    assert [(f["name"], f["state"]) for f in listing["files"]] == [("m.bin", "corrupt")]
+    found = await asyncio.to_thread(asyncfetch.cache.verify, ["m.bin"], svc.service.cache_dir)
+    assert found[0].status == "corrupt"  # verified again: still corrupt
+    assert (await svc.get("/files/m.bin"))[0] == 409
+    with cached.open("r+b") as file:  # repaired by hand, then verified: served again
+        file.seek(1000)
+        file.write(payload[1000:1001])
+    found = await asyncio.to_thread(asyncfetch.cache.verify, ["m.bin"], svc.service.cache_dir)
+    assert found[0].status == "ok"
+    assert await svc.get("/files/m.bin") == (200, payload)
+
+
 async def test_a_cache_dir_replaced_by_a_file_is_507_saying_so(
     svc: Running, server: FaultServer, payload: bytes
 ) -> None:
