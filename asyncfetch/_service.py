@@ -26,10 +26,8 @@ This is the one module besides ``_transport`` that imports aiohttp: its server s
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import re
 import signal
 import urllib.parse
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ._cache import file_name_for, read_marker
+from ._cache import read_marker
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
@@ -51,6 +49,14 @@ from ._errors import (
     TransportError,
 )
 from ._models import FetchResult
+from ._service_order import (
+    ORDER_SHAPE,
+    Order,
+    check_digest,
+    hit_for_another_digest,
+    is_servable_name,
+    parse_order,
+)
 from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch.serve")
@@ -60,84 +66,6 @@ DEFAULT_PORT = 8765
 DEFAULT_MAX_DOWNLOADS = 4
 MAX_BODY = 64 * 1024
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
-#: Endings of files that are not complete downloads: part files and their journals (_sink,
-#: _journal), verified markers and locks (_cache), hash-prefix staging, torchrun locks and
-#: failure notes (_hubfile, _distributed), extraction and temporary files (hub, torch.hub).
-PRIVATE_SUFFIXES = (
-    ".part",
-    ".part.json",
-    ".asyncfetch.json",
-    ".lock",
-    ".unverified",
-    ".hub-failed.json",
-    ".extracting",
-    ".partial",
-    ".tmp",
-)
-_ORDER_KEYS = frozenset({"url", "mirrors", "sha256", "name"})
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def is_servable_name(name: str) -> bool:
-    """Whether ``name`` may name a complete file directly in the cache dir."""
-    return (
-        bool(name)
-        and not name.startswith(".")
-        and ".." not in name
-        and not any(c in name for c in "/\\\x00")
-        and not name.endswith(PRIVATE_SUFFIXES)
-    )
-
-
-@dataclass(frozen=True)
-class Order:
-    """One ``POST /fetch`` request, checked."""
-
-    url: str
-    mirrors: tuple[str, ...]
-    sha256: str | None
-    name: str
-
-
-def parse_order(body: bytes) -> Order:
-    """Check a ``POST /fetch`` body; raises InvalidRequest saying what is wrong."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the body is not JSON ({exc}); send {_SHAPE}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"the body is not a JSON object; send {_SHAPE}")
-    unknown = sorted(set(data) - _ORDER_KEYS)
-    if unknown:
-        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; send {_SHAPE}")
-    url = data.get("url")
-    if not isinstance(url, str) or not url:
-        raise InvalidRequest(f"'url' is missing or not a string; send {_SHAPE}")
-    mirrors = data.get("mirrors") or []
-    if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
-        raise InvalidRequest("'mirrors' must be a list of URLs", url=url)
-    sha256 = data.get("sha256")
-    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
-        raise InvalidRequest(f"'sha256' must be 64 hex digits, got {sha256!r}", url=url)
-    return Order(url, tuple(mirrors), sha256.lower() if sha256 else None, _name_of(data, url))
-
-
-_SHAPE = '{"url": URL, "mirrors": [URL, ...], "sha256": HEX, "name": FILE_NAME}'
-
-
-def _name_of(data: dict[str, Any], url: str) -> str:
-    name = data.get("name")
-    if name is None:
-        name = file_name_for(url)
-    if not isinstance(name, str) or not is_servable_name(name):
-        raise InvalidRequest(
-            f"{name!r} cannot be a cache file name; give a plain name without '/', '..' or a "
-            f"leading dot, not ending in {', '.join(PRIVATE_SUFFIXES)}",
-            url=url,
-        )
-    return name
-
-
 class NameInUse(InvalidRequest):
     """The name asked for is being downloaded from another URL now."""
 
@@ -193,25 +121,6 @@ def _file_in_the_way(directory: Path) -> Path | None:
         if path.exists():
             return None if path.is_dir() else path
     return None
-
-
-def _check_digest(order: Order, result: FetchResult) -> None:
-    """Raise IntegrityError unless ``result``, maybe fetched for another request, has the
-    SHA-256 ``order`` asks for."""
-    if order.sha256 is not None and result.sha256 not in (None, order.sha256):
-        raise IntegrityError(
-            f"{order.name} was fetched for another request and its SHA-256 is "
-            f"{result.sha256}, not {order.sha256}; check the digest, or use another name",
-            url=order.url,
-            expected=order.sha256,
-            actual=str(result.sha256),
-        )
-
-
-def _hit_for_another_digest(order: Order, result: FetchResult) -> bool:
-    """Whether ``result``, a download joined, was a cache hit without the SHA-256 ``order``
-    asks for: the cached file answered another digest, and ``order`` alone would download."""
-    return result.cached and order.sha256 not in (None, result.sha256)
 
 
 @dataclass(frozen=True)
@@ -297,7 +206,7 @@ class Service:
             result = await self.download(order)
         except web.HTTPRequestEntityTooLarge:
             return _error(
-                413, f"the body is over {MAX_BODY} bytes; send {_SHAPE}", "InvalidRequest"
+                413, f"the body is over {MAX_BODY} bytes; send {ORDER_SHAPE}", "InvalidRequest"
             )
         except asyncio.CancelledError:
             if not self._stopping:
@@ -334,9 +243,9 @@ class Service:
                 if other is not None and other != order.sha256 and exc.expected == other:
                     continue  # failed on the other request's digest, not on ours: try ours
                 raise
-            if job.order is not order and _hit_for_another_digest(order, result):
+            if job.order is not order and hit_for_another_digest(order, result):
                 continue  # the cache had the other request's file, not ours: download ours
-            _check_digest(order, result)
+            check_digest(order, result)
             return result
 
     def _join_or_start(self, order: Order) -> _Job:

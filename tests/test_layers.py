@@ -24,7 +24,8 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["_batch", "_manifest"], 4),
     **dict.fromkeys(["_api", "_registry", "_distributed", "_adapt", "_hubfile", "hub",
                      "cache"], 5),  # fmt: skip
-    **dict.fromkeys(["_service", "_cli", "_cli_cache", "__main__", "__init__"], 6),
+    **dict.fromkeys(["_service", "_service_order", "_cli", "_cli_cache", "__main__",
+                     "__init__"], 6),  # fmt: skip
 }
 
 # each outside library is touched by the modules named here only
