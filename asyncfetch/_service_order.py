@@ -62,12 +62,7 @@ class Order:
 
 def parse_order(body: bytes) -> Order:
     """Check a ``POST /fetch`` body; raises InvalidRequest saying what is wrong."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the body is not JSON ({exc}); send {ORDER_SHAPE}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"the body is not a JSON object; send {ORDER_SHAPE}")
+    data = _json_object(body)
     unknown = sorted(set(data) - _ORDER_KEYS)
     if unknown:
         raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; send {ORDER_SHAPE}")
@@ -82,6 +77,25 @@ def parse_order(body: bytes) -> Order:
         raise InvalidRequest(f"'sha256' must be 64 hex digits, got {sha256!r}", url=url)
     return Order(url, tuple(mirrors), sha256.lower() if sha256 else None, _name_of(data, url))
 
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object in ``body``, all of its strings text (no lone surrogate escapes)."""
+    try:
+        data: Any = json.loads(body)
+        json.dumps(data, ensure_ascii=False).encode()  # a lone "\ud800" is no character
+    except RecursionError:
+        raise InvalidRequest(f"the body nests too deeply; send {ORDER_SHAPE}") from None
+    except UnicodeEncodeError:  # before ValueError, its base class
+        raise InvalidRequest(
+            "the body has a lone surrogate escape (\\ud800-\\udfff) in a string, which is no "
+            f"character; send {ORDER_SHAPE} with text strings"
+        ) from None
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise InvalidRequest(f"the body is not JSON ({exc}); send {ORDER_SHAPE}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"the body is not a JSON object; send {ORDER_SHAPE}")
+    return data
 
 
 def _name_of(data: dict[str, Any], url: str) -> str:

@@ -385,6 +385,10 @@ BAD_BODIES = [
     (b'{"url": "http://127.0.0.1:9/m.bin", "name": "m.bin.lock"}', "cannot be a cache file"),
     (b'{"url": "http://127.0.0.1:9/"}', "has no file name"),
     (b'{"url": "ftp://127.0.0.1/m.bin"}', "unsupported scheme"),
+    (b"[" * 50_000, "nests too deeply"),
+    (b'{"url": "http://127.0.0.1:9/m.bin", "name": "a\\ud800.bin"}', "lone surrogate"),
+    (b'{"url": "http://127.0.0.1:9/m.bin", "name": "a\\udc80.bin"}', "lone surrogate"),
+    (b'{"url": "http://127.0.0.1:9/\\udc80.bin"}', "lone surrogate"),
 ]
 
 
