@@ -36,6 +36,8 @@ PRIVATE_SUFFIXES = (
 _ORDER_KEYS = frozenset({"url", "mirrors", "sha256", "name"})
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 #: what a ``POST /fetch`` body looks like, for error messages
+#: NAME_MAX (255 bytes) less the longest name made from it, a part journal's temporary file
+MAX_NAME_BYTES = 200
 ORDER_SHAPE = '{"url": URL, "mirrors": [URL, ...], "sha256": HEX, "name": FILE_NAME}'
 
 
@@ -69,7 +71,9 @@ def parse_order(body: bytes) -> Order:
     url = data.get("url")
     if not isinstance(url, str) or not url:
         raise InvalidRequest(f"'url' is missing or not a string; send {ORDER_SHAPE}")
-    mirrors = data.get("mirrors") or []
+    mirrors = data.get("mirrors")
+    if mirrors is None:
+        mirrors = []
     if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
         raise InvalidRequest("'mirrors' must be a list of URLs", url=url)
     sha256 = data.get("sha256")
@@ -102,6 +106,12 @@ def _name_of(data: dict[str, Any], url: str) -> str:
     name = data.get("name")
     if name is None:
         name = file_name_for(url)
+    if isinstance(name, str) and len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidRequest(
+            f"the name {name[:40]!r}... is {len(name.encode())} bytes long; give one of at most "
+            f"{MAX_NAME_BYTES} (the file system's limit, less room for part and marker files)",
+            url=url,
+        )
     if not isinstance(name, str) or not is_servable_name(name):
         raise InvalidRequest(
             f"{name!r} cannot be a cache file name; give a plain name without '/', '..' or a "
