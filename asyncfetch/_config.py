@@ -111,7 +111,7 @@ def check_connections(connections: int) -> int:
 @dataclass(frozen=True, kw_only=True)
 class EnvSettings:
     """What the environment says (``ASYNCFETCH_*``, ``TORCH_HOME``, ``XDG_CACHE_HOME``,
-    ``XDG_CONFIG_HOME``, and torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
+    ``XDG_CONFIG_HOME``, ``NETRC``, and torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
 
     offline: bool = False
     fast_path: bool = True
@@ -121,6 +121,7 @@ class EnvSettings:
     rank: int | None = None
     local_rank: int | None = None
     world_size: int | None = None
+    netrc: Path | None = None  # $NETRC, else ~/.netrc: credentials per host, as aiohttp reads
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -141,7 +142,18 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         rank=_int_or_none(env.get("RANK")),
         local_rank=_int_or_none(env.get("LOCAL_RANK")),
         world_size=_int_or_none(env.get("WORLD_SIZE")),
+        netrc=_netrc(env),
     )
+
+
+def _netrc(env: Mapping[str, str]) -> Path | None:
+    """aiohttp's rule: $NETRC, else ~/.netrc (None when there is no home to find)."""
+    if env.get("NETRC"):
+        return Path(env["NETRC"]).expanduser()
+    try:
+        return Path.home() / ".netrc"
+    except (RuntimeError, KeyError):
+        return None
 
 
 def _int_or_none(text: str | None) -> int | None:

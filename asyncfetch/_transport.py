@@ -9,13 +9,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from ._budget import ConnectionBudget, host_key
 from ._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
+from ._credentials import (
+    Credentials,
+    Middleware,
+    authorize_on,
+    callers_authorization,
+    without_authorization,
+)
 from ._errors import (
     ConnectionFailed,
     FetchTimeout,
@@ -29,7 +36,7 @@ from ._http import RangeNotHonoured as RangeNotHonoured
 from ._http import check_answer, is_encoded, parse_content_range, status_error
 from ._models import ByteRange, RemoteInfo
 from ._rawhttp import RawClient, Span, Window
-from ._userinfo import basic_auth, carry_userinfo, same_origin, strip_userinfo
+from ._userinfo import carry_userinfo, same_origin, strip_userinfo
 
 USER_AGENT = "asyncfetch/0.1"
 SCHEMES = frozenset({"http", "https"})
@@ -188,11 +195,13 @@ class Transport:
         self._timeouts = timeouts
         self._connections = connections
         self._headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})}
-        self._authorized = any(name.lower() == "authorization" for name in self._headers)
+        self._authorized = callers_authorization(self._headers) is not None
         self._session = session
         self._owns_session = session is None
         self._max_redirects = max_redirects
-        fast = session is None and env_settings().fast_path
+        settings = env_settings()
+        fast = session is None and settings.fast_path
+        self._credentials = Credentials(authorized=self._authorized, netrc_path=settings.netrc)
         self._raw = RawClient(timeouts) if fast else None
         self._budget = budget
         self._entered = False
@@ -240,7 +249,7 @@ class Transport:
         follows redirects) tells the rest."""
         assert self._raw is not None
         async with self._slot(url):
-            head = await self._raw.head(url, self._raw_headers(url, self._headers))
+            head = await self._raw.head(url, await self._credentials.headers(url, self._headers))
             if head is not None and head.status >= 400 and head.status not in _HEAD_REFUSED:
                 raise status_error(head.status, head.reason, head.headers, url)
         if head is None or head.status != 200 or is_encoded(head.headers):
@@ -274,21 +283,23 @@ class Transport:
             return dict(self._headers)
         return {k: v for k, v in self._headers.items() if k.lower() not in _CREDENTIALS}
 
-    def _raw_headers(self, url: str, headers: dict[str, str]) -> dict[str, str]:
-        """``headers`` for the fast path, with Basic auth from ``url``'s userinfo (aiohttp
-        adds it itself) unless the caller gave an Authorization header."""
-        auth = None if self._authorized else basic_auth(url)
-        return headers if auth is None else {**headers, "Authorization": auth}
-
-    def _aio_url(self, url: str) -> str:
-        """``url`` for aiohttp, which sends its userinfo as Basic auth (to the same origin
-        only) but refuses it next to the caller's own Authorization header, which wins."""
-        return strip_userinfo(url) if self._authorized else url
+    def _aio_request(
+        self, method: str, url: str, headers: dict[str, str]
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """``method`` ``url`` through aiohttp, following redirects, with the caller's
+        Authorization winning over the URL's userinfo and netrc (see :mod:`._credentials`)."""
+        auth = callers_authorization(headers)
+        middlewares: tuple[Middleware, ...] | None = None
+        if auth is not None and self._owns_session:  # a caller's session: its own middlewares
+            headers, middlewares = without_authorization(headers), (authorize_on(url, auth),)
+        return self.session.request(
+            method, strip_userinfo(url) if self._authorized else url, headers=headers,
+            allow_redirects=True, max_redirects=self._max_redirects, middlewares=middlewares,
+        )  # fmt: skip
 
     async def _head(self, url: str) -> RemoteInfo | None:
-        async with self._slot(url), translate_errors(url), self.session.head(
-            self._aio_url(url), headers=self._headers, allow_redirects=True,
-            max_redirects=self._max_redirects,
+        async with self._slot(url), translate_errors(url), self._aio_request(
+            "HEAD", url, self._headers
         ) as response:
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
@@ -299,9 +310,8 @@ class Transport:
 
     async def _probe_with_get(self, url: str) -> RemoteInfo:
         headers = {**self._headers, "Range": _PROBE_RANGE.header()}
-        async with self._slot(url), translate_errors(url), self.session.get(
-            self._aio_url(url), headers=headers, allow_redirects=True,
-            max_redirects=self._max_redirects,
+        async with self._slot(url), translate_errors(url), self._aio_request(
+            "GET", url, headers
         ) as response:
             if response.status >= 400:
                 raise _status_error(response, url)
@@ -349,7 +359,7 @@ class Transport:
         async with self._slot(url) as sent_at:
             if self._raw is not None and window is not None and fast:
                 raw = await self._raw.open(
-                    url, self._raw_headers(url, headers), byte_range, window
+                    url, await self._credentials.headers(url, headers), byte_range, window
                 )
                 if raw is not None:
                     raw.sent_at = sent_at
@@ -358,10 +368,7 @@ class Transport:
                     finally:
                         self._raw.finish(raw.connection)
                     return
-            async with translate_errors(url), self.session.get(
-                self._aio_url(url), headers=headers, allow_redirects=True,
-                max_redirects=self._max_redirects,
-            ) as response:
+            async with translate_errors(url), self._aio_request("GET", url, headers) as response:
                 _check_response(response, url, byte_range)
                 span = window or Span()
                 size = response.content_length

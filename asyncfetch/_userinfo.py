@@ -46,7 +46,12 @@ def basic_auth(url: str) -> str | None:
     if userinfo is None:
         return None
     user, _, password = userinfo.partition(":")
-    pair = f"{unquote(user)}:{unquote(password)}"
+    return basic_credentials(unquote(user), unquote(password))
+
+
+def basic_credentials(user: str, password: str) -> str:
+    """The ``Authorization`` value for Basic auth with ``user`` and ``password``."""
+    pair = f"{user}:{password}"
     try:
         raw = pair.encode("latin-1")  # as aiohttp and requests encode it
     except UnicodeEncodeError:

@@ -12,6 +12,15 @@ from tests.faultserver import FaultServer, make_payload
 PAYLOAD_SIZE = (1 << 20) + 12345  # 1 MiB + 12345: not a multiple of any power of two
 
 
+@pytest.fixture(autouse=True)
+def no_users_netrc(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Point NETRC at a file that is not there, so the user's ~/.netrc never takes part (a
+    test that wants one writes it and points NETRC there)."""
+    monkeypatch.setenv("NETRC", str(tmp_path_factory.getbasetemp() / "no-netrc"))
+
+
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
     """A started FaultServer, stopped after the test."""

@@ -555,6 +555,60 @@ async def test_the_callers_authorization_stays_behind_on_a_redirect_to_another_o
     assert {r.headers.get("X-Client") for r in cdn.requests} == {"yes"}
 
 
+def write_netrc(directory: Path, monkeypatch: pytest.MonkeyPatch, userinfo: str) -> None:
+    """A ``.netrc`` with ``userinfo`` for 127.0.0.1, where NETRC points (never the real one)."""
+    login, _, password = userinfo.partition(":")
+    netrc = directory / "netrc"
+    netrc.write_text(f"machine 127.0.0.1 login {login} password {password}\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+
+
+async def test_netrc_credentials_go_with_every_request(
+    server: FaultServer, payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_netrc(tmp_path, monkeypatch, AUTH)
+    server.add_file("m.bin", payload)
+    dest = tmp_path / "out" / "m.bin"
+    dest.parent.mkdir()
+
+    result = await asyncfetch.fetch(server.url("m.bin", auth=AUTH), dest, chunk_size=CHUNK)
+
+    assert result.sha256 == sha256(payload)
+    assert {r.headers.get("Authorization") for r in server.gets("m.bin")} == {basic(AUTH)}
+
+
+@pytest.mark.parametrize("name", ["Authorization", "authorization"])
+async def test_an_authorization_header_wins_over_netrc(
+    server: FaultServer, payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    name: str,
+) -> None:
+    write_netrc(tmp_path, monkeypatch, "user:stale")
+    server.add_file("m.bin", payload)
+    dest = tmp_path / "out" / "m.bin"
+    dest.parent.mkdir()
+
+    result = await asyncfetch.fetch(server.url("m.bin", auth=AUTH, redirect=1), dest,
+                                    headers={name: basic(AUTH)}, chunk_size=CHUNK)  # fmt: skip
+
+    assert result.sha256 == sha256(payload)
+    assert {r.headers.get("Authorization") for r in server.requests} == {basic(AUTH)}
+
+
+async def test_the_urls_credentials_win_over_netrc(
+    server: FaultServer, payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_netrc(tmp_path, monkeypatch, "user:stale")
+    server.add_file("m.bin", payload)
+    dest = tmp_path / "out" / "m.bin"
+    dest.parent.mkdir()
+    url = with_credentials(server.url("m.bin", auth=AUTH), AUTH)
+
+    result = await asyncfetch.fetch(url, dest, chunk_size=CHUNK)
+
+    assert result.sha256 == sha256(payload)
+    assert {r.headers.get("Authorization") for r in server.requests} == {basic(AUTH)}
+
+
 # destinations that are not regular files ----------------------------------------------------
 
 

@@ -18,8 +18,8 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["_userinfo", "_errors", "_config", "_models"], 0),
     **dict.fromkeys(["_planner", "_mirrors", "_journal", "_hasher", "_http", "_lock",
                      "_budget", "_sync"], 1),  # fmt: skip
-    **dict.fromkeys(["_retry", "_rawconn", "_rawhttp", "_transport", "_parts", "_sink", "_cache",
-                     "_cachedir", "_progress"], 2),  # fmt: skip
+    **dict.fromkeys(["_retry", "_rawconn", "_rawhttp", "_credentials", "_transport", "_parts",
+                     "_sink", "_cache", "_cachedir", "_progress"], 2),  # fmt: skip
     **dict.fromkeys(["_probe", "_blame", "_request", "_download", "_engine", "_rank"], 3),
     **dict.fromkeys(["_batch", "_manifest"], 4),
     **dict.fromkeys(["_api", "_registry", "_distributed", "_adapt", "_hubfile", "hub",
