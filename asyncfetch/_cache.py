@@ -282,11 +282,20 @@ def _use(path: Path, marker: Marker) -> Hit:
 
 
 def find_local(
-    path: Path, *, url: str | None, sha256: str | None, verify: bool, offline: bool, hashing: bool
+    path: Path,
+    *,
+    url: str | None,
+    sha256: str | None,
+    verify: bool,
+    offline: bool,
+    hashing: bool,
+    mirrors: tuple[str, ...] = (),
 ) -> Hit | None:
     """A hit that needs no network: ``sha256`` given, or offline (blocking).
 
-    Returns None when the network must decide (or fetch). Offline, a miss raises.
+    Returns None when the network must decide (or fetch). Offline, a miss raises; a file
+    changed since its download from ``url`` or one of ``mirrors`` (as online) must still have
+    the digest recorded then.
 
     Raises:
         OfflineError: offline, and the file is missing or not the one expected.
@@ -302,7 +311,8 @@ def find_local(
         return _check_digest(path, st, fresh, url, sha256, verify=verify, offline=offline)
     if not offline:
         return None
-    changed = url is not None and _changed_download(marker, st, (redact(url),), None)
+    known = tuple(redact(u) for u in (url, *mirrors) if u is not None)  # markers mask them
+    changed = _changed_download(marker, st, known, None)
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
     if changed or verify or (hashing and not (fresh and fresh.sha256)):

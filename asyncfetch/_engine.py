@@ -157,6 +157,7 @@ async def _local_hit(request: Request) -> _cache.Hit | None:
         verify=request.verify,
         offline=request.offline,
         hashing=request.hashing,
+        mirrors=request.urls[1:],
     )
 
 

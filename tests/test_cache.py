@@ -630,6 +630,26 @@ async def test_offline_a_file_changed_since_its_download_is_not_a_hit(
     assert [r.status for r in cache.verify(directory=tmp_path)] == ["corrupt"]
 
 
+@pytest.mark.parametrize("offline", [False, True])
+async def test_a_file_changed_since_its_download_from_a_mirror_is_not_a_hit(
+    server: FaultServer, make_server: object, tmp_path: Path, offline: bool
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    mirror_server: FaultServer = make_server()  # type: ignore[operator]
+    mirror = mirror_server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(mirror, dest)  # the marker names the mirror
+    dest.write_bytes(flipped(DATA))
+    later(dest)
+
+    if offline:  # as online: the digest recorded at the download tells it is not the file
+        with pytest.raises(OfflineError, match="is corrupt"):
+            await asyncfetch.fetch(url, dest, mirrors=[mirror], offline=True)
+    else:
+        assert not (await asyncfetch.fetch(url, dest, mirrors=[mirror])).cached
+        assert dest.read_bytes() == DATA
+
+
 async def test_prune_partials_keeps_the_marker_of_a_json_file(
     server: FaultServer, tmp_path: Path
 ) -> None:
