@@ -14,10 +14,13 @@ When is an existing file a hit?
 
 - ``sha256`` given: when its digest (the marker's, or re-hashed) is that digest. No network.
 - offline: whenever it exists (and matches ``sha256`` if given, and is not found corrupt).
+  A file changed since its marker's digest (of a download, or verify's baseline of a file
+  asyncfetch never downloaded) is hashed again and must still have it.
 - otherwise, after a probe: same size as the server says, and its marker names one of the
   URLs asked for with validators (ETag, Last-Modified) that agree (changed since: and it still
   has the digest recorded); a file without a marker (torch.hub's) when it is not older than
-  the server's Last-Modified.
+  the server's Last-Modified, and so is one whose marker is only the baseline ``cache verify``
+  recorded, while it still has that digest (see :func:`baseline_only`).
 """
 
 from __future__ import annotations
@@ -312,7 +315,9 @@ def find_local(
     if not offline:
         return None
     known = tuple(redact(u) for u in (url, *mirrors) if u is not None)  # markers mask them
-    changed = _changed_download(marker, st, known, None)
+    changed = _changed_download(marker, st, known, None) or (
+        baseline_only(marker) and fresh is None  # must still have verify's digest
+    )
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
     if changed or verify or (hashing and not (fresh and fresh.sha256)):
@@ -404,6 +409,10 @@ def find_remote(
     changed = _changed_download(marker, st, known, info)
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
+    elif baseline_only(marker):  # vouched for as a file without a marker, and must still
+        if _newer_upstream(info, st):  # have the digest recorded by verify
+            return None
+        changed, fresh = fresh is None, marker
     elif fresh is not None:
         if fresh.corrupt or fresh.url not in known:
             return None
@@ -411,12 +420,25 @@ def find_remote(
         return None
     if changed or verify or (hashing and not (fresh and fresh.sha256)):
         fresh = rehash(path, st, fresh)
-        if fresh.corrupt:
-            write_marker(path, fresh)
-            return None
+    if fresh is not None and fresh.corrupt:
+        write_marker(path, fresh)
+        return None
     marker = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
     marker = replace(marker, url=info.url, etag=info.etag, last_modified=info.last_modified)
     return _use(path, marker)
+
+
+def baseline_only(marker: Marker | None) -> bool:
+    """Whether ``marker`` is only the baseline ``cache verify`` recorded for a file asyncfetch
+    never downloaded (torch.hub's): what the file hashed to then, nothing of any server.
+
+    Such a file is a hit where one without a marker is (same size as the server's, not older
+    than its Last-Modified), and only while it still has that digest; it is not one where
+    asyncfetch's marker must vouch for the file (``download_url_to_file``). A file changed
+    since asyncfetch downloaded it keeps ``fetched_at`` in its record (and loses the URL),
+    so it is not taken for one: its digest is known not to be the download's.
+    """
+    return marker is not None and marker.url is None and marker.fetched_at is None
 
 
 def has_digest(path: Path, sha256: str, *, url: str | None = None, verify: bool = False) -> bool:

@@ -179,10 +179,13 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
 
 
 def _marked(path: Path) -> bool:
-    """Whether asyncfetch's marker beside ``path`` still describes it (blocking)."""
+    """Whether asyncfetch's marker beside ``path`` still describes it and is more than a
+    baseline ``cache verify`` recorded (which vouches for nothing; blocking)."""
     marker = _cache.read_marker(path)
+    if marker is None or _cache.baseline_only(marker):
+        return False
     try:
-        return marker is not None and marker.describes(path.stat())
+        return marker.describes(path.stat())
     except OSError:
         return False
 

@@ -16,7 +16,9 @@ import pytest
 import asyncfetch
 from asyncfetch import DestinationError, InvalidRequest, OfflineError, _cache, cache
 from asyncfetch._cache import cached_path, read_marker, write_marker
+from asyncfetch._engine import run
 from asyncfetch._journal import Journal, save
+from asyncfetch._request import make_request
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256, tmpfs
 from tests.test_resume import wait_until
@@ -696,6 +698,85 @@ async def test_verify_records_a_baseline_for_a_file_without_one(
     again = await asyncfetch.fetch(url, tmp_path / "c.bin", hash=False)
     assert not again.cached  # found corrupt: downloaded again
     assert (tmp_path / "c.bin").read_bytes() == DATA
+
+
+def body_gets(server: FaultServer, name: str) -> list[object]:
+    """GETs of ``name`` that asked for more than the probe's first byte."""
+    return [r for r in server.gets(name) if r.range != (0, 0)]
+
+
+async def test_a_torch_hub_file_with_a_baseline_is_a_hit_as_before_verify(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("hub.bin", DATA)
+    dest = tmp_path / "hub.bin"
+    dest.write_bytes(DATA)  # torch.hub's: no marker; a hit when its size is the server's
+    assert [r.status for r in cache.verify(directory=tmp_path)] == ["unchecked"]
+    server.reset_log()
+
+    hit = await asyncfetch.fetch(url, dest)
+
+    assert hit.cached  # verify recorded a baseline: no less vouched for than before it
+    assert hit.sha256 == sha256(DATA)
+    assert body_gets(server, "hub.bin") == []
+    assert read_marker(dest).expected == sha256(DATA)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("how", ["changed since", "found corrupt", "other size"])
+async def test_a_torch_hub_file_that_fails_its_baseline_is_fetched_again(
+    server: FaultServer, tmp_path: Path, how: str
+) -> None:
+    url = server.add_file("hub.bin", DATA)
+    dest = tmp_path / "hub.bin"
+    dest.write_bytes(flipped(DATA) if how == "other size" else DATA)
+    assert [r.status for r in cache.verify(directory=tmp_path)] == ["unchecked"]
+    if how == "changed since":
+        dest.write_bytes(flipped(DATA))
+        later(dest)  # a new mtime: hashed again, and not the baseline's digest
+    elif how == "found corrupt":
+        keep_mtime(dest, flipped(DATA))  # bit rot the marker cannot see...
+        assert [r.status for r in cache.verify(directory=tmp_path)] == ["corrupt"]  # verify can
+    else:
+        server.replace_file("hub.bin", DATA + b"more")  # the server's is another file now
+        url = server.url("hub.bin")
+    server.reset_log()
+
+    again = await asyncfetch.fetch(url, dest)
+
+    assert not again.cached
+    assert body_gets(server, "hub.bin")
+    assert dest.read_bytes() == (DATA + b"more" if how == "other size" else DATA)
+
+
+async def test_offline_a_torch_hub_file_changed_since_its_baseline_is_not_a_hit(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("hub.bin", DATA)
+    dest = tmp_path / "hub.bin"
+    dest.write_bytes(DATA)
+    cache.verify(directory=tmp_path)
+    dest.write_bytes(flipped(DATA))
+    later(dest)
+
+    with pytest.raises(OfflineError, match="is corrupt"):
+        await asyncfetch.fetch(url, dest, offline=True)
+    assert read_marker(dest).expected == sha256(DATA)  # type: ignore[union-attr]  # kept
+    assert [r.status for r in cache.verify(directory=tmp_path)] == ["corrupt"]
+
+
+async def test_a_baseline_alone_does_not_vouch_where_a_marker_must(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("hub.bin", DATA)
+    dest = tmp_path / "hub.bin"
+    dest.write_bytes(DATA)
+    cache.verify(directory=tmp_path)
+    request = make_request(url, dest, trust_unmarked=False)  # as download_url_to_file
+
+    again = await run(request)
+
+    assert not again.cached  # the baseline says what the file was, not that it is the URL's
+    assert body_gets(server, "hub.bin")
 
 
 async def test_verify_does_not_record_a_changed_file_as_downloaded(
