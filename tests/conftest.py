@@ -16,9 +16,11 @@ PAYLOAD_SIZE = (1 << 20) + 12345  # 1 MiB + 12345: not a multiple of any power o
 def no_users_netrc(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """Point NETRC at a file that is not there, so the user's ~/.netrc never takes part (a
-    test that wants one writes it and points NETRC there)."""
-    monkeypatch.setenv("NETRC", str(tmp_path_factory.getbasetemp() / "no-netrc"))
+    """Point NETRC at an empty file, so the user's ~/.netrc never takes part (a test that
+    wants one writes it and points NETRC there; a missing file would make aiohttp warn)."""
+    empty = tmp_path_factory.getbasetemp() / "empty-netrc"
+    empty.touch()
+    monkeypatch.setenv("NETRC", str(empty))
 
 
 @pytest.fixture
