@@ -14,6 +14,10 @@ from ._errors import TransportError
 
 WaitHint = Callable[[BaseException], float | None]
 
+#: What tries must gain, together, to count as progress: a server or proxy that cuts every
+#: answer after a few bytes would otherwise keep a download going (and never failing) for ever.
+MIN_PROGRESS = 64 << 10
+
 
 def is_retryable(error: BaseException) -> bool:
     """Connection errors, timeouts, truncation, 408, 429 and 5xx are; everything else is not."""
@@ -21,8 +25,9 @@ def is_retryable(error: BaseException) -> bool:
 
 
 class _Fruitless:
-    """How many tries in a row moved ``progress()`` by nothing, counted once per attempt
-    (tenacity asks the stop and the wait about each failure, in an order of its choosing)."""
+    """How many tries in a row have moved ``progress()`` by less than MIN_PROGRESS together,
+    counted once per attempt (tenacity asks the stop and the wait about each failure, in an
+    order of its choosing)."""
 
     def __init__(self, progress: Callable[[], int]) -> None:
         self._progress = progress
@@ -31,12 +36,15 @@ class _Fruitless:
         self._attempt = 0
 
     def count(self, state: tenacity.RetryCallState) -> int:
-        """The tries in a row without progress, the one that just failed included."""
+        """The tries since the range last gained MIN_PROGRESS, the one that just failed
+        included."""
         if state.attempt_number != self._attempt:
             self._attempt = state.attempt_number
             now = self._progress()
-            self._count = 0 if now > self._last else self._count + 1
-            self._last = now
+            if now - self._last >= MIN_PROGRESS:
+                self._count, self._last = 0, now
+            else:
+                self._count += 1
         return self._count
 
 
@@ -49,12 +57,12 @@ def retrying(
     """A tenacity loop for one byte range.
 
     A range whose connection keeps breaking but gains bytes each time is not given up on, and
-    its waits stay short: the stop and the backoff count only the tries in a row that gained
-    nothing.
+    its waits stay short: the stop and the backoff count only the tries since the range last
+    gained MIN_PROGRESS (a trickle of a few bytes a try is no progress).
 
     Args:
         policy: attempts, backoff and the sleep to use.
-        progress: how far the range has got; attempts that gain bytes do not count.
+        progress: how far the range has got; tries that gain MIN_PROGRESS do not count.
         wait_hint: given the last error, a wait to use instead of the backoff (for example 0
             when another source can take over), or None for the backoff.
     """

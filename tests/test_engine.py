@@ -416,6 +416,23 @@ async def test_a_range_that_keeps_breaking_but_gains_bytes_waits_only_the_first_
     assert max(sleeps.waits) <= policy.backoff_initial + policy.jitter  # no doubling
 
 
+async def test_a_server_that_cuts_every_answer_after_a_few_bytes_fails_after_the_tries(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    # 5000 bytes a try would take 200 tries for this file: a trickle is no progress
+    server.add_file("m.bin", make_payload(1_000_000, seed=12))
+    url = server.url("m.bin", truncate_after=5000)
+    policy, _ = no_wait(attempts=3)
+    dest = tmp_path / "m.bin"
+
+    with pytest.raises(RetriesExhausted) as caught:
+        await asyncfetch.fetch(url, dest, connections=1, retry=policy)
+
+    assert caught.value.attempts == 3
+    assert len(server.gets("m.bin")) <= 4  # maybe a probe, then the three tries
+    assert not dest.exists()
+
+
 async def test_a_range_taken_over_while_its_worker_waits_to_retry_is_not_asked_for_again(
     server: FaultServer, tmp_path: Path
 ) -> None:
