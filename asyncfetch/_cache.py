@@ -57,8 +57,15 @@ def checkpoints_dir(model_dir: str | PathLike[str] | None = None) -> Path:
 
 
 def file_name_for(url: str) -> str:
-    """The cache file name torch.hub uses for ``url``: the basename of its path."""
-    name = posixpath.basename(urllib.parse.urlparse(url).path)
+    """The cache file name torch.hub uses for ``url``: the basename of its path.
+
+    Raises:
+        InvalidRequest: ``url`` cannot be parsed (``http://[::1``), or its path has no name.
+    """
+    try:
+        name = posixpath.basename(urllib.parse.urlparse(url).path)
+    except ValueError as exc:  # urllib's "Invalid IPv6 URL", a bad port, ...
+        raise InvalidRequest(f"{url!r} is not a valid URL: {exc}", url=url) from None
     if not name:
         raise InvalidRequest(f"{url} has no file name in its path; pass a file name", url=url)
     return name

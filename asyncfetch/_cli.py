@@ -110,7 +110,8 @@ def _get(args: argparse.Namespace) -> int:
         if _registry.looks_like_name(args.url):
             return _get_name(args)
         if dest is None:  # the cache, as torch.hub's: created when missing
-            dest = cached_path(args.url, model_dir=ensure_dir(checkpoints_dir(args.dir)))
+            dest = cached_path(args.url, model_dir=checkpoints_dir(args.dir))
+            ensure_dir(dest.parent)
         return _get_url(args, dest)
     except FetchError as exc:
         if args.json:  # the object batch --json prints for a failed file; main() says the rest

@@ -149,6 +149,18 @@ def test_bad_input_is_a_one_line_error(tmp_path: Path, args: list[str], message:
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("where", [[], ["--dir", "{tmp}/d"], ["-o", "{tmp}/x"]])
+def test_a_malformed_url_is_a_one_line_error_wherever_it_goes(
+    tmp_path: Path, where: list[str]
+) -> None:
+    url = "http://[::1"
+    args = (a.replace("{tmp}", str(tmp_path)) for a in where)
+    done = run_cli("get", url, *args, TORCH_HOME=str(tmp_path / "torch"))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"asyncfetch: error: {url!r} is not a valid URL: Invalid IPv6 URL\n"
+    assert leftovers(tmp_path) == []  # no cache directory made for it either
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

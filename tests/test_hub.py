@@ -400,6 +400,24 @@ def test_download_url_to_file_bad_prefix_is_refused(tmp_path: Path, prefix: str)
         asyncfetch.download_url_to_file("http://127.0.0.1:9/f", str(tmp_path / "f"), prefix)
 
 
+@pytest.mark.parametrize("url", ["http://[::1/x.pth", "http://[::1"])
+def test_a_malformed_url_is_an_invalid_request_naming_it(tmp_path: Path, url: str) -> None:
+    entries = {
+        "load_state_dict_from_url": lambda: asyncfetch.load_state_dict_from_url(
+            url, model_dir=str(tmp_path), progress=False
+        ),
+        "download_url_to_file": lambda: asyncfetch.download_url_to_file(
+            url, str(tmp_path / "f"), progress=False
+        ),
+    }
+    for entry, call in entries.items():
+        with pytest.raises(InvalidRequest, match="is not a valid URL") as caught:
+            call()
+        assert url in str(caught.value), entry
+        assert caught.value.url == url, entry
+    assert leftovers(tmp_path) == []
+
+
 def test_download_url_to_file_empty_prefix_checks_nothing_as_torch_hub(
     server: FaultServer, tmp_path: Path
 ) -> None:
