@@ -13,7 +13,10 @@ rank-0-only code is needed in user scripts.
 - Local rank 0 goes first: the others do not take the lock for ``grace`` seconds. If rank 0
   never asks (or dies: the kernel frees its lock), another process takes over after that.
 - If local rank 0's download fails it leaves a note, and the waiting processes raise at once
-  instead of trying again one after another.
+  instead of trying again one after another: the same asyncfetch error class (HTTPStatusError,
+  OfflineError, ...) with its attributes (``status``, ``url``, ``retryable``, ...), rebuilt by
+  name from JSON (a note in a shared directory is never unpickled); any other error, a
+  FetchError.
 
 Outside a distributed job nothing is locked here: the caller serializes its threads, and
 processes rely on the engine (per-process part files, atomic rename; the cache's lock).
@@ -37,7 +40,7 @@ from typing import TypeVar
 from filelock import FileLock, Timeout
 
 from ._config import env_settings
-from ._errors import FetchError
+from ._errors import error_from_note, error_note
 
 log = logging.getLogger("asyncfetch")
 
@@ -111,7 +114,7 @@ def once_per_node(
     process made it meanwhile.
 
     Raises:
-        FetchError: what ``ensure`` raised, or, waiting for the leader, that its download failed.
+        FetchError: what ``ensure`` raised, or, waiting for the leader, its error (same class).
     """
     if target.exists() or not role.distributed:
         return ensure()
@@ -157,7 +160,7 @@ def _follow(
 
 
 def _note_failure(target: Path, exc: Exception) -> None:
-    note = {"pid": os.getpid(), "error": type(exc).__name__, "message": str(exc)}
+    note = {"pid": os.getpid(), **error_note(exc)}
     tmp = failure_path(target).with_suffix(f".{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
         tmp.write_text(json.dumps(note))
@@ -172,8 +175,10 @@ def _raise_noted_failure(target: Path, since: float) -> None:
         note = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    raise FetchError(
+    if not isinstance(note, dict):
+        return
+    raise error_from_note(
+        note,
         f"{target}: the download on local rank 0 (pid {note.get('pid')}) failed with "
         f"{note.get('error')}: {note.get('message')}; fix the cause and run the job again",
-        url=None,
     )

@@ -194,3 +194,61 @@ class CheckpointMismatch(FetchError, ValueError):
     def __init__(self, message: str, *, url: str | None = None, report: Any = None) -> None:
         super().__init__(message, url=url)
         self.report = report
+
+
+# carrying an error to another process --------------------------------------------------------
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def error_note(error: BaseException) -> dict[str, Any]:
+    """``error`` as JSON-ready data: its class name, message and plain attributes.
+
+    An attribute that is not plain data (a LoadReport) is carried as ``None``.
+    :func:`error_from_note` makes the error again in another process.
+    """
+    attributes = {
+        name: value if _is_plain(value) else None
+        for name, value in vars(error).items()
+        if not name.startswith("_")
+    }
+    return {"error": type(error).__name__, "message": str(error), "attributes": attributes}
+
+
+def _is_plain(value: object) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(item, _PLAIN) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and isinstance(v, _PLAIN) for k, v in value.items())
+    return isinstance(value, _PLAIN)
+
+
+def error_from_note(note: dict[str, Any], message: str) -> FetchError:
+    """The error :func:`error_note` described, with ``message``: the same class if it is one
+    of asyncfetch's own (looked up by name, nothing is unpickled), else a FetchError.
+
+    Attributes come back as noted (a list as a tuple); the URL stays masked.
+    """
+    cls = _own_classes().get(str(note.get("error")), FetchError)
+    error = cls.__new__(cls)
+    Exception.__init__(error, redact(message))
+    error.url = None
+    attributes = note.get("attributes")
+    if cls is not FetchError and isinstance(attributes, dict):
+        for name, value in attributes.items():
+            if isinstance(name, str) and name.isidentifier() and not name.startswith("_"):
+                setattr(error, name, tuple(value) if isinstance(value, list) else value)
+    error.url = redact(error.url) if isinstance(error.url, str) else None
+    return error
+
+
+def _own_classes() -> dict[str, type[FetchError]]:
+    """asyncfetch's error classes by name: FetchError and its subclasses in this module."""
+    found: dict[str, type[FetchError]] = {}
+    todo: list[type[FetchError]] = [FetchError]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__ == __name__:
+            found[cls.__name__] = cls
+        todo.extend(cls.__subclasses__())
+    return found

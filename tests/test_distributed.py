@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from asyncfetch import FetchError
+from asyncfetch import (
+    CheckpointMismatch,
+    FetchError,
+    HTTPStatusError,
+    IntegrityError,
+    OfflineError,
+    RetriesExhausted,
+)
 from asyncfetch._distributed import (
     SINGLE,
     NodeRole,
@@ -111,6 +118,54 @@ def test_a_failed_leader_fails_the_waiting_followers_at_once(tmp_path: Path) -> 
     assert "local rank 0" in str(error)
     assert "404 from the server" in str(error)
     assert str(target) in str(error)
+
+
+LEADER_ERRORS = [
+    HTTPStatusError("http://h/w.pth: HTTP 404", url="http://h/w.pth", status=404),
+    OfflineError("offline and not cached", path="/c/w.pth", url="http://h/w.pth"),
+    IntegrityError("bad digest", url="http://h/w.pth", expected="ab" * 32, actual="cd" * 32),
+    RetriesExhausted(
+        "gave up", url="http://h/w.pth", byte_range=(0, 10), attempts=5, failures={"u": "reset"}
+    ),
+    CheckpointMismatch("nothing fits", url="http://h/w.pth", report=object()),
+]
+
+
+@pytest.mark.parametrize("raised", LEADER_ERRORS, ids=lambda e: type(e).__name__)
+def test_followers_raise_the_leaders_error_class_with_its_attributes(
+    tmp_path: Path, raised: FetchError
+) -> None:
+    target = tmp_path / "w.pth"
+
+    def broken() -> str:
+        time.sleep(0.2)
+        raise raised
+
+    follower = Call(target, lambda: "never", FOLLOWER, grace=60.0)
+    follower.start()
+    Call(target, broken, LEADER).start()
+
+    error = follower.finish().error
+    assert type(error) is type(raised)
+    assert str(raised) in str(error)
+    assert "local rank 0" in str(error)
+    expected = {k: None if k == "report" else v for k, v in vars(raised).items()}
+    assert vars(error) == expected  # a report object cannot travel as JSON
+
+
+def test_an_unknown_leader_error_is_a_fetch_error_and_nothing_is_unpickled(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "w.pth"
+    note = {"pid": 7, "error": "Popen", "message": "x", "attributes": {"url": "http://h/"}}
+    failure_path(target).write_text(json.dumps(note))
+
+    error = Call(target, lambda: "never", FOLLOWER, grace=60.0)
+    error.start()
+
+    raised = error.finish().error
+    assert type(raised) is FetchError
+    assert raised.url is None
 
 
 def test_an_old_failure_note_is_ignored(tmp_path: Path) -> None:
@@ -245,6 +300,50 @@ def test_torchrun_four_ranks_one_download_four_identical_loads(
     assert len(body) <= server.bytes_served("shared.pth") < 1.5 * len(body)
     assert done.stderr.count("Downloading:") == 1
     assert (cache / "shared.pth").read_bytes() == body
+
+
+FAILING_RANK_SCRIPT = """
+import json, sys
+import asyncfetch
+
+url, model_dir = sys.argv[1:3]
+try:
+    asyncfetch.load_state_dict_from_url(url, model_dir=model_dir, progress=False)
+except asyncfetch.FetchError as exc:
+    print(json.dumps({"type": type(exc).__name__, "status": getattr(exc, "status", None),
+                      "url": exc.url, "retryable": getattr(exc, "retryable", None)}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_every_rank_raises_rank_0s_error_type(server: FaultServer, tmp_path: Path) -> None:
+    server.add_file("gone.pth", b"x" * 1000)
+    url = server.url("gone.pth", status=404, delay=2)  # the others wait on local rank 0
+    script = tmp_path / "fail.py"
+    script.write_text(FAILING_RANK_SCRIPT)
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), url, str(tmp_path / "cache")],
+            env=cli_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="4", TORCH_HOME=str(tmp_path)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(4)
+    ]
+    try:
+        outputs = [child.communicate(timeout=60) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+    results = [json.loads(out) for out, _ in outputs]
+    expected = {"type": "HTTPStatusError", "status": 404, "url": url, "retryable": False}
+    assert results == [expected] * 4, [err[-2000:] for _, err in outputs]
+    assert len([r for r in server.requests if r.method == "HEAD"]) == 1  # rank 0 asked alone
 
 
 PROCESS_GROUP_SCRIPT = """
