@@ -8,6 +8,8 @@
     │                                      a device or FIFO
     ├── OfflineError                       offline mode and the file is not in the cache
     ├── IntegrityError (ValueError)        size or SHA-256 of the finished file does not match
+    │   └── HashPrefixMismatch (RuntimeError)  torch.hub drop-ins: the SHA-256 prefix does not
+    │                                      match (RuntimeError as torch.hub raises)
     ├── TransportError                     one request failed (``retryable`` says if worth retrying)
     │   ├── HTTPStatusError                the server answered with an error status
     │   ├── ConnectionFailed (ConnectionError)  refused, reset, DNS, TLS
@@ -95,6 +97,13 @@ class IntegrityError(FetchError, ValueError):
         super().__init__(message, url=url)
         self.expected = expected
         self.actual = actual
+
+
+class HashPrefixMismatch(IntegrityError, RuntimeError):
+    """The torch.hub drop-ins' check of a SHA-256 prefix (``hash_prefix``, ``check_hash``)
+    failed. Also a RuntimeError, which torch.hub raises there, so ``except RuntimeError`` written
+    for torch.hub still catches it.
+    """
 
 
 class TransportError(FetchError):

@@ -22,7 +22,7 @@ from . import _cache, _registry
 from ._config import RetryPolicy, Timeouts, env_settings
 from ._distributed import SINGLE, NodeRole, once_per_node
 from ._engine import run
-from ._errors import IntegrityError, InvalidRequest
+from ._errors import HashPrefixMismatch, IntegrityError, InvalidRequest
 from ._models import FetchResult
 from ._progress import ProgressBar
 from ._request import check_sha256, make_request, mirror_urls
@@ -149,7 +149,8 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
     starts with the prefix.
 
     Raises:
-        IntegrityError: the digest does not match; nothing is left at ``dest``.
+        IntegrityError: the digest does not match (a HashPrefixMismatch, also a RuntimeError,
+            for ``hash_prefix``); nothing is left at ``dest``.
         OfflineError: offline, and ``dest`` is missing or not the file asked for.
     """
     check_target_kind(dest, source.url)  # checked here too: a staged file is renamed onto it
@@ -182,7 +183,7 @@ def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Opti
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
         _cache.remove_marker(target)
-        raise IntegrityError(
+        raise HashPrefixMismatch(
             f"{source.url}: invalid hash value: SHA-256 {result.sha256} does not start with "
             f"{hash_prefix}; the download was discarded (the server sent other bytes)"
             f"{_fix_in(source)}",

@@ -128,8 +128,8 @@ def download_url_to_file(
     it (its marker beside it vouches for it) and a probe shows the same size and validators.
 
     Raises:
-        IntegrityError: the digest does not match (a ValueError; torch.hub raises
-            RuntimeError).
+        IntegrityError: the digest does not match ``sha256`` (a ValueError); for
+            ``hash_prefix``, a HashPrefixMismatch, also a RuntimeError, as torch.hub raises.
         FetchError: the download failed.
     """
     prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix else None  # "": no check

@@ -254,6 +254,7 @@ def test_check_hash_rejects_a_wrong_prefix_and_leaves_nothing(
         asyncfetch.load_state_dict_from_url(url, str(tmp_path), check_hash=True)
 
     assert url in str(caught.value)
+    assert isinstance(caught.value, RuntimeError)  # what torch.hub raises there
     assert leftovers(tmp_path) == []  # neither the target nor the unverified download
 
 
@@ -356,6 +357,24 @@ def test_download_url_to_file_wrong_prefix_leaves_nothing(
     with pytest.raises(IntegrityError, match="invalid hash value"):
         asyncfetch.download_url_to_file(url, str(tmp_path / "out.bin"), wrong, progress=False)
     assert leftovers(tmp_path) == []
+
+
+def test_a_wrong_prefix_raises_what_torch_hub_raises_too(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    body = torch_bytes(state())
+    url = server.add_file("f.bin", body)
+    wrong = "ab" if not sha256(body).startswith("ab") else "cd"
+    with pytest.raises(RuntimeError, match="invalid hash value"):
+        torch.hub.download_url_to_file(url, str(tmp_path / "torch.bin"), wrong, progress=False)
+    with pytest.raises(RuntimeError, match="invalid hash value") as caught:  # except RuntimeError
+        asyncfetch.download_url_to_file(url, str(tmp_path / "ours.bin"), wrong, progress=False)
+    assert isinstance(caught.value, asyncfetch.HashPrefixMismatch)
+    assert isinstance(caught.value, IntegrityError)  # and still the asyncfetch error it was
+    assert (caught.value.expected, caught.value.actual) == (wrong, sha256(body))
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert type(again) is asyncfetch.HashPrefixMismatch
+    assert (str(again), vars(again)) == (str(caught.value), vars(caught.value))
 
 
 def test_download_url_to_file_replaces_a_same_size_file_it_did_not_download(
