@@ -191,8 +191,9 @@ def _marked(path: Path) -> bool:
 
 
 def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:
-    if request.progress is not None:
-        request.progress(ProgressEvent("done", request.url, hit.size, hit.size))
+    if request.progress is not None:  # as for a download: started first, then done
+        for kind in ("started", "done"):
+            request.progress(ProgressEvent(kind, request.url, hit.size, hit.size))
     return hit.result(started)
 
 

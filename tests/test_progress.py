@@ -14,7 +14,7 @@ import pytest
 import asyncfetch
 from asyncfetch import BatchProgress, ProgressEvent, ProgressStream
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import no_wait
+from tests.helpers import no_wait, sha256
 
 KiB = 1024
 ORDER = re.compile(
@@ -65,6 +65,24 @@ async def test_event_order_per_file_in_a_batch(
             done = next(seq for url, seq in events.items() if f"/{name}" in url)
             assert sum(e.delta for e in done if e.kind == "bytes") == len(data)
             assert done[-1].done == done[-1].total == len(data)
+
+
+@pytest.mark.parametrize("sha", [False, True], ids=["probed-hit", "digest-hit"])
+async def test_a_cache_hit_starts_with_started_too(
+    server: FaultServer, tmp_path: Path, sha: bool
+) -> None:
+    data = make_payload(100_000)
+    url = server.add_file("m.bin", data)
+    digest = {"sha256": sha256(data)} if sha else {}
+    await asyncfetch.fetch(url, tmp_path / "m.bin", **digest)  # type: ignore[arg-type]
+    events: list[ProgressEvent] = []
+
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", progress=events.append, **digest)  # type: ignore[arg-type]
+
+    assert result.cached
+    assert [e.kind for e in events] == ["started", "done"]
+    assert ORDER.fullmatch(",".join(e.kind for e in events))
+    assert all((e.total, e.done) == (len(data), len(data)) for e in events)
 
 
 async def test_progress_stream_yields_a_batch_events_until_closed(
