@@ -236,8 +236,7 @@ class Hit:
             size=self.size,
             sha256=self.sha256,
             elapsed=time.monotonic() - started,
-            resumed_bytes=self.size,
-            cached=True,
+            cached=True,  # nothing resumed, nothing received
         )
 
 

@@ -72,8 +72,8 @@ class FetchResult:
         sha256: its SHA-256 as hex, or None when hashing was turned off.
         elapsed: seconds from start to the file being in place.
         bytes_by_mirror: bytes received from each source URL in this run.
-        resumed_bytes: bytes that were already on disk from an earlier run (all of them for a
-            cache hit).
+        resumed_bytes: bytes of an interrupted download's part file that were kept, not
+            fetched again (0 for a cache hit: nothing was resumed).
         retries: requests that failed and were tried again.
         cached: the file was already there and was used as it is (nothing downloaded).
     """
@@ -90,6 +90,8 @@ class FetchResult:
     @property
     def speed(self) -> float:
         """Bytes per second received in this run."""
+        if self.cached:
+            return 0.0
         received = self.size - self.resumed_bytes
         return received / self.elapsed if self.elapsed > 0 else 0.0
 

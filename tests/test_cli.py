@@ -55,6 +55,7 @@ def test_get_json_names_the_url_for_a_cache_hit_too(
     record = json.loads(hit.stdout)
     assert record["cached"] is True
     assert record["url"] == url
+    assert (record["resumed_bytes"], record["speed"]) == (0, 0)  # nothing resumed or received
 
 
 def test_get_json_failure_prints_the_batch_error_object(
