@@ -389,11 +389,18 @@ def find_prefixed(
 def _raise_if_offline(offline: bool, path: Path, url: str | None, why: str) -> None:
     if offline:
         raise OfflineError(
-            f"offline mode (ASYNCFETCH_OFFLINE) and {path} {why}; download it while online "
+            f"offline mode ({_offline_cause()}) and {path} {why}; download it while online "
             f"(it is looked for at exactly this path), or turn offline mode off",
             path=str(path),
             url=url,
         )
+
+
+def _offline_cause() -> str:
+    """What turned offline mode on: the environment variable if it is set, else the caller."""
+    if env_settings().offline:
+        return "ASYNCFETCH_OFFLINE is set"
+    return "--offline / offline=True"
 
 
 def find_remote(

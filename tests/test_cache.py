@@ -274,6 +274,7 @@ async def test_offline_hit_and_miss(
         await asyncfetch.fetch(url, tmp_path / "other.bin")
     assert missing.value.path == str(tmp_path / "other.bin")
     assert str(tmp_path / "other.bin") in str(missing.value)
+    assert "offline mode (ASYNCFETCH_OFFLINE is set)" in str(missing.value)
     with pytest.raises(OfflineError, match="does not have the SHA-256"):
         await asyncfetch.fetch(url, dest, sha256="0" * 64)
     assert server.requests == []
@@ -288,8 +289,9 @@ async def test_offline_argument_overrides_the_environment(
     result = await asyncfetch.fetch(url, tmp_path / "m.bin", offline=False)
     assert not result.cached
     monkeypatch.delenv("ASYNCFETCH_OFFLINE")
-    with pytest.raises(OfflineError):
+    with pytest.raises(OfflineError, match=r"offline mode \(--offline / offline=True\)") as e:
         await asyncfetch.fetch(url, tmp_path / "n.bin", offline=True)
+    assert "ASYNCFETCH_OFFLINE" not in str(e.value)  # it is not set: not the cause
 
 
 def test_offline_cli_miss_names_the_path(server: FaultServer, torch_home: Path) -> None:
@@ -297,6 +299,8 @@ def test_offline_cli_miss_names_the_path(server: FaultServer, torch_home: Path) 
     done = run_cli("get", url, "--offline", TORCH_HOME=str(torch_home.parent.parent))
     assert done.returncode == 1
     assert str(torch_home / "m.bin") in done.stderr
+    assert "offline mode (--offline / offline=True)" in done.stderr
+    assert "ASYNCFETCH_OFFLINE" not in done.stderr
     assert server.requests == []
 
 
