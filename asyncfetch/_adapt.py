@@ -34,6 +34,8 @@ class LoadReport:
             ``{key: (checkpoint_shape, model_shape)}``; not loaded.
         ignored: keys dropped by an ``ignore_keys`` pattern (from either side).
         source: where the checkpoint came from.
+        left_as_is: model keys an ``ignore_keys`` pattern kept from loading: they keep their
+            current values (a random init); counted among the model's keys in the summary.
     """
 
     loaded: tuple[str, ...]
@@ -42,6 +44,7 @@ class LoadReport:
     mismatched_shapes: Mapping[str, tuple[Shape, Shape]] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()
     source: str = ""
+    left_as_is: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -50,7 +53,10 @@ class LoadReport:
 
     def summary(self) -> str:
         """A readable multi-line summary."""
-        total = len(self.loaded) + len(self.missing) + len(self.mismatched_shapes)
+        total = (
+            len(self.loaded) + len(self.missing) + len(self.mismatched_shapes)
+            + len(self.left_as_is)
+        )  # fmt: skip
         mismatches = [
             f"{key}: checkpoint {_shape(c)} vs model {_shape(m)}"
             for key, (c, m) in self.mismatched_shapes.items()
@@ -62,7 +68,10 @@ class LoadReport:
             f"  unexpected  {_listing(self.unexpected)}",
             f"  mismatched  {_listing(mismatches, sep='; ')}",
             f"  ignored     {_listing(self.ignored)}",
+            f"  left as is  {_listing(self.left_as_is)}",
         ]
+        if self.left_as_is:
+            lines[-1] += " (ignored: not loaded, they keep their current values)"
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -192,9 +201,10 @@ def plan(
         k for k in model_shapes
         if k not in selected and k not in mismatched and not _ignored(k, patterns)
     ]  # fmt: skip
+    left_as_is = [k for k in model_shapes if _ignored(k, patterns)]
     report = LoadReport(
         tuple(selected), tuple(missing), tuple(clashes + unexpected), mismatched,
-        tuple(ignored), source,
+        tuple(ignored), source, tuple(left_as_is),
     )  # fmt: skip
     url = source if "://" in source else None
     if not selected and renamed:

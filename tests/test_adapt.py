@@ -198,6 +198,27 @@ def test_ignore_keys_drop_the_head_even_when_strict(server: FaultServer, tmp_pat
     assert report.mismatched_shapes == {}
 
 
+def test_an_ignored_model_key_is_counted_and_reported_left_as_is(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    torch.manual_seed(3)
+    url = serve(server, "fc.pth", torch.nn.Linear(2, 2).state_dict())
+    model = torch.nn.Linear(2, 2)
+    init_bias = model.bias.detach().clone()
+
+    report = asyncfetch.load_pretrained(
+        model, url, ignore_keys=["bias"], model_dir=str(tmp_path), progress=False
+    )
+
+    assert report.loaded == ("weight",)
+    assert report.left_as_is == ("bias",)  # not loaded: it keeps its init
+    assert torch.equal(model.bias, init_bias)
+    summary = report.summary()
+    assert "loaded      1 of 2 model keys" in summary
+    assert "left as is  1: bias (ignored: not loaded, they keep their current values)" in summary
+    assert report.ok  # ignoring was asked for
+
+
 def test_missing_and_unexpected_keys_are_reported(server: FaultServer, tmp_path: Path) -> None:
     state = trained().state_dict()
     del state["bn.running_var"]
