@@ -339,8 +339,12 @@ def _mirrors(args: argparse.Namespace) -> int:
         listing = "; ".join(f"{r.url} {r.disagreement}" for r in differ)
         print(f"asyncfetch: error: mirrors disagree: {_one_line_text(listing)}; use only the "
               "URLs that serve the file you expect", file=sys.stderr)  # fmt: skip
-        return EXIT_FAILED
-    return EXIT_OK if any(r.ok for r in reports) else EXIT_FAILED
+    failed = [r for r in reports if r.error]
+    if failed:  # a dead mirror fails the command too, so CI notices it
+        listing = "; ".join(f"{r.url}: {r.error}" for r in failed)
+        print(f"asyncfetch: error: {len(failed)} of {len(reports)} mirrors failed: "
+              f"{_one_line_text(listing)}; fix or drop them", file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED if differ or failed or not any(r.ok for r in reports) else EXIT_OK
 
 
 def _print_mirror_table(reports: list[MirrorReport]) -> None:

@@ -166,10 +166,13 @@ def test_cli_table_names_the_error(make_server: MakeServer) -> None:
         [sys.executable, "-m", "asyncfetch", "mirrors", a.url("m.bin"), a.url("missing")],
         capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
     )  # fmt: skip
-    assert done.returncode == 0
+    assert done.returncode == 1  # a dead mirror fails the command, so CI notices
     lines = done.stdout.splitlines()
-    assert "ok" in lines[1]
+    assert "ok" in lines[1]  # the ranking is still printed
     assert "404" in done.stdout
+    assert done.stderr.startswith(f"asyncfetch: error: 1 of 2 mirrors failed: {a.url('missing')}")
+    assert "404" in done.stderr
+    assert done.stderr.count("\n") == 1
 
 
 async def test_no_urls_is_a_clear_error() -> None:
