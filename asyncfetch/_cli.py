@@ -186,8 +186,16 @@ def _print_result(result: FetchResult, as_json: bool, url: str | None = None) ->
     if result.cached:
         print(f"{result.path} {result.size} bytes (cached){digest}")
         return
-    speed = result.speed / 1e6
-    print(f"{result.path} {result.size} bytes in {result.elapsed:.2f}s ({speed:.1f} MB/s){digest}")
+    speed = f" ({_rate(result.speed)})" if result.speed > 0 else ""
+    print(f"{result.path} {result.size} bytes in {result.elapsed:.2f}s{speed}{digest}")
+
+
+def _rate(speed: float) -> str:
+    """Bytes per second in the largest decimal unit that keeps it at least 1 (kB/s, MB/s, ...)."""
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if speed >= scale:
+            return f"{speed / scale:.1f} {unit}"
+    return f"{speed:.0f} B/s"
 
 
 # batch --------------------------------------------------------------------------------------
@@ -286,7 +294,7 @@ def _summary(items: list[BatchItem]) -> str:
             rows.append((name, "-", "-", "-", "FAILED"))
             continue
         rows.append((name, _bytes(result.size), f"{result.elapsed:.2f}s",
-                     f"{result.speed / 1e6:.1f} MB/s", "ok"))  # fmt: skip
+                     _rate(result.speed) if result.speed > 0 else "-", "ok"))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join([row[0].ljust(widths[0]), *(row[i].rjust(widths[i]) for i in (1, 2, 3)), row[4]])

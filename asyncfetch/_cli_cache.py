@@ -126,7 +126,8 @@ def _prune(args: argparse.Namespace) -> int:
         else:
             print(f"{action}: {entry.path.name} ({_human(entry.size)})")
     if not args.json:
-        print(f"{verb} {len(report.removed)} files, {_human(report.freed)}")
+        count = len(report.removed)
+        print(f"{verb} {count} file{'' if count == 1 else 's'}, {_human(report.freed)}")
     return EXIT_OK
 
 

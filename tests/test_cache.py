@@ -452,6 +452,21 @@ async def test_prune_keep_latest(server: FaultServer, tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+async def test_prune_says_file_for_one_and_files_for_more(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    for name in ("a.bin", "b.bin"):
+        await asyncfetch.fetch(url, tmp_path / name)
+    used_at(tmp_path / "a.bin", time.time() - 100)
+
+    one = run_cli("cache", "prune", "--keep-latest", "1", "--dry-run", "--dir", str(tmp_path))
+    two = run_cli("cache", "prune", "--keep-latest", "0", "--dry-run", "--dir", str(tmp_path))
+
+    assert one.stdout.splitlines()[-1].startswith("would remove 1 file, "), one.stdout
+    assert two.stdout.splitlines()[-1].startswith("would remove 2 files, "), two.stdout
+
+
 async def test_prune_older_than(server: FaultServer, tmp_path: Path) -> None:
     files = await fill_cache(server, tmp_path / "c")
     used_at(files["recorded.bin"], time.time() - 3 * 86400)

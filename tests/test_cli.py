@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,15 @@ def test_get_json_names_the_url_for_a_cache_hit_too(
     assert record["cached"] is True
     assert record["url"] == url
     assert (record["resumed_bytes"], record["speed"]) == (0, 0)  # nothing resumed or received
+
+
+def test_a_tiny_download_prints_a_readable_rate(server: FaultServer, tmp_path: Path) -> None:
+    url = server.add_file("tiny.bin", b"x" * 100)
+    done = run_cli("get", url, "-o", str(tmp_path / "tiny.bin"), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "0.0 MB/s" not in done.stdout
+    rate = r" in \d+\.\d\ds( \(\d+(\.\d)? [kMG]?B/s\))? sha256="  # or none at all
+    assert re.search(rate, done.stdout), done.stdout
 
 
 def test_get_json_failure_prints_the_batch_error_object(
