@@ -34,6 +34,7 @@ import secrets
 import stat
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from os import PathLike
 from pathlib import Path
@@ -49,11 +50,32 @@ MARKER_VERSION = 1
 HASH_BLOCK = 4 << 20
 
 
+#: Asked for torch.hub's checkpoint directory as this process's torch.hub has it (after
+#: ``torch.hub.set_dir``), or None where torch is not loaded. The torch facade (``hub``), the
+#: one layer that knows torch, installs it; this layer never imports torch.
+HubDirSource = Callable[[], Path | None]
+
+
+def _no_hub_dir() -> Path | None:
+    return None
+
+
+_hub_dir_source: HubDirSource = _no_hub_dir
+
+
+def use_hub_dir_source(source: HubDirSource) -> None:
+    """Make :func:`checkpoints_dir` ask ``source`` first (the torch facade's hook)."""
+    global _hub_dir_source
+    _hub_dir_source = source
+
+
 def checkpoints_dir(model_dir: str | PathLike[str] | None = None) -> Path:
-    """torch.hub's checkpoint directory: ``model_dir``, else ``$TORCH_HOME/hub/checkpoints``."""
+    """torch.hub's checkpoint directory: ``model_dir``, else ``<torch.hub.get_dir()>/checkpoints``
+    when torch is loaded (so ``torch.hub.set_dir`` counts), else ``$TORCH_HOME/hub/checkpoints``.
+    """
     if model_dir is not None:
         return Path(model_dir).expanduser()
-    return env_settings().torch_home / "hub" / "checkpoints"
+    return _hub_dir_source() or env_settings().torch_home / "hub" / "checkpoints"
 
 
 def file_name_for(url: str) -> str:

@@ -1,7 +1,8 @@
 """The download cache from Python: the same as ``asyncfetch cache path|ls|verify|prune``.
 
-The cache is torch.hub's checkpoint directory (``$TORCH_HOME/hub/checkpoints``), so files
-either tool downloaded show up here. Every function takes ``directory`` to use another one.
+The cache is torch.hub's checkpoint directory (``$TORCH_HOME/hub/checkpoints``, or
+``<dir>/checkpoints`` after ``torch.hub.set_dir(dir)`` in this process, as for the downloads), so
+files either tool downloaded show up here. Every function takes ``directory`` to use another one.
 
 >>> import asyncfetch
 >>> where = asyncfetch.cache.path()

@@ -20,7 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from . import _adapt, _hubfile
+from . import _adapt, _cache, _hubfile
 from ._adapt import LoadReport
 from ._cache import cached_path
 from ._config import RetryPolicy, Timeouts
@@ -221,6 +221,16 @@ def _hub_checkpoints() -> Path:
     import torch.hub
 
     return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _loaded_hub_checkpoints() -> Path | None:
+    """:func:`_hub_checkpoints` if torch is loaded already (only then can ``set_dir`` have
+    moved it), else None: the cache functions and the command line never import torch."""
+    return _hub_checkpoints() if "torch.hub" in sys.modules else None
+
+
+# asyncfetch.cache and the rest of the package see the directory set_dir chose, as downloads do
+_cache.use_hub_dir_source(_loaded_hub_checkpoints)
 
 
 def _node_role() -> NodeRole:

@@ -83,6 +83,29 @@ def test_cache_dir_is_torch_hubs(
     assert cached_path(url, model_dir=tmp_path / "m", file_name="x.pt") == tmp_path / "m" / "x.pt"
 
 
+@pytest.mark.torch
+def test_the_cache_functions_honour_torch_hub_set_dir(
+    server: FaultServer, torch_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch.hub
+
+    url = server.add_file("n.pth", DATA)
+    # restore torch.hub's own state afterwards; set_dir(get_dir()) would pin the directory
+    monkeypatch.setattr(torch.hub, "_hub_dir", torch.hub._hub_dir)
+    torch.hub.set_dir(str(tmp_path / "elsewhere"))
+    moved = tmp_path / "elsewhere" / "checkpoints"
+    moved.mkdir(parents=True)
+    asyncfetch.download(url, moved / "n.pth", sha256=sha256(DATA))  # where the facade puts it
+
+    assert cache.path() == moved
+    assert cached_path(url) == moved / "n.pth"
+    assert [(e.name, e.state) for e in cache.ls()] == [("n.pth", "verified")]
+    assert [(r.name, r.status) for r in cache.verify()] == [("n.pth", "ok")]
+    assert [e.name for e in cache.prune(keep_latest=0).removed] == ["n.pth"]
+    assert not (moved / "n.pth").exists()
+    assert not torch_home.exists()  # TORCH_HOME's directory was never the one acted on
+
+
 def test_get_without_output_uses_the_cache(
     server: FaultServer, torch_home: Path, tmp_path: Path
 ) -> None:
