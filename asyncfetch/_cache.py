@@ -15,12 +15,16 @@ When is an existing file a hit?
 - ``sha256`` given: when its digest (the marker's, or re-hashed) is that digest. No network.
 - offline: whenever it exists (and matches ``sha256`` if given, and is not found corrupt).
   A file changed since its marker's digest (of a download, or verify's baseline of a file
-  asyncfetch never downloaded) is hashed again and must still have it.
-- otherwise, after a probe: same size as the server says, and its marker names one of the
-  URLs asked for with validators (ETag, Last-Modified) that agree (changed since: and it still
-  has the digest recorded); a file without a marker (torch.hub's) when it is not older than
-  the server's Last-Modified, and so is one whose marker is only the baseline ``cache verify``
-  recorded, while it still has that digest (see :func:`baseline_only`).
+  asyncfetch never downloaded) is hashed again and must still have it. With ``verify``, only
+  a file its marker vouches for (below).
+- otherwise, after a probe: same size as the server says, and its marker vouches for it as
+  one of the URLs' (:func:`vouches_for`: asyncfetch downloaded it from there, or a caller's
+  SHA-256 matched it) with validators (ETag, Last-Modified) that agree (changed since: and it
+  still has the digest recorded). Any other file (no marker, or one that vouches for nothing:
+  verify's baseline, the record of a file used as torch.hub's) only in torch.hub's cache
+  directory (torch.hub may have made it), never with ``verify`` (nothing says what it should
+  be), when it is not older than the server's Last-Modified, and, with a baseline, while it
+  still has that digest. Using it so records its digest but vouches for nothing.
 """
 
 from __future__ import annotations
@@ -76,6 +80,12 @@ def checkpoints_dir(model_dir: str | PathLike[str] | None = None) -> Path:
     if model_dir is not None:
         return Path(model_dir).expanduser()
     return _hub_dir_source() or env_settings().torch_home / "hub" / "checkpoints"
+
+
+def in_hub_cache(path: Path) -> bool:
+    """Whether ``path`` is a file in torch.hub's checkpoint directory (:func:`checkpoints_dir`),
+    where a file torch.hub downloaded may be (blocking: resolves links)."""
+    return os.path.realpath(path.parent) == os.path.realpath(checkpoints_dir())
 
 
 def file_name_for(url: str) -> str:
@@ -283,6 +293,12 @@ def _fresh(marker: Marker | None, st: os.stat_result) -> Marker | None:
     return marker if marker is not None and marker.describes(st) else None
 
 
+def _baseline(marker: Marker | None) -> bool:
+    """Whether ``marker`` has a digest the file should still have that is not a download's:
+    what ``cache verify`` first found, or a caller's ``sha256``."""
+    return marker is not None and marker.expected is not None and marker.fetched_at is None
+
+
 def _changed_download(
     marker: Marker | None, st: os.stat_result, urls: tuple[str, ...], info: RemoteInfo | None
 ) -> bool:
@@ -343,8 +359,11 @@ def find_local(
     if not offline:
         return None
     known = tuple(redact(u) for u in (url, *mirrors) if u is not None)  # markers mask them
+    if verify and not vouches_for(marker, known):
+        why = "cannot be verified: asyncfetch did not download it and no sha256 was given"
+        _raise_if_offline(offline, path, url, why)
     changed = _changed_download(marker, st, known, None) or (
-        baseline_only(marker) and fresh is None  # must still have verify's digest
+        fresh is None and _baseline(marker)  # must still have verify's (or a caller's) digest
     )
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
@@ -426,12 +445,22 @@ def _offline_cause() -> str:
 
 
 def find_remote(
-    path: Path, info: RemoteInfo, *, urls: tuple[str, ...], verify: bool, hashing: bool
+    path: Path,
+    info: RemoteInfo,
+    *,
+    urls: tuple[str, ...],
+    verify: bool,
+    hashing: bool,
+    trust_unvouched: bool = True,
 ) -> Hit | None:
     """A hit for a download without ``sha256``, given what probing the URL found (blocking).
 
-    A file changed since it was downloaded from there is hashed again (even with ``hashing``
-    off) and is a hit only if it still has the digest recorded then.
+    A file whose marker vouches for it (:func:`vouches_for`) is a hit when the validators
+    agree; changed since, it is hashed again (even with ``hashing`` off) and must still have
+    the digest recorded then. Any other file is one torch.hub may have made: a hit only with
+    ``trust_unvouched`` (torch.hub's cache) and without ``verify`` (nothing says what it should
+    be), when it is not older than the server's Last-Modified (and, if ``cache verify``
+    recorded a baseline, still has that digest). That hit's marker vouches for nothing.
     """
     st = _stat_file(path, info.url)
     if st is None or info.size is None or st.st_size != info.size:
@@ -441,18 +470,16 @@ def find_remote(
     if marker is not None and marker.url in known and not _validators_agree(marker, info):
         return None  # the server has another version than the one downloaded here
     fresh = _fresh(marker, st)
+    if fresh is not None and fresh.url is not None and fresh.url not in known:
+        return None  # asyncfetch had it from another URL
     changed = _changed_download(marker, st, known, info)
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
-    elif baseline_only(marker):  # vouched for as a file without a marker, and must still
-        if _newer_upstream(info, st):  # have the digest recorded by verify
+    elif not (fresh is not None and vouches_for(fresh, known)):
+        if not trust_unvouched or verify or not _maybe_torch_hubs(marker, info, st):
             return None
-        changed, fresh = fresh is None, marker
-    elif fresh is not None:
-        if fresh.corrupt or fresh.url not in known:
-            return None
-    elif _newer_upstream(info, st):
-        return None
+        if marker is not None and marker.expected is not None:  # a baseline: must still
+            changed, fresh = fresh is None, marker  # have the digest recorded by verify
     if changed or verify or (hashing and not (fresh and fresh.sha256)):
         fresh = rehash(path, st, fresh)
     if fresh is not None and fresh.corrupt:
@@ -463,17 +490,25 @@ def find_remote(
     return _use(path, marker)
 
 
-def baseline_only(marker: Marker | None) -> bool:
-    """Whether ``marker`` is only the baseline ``cache verify`` recorded for a file asyncfetch
-    never downloaded (torch.hub's): what the file hashed to then, nothing of any server.
+def _maybe_torch_hubs(marker: Marker | None, info: RemoteInfo, st: os.stat_result) -> bool:
+    """Whether a file no marker vouches for may be torch.hub's download of the server's copy:
+    not one asyncfetch downloaded (and that changed since), not older than Last-Modified."""
+    return (marker is None or marker.fetched_at is None) and not _newer_upstream(info, st)
 
-    Such a file is a hit where one without a marker is (same size as the server's, not older
-    than its Last-Modified), and only while it still has that digest; it is not one where
-    asyncfetch's marker must vouch for the file (``download_url_to_file``). A file changed
-    since asyncfetch downloaded it keeps ``fetched_at`` in its record (and loses the URL),
-    so it is not taken for one: its digest is known not to be the download's.
+
+def vouches_for(marker: Marker | None, urls: tuple[str, ...]) -> bool:
+    """Whether ``marker`` says what the file should be for one of ``urls`` (as markers mask
+    them): asyncfetch downloaded it from there, or a caller's SHA-256 matched it.
+
+    Any other marker (the baseline ``cache verify`` recorded, or the record of a file found
+    in torch.hub's cache and used as it was) only says what the file was: its file is trusted
+    no more than one without a marker, and never where it must be verified.
     """
-    return marker is not None and marker.url is None and marker.fetched_at is None
+    return (
+        marker is not None
+        and marker.url in urls
+        and (marker.verified or marker.fetched_at is not None)
+    )
 
 
 def has_digest(path: Path, sha256: str, *, url: str | None = None, verify: bool = False) -> bool:

@@ -11,7 +11,6 @@ import contextlib
 import time
 from collections.abc import Iterable, Mapping
 from os import PathLike
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _cache
@@ -22,6 +21,7 @@ from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._request import Request, make_request
 from ._sink import check_destination, check_target_kind
 from ._transport import Transport
+from ._userinfo import redact
 
 if TYPE_CHECKING:
     from ._transport import Session
@@ -53,7 +53,10 @@ async def fetch(
     file asked for: with ``sha256``, when its digest matches (trusted from the marker written
     beside it while its size and mtime are unchanged, so a hit costs no re-hash and no
     network); without, when a probe shows the same size and validators (ETag, Last-Modified)
-    it was downloaded under. Otherwise it is downloaded again and replaced. Processes and
+    it was downloaded under. A file asyncfetch did not download (no marker) is a hit without
+    ``sha256`` only in torch.hub's cache directory (as torch.hub's download: same size, not
+    older than Last-Modified) and never with ``verify``. Otherwise it is downloaded again and
+    replaced. Processes and
     threads asking for the same ``dest`` at once download it once: the others wait on a lock
     file beside it and then use the result.
 
@@ -74,7 +77,8 @@ async def fetch(
         hash: compute the SHA-256 when no ``sha256`` is given.
         offline: use only what is on disk, never the network (default: as the environment
             variable ``ASYNCFETCH_OFFLINE`` says).
-        verify: re-hash an existing ``dest`` even when its marker vouches for it.
+        verify: re-hash an existing ``dest`` even when its marker vouches for it; a file no
+            marker vouches for (nothing says what it should be) is downloaded again.
         session: an aiohttp session of your own to use (it is not closed).
 
     Returns:
@@ -165,7 +169,7 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
     """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged."""
     if request.sha256 is not None or not request.dest.exists():
         return None
-    if not request.trust_unmarked and not await asyncio.to_thread(_marked, request.dest):
+    if not await asyncio.to_thread(_worth_a_probe, request):
         return None
     info = await download._probe_sources()
     return await asyncio.to_thread(
@@ -175,19 +179,27 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
         urls=request.urls,
         verify=request.verify,
         hashing=request.hashing,
+        trust_unvouched=request.trust_unmarked,
     )
 
 
-def _marked(path: Path) -> bool:
-    """Whether asyncfetch's marker beside ``path`` still describes it and is more than a
-    baseline ``cache verify`` recorded (which vouches for nothing; blocking)."""
-    marker = _cache.read_marker(path)
-    if marker is None or _cache.baseline_only(marker):
+def _worth_a_probe(request: Request) -> bool:
+    """Whether a probe can make ``dest`` a hit (blocking; see :func:`_cache.find_remote`).
+
+    Where a file no marker vouches for may be one (``trust_unmarked``, without ``verify``),
+    always; else only if asyncfetch's marker vouches for it as the URL's and still describes
+    it, or has the digest that a file changed since must still have.
+    """
+    if request.trust_unmarked and not request.verify:
+        return True
+    marker = _cache.read_marker(request.dest)
+    if marker is None or not _cache.vouches_for(marker, tuple(redact(u) for u in request.urls)):
         return False
     try:
-        return marker.describes(path.stat())
+        unchanged = marker.describes(request.dest.stat())
     except OSError:
         return False
+    return unchanged or marker.expected is not None
 
 
 def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:

@@ -68,7 +68,9 @@ class Options:
     hash: bool = True
     offline: bool | None = None
     verify: bool = False
-    trust_unmarked: bool = True  # False: a file asyncfetch's marker does not vouch for is fetched
+    # False: a file asyncfetch's marker does not vouch for is fetched; True: one without a
+    # marker may be torch.hub's (see make_request); None: True in torch.hub's cache dir only
+    trust_unmarked: bool | None = None
 
 
 def resolve(
@@ -164,7 +166,7 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
         return _download(source, dest, options)
     started = time.monotonic()
     offline = env_settings().offline if options.offline is None else options.offline
-    if not (options.trust_unmarked or offline):
+    if options.trust_unmarked is False and not offline:
         return _download_staged(source, dest, hash_prefix, options)  # as torch.hub: always
     hit = _cache.find_prefixed(
         dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=offline

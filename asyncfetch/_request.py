@@ -10,6 +10,7 @@ from os import PathLike
 from pathlib import Path
 from typing import cast
 
+from ._cache import in_hub_cache
 from ._config import RetryPolicy, Timeouts, check_chunk_size, check_connections, env_settings
 from ._errors import (
     InvalidRequest,
@@ -62,14 +63,16 @@ def make_request(
     hash: bool = True,
     offline: bool | None = None,
     verify: bool = False,
-    trust_unmarked: bool = True,
+    trust_unmarked: bool | None = None,
 ) -> Request:
     """Check the caller's arguments and bundle them; raises InvalidRequest on bad input.
 
     ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says. ``trust_unmarked=False``: without
     ``sha256``, an existing ``dest`` is a hit only if asyncfetch's marker vouches for it (a
     file without one, or changed since, is downloaded again, as torch.hub's
-    ``download_url_to_file`` always does).
+    ``download_url_to_file`` always does); ``True``: a file without one may be a hit as
+    torch.hub's (see :func:`asyncfetch._cache.find_remote`); ``None``: ``True`` for a ``dest``
+    in torch.hub's cache directory only.
     """
     urls = (check_url(url), *_usable_mirrors(url, mirror_urls(mirrors)))
     target = Path(dest).expanduser().absolute()
@@ -91,7 +94,7 @@ def make_request(
         hashing=hash or sha256 is not None,
         offline=env_settings().offline if offline is None else offline,
         verify=verify,
-        trust_unmarked=trust_unmarked,
+        trust_unmarked=in_hub_cache(target) if trust_unmarked is None else trust_unmarked,
     )
 
 

@@ -262,10 +262,11 @@ async def test_a_file_from_another_url_is_not_a_hit(server: FaultServer, tmp_pat
 
 
 async def test_an_unmarked_file_is_a_hit_unless_the_server_has_a_newer_one(
-    server: FaultServer, tmp_path: Path
+    server: FaultServer, torch_home: Path
 ) -> None:
     url = server.add_file("m.bin", DATA)  # Last-Modified: 2024-01-01
-    fresh, old, short = tmp_path / "fresh.bin", tmp_path / "old.bin", tmp_path / "short.bin"
+    torch_home.mkdir(parents=True)  # noqa: ASYNC240  # torch.hub's cache: its files count
+    fresh, old, short = torch_home / "fresh.bin", torch_home / "old.bin", torch_home / "short.bin"
     for path in (fresh, old):
         path.write_bytes(DATA)
     short.write_bytes(DATA[:-1])
@@ -276,6 +277,104 @@ async def test_an_unmarked_file_is_a_hit_unless_the_server_has_a_newer_one(
     assert not (await asyncfetch.fetch(url, old)).cached
     assert not (await asyncfetch.fetch(url, short)).cached
     assert short.read_bytes() == DATA
+
+
+ZEROS = bytes(len(DATA))  # what aria2c or fallocate leave at full size after a crash
+
+
+def test_cli_get_downloads_an_unmarked_file_outside_torch_hubs_cache(
+    server: FaultServer, torch_home: Path, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for args in (["--dir", str(plain)], ["-o", str(plain / "o.bin")]):
+        dest = plain / ("o.bin" if "-o" in args else "m.bin")
+        dest.write_bytes(ZEROS)  # the server's size, no marker: not torch.hub's cache
+
+        done = run_cli("get", url, *args, "--json", TORCH_HOME=str(torch_home.parent.parent))
+
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["cached"] is False
+        assert json.loads(done.stdout)["sha256"] == sha256(DATA)
+        assert dest.read_bytes() == DATA
+    verified = run_cli("cache", "verify", "--dir", str(plain))
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.count("ok") == 2  # the downloads' digests, not the zeros'
+
+
+@pytest.mark.parametrize("marker", ["none", "baseline"])
+async def test_verify_never_trusts_a_file_no_marker_vouches_for(
+    server: FaultServer, torch_home: Path, marker: str
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    torch_home.mkdir(parents=True)  # noqa: ASYNC240
+    dest = torch_home / "m.bin"
+    dest.write_bytes(ZEROS)  # torch.hub's cache, the server's size: a hit, unless verifying
+    if marker == "baseline":
+        assert [r.status for r in cache.verify()] == ["unchecked"]
+
+    checked = await asyncfetch.fetch(url, dest, verify=True)
+
+    assert not checked.cached  # nothing says what the file should be: it cannot be verified
+    assert checked.sha256 == sha256(DATA)
+    assert dest.read_bytes() == DATA
+    again = await asyncfetch.fetch(url, dest, verify=True)
+    assert again.cached  # asyncfetch's download: re-hashed, and it has the download's digest
+
+
+def test_cli_get_verify_downloads_an_unmarked_file_in_torch_hubs_cache(
+    server: FaultServer, torch_home: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    torch_home.mkdir(parents=True)
+    (torch_home / "m.bin").write_bytes(ZEROS)
+    home = str(torch_home.parent.parent)
+
+    done = run_cli("get", url, "--verify", "--json", TORCH_HOME=home)
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["cached"] is False
+    assert (torch_home / "m.bin").read_bytes() == DATA
+
+
+@pytest.mark.parametrize("step", ["as it is", "after cache verify"])
+async def test_a_file_used_as_torch_hubs_gains_no_trust(
+    server: FaultServer, torch_home: Path, step: str
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    torch_home.mkdir(parents=True)  # noqa: ASYNC240
+    dest = torch_home / "m.bin"
+    dest.write_bytes(ZEROS)
+    assert (await asyncfetch.fetch(url, dest)).cached  # torch.hub's cache: size and date
+    assert {e.name: e.state for e in cache.ls()} == {"m.bin": "unchecked"}
+    if step == "after cache verify":
+        assert [r.status for r in cache.verify()] == ["unchecked"]  # a baseline, no more
+    server.reset_log()
+
+    with pytest.raises(OfflineError, match="cannot be verified"):
+        await asyncfetch.fetch(url, dest, offline=True, verify=True)
+    asyncfetch.download_url_to_file(url, dest, progress=False)  # trusts asyncfetch's own only
+
+    assert body_gets(server, "m.bin")
+    assert dest.read_bytes() == DATA
+
+
+@pytest.mark.parametrize("where", ["torch.hub's cache", "elsewhere"])
+async def test_an_unmarked_file_with_another_digest_than_sha256_is_fetched_again(
+    server: FaultServer, torch_home: Path, tmp_path: Path, where: str
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    directory = torch_home if where == "torch.hub's cache" else tmp_path / "plain"
+    directory.mkdir(parents=True)  # noqa: ASYNC240
+    dest = directory / "m.bin"
+    dest.write_bytes(ZEROS)
+
+    result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+
+    assert not result.cached
+    assert dest.read_bytes() == DATA
+    assert read_marker(dest).verified  # type: ignore[union-attr]
 
 
 # offline -------------------------------------------------------------------------------------
@@ -750,12 +849,13 @@ def body_gets(server: FaultServer, name: str) -> list[object]:
 
 
 async def test_a_torch_hub_file_with_a_baseline_is_a_hit_as_before_verify(
-    server: FaultServer, tmp_path: Path
+    server: FaultServer, torch_home: Path
 ) -> None:
     url = server.add_file("hub.bin", DATA)
-    dest = tmp_path / "hub.bin"
+    torch_home.mkdir(parents=True)  # noqa: ASYNC240
+    dest = torch_home / "hub.bin"
     dest.write_bytes(DATA)  # torch.hub's: no marker; a hit when its size is the server's
-    assert [r.status for r in cache.verify(directory=tmp_path)] == ["unchecked"]
+    assert [r.status for r in cache.verify()] == ["unchecked"]
     server.reset_log()
 
     hit = await asyncfetch.fetch(url, dest)
@@ -768,18 +868,19 @@ async def test_a_torch_hub_file_with_a_baseline_is_a_hit_as_before_verify(
 
 @pytest.mark.parametrize("how", ["changed since", "found corrupt", "other size"])
 async def test_a_torch_hub_file_that_fails_its_baseline_is_fetched_again(
-    server: FaultServer, tmp_path: Path, how: str
+    server: FaultServer, torch_home: Path, how: str
 ) -> None:
     url = server.add_file("hub.bin", DATA)
-    dest = tmp_path / "hub.bin"
+    torch_home.mkdir(parents=True)  # noqa: ASYNC240  # torch.hub's cache: its files count
+    dest = torch_home / "hub.bin"
     dest.write_bytes(flipped(DATA) if how == "other size" else DATA)
-    assert [r.status for r in cache.verify(directory=tmp_path)] == ["unchecked"]
+    assert [r.status for r in cache.verify()] == ["unchecked"]
     if how == "changed since":
         dest.write_bytes(flipped(DATA))
         later(dest)  # a new mtime: hashed again, and not the baseline's digest
     elif how == "found corrupt":
         keep_mtime(dest, flipped(DATA))  # bit rot the marker cannot see...
-        assert [r.status for r in cache.verify(directory=tmp_path)] == ["corrupt"]  # verify can
+        assert [r.status for r in cache.verify()] == ["corrupt"]  # verify can
     else:
         server.replace_file("hub.bin", DATA + b"more")  # the server's is another file now
         url = server.url("hub.bin")
