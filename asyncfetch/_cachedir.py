@@ -17,7 +17,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Literal
 
-from . import _cache, _journal
+from . import _cache, _journal, _marker
 from ._config import parse_duration, parse_size
 from ._errors import DestinationError, InvalidRequest
 from ._lock import LOCK_SUFFIX, lock_if_free
@@ -200,7 +200,7 @@ def _partial_entry(file: Path, target: str, st: os.stat_result) -> CacheEntry:
 
 
 def _file_entry(file: Path, st: os.stat_result) -> CacheEntry:
-    marker = _cache.read_marker(file)
+    marker = _marker.read_marker(file)
     last_used = marker.last_used if marker and marker.last_used else max(st.st_atime, st.st_mtime)
     fresh = marker if marker is not None and marker.describes(st) else None
     return CacheEntry(
@@ -216,7 +216,7 @@ def _file_entry(file: Path, st: os.stat_result) -> CacheEntry:
     )
 
 
-def _state(marker: _cache.Marker | None) -> State:
+def _state(marker: _marker.Marker | None) -> State:
     if marker is None or not marker.sha256:
         return "unchecked"
     if marker.corrupt:
@@ -253,7 +253,7 @@ def verify(
 def _verify_one(file: Path) -> VerifyResult:
     try:
         st = file.stat()
-        before = _cache.read_marker(file)
+        before = _marker.read_marker(file)
         marker = _cache.rehash(file, st, before)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return VerifyResult(file.name, file, "missing")
@@ -261,9 +261,9 @@ def _verify_one(file: Path) -> VerifyResult:
         if before is not None and not before.describes(st):
             # changed since its download: the digest is not the download's
             marker = replace(marker, url=None, etag=None, last_modified=None)
-        _cache.write_marker(file, replace(marker, expected=marker.sha256))
+        _marker.write_marker(file, replace(marker, expected=marker.sha256))
         return VerifyResult(file.name, file, "unchecked", marker.sha256)
-    _cache.write_marker(file, marker)
+    _marker.write_marker(file, marker)
     status: Literal["ok", "corrupt"] = "corrupt" if marker.corrupt else "ok"
     return VerifyResult(file.name, file, status, marker.sha256, marker.expected)
 
@@ -353,7 +353,7 @@ def _remove(root: Path, entry: CacheEntry, dry_run: bool) -> bool:
         if entry.state == "partial":
             _journal.remove(entry.path)
         else:  # a leftover .unverified download has a marker too
-            _unlink(_cache.marker_path(entry.path))
+            _unlink(_marker.marker_path(entry.path))
     return True
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from os import PathLike
 from typing import TYPE_CHECKING
 
-from . import _cache
+from . import _cache, _marker
 from ._config import RetryPolicy, Timeouts
 from ._download import Download
 from ._lock import TargetLock
@@ -141,7 +141,7 @@ async def _probe_and_download(
         return _hit_result(request, hit, started)
     result = await download.run()
     await asyncio.to_thread(
-        _cache.record_download,
+        _marker.record_download,
         request.dest,
         url=request.url,
         sha256=result.sha256,
@@ -192,7 +192,7 @@ def _worth_a_probe(request: Request) -> bool:
     """
     if request.trust_unmarked and not request.verify:
         return True
-    marker = _cache.read_marker(request.dest)
+    marker = _marker.read_marker(request.dest)
     if marker is None or not _cache.vouches_for(marker, tuple(redact(u) for u in request.urls)):
         return False
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from . import _cache, _registry
+from . import _cache, _marker, _registry
 from ._config import RetryPolicy, Timeouts, env_settings
 from ._distributed import SINGLE, NodeRole, once_per_node
 from ._engine import run
@@ -184,7 +184,7 @@ def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Opti
     if result.sha256 is None or not result.sha256.startswith(hash_prefix):
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
-        _cache.remove_marker(target)
+        _marker.remove_marker(target)
         raise HashPrefixMismatch(
             f"{source.url}: invalid hash value: SHA-256 {result.sha256} does not start with "
             f"{hash_prefix}; the download was discarded (the server sent other bytes)"
@@ -199,7 +199,7 @@ def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Opti
         if not dest.exists():
             raise
         # another process or thread checked the same download and moved it first
-    _cache.move_marker(target, dest)
+    _marker.move_marker(target, dest)
     return dataclasses.replace(result, path=dest)
 
 

@@ -37,7 +37,6 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ._cache import read_marker
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
@@ -48,6 +47,7 @@ from ._errors import (
     RetriesExhausted,
     TransportError,
 )
+from ._marker import read_marker
 from ._models import FetchResult
 from ._service_order import (
     ORDER_SHAPE,

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
-from asyncfetch import DestinationError, InvalidRequest, OfflineError, _cache, cache
-from asyncfetch._cache import cached_path, read_marker, write_marker
+from asyncfetch import DestinationError, InvalidRequest, OfflineError, _cache, _marker, cache
+from asyncfetch._cache import cached_path
 from asyncfetch._engine import run
 from asyncfetch._journal import Journal, save
+from asyncfetch._marker import read_marker, write_marker
 from asyncfetch._request import make_request
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256, tmpfs
@@ -1071,7 +1072,7 @@ def test_a_prefix_lookup_of_a_touched_file_keeps_the_digest_recorded_at_its_down
     dest.write_bytes(DATA)
     digest = sha256(DATA)
     st = dest.stat()
-    write_marker(dest, _cache.Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest,
+    write_marker(dest, _marker.Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=digest,
                                      expected=digest, url="http://h/m-0123.pth"))  # fmt: skip
     if changed:
         dest.write_bytes(flipped(DATA))

@@ -16,7 +16,7 @@ PACKAGE = Path(asyncfetch.__file__).parent
 # vocabulary → pure logic → I/O pieces → engine → batch → facades → entry points
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["_userinfo", "_errors", "_config", "_models"], 0),
-    **dict.fromkeys(["_planner", "_mirrors", "_journal", "_hasher", "_http", "_lock",
+    **dict.fromkeys(["_planner", "_mirrors", "_journal", "_hasher", "_marker", "_http", "_lock",
                      "_budget", "_sync"], 1),  # fmt: skip
     **dict.fromkeys(["_retry", "_rawconn", "_rawhttp", "_credentials", "_transport", "_parts",
                      "_sink", "_cache", "_cachedir", "_progress"], 2),  # fmt: skip
