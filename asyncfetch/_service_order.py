@@ -20,7 +20,7 @@ from ._errors import IntegrityError, InvalidRequest
 from ._models import FetchResult
 
 #: Endings of files that are not complete downloads: part files and their journals (_sink,
-#: _journal), verified markers and locks (_cache), hash-prefix staging, torchrun locks and
+#: _journal), verified markers (_marker) and locks (_lock), hash-prefix staging, torchrun locks and
 #: failure notes (_hubfile, _distributed), extraction and temporary files (hub, torch.hub).
 PRIVATE_SUFFIXES = (
     ".part",
