@@ -22,10 +22,11 @@ install: $(STAMP)  ## create .venv and install asyncfetch with its dev tools
 demo: $(STAMP)  ## serve a generated checkpoint on 127.0.0.1, download, verify and torch.load it
 	$(BIN)/python benchmarks/demo.py
 
-check: lint typecheck  ## ruff and mypy --strict
+check: lint typecheck  ## ruff (lint, format) and mypy --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check asyncfetch tests benchmarks
+	$(BIN)/ruff format --check asyncfetch tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict asyncfetch

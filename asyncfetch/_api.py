@@ -34,8 +34,18 @@ def download(
     """
     return run_sync(
         fetch(
-            url, dest, mirrors=mirrors, sha256=sha256, connections=connections,
-            chunk_size=chunk_size, retry=retry, timeout=timeout, headers=headers,
-            progress=progress, hash=hash, offline=offline, verify=verify,
+            url,
+            dest,
+            mirrors=mirrors,
+            sha256=sha256,
+            connections=connections,
+            chunk_size=chunk_size,
+            retry=retry,
+            timeout=timeout,
+            headers=headers,
+            progress=progress,
+            hash=hash,
+            offline=offline,
+            verify=verify,
         )  # fmt: skip
     )

@@ -320,6 +320,8 @@ def _bytes(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mirrors = commands.add_parser("mirrors", help="rank mirrors of one file by measured speed")
     mirrors.add_argument("urls", nargs="+", metavar="URL", help="URLs of the same file")
@@ -333,7 +335,9 @@ def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _mirrors(args: argparse.Namespace) -> int:
     reports = run_sync(
         rank_mirrors(
-            args.urls, sample=args.sample, connections=args.connections,
+            args.urls,
+            sample=args.sample,
+            connections=args.connections,
             timeout=Timeouts.coerce(args.timeout),
         )  # fmt: skip
     )

@@ -205,8 +205,7 @@ def check_chunk_size(chunk_size: int | str | None) -> int | None:
         size = parse_size(chunk_size)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
         raise InvalidRequest(
-            f"chunk_size must be a whole number of bytes or a size such as '8M', got "
-            f"{chunk_size!r}"
+            f"chunk_size must be a whole number of bytes or a size such as '8M', got {chunk_size!r}"
         )
     else:
         size = chunk_size

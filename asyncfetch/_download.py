@@ -362,4 +362,3 @@ async def _run_all(coroutines: Sequence[Awaitable[None]]) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-

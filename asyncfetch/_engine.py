@@ -207,5 +207,3 @@ def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResul
         for kind in ("started", "done"):
             request.progress(ProgressEvent(kind, request.url, hit.size, hit.size))
     return hit.result(started)
-
-

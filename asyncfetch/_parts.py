@@ -72,9 +72,7 @@ def claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
             continue
         with contextlib.suppress(FileNotFoundError):
             os.rename(_journal.journal_path(old), _journal.journal_path(taken))
-        usable = (
-            journal is not None and journal.matches(info) and journal.url == redact(info.url)
-        )
+        usable = journal is not None and journal.matches(info) and journal.url == redact(info.url)
         claimed.append((taken, journal if usable else None))
     best = max(claimed, key=lambda c: _held_bytes(c[1]), default=None)
     for part, _ in claimed:
@@ -97,9 +95,7 @@ def remove_part(part: Path) -> None:
     _journal.remove(part)
 
 
-def runs_on_disk(
-    runs: Sequence[tuple[int, int]], on_disk: int, size: int
-) -> list[tuple[int, int]]:
+def runs_on_disk(runs: Sequence[tuple[int, int]], on_disk: int, size: int) -> list[tuple[int, int]]:
     """The journal's runs, cut to what the part file (``on_disk`` bytes long) can hold."""
     limit = min(on_disk, size)
     return [(start, min(end, limit)) for start, end in runs if start < limit]

@@ -63,8 +63,9 @@ def parse_head(data: bytes) -> Head:
         key, value = name.lower(), value.strip()
         if key in headers and key == "content-length" and headers[key] != value:
             raise ValueError("conflicting Content-Length headers")
-        headers[key] = f"{headers[key]}, {value}" if key in headers and key != "content-length" \
-            else value
+        headers[key] = (
+            f"{headers[key]}, {value}" if key in headers and key != "content-length" else value
+        )
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
     keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
     return Head(int(code), reason, headers, keep_alive)

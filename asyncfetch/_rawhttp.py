@@ -36,7 +36,14 @@ from ._rawconn import (
 )
 
 __all__ = [
-    "Head", "RawBody", "RawClient", "Span", "Window", "parse_head", "plain_target", "proxied"
+    "Head",
+    "RawBody",
+    "RawClient",
+    "Span",
+    "Window",
+    "parse_head",
+    "plain_target",
+    "proxied",
 ]
 
 WATCHDOG_TICK = 0.25
@@ -266,9 +273,7 @@ class RawClient:
         if not done:
             opening.cancel()
             opening.add_done_callback(_close_opened)
-            raise FetchTimeout(
-                f"{url}: no connection within {self._timeouts.connect:g} s", url=url
-            )
+            raise FetchTimeout(f"{url}: no connection within {self._timeouts.connect:g} s", url=url)
         try:
             _, connection = opening.result()
         except OSError as exc:
@@ -287,7 +292,6 @@ class RawClient:
         for connection in list(self._busy):
             connection.check_idle(now, self._timeouts.read)
         self._arm()
-
 
 
 def _body_place(head: Head, url: str, byte_range: ByteRange | None) -> int | None:

@@ -122,8 +122,7 @@ def check_progress(progress: object, url: str = "") -> ProgressCallback | None:
         return None
     if not callable(progress):
         raise InvalidRequest(
-            "progress must be True, False or a function taking a ProgressEvent, "
-            f"got {progress!r}",
+            f"progress must be True, False or a function taking a ProgressEvent, got {progress!r}",
             url=url or None,
         )
     return cast(ProgressCallback, progress)
@@ -141,5 +140,3 @@ def _usable_mirrors(url: str, mirrors: Iterable[str]) -> list[str]:
         if mirror != url and mirror not in usable:
             usable.append(mirror)
     return usable
-
-

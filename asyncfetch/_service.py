@@ -66,6 +66,8 @@ DEFAULT_PORT = 8765
 DEFAULT_MAX_DOWNLOADS = 4
 MAX_BODY = 64 * 1024
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+
+
 class NameInUse(InvalidRequest):
     """The name asked for is being downloaded from another URL now."""
 

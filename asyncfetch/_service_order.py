@@ -82,7 +82,6 @@ def parse_order(body: bytes) -> Order:
     return Order(url, tuple(mirrors), sha256.lower() if sha256 else None, _name_of(data, url))
 
 
-
 def _json_object(body: bytes) -> dict[str, Any]:
     """The JSON object in ``body``, all of its strings text (no lone surrogate escapes)."""
     try:

@@ -298,9 +298,11 @@ class Transport:
         )  # fmt: skip
 
     async def _head(self, url: str) -> RemoteInfo | None:
-        async with self._slot(url), translate_errors(url), self._aio_request(
-            "HEAD", url, self._headers
-        ) as response:
+        async with (
+            self._slot(url),
+            translate_errors(url),
+            self._aio_request("HEAD", url, self._headers) as response,
+        ):
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
@@ -310,9 +312,11 @@ class Transport:
 
     async def _probe_with_get(self, url: str) -> RemoteInfo:
         headers = {**self._headers, "Range": _PROBE_RANGE.header()}
-        async with self._slot(url), translate_errors(url), self._aio_request(
-            "GET", url, headers
-        ) as response:
+        async with (
+            self._slot(url),
+            translate_errors(url),
+            self._aio_request("GET", url, headers) as response,
+        ):
             if response.status >= 400:
                 raise _status_error(response, url)
             if response.status == 206:

@@ -75,7 +75,11 @@ async def test_200_small_and_4_large_files_stay_within_the_caps(
 
     items = await collect(
         asyncfetch.fetch_many(
-            sources, dest_dir=tmp_path, max_files=24, connections=7, per_host=4,
+            sources,
+            dest_dir=tmp_path,
+            max_files=24,
+            connections=7,
+            per_host=4,
             chunk_size=256 * KiB,
         )  # fmt: skip
     )

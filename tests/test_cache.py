@@ -35,7 +35,6 @@ def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 
-
 def keep_mtime(path: Path, data: bytes) -> None:
     """Overwrite ``path`` in place, keeping its size and mtime (bit rot, as a marker sees it)."""
     before = path.stat()

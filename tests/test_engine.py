@@ -303,9 +303,7 @@ async def test_stall_without_retries_is_a_timeout(
     assert "timed out" in str(caught.value)
 
 
-async def test_slow_but_live_download_is_not_timed_out(
-    server: FaultServer, tmp_path: Path
-) -> None:
+async def test_slow_but_live_download_is_not_timed_out(server: FaultServer, tmp_path: Path) -> None:
     data = make_payload(300_000, seed=3)
     server.add_file("slow.bin", data)
     url = server.url("slow.bin", rate=300_000)  # ~1 s in all, never 0.4 s silent
@@ -596,7 +594,10 @@ async def test_netrc_credentials_go_with_every_request(
 
 @pytest.mark.parametrize("name", ["Authorization", "authorization"])
 async def test_an_authorization_header_wins_over_netrc(
-    server: FaultServer, payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    server: FaultServer,
+    payload: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     name: str,
 ) -> None:
     write_netrc(tmp_path, monkeypatch, "user:stale")

@@ -401,9 +401,7 @@ def test_download_url_to_file_with_a_prefix_replaces_a_file_that_happens_to_matc
     body = torch_bytes(state())
     url = server.add_file("f.bin", body)
     prefix = sha256(body)[:1]
-    junk = next(
-        j for j in (b"junk %d" % n for n in range(10_000)) if sha256(j).startswith(prefix)
-    )
+    junk = next(j for j in (b"junk %d" % n for n in range(10_000)) if sha256(j).startswith(prefix))
     dst = tmp_path / "A5.pth"
     dst.write_bytes(junk)  # another file whose digest starts with the same hex digit
 

@@ -16,16 +16,43 @@ PACKAGE = Path(asyncfetch.__file__).parent
 # vocabulary → pure logic → I/O pieces → engine → batch → facades → entry points
 LAYERS: dict[str, int] = {
     **dict.fromkeys(["_userinfo", "_errors", "_config", "_models"], 0),
-    **dict.fromkeys(["_planner", "_mirrors", "_journal", "_hasher", "_marker", "_http", "_lock",
-                     "_budget", "_sync"], 1),  # fmt: skip
-    **dict.fromkeys(["_retry", "_rawconn", "_rawhttp", "_credentials", "_transport", "_parts",
-                     "_sink", "_cache", "_cachedir", "_progress"], 2),  # fmt: skip
+    **dict.fromkeys(
+        [
+            "_planner",
+            "_mirrors",
+            "_journal",
+            "_hasher",
+            "_marker",
+            "_http",
+            "_lock",
+            "_budget",
+            "_sync",
+        ],
+        1,
+    ),  # fmt: skip
+    **dict.fromkeys(
+        [
+            "_retry",
+            "_rawconn",
+            "_rawhttp",
+            "_credentials",
+            "_transport",
+            "_parts",
+            "_sink",
+            "_cache",
+            "_cachedir",
+            "_progress",
+        ],
+        2,
+    ),  # fmt: skip
     **dict.fromkeys(["_probe", "_blame", "_request", "_download", "_engine", "_rank"], 3),
     **dict.fromkeys(["_batch", "_manifest"], 4),
-    **dict.fromkeys(["_api", "_registry", "_distributed", "_adapt", "_hubfile", "hub",
-                     "cache"], 5),  # fmt: skip
-    **dict.fromkeys(["_service", "_service_order", "_cli", "_cli_cache", "__main__",
-                     "__init__"], 6),  # fmt: skip
+    **dict.fromkeys(
+        ["_api", "_registry", "_distributed", "_adapt", "_hubfile", "hub", "cache"], 5
+    ),  # fmt: skip
+    **dict.fromkeys(
+        ["_service", "_service_order", "_cli", "_cli_cache", "__main__", "__init__"], 6
+    ),  # fmt: skip
 }
 
 # each outside library is touched by the modules named here only

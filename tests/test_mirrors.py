@@ -64,9 +64,7 @@ async def test_connections_move_to_the_faster_mirror(
     assert result.bytes_by_mirror[slow_url] > 0
 
 
-async def test_slow_mirror_does_not_hold_the_tail(
-    make_server: MakeServer, tmp_path: Path
-) -> None:
+async def test_slow_mirror_does_not_hold_the_tail(make_server: MakeServer, tmp_path: Path) -> None:
     fast, crawl = mirrors_of(make_server, 2)
     crawl_url = crawl.url("m.bin", rate=40_000)  # a whole chunk would take minutes
     result = await asyncfetch.fetch(
@@ -173,9 +171,7 @@ async def test_primary_that_disagrees_with_the_majority_is_called_out(
     assert any("primary URL" in r.getMessage() for r in caplog.records)
 
 
-async def test_retry_after_slows_only_that_mirror(
-    make_server: MakeServer, tmp_path: Path
-) -> None:
+async def test_retry_after_slows_only_that_mirror(make_server: MakeServer, tmp_path: Path) -> None:
     busy, calm = mirrors_of(make_server, 2)
     busy_url = busy.url("m.bin", status=429, retry_after="30", times=3)
     policy, sleeps = no_wait()

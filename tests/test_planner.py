@@ -41,9 +41,7 @@ def test_missing_is_the_complement(pieces: list[tuple[int, int]], size: int) -> 
     assert missing == set(range(size)) - present
 
 
-@given(
-    st.integers(1, 200 * MiB), st.integers(1, 32), st.none() | st.integers(64 << 10, 64 * MiB)
-)
+@given(st.integers(1, 200 * MiB), st.integers(1, 32), st.none() | st.integers(64 << 10, 64 * MiB))
 def test_chunks_cover_the_gaps_in_order(size: int, connections: int, chunk: int | None) -> None:
     gaps = [ByteRange(0, size // 3), ByteRange(size // 2, size)]
     chunks = plan_chunks(gaps, connections=connections, chunk_size=chunk)

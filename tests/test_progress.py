@@ -130,9 +130,7 @@ async def test_progress_stream_merges_bytes_when_the_reader_lags() -> None:
     ]
 
 
-async def test_progress_stream_fed_from_another_thread(
-    server: FaultServer, tmp_path: Path
-) -> None:
+async def test_progress_stream_fed_from_another_thread(server: FaultServer, tmp_path: Path) -> None:
     url = server.add_file("m.bin", make_payload(200_000))
     stream = ProgressStream()
 

@@ -289,7 +289,8 @@ async def answer(
     body = DATA[start : end + 1]
     writer.write(
         f"HTTP/1.1 206 Partial Content\r\nContent-Length: {len(body)}\r\n"
-        f"Content-Range: bytes {start}-{end}/{len(DATA)}\r\n{extra}\r\n".encode() + body
+        f"Content-Range: bytes {start}-{end}/{len(DATA)}\r\n{extra}\r\n".encode()
+        + body
     )
     await writer.drain()
     return True
@@ -298,8 +299,7 @@ async def answer(
 def head_answer(extra: str) -> bytes:
     """A HEAD answer for DATA: its size, ranges accepted, and ``extra`` header lines."""
     return (
-        f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nAccept-Ranges: bytes\r\n"
-        f"{extra}\r\n"
+        f"HTTP/1.1 200 OK\r\nContent-Length: {len(DATA)}\r\nAccept-Ranges: bytes\r\n{extra}\r\n"
     ).encode()
 
 

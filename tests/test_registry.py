@@ -195,7 +195,6 @@ def test_the_example_registry_is_valid_documentation() -> None:
 # the command line ---------------------------------------------------------------------------
 
 
-
 def test_get_name_downloads_the_entry_checking_its_hash_prefix(
     server: FaultServer, payload: bytes, tmp_path: Path
 ) -> None:
@@ -362,9 +361,7 @@ def test_get_name_refuses_a_file_name_outside_the_cache(
     server: FaultServer, payload: bytes, tmp_path: Path
 ) -> None:
     url = server.add_file("n.bin", payload)
-    registry = write(
-        tmp_path / "r.toml", f"[net]\nurl = '{url}'\nfile_name = '../../escape.bin'\n"
-    )
+    registry = write(tmp_path / "r.toml", f"[net]\nurl = '{url}'\nfile_name = '../../escape.bin'\n")
 
     done = run_cli("get", "net", "--registry", str(registry))
 

@@ -56,7 +56,10 @@ def test_sha256_must_be_a_str_of_64_hex_digits(digest: object) -> None:
 def test_hub_refuses_a_bytes_sha256(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="sha256 must be a str of 64 hex digits"):
         asyncfetch.download_url_to_file(
-            URL, tmp_path / "m.bin", "abcd", sha256=b"a" * 64  # type: ignore[arg-type]
+            URL,
+            tmp_path / "m.bin",
+            "abcd",
+            sha256=b"a" * 64,  # type: ignore[arg-type]
         )
 
 
