@@ -18,11 +18,16 @@ Running = tuple[asyncio.AbstractEventLoop, "asyncio.Task[Any]"]
 
 def _new_loop_run(coroutine: Coroutine[Any, Any, T]) -> T:
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.run(coroutine)
-    result: T = uvloop.run(coroutine)
-    return result
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+            return asyncio.run(coroutine)
+        result: T = uvloop.run(coroutine)
+        return result
+    except BaseException:
+        # Ctrl-C before the loop started it: close it, or Python warns it was never awaited
+        coroutine.close()
+        raise
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

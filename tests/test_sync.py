@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from asyncfetch._journal import load
+from asyncfetch._sync import run_sync
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers
 from tests.test_resume import wait_until
@@ -72,3 +73,23 @@ def test_ctrl_c_stops_a_sync_call_inside_asyncio_run_and_keeps_the_part(
     assert sorted(leftovers(tmp_path)) == sorted(
         Path(p).name for p in glob.glob(f"{dest}.*.part*")
     )  # no lock left behind
+
+
+def test_an_interrupt_before_the_loop_starts_closes_the_coroutine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ctrl-C can land while uvloop is imported or its loop set up, before the coroutine runs
+    import uvloop
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvloop, "run", interrupted)
+
+    async def download() -> int:
+        return 1
+
+    coroutine = download()
+    with pytest.raises(KeyboardInterrupt):
+        run_sync(coroutine)
+    assert coroutine.cr_frame is None  # closed: no "coroutine was never awaited" warning
