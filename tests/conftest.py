@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.faultserver import FaultServer, make_payload
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the suite back the default Ctrl-C when it was started ignoring SIGINT.
+
+    A runner that starts it in the background (``make test &`` in a script without job
+    control, or under nohup) makes it ignore SIGINT, and every child inherits that: the tests
+    that stop a download with Ctrl-C would send a SIGINT their child never sees.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 PAYLOAD_SIZE = (1 << 20) + 12345  # 1 MiB + 12345: not a multiple of any power of two
 
