@@ -25,6 +25,7 @@ from ._errors import DestinationError, IntegrityError
 from ._hasher import PrefixHasher
 from ._journal import Journal
 from ._models import ByteRange, RemoteInfo
+from ._partguard import PartGuard
 from ._parts import (
     STALE_AFTER,
     claim_part,
@@ -108,10 +109,13 @@ def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
     return DestinationError(message + " (the partial download is kept)", path=str(path), url=url)
 
 
-def _pwrite_all(fd: int, buffers: Sequence[bytes | memoryview], offset: int) -> None:
-    """os.pwritev, repeated until every byte is written."""
+def _pwrite_all(
+    fd: int, buffers: Sequence[bytes | memoryview], offset: int, guard: PartGuard
+) -> None:
+    """os.pwritev, repeated until every byte is written, while the part is still ours."""
     views = [memoryview(b) for b in buffers]
     while views:
+        guard.check_due()
         written = os.pwritev(fd, views[:1024], offset)
         offset += written
         while views and written >= len(views[0]):
@@ -129,6 +133,7 @@ class PartFile:
         self.dest = dest
         self.part = part
         self._fd = fd
+        self._guard = PartGuard(part, fd, journal.url)  # stops us once another download took it
         self._journal = journal
         self._extents = Extents(journal.runs)
         self.resumed_bytes = self._extents.total()
@@ -202,13 +207,19 @@ class PartFile:
         """
         if self._closing:
             return
+        if self._guard.lost:
+            raise self._guard.error()
         length = sum(len(b) for b in buffers)
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._writer, _pwrite_all, self._fd, buffers, offset)
+        future = loop.run_in_executor(
+            self._writer, _pwrite_all, self._fd, buffers, offset, self._guard
+        )
         self._writes.add(future)
         future.add_done_callback(self._writes.discard)
         try:
             await _settle(future)
+        except DestinationError:
+            raise  # the part was taken over
         except OSError as exc:
             raise _disk_error(exc, self.part, self._journal.url) from exc
         self._extents.add(offset, offset + length)
@@ -221,7 +232,7 @@ class PartFile:
         if self._hasher is not None:
             await asyncio.to_thread(self._hasher.cancel)
             self._hasher = PrefixHasher(self._fd)
-        await asyncio.to_thread(os.ftruncate, self._fd, 0)
+        await asyncio.to_thread(self._truncate_blocking, 0)
         self._extents = Extents()
         self.resumed_bytes = 0
         self._journal.synced = []
@@ -285,8 +296,12 @@ class PartFile:
             return None
         return await asyncio.to_thread(self._hasher.digest, size)
 
+    def _truncate_blocking(self, size: int) -> None:
+        self._guard.check()  # the file may be another download's, even the finished target
+        os.ftruncate(self._fd, size)
+
     def _commit_blocking(self) -> None:
-        os.ftruncate(self._fd, self._extents.total())
+        self._truncate_blocking(self._extents.total())
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
@@ -308,7 +323,7 @@ class PartFile:
         runs = self._extents.runs()
         keep = max(0, (runs[-1][1] if runs else 0) - ROOM)
         with contextlib.suppress(OSError):
-            os.ftruncate(self._fd, keep)
+            self._truncate_blocking(keep)
             self._extents = Extents(runs_on_disk(runs, keep, keep))
             self._save_journal_blocking(sync=True)
 
@@ -346,6 +361,10 @@ class PartFile:
             os.close(self._fd)
             self._fd = -1
         self._forget()
+        try:
+            self._guard.check()
+        except DestinationError:
+            return  # what is there now is another download's
         remove_part(self.part)
 
     def _advance_hasher(self) -> None:
@@ -396,6 +415,7 @@ class PartFile:
     def _record(self, runs: list[tuple[int, int]]) -> None:
         """Journal ``runs`` as written (blocking)."""
         with self._journal_lock:
+            self._guard.check()
             self._journal.runs = runs
             _journal.save(self.part, self._journal)
 
@@ -403,6 +423,7 @@ class PartFile:
         """Flush the file, then journal ``runs`` (written before the flush) as synced."""
         os.fdatasync(self._fd)
         with self._journal_lock:
+            self._guard.check()
             self._journal.synced = runs
             _journal.save(self.part, self._journal)
 
@@ -411,6 +432,7 @@ class PartFile:
         if sync:
             os.fdatasync(self._fd)
         with self._journal_lock:
+            self._guard.check()
             self._journal.runs = runs
             if sync:
                 self._journal.synced = runs
@@ -426,11 +448,16 @@ class PartFile:
         self._writer.shutdown(wait=False)  # idle: its thread ends now
 
     async def _keep_alive(self) -> None:
-        """Touch the journal now and then: a stalled download's part is not abandoned."""
-        while True:
+        """Touch the journal now and then: a stalled download's part is not abandoned. Stop
+        once another download has taken the part over (the next write fails then)."""
+        while not self._guard.lost:
             await asyncio.sleep(KEEPALIVE)
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(os.utime, _journal.journal_path(self.part))
+                await asyncio.to_thread(self._touch_blocking)
+
+    def _touch_blocking(self) -> None:
+        self._guard.check()
+        os.utime(_journal.journal_path(self.part))
 
     async def _drain(self) -> None:
         """Let the writes in flight land, and settle the journal saving."""

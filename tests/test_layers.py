@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
             "_marker",
             "_http",
             "_lock",
+            "_partguard",
             "_budget",
             "_sync",
         ],

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
-from asyncfetch import RemoteInfo, _sink
+from asyncfetch import DestinationError, RemoteInfo, _sink
 from asyncfetch._journal import Journal, journal_path, load, save
 from asyncfetch._sink import PartFile
 from tests.faultserver import FaultServer, make_payload
@@ -243,6 +243,58 @@ async def test_an_idle_download_keeps_its_part_alive(
         assert time.time() - journal_path(sink.part).stat().st_mtime < 60
     finally:
         await sink.discard()
+
+
+async def stall_and_take_over(dest: Path) -> tuple[PartFile, PartFile]:
+    """A download that wrote part of DATA, then stalled so long that a second one took its
+    part over (as another process does with a stopped one)."""
+    first = await PartFile.open(dest, info(), hashing=True)
+    await first.write(0, [DATA[:50_000]])
+    first._save_journal_blocking(sync=True)
+    _sink.forget_part(first.part)  # now it looks abandoned (same pid: no live owner)
+    second = await PartFile.open(dest, info(), hashing=True)
+    assert second.resumed_bytes == 50_000  # it took the first one's part
+    return first, second
+
+
+async def test_a_stalled_owner_never_truncates_what_a_takeover_finished(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    first, second = await stall_and_take_over(dest)
+    await second.write(50_000, [DATA[50_000:]])
+    assert await second.finalize(len(DATA), sha256(DATA)) == sha256(DATA)
+
+    with pytest.raises(DestinationError, match="took over"):
+        await first.restart()  # a stream that cannot resume starts over: not in dest
+    with pytest.raises(DestinationError, match="took over"):
+        await first.write(0, [b"x" * 1000])
+    with pytest.raises(DestinationError, match="took over"):
+        await first.finalize(50_000, None)  # as if the file were that long
+    await first.close()
+    assert dest.read_bytes() == DATA
+    assert leftovers(tmp_path) == ["f.bin"]  # no journal of the old owner left behind
+
+
+async def test_a_stalled_owner_stops_writing_into_a_part_taken_over(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    first, second = await stall_and_take_over(dest)
+    first._guard._checked_at -= 3600  # the first one was stopped for an hour
+    with pytest.raises(DestinationError, match="took over"):
+        await first.write(0, [b"x" * 1000])
+    await first.discard()  # deletes nothing of the second one's
+    await second.write(50_000, [DATA[50_000:]])
+    assert await second.finalize(len(DATA), sha256(DATA)) == sha256(DATA)
+    assert leftovers(tmp_path) == ["f.bin"]
+
+
+async def test_a_stalled_owner_journals_nothing_once_taken_over(tmp_path: Path) -> None:
+    dest = tmp_path / "f.bin"
+    first, second = await stall_and_take_over(dest)
+    with pytest.raises(DestinationError, match="took over"):
+        first._save_journal_blocking(sync=False)
+    assert not journal_path(first.part).exists()
+    await first.close()
+    await second.close()
+    assert [p for p in leftovers(tmp_path) if p.endswith(".part")] == [second.part.name]
 
 
 @pytest.mark.parametrize("flushed", [False, True])
