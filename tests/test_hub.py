@@ -296,6 +296,37 @@ def test_a_cached_file_that_fails_its_sha256_is_downloaded_again(
     assert (tmp_path / "net.pth").read_bytes() == body
 
 
+@pytest.mark.parametrize("via", ["url", "registry"])
+def test_check_hash_downloads_again_a_cached_file_whose_digest_does_not_fit_its_name(
+    server: FaultServer, tmp_path: Path, via: str
+) -> None:
+    body = torch_bytes(state())
+    name = f"net-{sha256(body)[:10]}.pth"
+    url = server.add_file(name, body)
+    (tmp_path / name).write_bytes(torch_bytes({"w": torch.zeros(3)}))  # another checkpoint
+    registry = tmp_path / "registry.toml"
+    registry.write_text(f'[net]\nurl = "{url}"\ncheck_hash = true\n')
+    asked = dict(url=url, check_hash=True) if via == "url" else dict(url="net", registry=registry)
+
+    for _ in range(2):  # the second time, the marker vouches for the file: no re-hash, no GET
+        loaded = asyncfetch.load_state_dict_from_url(model_dir=str(tmp_path), **asked)  # type: ignore[arg-type]
+        assert_same(loaded, state())
+        assert file_gets(server, name) == 1
+    assert (tmp_path / name).read_bytes() == body
+
+
+def test_check_hash_uses_a_cached_file_whose_digest_fits_its_name(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    body = torch_bytes(state())
+    name = f"net-{sha256(body)[:10]}.pth"
+    url = server.add_file(name, b"not what is cached")
+    (tmp_path / name).write_bytes(body)  # as torch.hub left it: no marker
+    loaded = asyncfetch.load_state_dict_from_url(url, str(tmp_path), check_hash=True)
+    assert_same(loaded, state())
+    assert server.requests == []
+
+
 def test_a_cached_file_without_sha256_is_used_as_is(server: FaultServer, tmp_path: Path) -> None:
     url = server.add_file("net.pth", b"not what the server has")
     (tmp_path / "net.pth").write_bytes(torch_bytes(state()))
