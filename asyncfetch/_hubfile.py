@@ -5,6 +5,7 @@ once per node.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -13,19 +14,21 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 from . import _cache, _marker, _registry
 from ._config import RetryPolicy, Timeouts, env_settings
 from ._distributed import SINGLE, NodeRole, once_per_node
 from ._engine import run
 from ._errors import HashPrefixMismatch, IntegrityError, InvalidRequest
+from ._lock import TargetLock
 from ._models import FetchResult
 from ._progress import ProgressBar
-from ._request import check_sha256, make_request, mirror_urls
+from ._request import Request, check_sha256, make_request, mirror_urls
 from ._sink import check_target_kind
 from ._sync import run_sync
 from ._userinfo import redact
@@ -177,10 +180,37 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
 
 
 def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Options) -> FetchResult:
-    """Download to ``dest`` + ``.unverified``; rename it to ``dest`` if the prefix matches."""
+    """Download to ``dest`` + ``.unverified``; rename it to ``dest`` if the prefix matches.
+
+    All under ``dest``'s lock, so that another process or thread doing the same waits for
+    the rename and then finds the file in place, instead of downloading it again.
+    """
     target = dest.with_name(dest.name + UNVERIFIED_SUFFIX)
     staged = dataclasses.replace(options, hash=True, offline=False)  # offline missed already
-    result = _download(source, target, staged)
+
+    async def locked(request: Request) -> FetchResult:
+        started = time.monotonic()
+        async with TargetLock(dest) as lock:
+            if lock.waited:  # someone else had it: maybe they just put it in place
+                hit = await asyncio.to_thread(
+                    _cache.find_prefixed,
+                    dest, url=source.url, prefix=hash_prefix, verify=False, offline=False,
+                )  # fmt: skip
+                if hit is not None:
+                    return hit.result(started)
+            result = await run(request)
+            return await asyncio.to_thread(
+                _publish, source, result, request.dest, dest, hash_prefix
+            )
+
+    return _download(source, target, staged, locked)
+
+
+def _publish(
+    source: Source, result: FetchResult, target: Path, dest: Path, hash_prefix: str
+) -> FetchResult:
+    """Rename the staged download ``target`` to ``dest`` if its digest starts with
+    ``hash_prefix``, else delete it and raise HashPrefixMismatch (blocking)."""
     if result.sha256 is None or not result.sha256.startswith(hash_prefix):
         with contextlib.suppress(FileNotFoundError):
             target.unlink()
@@ -203,7 +233,12 @@ def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Opti
     return dataclasses.replace(result, path=dest)
 
 
-def _download(source: Source, dest: Path, options: Options) -> FetchResult:
+def _download(
+    source: Source,
+    dest: Path,
+    options: Options,
+    runner: Callable[[Request], Coroutine[Any, Any, FetchResult]] = run,
+) -> FetchResult:
     bar = ProgressBar(dest.name) if options.progress else None
     try:
         request = make_request(
@@ -213,7 +248,7 @@ def _download(source: Source, dest: Path, options: Options) -> FetchResult:
             progress=bar, hash=options.hash, offline=options.offline, verify=options.verify,
             trust_unmarked=options.trust_unmarked,
         )  # fmt: skip
-        return run_sync(run(request))
+        return run_sync(runner(request))
     except IntegrityError as exc:
         if source.origin is None or exc.expected != source.sha256:
             raise

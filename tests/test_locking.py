@@ -117,6 +117,25 @@ def test_eight_processes_download_once(server: FaultServer, tmp_path: Path) -> N
     assert leftovers(tmp_path) == ["model.bin"]
 
 
+def test_processes_checking_a_hash_prefix_download_once(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    # check_hash downloads to NAME.unverified and renames it once the prefix matches: the
+    # second process must wait for the rename, not only for the download
+    data = make_payload(SIZE, seed=32)
+    name = f"w-{sha256(data)[:10]}.bin"
+    server.add_file(name, data)
+    registry = tmp_path / "registry.toml"
+    registry.write_text(f'[w]\nurl = "{server.url(name, rate=RATE)}"\ncheck_hash = true\n')
+    argv = ["get", "w", "--registry", str(registry), "--dir", str(tmp_path), "--json"]
+
+    outputs = results(start_together(2, tmp_path / "go", *argv, "--connections", "4"))
+
+    assert (tmp_path / name).read_bytes() == data
+    assert sorted(o["cached"] for o in outputs) == [False, True]
+    assert server.bytes_served(name) == SIZE  # one download in all
+
+
 @pytest.mark.slow
 def test_threads_without_a_digest_download_once(server: FaultServer, tmp_path: Path) -> None:
     data = make_payload(SIZE, seed=32)
