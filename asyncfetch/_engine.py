@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from . import _cache, _marker
 from ._config import RetryPolicy, Timeouts
+from ._dest import check_destination, check_target_kind
 from ._download import Download
 from ._lock import TargetLock
 from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._request import Request, make_request
-from ._sink import check_destination, check_target_kind
 from ._transport import Transport
 from ._userinfo import redact
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from . import _cache, _marker, _registry
 from ._config import RetryPolicy, Timeouts, env_settings
+from ._dest import check_target_kind
 from ._distributed import SINGLE, NodeRole, once_per_node
 from ._engine import run
 from ._errors import HashPrefixMismatch, IntegrityError, InvalidRequest
@@ -29,7 +30,6 @@ from ._lock import TargetLock
 from ._models import FetchResult
 from ._progress import ProgressBar
 from ._request import Request, check_sha256, make_request, mirror_urls
-from ._sink import check_target_kind
 from ._sync import run_sync
 from ._userinfo import redact
 

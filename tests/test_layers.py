@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
             "_http",
             "_lock",
             "_partguard",
+            "_dest",
             "_budget",
             "_sync",
         ],
