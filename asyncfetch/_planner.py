@@ -17,6 +17,7 @@ FIRST_CHUNK = 1 * MiB
 DEFAULT_CHUNK = 16 * MiB
 MIN_SPLIT = 1 * MiB
 MIN_TAKEOVER = 64 << 10
+MIN_CAPPED = 256 << 10
 OBSERVE_FOR = 1.0
 SPLIT_WATCH = 0.2
 SPLIT_AFTER = 0.5
@@ -122,6 +123,7 @@ class Task:
     reached: int = 0
     began: float = 0.0
     began_at: int = 0
+    expected: float = 0.0  # the speed of the source the task went to (0: unknown)
 
     def begin(self, now: float) -> None:
         """An attempt at this task starts now, from ``pos``."""
@@ -132,6 +134,11 @@ class Task:
         elapsed = now - self.began
         got = max(self.pos, self.reached) - self.began_at
         return got / elapsed if elapsed > 0 and got > 0 else 0.0
+
+    def likely_rate(self, now: float) -> float:
+        """The measured rate once watched a moment, else its source's speed."""
+        measured = self.rate(now) if now - self.began >= SPLIT_WATCH else 0.0
+        return measured or self.expected
 
     @property
     def remaining(self) -> int:
@@ -146,9 +153,12 @@ class Task:
 class Scheduler:
     """Hands chunks to workers in file order; when none are left, steals from the slowest.
 
-    A finished worker takes the next chunk. Near the end an idle worker takes work from the
-    chunk in flight that would finish last: all of what is left when the thief's source is
-    more than twice as fast, else the second half. So no slow connection holds the tail.
+    A finished worker takes the next chunk, cut short when its source is more than twice
+    slower than the fastest connection: to what it moves in the time all the work left
+    should take, so it never holds a large last chunk. Near the end an idle worker takes
+    work from the chunk in flight that would finish last: all of what is left when the
+    thief's source is more than twice as fast, else the second half. So no slow connection
+    holds the tail.
     """
 
     def __init__(self, chunks: Iterable[ByteRange], *, min_split: int = MIN_SPLIT) -> None:
@@ -172,8 +182,13 @@ class Scheduler:
                 (0: unknown).
             now: the current time, to measure the speed of the tasks in flight.
         """
-        task = self._pending.popleft() if self._pending else self._steal(thief_speed, now)
+        if self._pending:
+            task = self._take_over_unmeasured(thief_speed, now)
+            task = task or self._next_pending(thief_speed, now)
+        else:
+            task = self._steal(thief_speed, now)
         if task is not None:
+            task.expected = thief_speed
             self._active.add(task)
         return task
 
@@ -190,6 +205,42 @@ class Scheduler:
         self._active.discard(task)
         if task.stop > task.pos:
             self._pending.appendleft(Task(task.pos, task.pos, task.stop))
+
+    def _take_over_unmeasured(self, thief_speed: float, now: float) -> Task | None:
+        """While chunks are pending, take the rest of a task handed to a source of unknown
+        speed (a first chunk) that proved more than twice slower than the thief: its worker
+        then moves to a faster source instead of holding it a long while. Tasks handed out
+        later are cut to their source's speed, so they are left alone until the end."""
+        unmeasured = [t for t in self._active if t.expected <= 0 and t.remaining >= MIN_TAKEOVER]
+        for victim in unmeasured:
+            if self._worth_taking_over(victim, thief_speed, now, observe=SPLIT_AFTER):
+                cut = victim.stop - victim.remaining
+                thief = Task(cut, cut, victim.stop)
+                victim.stop = cut
+                return thief
+        return None
+
+    def _next_pending(self, thief_speed: float, now: float) -> Task:
+        """The next pending task, its front part only if the thief could not finish all of it
+        before the other connections run out of work; the rest stays first in line."""
+        cap = self._fair_share(thief_speed, now)
+        task = self._pending.popleft()
+        if task.stop - task.pos > cap + MIN_CAPPED:
+            cut = task.pos + cap
+            self._pending.appendleft(Task(cut, cut, task.stop))
+            task.stop = cut
+        return task
+
+    def _fair_share(self, thief_speed: float, now: float) -> int:
+        """The bytes a source this fast should take next: no limit unless it is more than
+        twice slower than the fastest connection in flight; then what it moves in the time
+        the work left takes all connections together (at least MIN_CAPPED)."""
+        rates = [task.likely_rate(now) for task in self._active]
+        if thief_speed <= 0 or 2 * thief_speed >= max(rates, default=0.0):
+            return 1 << 62
+        left = sum(t.stop - t.pos for t in self._pending) + sum(t.remaining for t in self._active)
+        seconds = left / (sum(rates) + thief_speed)
+        return max(int(thief_speed * seconds), MIN_CAPPED)
 
     def _steal(self, thief_speed: float, now: float) -> Task | None:
         def finish_time(task: Task) -> float:
@@ -218,11 +269,13 @@ class Scheduler:
         return speed <= 0 or victim.remaining / speed > SPLIT_AFTER
 
     @staticmethod
-    def _worth_taking_over(victim: Task, thief_speed: float, now: float) -> bool:
+    def _worth_taking_over(
+        victim: Task, thief_speed: float, now: float, observe: float = OBSERVE_FOR
+    ) -> bool:
         """Whether a thief should take all the victim has left (the victim's connection is
-        then dropped, wasting what it has in flight): only against a connection watched long
-        enough, more than twice slower, that would still need a while."""
+        then dropped, wasting what it has in flight): only against a connection watched
+        ``observe`` seconds, more than twice slower, that would still need longer than that."""
         speed = victim.rate(now)
-        if speed <= 0 or now - victim.began < OBSERVE_FOR:
+        if speed <= 0 or now - victim.began < observe:
             return False
-        return thief_speed > 2 * speed and victim.remaining / speed > OBSERVE_FOR
+        return thief_speed > 2 * speed and victim.remaining / speed > observe

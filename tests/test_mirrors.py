@@ -17,6 +17,7 @@ from tests.helpers import leftovers, no_wait, sha256
 MakeServer = Callable[[], FaultServer]
 KiB = 1024
 CHUNK = 128 * KiB
+MiB = 1 << 20
 DATA = make_payload(3 * (1 << 20) + 777, seed=11)
 
 
@@ -222,3 +223,25 @@ def test_duplicate_and_malformed_mirrors(caplog: pytest.LogCaptureFixture) -> No
     request = make_request(url, "/tmp/x", mirrors=[url, other, other, "ftp://x/m.bin", "nope"])
     assert request.urls == (url, other)
     assert sum("skipping mirror" in r.getMessage() for r in caplog.records) == 2
+
+
+async def test_a_ten_times_slower_mirror_does_not_keep_its_first_chunks(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    data = make_payload(24 << 20, seed=5)
+    fast, slow = mirrors_of(make_server, 2, data)
+    fast_url, slow_url = fast.url("m.bin", rate=4 << 20), slow.url("m.bin", rate=400 << 10)
+    await asyncfetch.fetch(
+        fast_url, tmp_path / "m.bin", mirrors=[slow_url], connections=4, hash=False
+    )
+    assert (tmp_path / "m.bin").read_bytes() == data
+    requests = sorted(slow.gets("m.bin"), key=lambda r: r.timestamp)
+    firsts, later = requests[:2], requests[2:]
+    # its two connections' first chunks (1 MiB each: 2.5 s at its speed, unknown when they
+    # were handed out) are taken over once it proves slow, while chunks are still pending:
+    # one connection moves to the fast mirror instead of holding the slow one for seconds
+    assert [r.range[1] + 1 - r.range[0] for r in firsts if r.range] == [MiB, MiB]
+    assert all(r.bytes_sent < MiB for r in firsts)
+    # the other stays, handed pieces cut to what it moves while the fast one does the rest
+    assert later
+    assert all(r.range and r.range[1] + 1 - r.range[0] <= 3 * MiB // 2 for r in later)

@@ -162,3 +162,56 @@ def test_given_back_work_is_taken_first() -> None:
     assert isinstance(last, Task)
     scheduler.complete(last)
     assert scheduler.finished
+
+
+def _running(scheduler: Scheduler, speed: float, now: float) -> Task:
+    """Take a task for a source of ``speed`` and let it run at that speed until ``now``."""
+    task = scheduler.take(thief_speed=speed, now=0.0)
+    assert task is not None
+    task.begin(now=0.0)
+    task.pos += int(speed * now)
+    return task
+
+
+def test_a_slow_source_gets_only_what_it_moves_before_the_others_finish() -> None:
+    scheduler = Scheduler([ByteRange(n * 2 * MiB, (n + 1) * 2 * MiB) for n in range(8)])
+    fast = [_running(scheduler, 6e6, now=0.25) for _ in range(3)]  # 1.5 MB each of 2 MiB
+    slow = scheduler.take(thief_speed=0.6e6, now=0.25)
+    assert slow is not None
+    # 5 chunks pending and 3 tails: ~12.3 MB at 18.6 MB/s is ~0.66 s, 0.4 MB for 0.6 MB/s
+    assert slow.start == 6 * MiB
+    assert 300_000 < slow.stop - slow.start < 500_000
+    following = scheduler.take(thief_speed=6e6, now=0.25)
+    assert following is not None
+    assert (following.start, following.stop) == (slow.stop, 8 * MiB)  # the rest, in order
+    assert all(task.stop - task.start == 2 * MiB for task in fast)
+
+
+def test_an_equally_fast_source_gets_whole_chunks() -> None:
+    scheduler = Scheduler([ByteRange(n * 2 * MiB, (n + 1) * 2 * MiB) for n in range(8)])
+    for _ in range(3):
+        _running(scheduler, 6e6, now=0.25)
+    task = scheduler.take(thief_speed=4e6, now=0.25)
+    assert task is not None
+    assert (task.start, task.stop) == (6 * MiB, 8 * MiB)
+
+
+def test_a_first_chunk_that_proves_slow_is_taken_over_while_chunks_are_pending() -> None:
+    scheduler = Scheduler([ByteRange(n * MiB, (n + 1) * MiB) for n in range(8)])
+    first = scheduler.take()  # its source's speed is not known yet
+    assert first is not None
+    first.begin(now=0.0)
+    first.pos = 300_000  # 0.5 MB/s: the rest would take 1.5 s
+    thief = scheduler.take(thief_speed=6e6, now=0.6)
+    assert thief is not None
+    assert (thief.start, thief.stop) == (300_000, MiB)
+    assert first.stop == 300_000
+
+
+def test_a_chunk_cut_to_its_source_speed_is_not_taken_over_early() -> None:
+    scheduler = Scheduler([ByteRange(n * MiB, (n + 1) * MiB) for n in range(8)])
+    slow = _running(scheduler, 0.5e6, now=0.6)  # handed out knowing its source is slow
+    thief = scheduler.take(thief_speed=6e6, now=0.6)
+    assert thief is not None
+    assert (thief.start, thief.stop) == (MiB, 2 * MiB)  # the next chunk
+    assert slow.stop == MiB
