@@ -50,7 +50,11 @@ class Download:
         self._task_ended: asyncio.Future[None] | None = None  # what idle workers wait for
 
     async def run(self) -> FetchResult:
-        """Probe, download, verify, rename; emit events; return the result."""
+        """Probe, download, verify, rename; emit events up to the rename; return the result.
+
+        The file is then in place at ``dest``: :meth:`finish` emits ``verified`` and ``done``
+        once the caller has recorded it.
+        """
         started = time.monotonic()
         self._emit("started")
         try:
@@ -60,7 +64,6 @@ class Download:
         except BaseException as exc:
             self._emit("failed", message=str(exc) or type(exc).__name__)
             raise
-        self._emit("done")
         return FetchResult(
             path=self.request.dest,
             size=self.size if self.size is not None else sink.written,
@@ -87,9 +90,16 @@ class Download:
         except BaseException:
             await asyncio.shield(sink.close())
             raise
-        if digest is not None:
-            self._emit("verified")
         return digest
+
+    def finish(self, result: FetchResult) -> None:
+        """Emit ``verified`` (when a digest was computed) and ``done`` for a file in place.
+
+        A callback raising here cannot undo the download: it is logged and the call succeeds.
+        """
+        if result.sha256 is not None:
+            emit_safely(self.request, self._event("verified"))
+        emit_safely(self.request, self._event("done"))
 
     # probe -------------------------------------------------------------------------------
 
@@ -347,7 +357,28 @@ class Download:
     def _emit(self, kind: EventKind, *, delta: int = 0, message: str = "") -> None:
         callback = self.request.progress
         if callback is not None:
-            callback(ProgressEvent(kind, self.request.url, self.size, self.done, delta, message))
+            callback(self._event(kind, delta=delta, message=message))
+
+    def _event(self, kind: EventKind, *, delta: int = 0, message: str = "") -> ProgressEvent:
+        return ProgressEvent(kind, self.request.url, self.size, self.done, delta, message)
+
+
+def emit_safely(request: Request, event: ProgressEvent) -> None:
+    """Send ``event`` to the request's progress callback, for a file already in place at its
+    destination: an exception from the callback is logged as a warning, not raised (it must
+    not turn a finished download into a failure that leaves the file behind)."""
+    callback = request.progress
+    if callback is None:
+        return
+    try:
+        callback(event)
+    except Exception as exc:
+        name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+        log.warning(
+            "the progress callback %s raised on the %r event of %s (ignored: the file is in "
+            "place at %s): %s: %s",
+            name, event.kind, event.url, request.dest, type(exc).__name__, exc,
+        )  # fmt: skip
 
 
 async def _run_all(coroutines: Sequence[Awaitable[None]]) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import _cache, _marker
 from ._config import RetryPolicy, Timeouts
 from ._dest import check_destination, check_target_kind
-from ._download import Download
+from ._download import Download, emit_safely
 from ._lock import TargetLock
 from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._request import Request, make_request
@@ -148,6 +148,7 @@ async def _probe_and_download(
         verified=request.sha256 is not None,
         info=download.info,
     )
+    download.finish(result)  # after the marker: a rerun finds the file even if a callback raises
     return result
 
 
@@ -203,7 +204,6 @@ def _worth_a_probe(request: Request) -> bool:
 
 
 def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:
-    if request.progress is not None:  # as for a download: started first, then done
-        for kind in ("started", "done"):
-            request.progress(ProgressEvent(kind, request.url, hit.size, hit.size))
+    for kind in ("started", "done"):  # as for a download: started first, then done
+        emit_safely(request, ProgressEvent(kind, request.url, hit.size, hit.size))
     return hit.result(started)

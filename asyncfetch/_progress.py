@@ -7,6 +7,8 @@ again) and ``source_switched`` (a range moved to another mirror), any number of 
 ``verified`` (size and SHA-256 checked; only when a digest was computed) and ``done`` -- or
 ``failed`` (with the error in ``message``) at any point after ``started``. Callbacks run on
 the event loop and must be quick; :class:`ProgressStream` turns them into an async iterator.
+A callback raising once the file is in place (``verified``, ``done``, a cache hit's events) is
+logged as a warning, not raised; before that, its exception fails the download.
 """
 
 from __future__ import annotations

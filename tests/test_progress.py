@@ -14,7 +14,7 @@ import pytest
 import asyncfetch
 from asyncfetch import BatchProgress, ProgressEvent, ProgressStream
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import no_wait, sha256
+from tests.helpers import leftovers, no_wait, sha256
 
 KiB = 1024
 ORDER = re.compile(
@@ -230,3 +230,57 @@ async def test_batch_progress_true_draws_bars_and_false_none(
     assert ("3/3 files" in err) is progress
     if not progress:
         assert err == ""
+
+
+# a callback that raises ------------------------------------------------------------------------
+
+
+class Boom(Exception):
+    """What the callbacks below raise."""
+
+
+def raising_on(kind: str) -> Callable[[ProgressEvent], None]:
+    def explode(event: ProgressEvent) -> None:
+        if event.kind == kind:
+            raise Boom(f"boom at {kind}")
+
+    return explode
+
+
+@pytest.mark.parametrize("sha", [False, True], ids=["no-digest", "digest"])
+@pytest.mark.parametrize("kind", ["verified", "done"])
+async def test_a_callback_raising_once_the_file_is_in_place_is_logged_not_a_failure(
+    server: FaultServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    kind: str,
+    sha: bool,
+) -> None:
+    data = make_payload(300_000)
+    url = server.add_file("m.bin", data)
+    digest = {"sha256": sha256(data)} if sha else {}
+
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin", progress=raising_on(kind), **digest)  # type: ignore[arg-type]
+
+    assert (tmp_path / "m.bin").read_bytes() == data
+    assert result.sha256 == sha256(data)
+    warning = next(r.getMessage() for r in caplog.records if "progress callback" in r.getMessage())
+    assert "raising_on.<locals>.explode" in warning
+    assert url in warning
+    assert f"boom at {kind}" in warning
+    server.reset_log()
+    again = await asyncfetch.fetch(url, tmp_path / "m.bin", **digest)  # type: ignore[arg-type]
+    assert again.cached  # the marker was written before the callback ran
+    assert not server.gets("m.bin")
+
+
+async def test_a_callback_raising_on_bytes_fails_the_download_and_keeps_the_part(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", make_payload(300_000))
+
+    with pytest.raises(Boom):
+        await asyncfetch.fetch(url, tmp_path / "m.bin", progress=raising_on("bytes"))
+
+    assert not (tmp_path / "m.bin").exists()
+    assert any(name.endswith(".part") for name in leftovers(tmp_path))
