@@ -76,6 +76,8 @@ class Download:
 
     async def _fill_and_finish(self, sink: PartFile, info: RemoteInfo) -> str | None:
         self.done = sink.written
+        if sink.written:
+            self._emit("bytes")  # delta 0: where a resumed download starts from
         try:
             if info.accepts_ranges and info.size is not None:
                 await self._download_ranges_or_stream(sink, info.size)

@@ -5,8 +5,10 @@ The event API: every download calls its ``progress=`` callable with a
 order: ``started``; then ``bytes`` (data written), ``retry`` (a request failed and is tried
 again) and ``source_switched`` (a range moved to another mirror), any number of times; then
 ``verified`` (size and SHA-256 checked; only when a digest was computed) and ``done`` -- or
-``failed`` (with the error in ``message``) at any point after ``started``. Callbacks run on
-the event loop and must be quick; :class:`ProgressStream` turns them into an async iterator.
+``failed`` (with the error in ``message``) at any point after ``started``. A resumed
+download's first ``bytes`` event has ``delta`` 0 and ``done`` the bytes kept from before.
+Callbacks run on the event loop and must be quick; :class:`ProgressStream` turns them into an
+async iterator.
 A callback raising once the file is in place (``verified``, ``done``, a cache hit's events) is
 logged as a warning, not raised; before that, its exception fails the download.
 """
@@ -49,11 +51,14 @@ class ProgressBar:
             )
         if self._bar is None:
             return
-        if event.kind == "bytes":
+        if event.kind in ("bytes", "done"):
             if event.total is not None and self._bar.total != event.total:
                 self._bar.total = event.total
-            self._bar.update(event.delta)
-        elif event.kind in ("done", "failed"):
+            if event.kind == "bytes" and not event.delta and not self._bar.n:
+                _start_at(self._bar, event.done)  # a resume: kept bytes are no speed
+            else:
+                self._bar.update(event.done - self._bar.n)  # done counts resumed bytes too
+        if event.kind in ("done", "failed"):
             self.close()
 
     def close(self) -> None:
@@ -96,9 +101,12 @@ class BatchProgress:
             self._set_bar_total(url, event.total)
         advance = event.done - self._seen.get(url, 0)
         if advance:
+            resumed = event.kind == "bytes" and not event.delta and url not in self._seen
             self._seen[url] = event.done
             self._total.update(advance)
-            if url in self._bars:
+            if url in self._bars and resumed:
+                _start_at(self._bars[url][1], event.done)
+            elif url in self._bars:
                 self._bars[url][1].update(advance)
         if event.kind in ("done", "failed"):
             self._finished += 1
@@ -214,6 +222,13 @@ class ProgressStream:
 def _set_done(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _start_at(bar: tqdm, done: int) -> None:
+    """Move a bar that has counted nothing to ``done`` as its starting point (tqdm's
+    ``initial``), so the bytes a resume kept do not show as a burst of speed."""
+    bar.initial = bar.n = bar.last_print_n = done
+    bar.refresh()
 
 
 def _new_bar(**options: Any) -> tqdm:

@@ -13,6 +13,7 @@ import pytest
 
 import asyncfetch
 from asyncfetch import BatchProgress, ProgressEvent, ProgressStream
+from asyncfetch._progress import ProgressBar
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, no_wait, sha256
 
@@ -179,6 +180,37 @@ def test_batch_bars_draw_at_most_max_bars_files() -> None:
     assert "d.bin" in out.getvalue()  # a finished file's place is reused
     bars.close()
     assert "1 files" in out.getvalue().replace("\r", "\n").splitlines()[-1]
+
+
+async def test_a_resumed_download_reports_the_kept_bytes_and_its_bar_ends_full(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(1 << 20)
+    server.add_file("m.bin", data)
+    url = server.url("m.bin", reset_after=100_000, times=1)
+    dest = tmp_path / "m.bin"
+    with pytest.raises(asyncfetch.FetchError):  # leaves the first 100_000 bytes in the part
+        await asyncfetch.fetch(url, dest, chunk_size="256K", connections=1, retry=0)
+    out = io.StringIO()
+    bar = ProgressBar("m.bin", out)
+    events: list[ProgressEvent] = []
+
+    def record(event: ProgressEvent) -> None:
+        events.append(event)
+        bar(event)
+
+    result = await asyncfetch.fetch(url, dest, progress=record, chunk_size="64K")
+
+    assert result.resumed_bytes == 100_000
+    assert [(e.kind, e.done, e.delta) for e in events[:2]] == [
+        ("started", 0, 0),
+        ("bytes", 100_000, 0),  # right after the part opens: where the download starts from
+    ]
+    assert sum(e.delta for e in events) == len(data) - 100_000
+    assert events[-1].done == len(data)
+    last = out.getvalue().replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in last
+    assert "1.00M/1.00M" in last
 
 
 # progress=True / False, as torch.hub's callers pass it ----------------------------------------
