@@ -105,6 +105,16 @@ class Download:
 
     # probe -------------------------------------------------------------------------------
 
+    async def probe(self) -> RemoteInfo:
+        """Probe the sources ahead of :meth:`run` (to check an existing target); a failure
+        emits ``started`` and ``failed``, as it would inside a download."""
+        try:
+            return await self._probe_sources()
+        except BaseException as exc:
+            self._emit("started")
+            self._emit("failed", message=str(exc) or type(exc).__name__)
+            raise
+
     async def _probe_sources(self) -> RemoteInfo:
         probed = await probe_sources(
             self.transport, self.request.urls, self.board, self.request.retry

@@ -172,7 +172,7 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
         return None
     if not await asyncio.to_thread(_worth_a_probe, request):
         return None
-    info = await download._probe_sources()
+    info = await download.probe()
     return await asyncio.to_thread(
         _cache.find_remote,
         request.dest,

@@ -86,6 +86,21 @@ async def test_a_cache_hit_starts_with_started_too(
     assert all((e.total, e.done) == (len(data), len(data)) for e in events)
 
 
+async def test_a_failed_probe_of_an_existing_target_sends_started_and_failed(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", make_payload(100_000))
+    await asyncfetch.fetch(url, tmp_path / "m.bin")  # the marker vouches for it: probed next
+    server.remove_file("m.bin")
+    events: list[ProgressEvent] = []
+
+    with pytest.raises(asyncfetch.HTTPStatusError):
+        await asyncfetch.fetch(url, tmp_path / "m.bin", progress=events.append)
+
+    assert [e.kind for e in events] == ["started", "failed"]
+    assert "404" in events[-1].message
+
+
 async def test_progress_stream_yields_a_batch_events_until_closed(
     server: FaultServer, tmp_path: Path
 ) -> None:
