@@ -53,6 +53,11 @@ class Timeouts:
             return cls()
         if isinstance(value, Timeouts):
             return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidRequest(
+                f"timeout must be a number of seconds (for both connect and read) or a "
+                f"Timeouts(connect=..., read=...), got {value!r}"
+            )
         return cls(connect=float(value), read=float(value))
 
 

@@ -71,6 +71,14 @@ def test_timeouts_must_be_positive_and_finite(seconds: float) -> None:
         make_request(URL, "m.bin", timeout=seconds)
 
 
+@pytest.mark.parametrize("timeout", [(3, 4), True, "5", [5]])
+def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(timeout: object) -> None:
+    with pytest.raises(InvalidRequest, match=r"timeout must be a number of seconds .* Timeouts"):
+        make_request(URL, "m.bin", timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="timeout must be a number of seconds"):
+        asyncfetch.fetch_many([URL], timeout=timeout)  # type: ignore[arg-type]
+
+
 def test_negative_retries_are_refused_by_their_own_number() -> None:
     with pytest.raises(InvalidRequest, match="retries must be a whole number >= 0, got -1"):
         RetryPolicy.coerce(-1)
