@@ -21,7 +21,7 @@ from ._errors import (
 from ._mirrors import MirrorBoard
 from ._models import ByteRange, EventKind, FetchResult, ProgressEvent, RemoteInfo
 from ._planner import Extents, Scheduler, Task, plan_chunks
-from ._probe import probe_sources
+from ._probe import probe_sources, warn_if_versions_differ
 from ._request import Request
 from ._retry import is_retryable, retrying
 from ._sink import PartFile, Repair
@@ -123,6 +123,8 @@ class Download:
         self.validators = {url: info.validator for url, info in probed.sources.items()}
         self.size = probed.info.size
         self.info = probed.info
+        if self.request.sha256 is None:
+            warn_if_versions_differ(self.request.url, probed.sources)
         return probed.info
 
     # ranged download ---------------------------------------------------------------------

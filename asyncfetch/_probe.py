@@ -106,6 +106,25 @@ def _agree_on_size(primary: str, infos: dict[str, RemoteInfo], board: MirrorBoar
     return next((i for i in agreeing if i.accepts_ranges), agreeing[0])
 
 
+def warn_if_versions_differ(primary: str, sources: dict[str, RemoteInfo]) -> None:
+    """Warn when the sources that agree on the size disagree on the ETag or Last-Modified.
+
+    Without an expected SHA-256 nothing else tells mirrors serving other bytes of the same
+    size apart, and the file would be a mix of them; the caller warns only then.
+    """
+    for name, field in (("ETag", "etag"), ("Last-Modified", "last_modified")):
+        seen = {url: value for url, info in sources.items() if (value := getattr(info, field))}
+        if len(set(seen.values())) > 1:
+            listing = ", ".join(f"{redact(url)} {value}" for url, value in seen.items())
+            log.warning(
+                "the sources of %s may serve different files: their %s differs (%s); "
+                "without a SHA-256 they are trusted to serve the same bytes, so pass "
+                "sha256= (--sha256) to have the file checked",
+                redact(primary), name, listing,
+            )  # fmt: skip
+            return
+
+
 def _mark_fallbacks(infos: dict[str, RemoteInfo], board: MirrorBoard) -> None:
     """Sources without Range support only serve as whole-file fallbacks."""
     if not any(i.accepts_ranges for i in infos.values()):

@@ -127,6 +127,46 @@ async def test_mirror_with_other_bytes_is_found_and_dropped(
     assert sum(result.bytes_by_mirror.values()) <= 3 * len(DATA)
 
 
+@pytest.mark.parametrize("same", [True, False], ids=["same-bytes", "other-bytes"])
+async def test_sources_of_other_versions_are_called_out_without_a_digest(
+    make_server: MakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture, same: bool
+) -> None:
+    (main,) = mirrors_of(make_server, 1)
+    other = make_server()
+    other.add_file("m.bin", DATA if same else make_payload(len(DATA), seed=12))  # same size
+    caplog.set_level(logging.WARNING, logger="asyncfetch")
+
+    await asyncfetch.fetch(
+        main.url("m.bin"), tmp_path / "m.bin", mirrors=[other.url("m.bin")], chunk_size=CHUNK
+    )
+
+    warnings = [r.getMessage() for r in caplog.records if "may serve different" in r.getMessage()]
+    if same:
+        assert warnings == []
+    else:
+        [warning] = warnings
+        assert main.url("m.bin") in warning
+        assert other.url("m.bin") in warning
+        assert "ETag" in warning
+        assert "--sha256" in warning
+
+
+async def test_sources_of_other_versions_are_not_called_out_with_a_digest(
+    make_server: MakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    main, other = mirrors_of(make_server, 2)
+    other.add_file("m.bin", DATA, etag='"another"', last_modified="Mon, 01 Jan 2024 00:00:00 GMT")
+    caplog.set_level(logging.WARNING, logger="asyncfetch")
+
+    result = await asyncfetch.fetch(
+        main.url("m.bin"), tmp_path / "m.bin", mirrors=[other.url("m.bin")],
+        sha256=sha256(DATA), chunk_size=CHUNK,
+    )  # fmt: skip
+
+    assert result.sha256 == sha256(DATA)
+    assert "may serve different" not in caplog.text
+
+
 async def test_two_sources_disagreeing_with_no_one_to_tell_fails_safely(
     make_server: MakeServer, tmp_path: Path
 ) -> None:
