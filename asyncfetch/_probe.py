@@ -74,7 +74,7 @@ def _no_source_answered(urls: Sequence[str], errors: dict[str, BaseException]) -
     if len(urls) == 1:
         return errors[urls[0]]
     failures = {url: str(error) for url, error in errors.items()}
-    listing = "; ".join(f"{url}: {message}" for url, message in failures.items())
+    listing = "; ".join(_naming(url, message) for url, message in failures.items())
     summary = RetriesExhausted(
         f"no source of {urls[0]} answered: {listing}",
         url=urls[0],
@@ -83,6 +83,11 @@ def _no_source_answered(urls: Sequence[str], errors: dict[str, BaseException]) -
         failures=failures,
     )
     return _NoSourceAnswered(summary, retryable=any(is_retryable(e) for e in errors.values()))
+
+
+def _naming(url: str, message: str) -> str:
+    """``message`` about ``url``, the URL in front unless the message names it already."""
+    return message if redact(url) in message else f"{redact(url)}: {message}"
 
 
 def _agree_on_size(primary: str, infos: dict[str, RemoteInfo], board: MirrorBoard) -> RemoteInfo:

@@ -238,6 +238,8 @@ async def test_every_source_failing_lists_each(make_server: MakeServer, tmp_path
     assert set(caught.value.failures) == {a_url, b_url}
     assert "503" in str(caught.value)
     assert "500" in str(caught.value)
+    listing = str(caught.value).split(" answered: ", 1)[1]
+    assert (listing.count(a_url), listing.count(b_url)) == (1, 1)  # each named once
     assert leftovers(tmp_path) == []
 
 
