@@ -57,7 +57,7 @@ async def _probe_round(
     if not infos:
         raise _no_source_answered(urls, errors)
     for url, error in errors.items():
-        log.warning("dropping source %s: %s", redact(url), error)
+        log.warning("dropping source %s", _naming(url, str(error)))
         board.drop(url, str(error))
     return infos
 

@@ -77,11 +77,14 @@ async def test_slow_mirror_does_not_hold_the_tail(make_server: MakeServer, tmp_p
     assert result.bytes_by_mirror[crawl_url] < 200_000
 
 
-async def test_dead_mirror_is_skipped(make_server: MakeServer, tmp_path: Path) -> None:
+async def test_dead_mirror_is_skipped(
+    make_server: MakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     live, dead = mirrors_of(make_server, 2)
     dead_url = dead.url("m.bin")
     dead.stop()
     policy, _ = no_wait()
+    caplog.set_level(logging.WARNING, logger="asyncfetch")
 
     result = await asyncfetch.fetch(
         live.url("m.bin"), tmp_path / "m.bin", mirrors=[dead_url], retry=policy
@@ -89,6 +92,8 @@ async def test_dead_mirror_is_skipped(make_server: MakeServer, tmp_path: Path) -
 
     assert result.sha256 == sha256(DATA)
     assert result.bytes_by_mirror[dead_url] == 0
+    [warning] = [r.getMessage() for r in caplog.records if "dropping source" in r.getMessage()]
+    assert warning.count(dead_url) == 1  # named once, not again in front of its error
 
 
 async def test_resetting_mirror_loses_nothing(make_server: MakeServer, tmp_path: Path) -> None:
