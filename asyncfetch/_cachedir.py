@@ -20,22 +20,28 @@ from typing import Literal
 from . import _cache, _journal, _marker
 from ._config import parse_duration, parse_size
 from ._errors import DestinationError, InvalidRequest
-from ._lock import LOCK_SUFFIX, lock_if_free
-from ._parts import PART_SUFFIX, part_in_use
+from ._lock import LOCK_SUFFIX, lock_file_free, lock_if_free, remove_if_free
+from ._parts import PART_SUFFIX, TOKEN_RE, part_in_use
 
-_PART = re.compile(r"(?P<target>.+)\.[0-9a-f]{8}\.part")
+# a part file (_parts) and its journal: the token is exactly what _parts makes, so the
+# parts of "m.bin.v2" are never taken for parts of "m.bin"
+_PART = re.compile(rf"(?P<target>.+)\.{TOKEN_RE}\.part")
 _TORCH_PARTIAL = re.compile(r"(?P<target>.+)\.[0-9a-f]{32}\.partial")
 _MARKER = re.compile(r"(?P<target>.+)\.asyncfetch\.json")
-_JOURNAL = re.compile(r"(?P<part>(?P<target>.+)\.[0-9a-f]{8}\.part)\.json")
+_JOURNAL = re.compile(rf"(?P<part>(?P<target>.+)\.{TOKEN_RE}\.part)\.json")
 # atomic writes of a marker, a journal or a failure note (_distributed); hub's zip extraction
 _TEMPORARY = re.compile(
-    r"(?P<target>.+?)(?:(?:\.asyncfetch|\.[0-9a-f]{8}\.part)\.json\..+\.tmp"
+    rf"(?P<target>.+?)(?:(?:\.asyncfetch|\.{TOKEN_RE}\.part)\.json\..+\.tmp"
     r"|\.hub-failed\.[0-9]+\.tmp|\.[0-9a-f]{8}\.extracting)"
 )
 # a download waiting for its hash-prefix check (_hubfile): renamed as soon as it is complete
 _UNVERIFIED = re.compile(r"(?P<target>.+\.unverified)")
 # a torchrun leader's note that its download failed (_distributed)
 _FAILURE_NOTE = re.compile(r"(?P<target>.+)\.hub-failed\.json")
+#: names that tie a file to the target they are kept for (see _targets)
+_KEPT_FOR = (_PART, _JOURNAL, _MARKER, _TEMPORARY, _FAILURE_NOTE)
+UNVERIFIED_SUFFIX = ".unverified"  # _hubfile's staging file
+HUB_LOCK_SUFFIX = ".hub.lock"  # torchrun's lock (_distributed, a layer above this one)
 LEFTOVER_AFTER = 3600.0  # a temporary file untouched this long is left over by a dead process
 NOTE_READ_WITHIN = 60.0  # ranks waiting on a failed download read its note within seconds
 #: files that are not cache entries, and how long one is in use after it was last written
@@ -145,21 +151,54 @@ def _scan(directory: Path) -> list[CacheEntry]:
             path=str(directory),
         ) from exc
     entries = []
+    present = set(names)
+    targets = _targets(present)
     for name in names:
-        entry = _entry(directory / name, set(names))
+        entry = _entry(directory / name, present, targets)
         if entry is not None:
             entries.append(entry)
     entries.sort(key=lambda e: e.last_used, reverse=True)
     return entries
 
 
-def _entry(file: Path, names: set[str]) -> CacheEntry | None:
+def _targets(names: set[str]) -> set[str]:
+    """The targets something in a directory of ``names`` is there for: each file itself, and
+    the target of each part file, journal, marker, temporary file and torchrun failure note
+    (hub's staging file ``X.unverified``, with its own parts, counts for ``X`` too)."""
+    targets = set(names)
+    for name in names:
+        for pattern in _KEPT_FOR:
+            if match := pattern.fullmatch(name):
+                targets.add(match["target"])
+    targets.update(t.removesuffix(UNVERIFIED_SUFFIX) for t in list(targets))
+    return targets
+
+
+def _lock_target(name: str, st: os.stat_result, targets: set[str]) -> str | None:
+    """The target ``name`` is the lock of, if it is one: ``X.lock`` (_lock) or ``X.hub.lock``
+    (torchrun, _distributed) that is empty (filelock writes nothing into it) and lies beside
+    ``X`` or something kept for ``X`` (see :func:`_targets`). Any other ``*.lock`` is a file
+    like any other: listed, and deleted only as files are."""
+    if st.st_size != 0:
+        return None
+    for suffix in (HUB_LOCK_SUFFIX, LOCK_SUFFIX):
+        target = name.removesuffix(suffix)
+        if target != name and target and target in targets:
+            return target
+    return None
+
+
+def _entry(file: Path, names: set[str], targets: set[str]) -> CacheEntry | None:
     try:
         st = file.stat()
     except OSError:
         return None
-    if not stat.S_ISREG(st.st_mode) or file.name.endswith(LOCK_SUFFIX):
+    if not stat.S_ISREG(st.st_mode):
         return None
+    if target := _lock_target(file.name, st, targets):
+        # a lock left by a dead process (kill -9) is a leftover; a held one is in use
+        in_use = not lock_file_free(file)
+        return CacheEntry(target, file, 0, st.st_mtime, st.st_mtime, "leftover", in_use=in_use)
     if match := _PART.fullmatch(file.name) or _TORCH_PARTIAL.fullmatch(file.name):
         return _partial_entry(file, match["target"], st)
     for pattern, in_use_for in _INTERNAL:
@@ -176,7 +215,8 @@ def _entry(file: Path, names: set[str]) -> CacheEntry | None:
 
 def _leftover(file: Path, target: str, st: os.stat_result) -> CacheEntry:
     """A file left behind by a dead process: a marker or journal whose file is gone, a temp,
-    an unchecked ``.unverified`` download, an old failure note."""
+    an unchecked ``.unverified`` download, an old failure note (and, in :func:`_entry`, a lock
+    no process holds)."""
     return CacheEntry(target, file, st.st_size, st.st_mtime, st.st_mtime, "leftover")
 
 
@@ -288,7 +328,8 @@ def prune(
         keep_latest: keep this many most recently used files, delete the others.
         max_size: delete the least recently used files until the rest fit (bytes, or "50G").
         older_than: delete files not used for this long (seconds, or "30d").
-        partials: delete partial downloads no process is running, and files left over by them.
+        partials: delete partial downloads no process is running, and files left over by them
+            (lock files no process holds among them: see :func:`_lock_target`).
         dry_run: only report what would be deleted.
         directory: the cache directory (default: torch.hub's).
 
@@ -344,6 +385,8 @@ def _choose(
 
 def _remove(root: Path, entry: CacheEntry, dry_run: bool) -> bool:
     """Delete ``entry`` unless a download holds it; True if it is (or would be) deleted."""
+    if entry.state == "leftover" and entry.path.name.endswith(LOCK_SUFFIX):
+        return remove_if_free(entry.path, dry_run=dry_run)  # never one a live process holds
     with lock_if_free(root / entry.name) as free:
         if not free or (entry.state == "partial" and part_in_use(entry.path)):
             return False

@@ -5,8 +5,11 @@ it releases it at once). It only saves work: correctness rests on per-process pa
 the atomic rename, so where locks silently do nothing (some NFS, Lustre) downloads still end
 well, only not shared.
 
-A holder touches the lock file every few seconds. A waiter that finds it untouched for
-``stale_after`` seconds (a stopped or hung holder) stops waiting and goes ahead unlocked.
+A holder touches the lock file as soon as it takes it and every few seconds after. A waiter
+that watches it stay untouched for ``stale_after`` seconds (a stopped or hung holder) stops
+waiting and goes ahead unlocked. It judges only what it saw change while it waited, never the
+file's age alone: a lock file left by a process killed long ago looks old until its new
+holder's first touch, so its age says nothing about the holder now.
 
 The holder deletes the lock file before releasing it, so none pile up beside the files. A
 waiter that opened the old file just before may then lock a deleted file while a newcomer
@@ -26,6 +29,11 @@ from pathlib import Path
 from types import TracebackType
 
 import filelock
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: lock files are never judged free there
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("asyncfetch")
 
@@ -54,11 +62,16 @@ def _release(lock: filelock.BaseFileLock, path: Path) -> None:
         lock.release()
 
 
-def _attempt(lock: filelock.BaseFileLock) -> bool:
+def _attempt(lock: filelock.BaseFileLock, *, touch: bool = True) -> bool:
+    """One non-blocking try. With ``touch``, a lock just taken is marked fresh before
+    anything else runs: an old file (left by a kill -9) keeps its mtime when reopened."""
     try:
         lock.acquire(timeout=0)
     except filelock.Timeout:
         return False
+    if touch:
+        with contextlib.suppress(OSError):
+            os.utime(lock.lock_file)
     return True
 
 
@@ -77,6 +90,8 @@ class TargetLock:
         self.waited = False
         self._lock = _new_lock(dest)
         self._heartbeat: asyncio.Task[None] | None = None
+        self._seen: tuple[int, int] | None = None  # the lock file's (inode, mtime) as last seen
+        self._seen_since = 0.0  # monotonic time it was first seen so
 
     async def __aenter__(self) -> TargetLock:
         delay = POLL_FIRST
@@ -125,11 +140,24 @@ class TargetLock:
         return got
 
     def _holder_stale(self) -> bool:
+        """Whether the lock file stayed untouched for ``stale_after`` seconds of this wait.
+
+        The file's own mtime is only compared with itself: a holder's first touch, its
+        heartbeat, or a new file (another inode) all count as signs of life. Its age alone
+        proves nothing (a file left by a kill -9 stays old until the new holder touches it,
+        and the clock of a network filesystem's server may differ from ours).
+        """
         try:
-            touched = lock_path(self.dest).stat().st_mtime
+            st = lock_path(self.dest).stat()
         except OSError:
+            self._seen = None  # released and deleted: the next attempt takes it
             return False
-        return time.time() - touched > self.stale_after
+        now = time.monotonic()
+        seen = (st.st_ino, st.st_mtime_ns)
+        if seen != self._seen:
+            self._seen, self._seen_since = seen, now
+            return False
+        return now - self._seen_since > self.stale_after
 
     async def _beat(self) -> None:
         path = lock_path(self.dest)
@@ -144,15 +172,87 @@ def lock_if_free(dest: Path) -> Iterator[bool]:
     """Blocking: hold ``dest``'s lock for the block if nobody holds it; yields whether held.
 
     Where no lock can be made (a read-only directory) it yields True: nobody downloads there.
+    A lock file made for the block is deleted after it; the one that was there before (a
+    leftover of a kill -9) is left as it was, untouched: ``cache prune --dry-run`` must not
+    delete it, and :func:`remove_if_free` does when its turn comes.
     """
+    path = lock_path(dest)
+    before = _inode(path)
     lock = _new_lock(dest)
     try:
-        got = _attempt(lock)
+        got = _attempt(lock, touch=False)  # held for a moment: no waiter can misjudge that
     except OSError:
         yield True
         return
     try:
         yield got
     finally:
-        if got:
-            _release(lock, lock_path(dest))
+        if got and (before is None or _inode(path) != before):
+            _release(lock, path)
+        elif got:
+            lock.release()
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _flock_nonblocking(fd: int) -> bool:
+    """Whether ``fd``'s file could be flock-ed (then it is, until ``fd`` is closed): False
+    when a process holds it, and where flock cannot tell (no fcntl, a filesystem without it)."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _open_existing(lock_file: Path) -> int:
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(lock_file, flags | getattr(os, "O_NONBLOCK", 0))
+
+
+def lock_file_free(lock_file: Path) -> bool:
+    """Whether no process holds ``lock_file`` (a ``.lock`` or torchrun's ``.hub.lock``) now.
+
+    It never creates, writes or deletes the file. False where it cannot tell (the file is
+    gone or unreadable, or flock does not work there): a lock that may be held counts as held.
+    """
+    try:
+        fd = _open_existing(lock_file)
+    except OSError:
+        return False
+    try:
+        return _flock_nonblocking(fd)
+    finally:
+        os.close(fd)  # releases the flock, if taken
+
+
+def remove_if_free(lock_file: Path, *, dry_run: bool = False) -> bool:
+    """Delete ``lock_file`` unless a process holds it; True if it is (or would be) gone.
+
+    It is deleted while flock-ed, as a holder deletes its own: a waiter that opened it just
+    before then locks a deleted file, and filelock notices and tries again.
+    """
+    try:
+        fd = _open_existing(lock_file)
+    except FileNotFoundError:
+        return True  # gone already (another prune, or its holder released it meanwhile)
+    except OSError:
+        return False
+    try:
+        if not _flock_nonblocking(fd):
+            return False
+        if not dry_run:
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.samestat(os.fstat(fd), lock_file.lstat()):
+                    lock_file.unlink()
+        return True
+    finally:
+        os.close(fd)

@@ -1,7 +1,9 @@
 """Which part file a download writes into: private names, who owns a part, and taking over
 the parts of downloads that died.
 
-Each download writes ``<dest>.<8 hex>.part`` with its journal beside it. A part belongs to a
+Each download writes ``<dest>.<8 hex>.part`` with its journal beside it. Only names with
+exactly that token are ``dest``'s parts: ``<dest>.v2.<token>.part`` belongs to the file
+``<dest>.v2``, ``<dest>.unverified.<token>.part`` to hub's staging file. A part belongs to a
 live download while this process has it open, or its journal names a running process and was
 touched lately. Abandoned parts are taken by renaming them to a private name: the rename
 decides who takes one, so two downloads never share a part, even where file locks silently
@@ -25,6 +27,9 @@ from ._models import RemoteInfo
 from ._userinfo import redact
 
 PART_SUFFIX = ".part"
+TOKEN_BYTES = 4
+#: a part's token as a regular expression: what :func:`new_part_name` puts between the names
+TOKEN_RE = f"[0-9a-f]{{{2 * TOKEN_BYTES}}}"
 STALE_AFTER = 120.0
 
 _open_parts: set[Path] = set()  # part files this process is writing now
@@ -32,13 +37,16 @@ _open_parts_lock = threading.Lock()
 
 
 def part_glob(dest: Path) -> str:
-    """A glob pattern matching every part file of ``dest``."""
-    return str(dest.with_name(glob.escape(dest.name) + ".*" + PART_SUFFIX))
+    """A glob pattern matching the part files of ``dest`` and nothing else: the token is
+    exactly 8 lowercase hex digits, so no other file's parts (``<dest>.v2.<token>.part``,
+    ``<dest>.unverified.<token>.part``) match."""
+    token = "[0-9a-f]" * (2 * TOKEN_BYTES)
+    return str(dest.with_name(f"{glob.escape(dest.name)}.{token}{PART_SUFFIX}"))
 
 
 def new_part_name(dest: Path) -> Path:
     """A new part name, registered as in use by this process from the start."""
-    part = dest.with_name(f"{dest.name}.{secrets.token_hex(4)}{PART_SUFFIX}")
+    part = dest.with_name(f"{dest.name}.{secrets.token_hex(TOKEN_BYTES)}{PART_SUFFIX}")
     with _open_parts_lock:
         _open_parts.add(part)
     return part

@@ -22,7 +22,8 @@ from asyncfetch._marker import read_marker, write_marker
 from asyncfetch._request import make_request
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256, tmpfs
-from tests.test_resume import wait_until
+from tests.test_locking import held_elsewhere
+from tests.test_resume import RATE, SIZE, kill_halfway, wait_until
 
 DATA = make_payload(200_000, seed=41)
 
@@ -638,6 +639,62 @@ async def test_prune_partials_and_leftovers(server: FaultServer, tmp_path: Path)
     assert files["verified.bin"].exists()
 
 
+async def test_prune_partials_removes_locks_no_process_holds(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    from asyncfetch import _cachedir, _distributed, _hubfile
+
+    assert _cachedir.HUB_LOCK_SUFFIX == _distributed.LOCK_SUFFIX  # the names it knows are theirs
+    assert _cachedir.UNVERIFIED_SUFFIX == _hubfile.UNVERIFIED_SUFFIX
+    where = tmp_path / "c"
+    await fill_cache(server, where)
+    stale = [where / n for n in ("partial.bin.lock", "verified.bin.lock", "recorded.bin.hub.lock")]
+    for lock in stale:  # left by processes killed while holding them
+        lock.touch()
+    notes = where / "notes.lock"
+    notes.write_text("a user's own file")
+    alone = where / "alone.lock"  # empty, but nothing of "alone" is here: not a lock of ours
+    alone.touch()
+    held = where / "unmarked.bin.lock"
+
+    with held_elsewhere(where / "unmarked.bin"):
+        listed = {e.path.name for e in cache.ls(where)}
+        dry = cache.prune(partials=True, dry_run=True, directory=where)
+        assert all(lock.exists() for lock in stale)
+        report = cache.prune(partials=True, directory=where)
+        done = run_cli("cache", "prune", "--partials", "--dir", str(where))
+        assert held.exists()
+
+    assert listed == {
+        "verified.bin", "recorded.bin", "unmarked.bin", "partial.bin.0000aaaa.part",
+        "notes.lock", "alone.lock",
+    }  # fmt: skip
+    removed = sorted(e.path.name for e in report.removed)
+    assert removed == sorted(e.path.name for e in dry.removed)
+    assert removed == sorted(["partial.bin.0000aaaa.part", *(lock.name for lock in stale)])
+    assert report.kept_in_use == []  # a held lock is no candidate: nothing to report
+    assert not any(lock.exists() for lock in stale)
+    assert notes.read_text() == "a user's own file"
+    assert alone.exists()
+    assert done.returncode == 0, done.stderr
+    assert "removed 0 files" in done.stdout
+    assert cache.prune(partials=True, directory=where).removed[0].path == held  # free now
+
+
+def test_prune_partials_cleans_up_after_a_kill(server: FaultServer, tmp_path: Path) -> None:
+    data = make_payload(SIZE, seed=46)
+    server.add_file("big.bin", data)
+    dest = tmp_path / "big.bin"
+    kill_halfway(server, server.url("big.bin", rate=RATE), dest)
+    assert "big.bin.lock" in os.listdir(tmp_path)  # kill -9 leaves its lock file
+
+    done = run_cli("cache", "prune", "--partials", "--dir", str(tmp_path))
+
+    assert done.returncode == 0, done.stderr
+    assert "removed: big.bin.lock" in done.stdout
+    assert os.listdir(tmp_path) == []
+
+
 def test_prune_needs_a_criterion(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="say what to prune"):
         cache.prune(directory=tmp_path)
@@ -985,7 +1042,9 @@ async def test_torchrun_notes_and_unverified_downloads_are_not_cache_entries(
 
     assert cache.ls(tmp_path) == []
     assert cache.verify(directory=tmp_path) == []
-    assert cache.prune(partials=True, directory=tmp_path).removed == []  # in use, maybe
+    first = cache.prune(partials=True, directory=tmp_path)
+    # the note and the download may be in use; torchrun's lock is not held by anyone
+    assert [e.path.name for e in first.removed] == ["nothere.pth.hub.lock"]
     assert note.exists()
     assert unverified.exists()
 
@@ -996,8 +1055,7 @@ async def test_torchrun_notes_and_unverified_downloads_are_not_cache_entries(
     assert done.returncode == 0, done.stderr
     assert "removed: nothere.pth.hub-failed.json" in done.stdout
     assert "removed: m-0badc0de.pth.unverified" in done.stdout
-    left = [n for n in os.listdir(tmp_path) if not n.endswith(".lock")]
-    assert left == []  # the marker of the .unverified file went too
+    assert os.listdir(tmp_path) == []  # the marker of the .unverified file went too
 
 
 @pytest.mark.parametrize("action", [["ls"], ["verify"], ["prune", "--partials"]])

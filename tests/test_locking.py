@@ -211,6 +211,72 @@ async def test_a_live_holder_is_waited_for_and_waiting_can_be_cancelled(tmp_path
     assert not lock_path(dest).exists()
 
 
+async def test_an_old_lock_file_is_fresh_as_soon_as_it_is_taken(tmp_path: Path) -> None:
+    dest = tmp_path / "model.bin"
+    lock_path(dest).touch()
+    past = time.time() - 600
+    os.utime(lock_path(dest), (past, past))  # what a kill -9 ten minutes ago leaves
+    async with TargetLock(dest) as lock:
+        assert lock.held
+        assert time.time() - lock_path(dest).stat().st_mtime < 5  # before any heartbeat
+
+
+async def test_a_holder_is_not_judged_by_the_age_of_the_file_it_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_lock, "LOCK_STALE_AFTER", 1.0)
+    dest = tmp_path / "model.bin"
+    with held_elsewhere(dest):  # a holder in its first moments: it has not touched the file yet
+        past = time.time() - 600
+        os.utime(lock_path(dest), (past, past))
+        started = time.monotonic()
+        waiting = asyncio.create_task(TargetLock(dest).__aenter__())
+        await asyncio.sleep(0.6)
+        assert not waiting.done()  # an old file alone is no reason to go ahead
+        lock = await asyncio.wait_for(waiting, 10)  # untouched for 1 s while watched: hung
+        assert not lock.held
+        assert time.monotonic() - started >= 1.0
+
+
+async def test_a_touch_while_waiting_counts_as_a_sign_of_life(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_lock, "LOCK_STALE_AFTER", 2.0)
+    dest = tmp_path / "model.bin"
+    with held_elsewhere(dest):
+        waiting = asyncio.create_task(TargetLock(dest).__aenter__())
+        for _ in range(6):  # a heartbeat every 0.5 s, for 3 s: longer than stale_after
+            await asyncio.sleep(0.5)
+            os.utime(lock_path(dest))
+            assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+
+@pytest.mark.slow
+def test_a_lock_file_left_by_a_kill_still_means_one_download(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(4 * SIZE, seed=36)
+    server.add_file("model.bin", data)
+    url = server.url("model.bin", rate=RATE)
+    dest = tmp_path / "model.bin"
+    lock_path(dest).touch()
+    past = time.time() - 600
+    os.utime(lock_path(dest), (past, past))
+    first = start_get(url, dest, "--connections", "2")
+    wait_until(lambda: journaled(dest) > 0 or first.poll() is not None)
+    second = start_get(url, dest, "--connections", "2")
+
+    outputs = results([first, second])
+
+    assert dest.read_bytes() == data
+    assert [o["cached"] for o in outputs] == [False, True]  # the second waited for the first
+    assert server.bytes_served("model.bin") == len(data)
+    assert leftovers(tmp_path) == ["model.bin"]
+
+
 async def test_holder_keeps_its_lock_file_fresh(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,7 @@ import pytest
 import asyncfetch
 from asyncfetch import ProgressEvent
 from asyncfetch._journal import load
+from asyncfetch._parts import part_glob
 from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, sha256
 
@@ -56,7 +57,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
 def journaled(dest: Path) -> int:
     """Bytes the journals beside ``dest`` say are safely on disk."""
     total = 0
-    for part in glob.glob(f"{dest}.*.part"):
+    for part in glob.glob(part_glob(dest)):
         journal = load(Path(part))
         total += sum(e - s for s, e in journal.runs) if journal else 0
     return total

@@ -110,6 +110,31 @@ async def test_a_damaged_journal_means_starting_over(tmp_path: Path, damage: str
     assert leftovers(tmp_path) == ["f.bin"]  # the old part was taken over, not left behind
 
 
+@pytest.mark.parametrize("other", ["f.bin.v2", "f.bin.unverified", "f.bin.0000dddd"])
+async def test_parts_of_other_files_with_a_longer_name_are_left_alone(
+    tmp_path: Path, other: str
+) -> None:
+    dest = tmp_path / "f.bin"
+    theirs = abandoned(tmp_path / other, "0000aaaa", [(0, 150_000)])  # f.bin.v2.0000aaaa.part
+    ours = abandoned(dest, "0000bbbb", [(0, 20_000)])
+
+    sink = await PartFile.open(dest, info(), hashing=False)
+    try:
+        assert sink.resumed_bytes == 20_000  # its own abandoned part, not the fuller other one
+        assert not ours.exists()
+        assert theirs.read_bytes() == DATA[:150_000]
+        assert journal_path(theirs).exists()
+    finally:
+        await sink.discard()
+
+    sink = await PartFile.open(tmp_path / other, info(), hashing=False)
+    try:
+        assert sink.resumed_bytes == 150_000  # still there for its own download to resume
+    finally:
+        await sink.discard()
+    assert leftovers(tmp_path) == []
+
+
 async def test_a_young_part_without_journal_belongs_to_a_starting_download(
     tmp_path: Path,
 ) -> None:
