@@ -170,11 +170,7 @@ def _get_name(args: argparse.Namespace) -> int:
 
 
 def _progress_for(args: argparse.Namespace, name: str) -> ProgressCallback | None:
-    if args.no_progress or args.json and not args.progress:
-        return None
-    if args.progress or sys.stderr.isatty():
-        return ProgressBar(name)
-    return None
+    return ProgressBar(name) if _wants_bars(args) else None
 
 
 def _print_result(result: FetchResult, as_json: bool, url: str | None = None) -> None:
@@ -243,6 +239,8 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def _wants_bars(args: argparse.Namespace) -> bool:
+    """Bars on stderr: asked for with --progress, or on a terminal unless --no-progress or
+    --json (whose stdout a script reads) turn them off."""
     if args.no_progress or args.json and not args.progress:
         return False
     return bool(args.progress or sys.stderr.isatty())
