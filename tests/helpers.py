@@ -7,7 +7,8 @@ import contextlib
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,28 @@ def make_special(path: Path, kind: str) -> Path:
     else:
         os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
     return path
+
+
+def signal_when(
+    argv: list[str], signum: int, ready: Callable[[], bool], *, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Start ``argv`` with :func:`cli_env`, send it ``signum`` once ``ready()`` holds, and return
+    what it printed. The child is killed, reaped and its pipes closed whatever happens."""
+    child = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env()
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready() and child.poll() is None:
+            assert time.monotonic() < deadline, "timed out waiting to send the signal"
+            time.sleep(0.02)
+        assert child.poll() is None, "the child ended before the signal"
+        child.send_signal(signum)
+        stdout, stderr = child.communicate(timeout=30)
+    finally:
+        child.kill()
+        child.wait(10)
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+    return subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)

@@ -6,7 +6,6 @@ import glob
 import json
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,15 +15,14 @@ from asyncfetch._journal import load
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import (
     SPECIAL_KINDS,
-    cli_env,
     leftovers,
     make_special,
     read_only,
     run_cli,
     sha256,
+    signal_when,
     with_credentials,
 )
-from tests.test_resume import wait_until
 
 
 def test_get_writes_the_file_and_prints_json(
@@ -231,24 +229,13 @@ def test_sigterm_while_the_probe_waits_exits_143_and_leaves_nothing(
 ) -> None:
     server.add_file("slow.bin", make_payload(1 << 20, seed=4))
     out = tmp_path / "slow.bin"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "asyncfetch", "get", server.url("slow.bin", delay=30), "-o",
-         str(out), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )  # fmt: skip
-    try:
-        wait_until(lambda: bool(server.requests) or child.poll() is not None, timeout=30)
-        assert child.poll() is None, "the command ended before the signal"
-        child.send_signal(signal.SIGTERM)  # the probe waits; no part file yet
-        stdout, stderr = child.communicate(timeout=30)
-    finally:
-        child.kill()
-        child.wait(10)
+    argv = [sys.executable, "-m", "asyncfetch", "get", server.url("slow.bin", delay=30), "-o",
+            str(out), "--json"]  # fmt: skip
+    # the probe waits; no part file yet
+    done = signal_when(argv, signal.SIGTERM, lambda: bool(server.requests), timeout=30)
+    stdout, stderr = done.stdout, done.stderr
 
-    assert child.returncode == 143, stderr
+    assert done.returncode == 143, stderr
     assert stderr == "asyncfetch: terminated; run the same command again to resume\n"
     assert stdout == ""
     assert leftovers(tmp_path) == []  # no output, part, lock or temporary file
@@ -262,26 +249,15 @@ def test_sigterm_stops_get_like_ctrl_c_and_a_rerun_resumes(
     url = server.url("big.bin", rate=200_000, times=2)  # the first run's two requests crawl
     out = tmp_path / "big.bin"
     args = ["get", url, "-o", str(out), "--json", "--connections", "2", "--chunk-size", "1M"]
-    child = subprocess.Popen(
+    done = signal_when(  # as docker stop, timeout or Slurm do, once 200 KB (none written) came
         [sys.executable, "-m", "asyncfetch", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
+        signal.SIGTERM,
+        lambda: server.bytes_served("big.bin") >= 200_000,
+        timeout=30,
     )
-    try:
-        wait_until(  # 200 KB received, none written yet (1M)
-            lambda: server.bytes_served("big.bin") >= 200_000 or child.poll() is not None,
-            timeout=30,
-        )
-        assert child.poll() is None, "the download ended before the signal"
-        child.send_signal(signal.SIGTERM)  # as docker stop, timeout or Slurm do
-        stdout, stderr = child.communicate(timeout=30)
-    finally:
-        child.kill()
-        child.wait(10)
+    stdout, stderr = done.stdout, done.stderr
 
-    assert child.returncode == 143, stderr
+    assert done.returncode == 143, stderr
     assert stderr == "asyncfetch: terminated; run the same command again to resume\n"
     assert stdout == ""
     (part,) = glob.glob(f"{out}.*.part")

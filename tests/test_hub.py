@@ -25,8 +25,7 @@ import asyncfetch
 from asyncfetch import DestinationError, IntegrityError, InvalidRequest
 from asyncfetch._journal import load
 from tests.faultserver import FaultServer
-from tests.helpers import SPECIAL_KINDS, cli_env, leftovers, make_special, sha256
-from tests.test_resume import wait_until
+from tests.helpers import SPECIAL_KINDS, cli_env, leftovers, make_special, sha256, signal_when
 
 pytestmark = pytest.mark.torch
 
@@ -558,23 +557,11 @@ def test_ctrl_c_keeps_the_bytes_and_a_rerun_fetches_the_rest(
     body = torch_bytes(weights)
     server.add_file("big.pth", body)
     url = server.url("big.pth", rate=200_000, times=2)  # the first run's two requests crawl
-    child = subprocess.Popen(
+    stderr = signal_when(  # Ctrl-C once 200 KB came, none written yet (1 MiB)
         [sys.executable, "-c", INTERRUPTED_LOAD, url, str(tmp_path), where],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    try:
-        wait_until(  # 200 KB received, none written yet (1 MiB)
-            lambda: server.bytes_served("big.pth") >= 200_000 or child.poll() is not None,
-            timeout=60,
-        )
-        assert child.poll() is None, "the download ended before Ctrl-C"
-        child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=30)
-    finally:
-        child.kill()
-        child.wait(10)
+        signal.SIGINT,
+        lambda: server.bytes_served("big.pth") >= 200_000,
+    ).stderr
 
     assert "KeyboardInterrupt" in stderr
     (part,) = glob.glob(f"{tmp_path / 'big.pth'}.*.part")

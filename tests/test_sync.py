@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import pytest
 from asyncfetch._journal import load
 from asyncfetch._sync import run_sync
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import cli_env, leftovers
-from tests.test_resume import wait_until
+from tests.helpers import leftovers, signal_when
 
 # An asyncio application (asyncio.run in the main thread, asyncio's own Ctrl-C handling) that
 # makes a blocking asyncfetch call, from its main task or from a task it awaits.
@@ -45,23 +43,11 @@ def test_ctrl_c_stops_a_sync_call_inside_asyncio_run_and_keeps_the_part(
     server.add_file("big.bin", data)
     url = server.url("big.bin", rate=100_000)  # two requests: ~10 s for the whole file
     dest = tmp_path / "big.bin"
-    child = subprocess.Popen(
+    stderr = signal_when(  # Ctrl-C once 200 KB came, none written yet (1 MiB chunks)
         [sys.executable, "-c", ASYNCIO_APP, url, str(dest), where],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=cli_env(),
-    )
-    try:
-        wait_until(  # 200 KB received, none written yet (1 MiB chunks)
-            lambda: server.bytes_served("big.bin") >= 200_000 or child.poll() is not None,
-            timeout=60,
-        )
-        assert child.poll() is None, "the download ended before Ctrl-C"
-        child.send_signal(signal.SIGINT)
-        _, stderr = child.communicate(timeout=30)
-    finally:
-        child.kill()
-        child.wait(10)
+        signal.SIGINT,
+        lambda: server.bytes_served("big.bin") >= 200_000,
+    ).stderr
 
     assert stderr.rstrip().endswith("KeyboardInterrupt"), stderr  # as asyncio.run reports it
     assert server.bytes_served("big.bin") < len(data)  # stopped, not carried on to the end
