@@ -53,7 +53,17 @@ LAYERS: dict[str, int] = {
         ["_api", "_registry", "_distributed", "_adapt", "_hubfile", "hub", "cache"], 5
     ),  # fmt: skip
     **dict.fromkeys(
-        ["_service", "_service_order", "_cli", "_cli_cache", "__main__", "__init__"], 6
+        [
+            "_service",
+            "_service_order",
+            "_cli",
+            "_cli_batch",
+            "_cli_cache",
+            "_cli_options",
+            "__main__",
+            "__init__",
+        ],
+        6,
     ),  # fmt: skip
 }
 
