@@ -39,9 +39,8 @@ from pathlib import Path
 
 from ._config import env_settings
 from ._errors import DestinationError, InvalidRequest, OfflineError
-from ._marker import Marker, hash_file, read_marker, write_marker
+from ._marker import Marker, hash_file, read_marker, recorded_urls, write_marker
 from ._models import FetchResult, RemoteInfo
-from ._userinfo import redact
 
 #: Asked for torch.hub's checkpoint directory as this process's torch.hub has it (after
 #: ``torch.hub.set_dir``), or None where torch is not loaded. The torch facade (``hub``), the
@@ -151,6 +150,14 @@ def _stat_file(path: Path, url: str | None) -> os.stat_result | None:
     return st
 
 
+def _stat_cached(path: Path, url: str | None, *, offline: bool) -> os.stat_result | None:
+    """``path``'s stat, or None when there is no file (offline, an OfflineError instead)."""
+    st = _stat_file(path, url)
+    if st is None:
+        _raise_if_offline(offline, path, url, "is not in the cache")
+    return st
+
+
 def _fresh(marker: Marker | None, st: os.stat_result) -> Marker | None:
     return marker if marker is not None and marker.describes(st) else None
 
@@ -210,9 +217,8 @@ def find_local(
         OfflineError: offline, and the file is missing or not the one expected.
         DestinationError: ``path`` is a directory.
     """
-    st = _stat_file(path, url)
+    st = _stat_cached(path, url, offline=offline)
     if st is None:
-        _raise_if_offline(offline, path, url, "is not in the cache")
         return None
     marker = read_marker(path)
     fresh = _fresh(marker, st)
@@ -220,7 +226,7 @@ def find_local(
         return _check_digest(path, st, fresh, url, sha256, verify=verify, offline=offline)
     if not offline:
         return None
-    known = tuple(redact(u) for u in (url, *mirrors) if u is not None)  # markers mask them
+    known = recorded_urls((url, *mirrors))
     if verify and not vouches_for(marker, known):
         why = "cannot be verified: asyncfetch did not download it and no sha256 was given"
         _raise_if_offline(offline, path, url, why)
@@ -272,9 +278,8 @@ def find_prefixed(
         OfflineError: offline, and the file is missing or its digest does not fit.
         DestinationError: ``path`` is a directory.
     """
-    st = _stat_file(path, url)
+    st = _stat_cached(path, url, offline=offline)
     if st is None:
-        _raise_if_offline(offline, path, url, "is not in the cache")
         return None
     recorded = read_marker(path)
     marker = _fresh(recorded, st)
@@ -328,7 +333,7 @@ def find_remote(
     if st is None or info.size is None or st.st_size != info.size:
         return None
     marker = read_marker(path)
-    known = tuple(redact(u) for u in urls)  # markers mask passwords
+    known = recorded_urls(urls)
     if marker is not None and marker.url in known and not _validators_agree(marker, info):
         return None  # the server has another version than the one downloaded here
     fresh = _fresh(marker, st)

@@ -21,7 +21,6 @@ from ._lock import TargetLock
 from ._models import FetchResult, ProgressCallback, ProgressEvent
 from ._request import Request, make_request
 from ._transport import Transport
-from ._userinfo import redact
 
 if TYPE_CHECKING:
     from ._transport import Session
@@ -194,7 +193,7 @@ def _worth_a_probe(request: Request) -> bool:
     if request.trust_unmarked and not request.verify:
         return True
     marker = _marker.read_marker(request.dest)
-    if marker is None or not _cache.vouches_for(marker, tuple(redact(u) for u in request.urls)):
+    if marker is None or not _cache.vouches_for(marker, _marker.recorded_urls(request.urls)):
         return False
     try:
         unchanged = marker.describes(request.dest.stat())

@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,11 @@ class Marker:
 def marker_path(path: Path) -> Path:
     """Where the marker of ``path`` lives."""
     return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def recorded_urls(urls: Iterable[str | None]) -> tuple[str, ...]:
+    """``urls`` as a marker records them (a password masked), to compare with ``Marker.url``."""
+    return tuple(redact(u) for u in urls if u is not None)
 
 
 def read_marker(path: Path) -> Marker | None:
