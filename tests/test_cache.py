@@ -283,6 +283,14 @@ async def test_an_unmarked_file_is_a_hit_unless_the_server_has_a_newer_one(
 ZEROS = bytes(len(DATA))  # what aria2c or fallocate leave at full size after a crash
 
 
+def zeros_at(directory: Path) -> Path:
+    """``directory/m.bin`` made of ZEROS, the server's size, and no marker (directory made)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dest = directory / "m.bin"
+    dest.write_bytes(ZEROS)
+    return dest
+
+
 def test_cli_get_downloads_an_unmarked_file_outside_torch_hubs_cache(
     server: FaultServer, torch_home: Path, tmp_path: Path
 ) -> None:
@@ -309,9 +317,7 @@ async def test_verify_never_trusts_a_file_no_marker_vouches_for(
     server: FaultServer, torch_home: Path, marker: str
 ) -> None:
     url = server.add_file("m.bin", DATA)
-    torch_home.mkdir(parents=True)  # noqa: ASYNC240
-    dest = torch_home / "m.bin"
-    dest.write_bytes(ZEROS)  # torch.hub's cache, the server's size: a hit, unless verifying
+    dest = zeros_at(torch_home)  # torch.hub's cache, the server's size: a hit, unless verifying
     if marker == "baseline":
         assert [r.status for r in cache.verify()] == ["unchecked"]
 
@@ -328,8 +334,7 @@ def test_cli_get_verify_downloads_an_unmarked_file_in_torch_hubs_cache(
     server: FaultServer, torch_home: Path
 ) -> None:
     url = server.add_file("m.bin", DATA)
-    torch_home.mkdir(parents=True)
-    (torch_home / "m.bin").write_bytes(ZEROS)
+    zeros_at(torch_home)
     home = str(torch_home.parent.parent)
 
     done = run_cli("get", url, "--verify", "--json", TORCH_HOME=home)
@@ -344,9 +349,7 @@ async def test_a_file_used_as_torch_hubs_gains_no_trust(
     server: FaultServer, torch_home: Path, step: str
 ) -> None:
     url = server.add_file("m.bin", DATA)
-    torch_home.mkdir(parents=True)  # noqa: ASYNC240
-    dest = torch_home / "m.bin"
-    dest.write_bytes(ZEROS)
+    dest = zeros_at(torch_home)
     assert (await asyncfetch.fetch(url, dest)).cached  # torch.hub's cache: size and date
     assert {e.name: e.state for e in cache.ls()} == {"m.bin": "unchecked"}
     if step == "after cache verify":
@@ -367,9 +370,7 @@ async def test_an_unmarked_file_with_another_digest_than_sha256_is_fetched_again
 ) -> None:
     url = server.add_file("m.bin", DATA)
     directory = torch_home if where == "torch.hub's cache" else tmp_path / "plain"
-    directory.mkdir(parents=True)  # noqa: ASYNC240
-    dest = directory / "m.bin"
-    dest.write_bytes(ZEROS)
+    dest = zeros_at(directory)
 
     result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
 
