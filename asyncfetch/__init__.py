@@ -4,11 +4,12 @@ Users import from here; everything in underscore modules is private.
 """
 
 from . import cache
-from ._adapt import LoadReport
 from ._api import download
-from ._batch import BatchItem, Source, fetch_many
+from ._batch.many import BatchItem, Source, fetch_many
 from ._config import RetryPolicy, Timeouts
-from ._engine import fetch
+from ._engine.fetch import fetch
+from ._engine.progress import BatchProgress, ProgressStream
+from ._engine.rank import MirrorReport, rank_mirrors
 from ._errors import (
     CheckpointMismatch,
     ConnectionFailed,
@@ -26,9 +27,8 @@ from ._errors import (
     TransportError,
     TruncatedBody,
 )
+from ._hub.adapt import LoadReport
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
-from ._progress import BatchProgress, ProgressStream
-from ._rank import MirrorReport, rank_mirrors
 from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 
 __version__ = "0.1.0"

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from os import PathLike
 
 from ._config import RetryPolicy, Timeouts
-from ._engine import fetch
+from ._engine.fetch import fetch
 from ._models import FetchResult, ProgressCallback
 from ._sync import run_sync
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from os import PathLike
 
-from . import _cachedir
-from ._cachedir import CacheEntry, PruneReport, VerifyResult, ls, path, prune
+from ._cache import directory as _cachedir
+from ._cache.directory import CacheEntry, PruneReport, VerifyResult, ls, path, prune
 
 __all__ = ["CacheEntry", "PruneReport", "VerifyResult", "ls", "path", "prune", "verify"]
 

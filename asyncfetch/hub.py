@@ -20,13 +20,15 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from . import _adapt, _cache, _hubfile
-from ._adapt import LoadReport
-from ._cache import cached_path
+from ._cache import lookup as _cache
+from ._cache.lookup import cached_path
 from ._config import RetryPolicy, Timeouts
-from ._distributed import NodeRole, role_from_env
+from ._engine.request import mirror_urls
 from ._errors import InvalidRequest
-from ._request import mirror_urls
+from ._hub import adapt as _adapt
+from ._hub import files as _hubfile
+from ._hub.adapt import LoadReport
+from ._hub.distributed import NodeRole, role_from_env
 from ._userinfo import redact
 
 if TYPE_CHECKING:

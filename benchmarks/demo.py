@@ -150,7 +150,7 @@ class Mirror:
 def fetch_and_load(url: str, dest: Path, sha256: str) -> int:
     """Download ``url`` verified, load it with torch, print a summary; return the exit status."""
     import asyncfetch
-    from asyncfetch._progress import ProgressBar
+    from asyncfetch._engine.progress import ProgressBar
 
     bar = ProgressBar(dest.name)  # explicit: `make demo` may run off a terminal
     try:

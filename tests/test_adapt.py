@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import asyncfetch
 from asyncfetch import CheckpointMismatch, LoadReport
-from asyncfetch._adapt import plan, prefix_hint, strip, unwrap
+from asyncfetch._hub.adapt import plan, prefix_hint, strip, unwrap
 from tests.faultserver import FaultServer
 
 pytestmark = pytest.mark.torch

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from asyncfetch import InvalidRequest
-from asyncfetch._budget import ConnectionBudget, Gate, host_key
+from asyncfetch._transport.budget import ConnectionBudget, Gate, host_key
 from tests.helpers import Sleeps
 
 

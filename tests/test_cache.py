@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
-from asyncfetch import DestinationError, InvalidRequest, OfflineError, _cache, _marker, cache
-from asyncfetch._cache import cached_path
-from asyncfetch._engine import run
-from asyncfetch._journal import Journal, save
-from asyncfetch._marker import read_marker, write_marker
-from asyncfetch._request import make_request
+from asyncfetch import DestinationError, InvalidRequest, OfflineError, cache
+from asyncfetch._cache import lookup as _cache
+from asyncfetch._cache import marker as _marker
+from asyncfetch._cache.lookup import cached_path
+from asyncfetch._cache.marker import read_marker, write_marker
+from asyncfetch._engine.fetch import run
+from asyncfetch._engine.request import make_request
+from asyncfetch._storage.journal import Journal, save
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256, tmpfs
 from tests.test_locking import held_elsewhere
@@ -219,7 +221,7 @@ async def test_a_wrong_file_is_hashed_once_not_twice(
     url = server.add_file("m.bin", DATA)
     dest = tmp_path / "m.bin"
     dest.write_bytes(flipped(DATA))
-    from asyncfetch import _cache
+    from asyncfetch._cache import lookup as _cache
 
     hashed: list[Path] = []
     real = _cache.hash_file
@@ -643,7 +645,9 @@ async def test_prune_partials_and_leftovers(server: FaultServer, tmp_path: Path)
 async def test_prune_partials_removes_locks_no_process_holds(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    from asyncfetch import _cachedir, _distributed, _hubfile
+    from asyncfetch._cache import directory as _cachedir
+    from asyncfetch._hub import distributed as _distributed
+    from asyncfetch._hub import files as _hubfile
 
     assert _cachedir.HUB_LOCK_SUFFIX == _distributed.LOCK_SUFFIX  # the names it knows are theirs
     assert _cachedir.UNVERIFIED_SUFFIX == _hubfile.UNVERIFIED_SUFFIX
@@ -1027,7 +1031,7 @@ async def test_verify_takes_cache_entries_only(server: FaultServer, tmp_path: Pa
 async def test_torchrun_notes_and_unverified_downloads_are_not_cache_entries(
     server: FaultServer, tmp_path: Path
 ) -> None:
-    from asyncfetch._distributed import NodeRole, failure_path, once_per_node
+    from asyncfetch._hub.distributed import NodeRole, failure_path, once_per_node
 
     url = server.add_file("m-0badc0de.pth", DATA)
     target = tmp_path / "nothere.pth"

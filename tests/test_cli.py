@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncfetch._journal import load
+from asyncfetch._storage.journal import load
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import (
     SPECIAL_KINDS,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from asyncfetch._config import env_settings
-from asyncfetch._credentials import Credentials, netrc_authorization
+from asyncfetch._transport.credentials import Credentials, netrc_authorization
 from tests.helpers import basic
 
 

@@ -24,7 +24,7 @@ from asyncfetch import (
     OfflineError,
     RetriesExhausted,
 )
-from asyncfetch._distributed import (
+from asyncfetch._hub.distributed import (
     SINGLE,
     NodeRole,
     failure_path,

@@ -60,7 +60,7 @@ async def test_download_ends_when_its_last_range_does_not_a_poll_later(
 ) -> None:
     # 3 chunks, 2 connections: one worker goes idle while the last chunk is still in flight,
     # and waits to steal; when that chunk lands, it must notice at once
-    monkeypatch.setattr("asyncfetch._download.STEAL_POLL", 30.0)
+    monkeypatch.setattr("asyncfetch._engine.download.STEAL_POLL", 30.0)
     server.add_file("tail.bin", payload)
     url = server.url("tail.bin", rate=2 << 20)
     started = time.monotonic()

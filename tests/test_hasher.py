@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncfetch import _hasher
-from asyncfetch._hasher import PrefixHasher
+from asyncfetch._storage import hasher as _hasher
+from asyncfetch._storage.hasher import PrefixHasher
 from tests.faultserver import make_payload
 
 DATA = make_payload(3 * mmap.ALLOCATIONGRANULARITY * 5 + 12345)

@@ -23,7 +23,7 @@ from safetensors.torch import save as save_safetensors
 
 import asyncfetch
 from asyncfetch import DestinationError, IntegrityError, InvalidRequest
-from asyncfetch._journal import load
+from asyncfetch._storage.journal import load
 from tests.faultserver import FaultServer
 from tests.helpers import SPECIAL_KINDS, cli_env, leftovers, make_special, sha256, signal_when
 
@@ -585,7 +585,7 @@ def test_ctrl_c_keeps_the_bytes_and_a_rerun_fetches_the_rest(
 def test_import_and_cli_get_do_not_import_torch(server: FaultServer, tmp_path: Path) -> None:
     url = server.add_file("f.bin", b"x" * 1000)
     code = (
-        "import sys, asyncfetch, asyncfetch._cli as cli\n"
+        "import sys, asyncfetch, asyncfetch._cli.main as cli\n"
         "assert 'torch' not in sys.modules, 'import asyncfetch imported torch'\n"
         f"assert cli.main(['get', {url!r}, '-o', {str(tmp_path / 'f.bin')!r}]) == 0\n"
         "assert 'torch' not in sys.modules, 'asyncfetch get imported torch'\n"

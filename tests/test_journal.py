@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asyncfetch import RemoteInfo
-from asyncfetch._journal import Journal, boot_id, journal_path, load, remove, save
+from asyncfetch._storage.journal import Journal, boot_id, journal_path, load, remove, save
 
 ETAG = '"abc"'
 DATE = "Mon, 01 Jan 2024 00:00:00 GMT"

@@ -13,102 +13,87 @@ from tests.faultserver import FaultServer
 
 PACKAGE = Path(asyncfetch.__file__).parent
 
-# vocabulary → pure logic → I/O pieces → engine → batch → facades → entry points
+# The floor plan: vocabulary → storage and transport → cache → engine → batch → facades → entry
+# points. A unit is a top-level module or a subpackage; nothing imports a unit of a higher layer.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["_userinfo", "_errors", "_config", "_models"], 0),
-    **dict.fromkeys(
-        [
-            "_planner",
-            "_mirrors",
-            "_journal",
-            "_hasher",
-            "_marker",
-            "_http",
-            "_lock",
-            "_partguard",
-            "_dest",
-            "_budget",
-            "_sync",
-        ],
-        1,
-    ),  # fmt: skip
-    **dict.fromkeys(
-        [
-            "_retry",
-            "_rawconn",
-            "_rawhttp",
-            "_credentials",
-            "_transport",
-            "_parts",
-            "_sink",
-            "_cache",
-            "_cachedir",
-            "_progress",
-        ],
-        2,
-    ),  # fmt: skip
-    **dict.fromkeys(["_probe", "_blame", "_request", "_download", "_engine", "_rank"], 3),
-    **dict.fromkeys(["_batch", "_manifest"], 4),
-    **dict.fromkeys(
-        ["_api", "_registry", "_distributed", "_adapt", "_hubfile", "hub", "cache"], 5
-    ),  # fmt: skip
-    **dict.fromkeys(
-        [
-            "_service",
-            "_service_order",
-            "_cli",
-            "_cli_batch",
-            "_cli_cache",
-            "_cli_options",
-            "__main__",
-            "__init__",
-        ],
-        6,
-    ),  # fmt: skip
+    **dict.fromkeys(["_userinfo", "_errors", "_config", "_models", "_sync"], 0),
+    **dict.fromkeys(["_storage", "_transport"], 1),
+    "_cache": 2,
+    "_engine": 3,
+    "_batch": 4,
+    **dict.fromkeys(["_api", "_hub", "hub", "cache"], 5),
+    **dict.fromkeys(["_service", "_cli", "__main__", "__init__"], 6),
 }
 
 # each outside library is touched by the modules named here only
 OWNERS: dict[str, set[str]] = {
-    "aiohttp": {"_transport", "_service"},  # the client, and the service's server side
-    "tenacity": {"_retry"},
-    "torch": {"hub", "_distributed"},
+    "aiohttp": {"_transport.client", "_service.app"},  # the client; the service's server side
+    "tenacity": {"_engine.retry"},
+    "torch": {"hub", "_hub.distributed"},
     "safetensors": {"hub"},
-    "filelock": {"_lock", "_distributed"},
-    "tqdm": {"_progress"},
-    "uvloop": {"_sync", "_rawhttp"},
+    "filelock": {"_storage.lock", "_hub.distributed"},
+    "tqdm": {"_engine.progress"},
+    "uvloop": {"_sync", "_transport.rawhttp"},
 }
 
 
+def _dotted(path: Path) -> str:
+    """``_engine/fetch.py`` → ``_engine.fetch``; ``_engine/__init__.py`` → ``_engine``."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = sorted(_dotted(p) for p in PACKAGE.rglob("*.py"))
+
+
+def unit_of(module: str) -> str:
+    """The top-level module or subpackage a module belongs to."""
+    return module.split(".")[0]
+
+
 def imports_of(module: str) -> tuple[set[str], set[str]]:
-    """(package modules, outside top-level packages) that ``module`` imports."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    """(package modules, outside top-level packages) that ``module`` imports, as dotted names
+    relative to the package (``_storage.journal``)."""
+    is_package = (PACKAGE / module.replace(".", "/") / "__init__.py").exists()
+    path = PACKAGE / (module.replace(".", "/") + ("/__init__.py" if is_package else ".py"))
+    here = module.split(".") if is_package else module.split(".")[:-1]
+    if module == "__init__":
+        here = []
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     inside: set[str] = set()
     outside: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            anchor = here[: len(here) - (node.level - 1)]
             if node.module:
-                inside.add(node.module)
+                inside.add(".".join([*anchor, node.module]))
             else:
-                inside.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                inside.update(".".join([*anchor, alias.name]) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
             outside.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
             outside.update(alias.name.split(".")[0] for alias in node.names)
     return inside, outside
 
 
-MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
+def test_every_unit_has_a_layer() -> None:
+    assert sorted({unit_of(m) for m in MODULES}) == sorted(LAYERS)
 
 
-def test_every_module_has_a_layer() -> None:
-    assert sorted(LAYERS) == MODULES
+def test_every_subpackage_says_what_it_is() -> None:
+    for init in PACKAGE.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert doc, f"{init.parent.name}/ has no one-line docstring in its __init__"
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_imports_flow_one_way(module: str) -> None:
     inside, _ = imports_of(module)
-    upward = {m for m in inside if LAYERS[m] > LAYERS[module]}
-    assert not upward, f"{module} (layer {LAYERS[module]}) imports higher layers: {upward}"
+    mine = LAYERS[unit_of(module)]
+    upward = {m for m in inside if LAYERS[unit_of(m)] > mine}
+    assert not upward, f"{module} (layer {mine}) imports higher layers: {upward}"
 
 
 @pytest.mark.parametrize("module", MODULES)

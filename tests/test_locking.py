@@ -18,8 +18,8 @@ from subprocess import Popen
 import pytest
 
 import asyncfetch
-from asyncfetch import _lock
-from asyncfetch._lock import TargetLock, lock_path
+from asyncfetch._storage import lock as _lock
+from asyncfetch._storage.lock import TargetLock, lock_path
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers, sha256
 from tests.test_resume import journaled, start_get, wait_until
@@ -37,8 +37,8 @@ time.sleep(60)
 
 TOGETHER = """
 import os, sys, time
-from asyncfetch import _lock
-from asyncfetch._cli import main
+from asyncfetch._storage import lock as _lock
+from asyncfetch._cli.main import main
 if sys.argv[1] == "unlocked":
     _lock._attempt = lambda lock: True  # a filesystem where locks silently do nothing
 print("ready", file=sys.stderr, flush=True)

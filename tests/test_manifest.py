@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asyncfetch import InvalidRequest, Source
-from asyncfetch._manifest import parse_manifest, read_manifest, sniff
+from asyncfetch._batch.manifest import parse_manifest, read_manifest, sniff
 
 DIGEST = "ab" * 32
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from asyncfetch._mirrors import MirrorBoard
+from asyncfetch._engine.mirrors import MirrorBoard
 
 
 def board_with_speeds(**speeds: float) -> MirrorBoard:

@@ -10,7 +10,7 @@ import pytest
 
 import asyncfetch
 from asyncfetch import IntegrityError, RetriesExhausted
-from asyncfetch._request import make_request
+from asyncfetch._engine.request import make_request
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, no_wait, sha256
 

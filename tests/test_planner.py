@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from asyncfetch._engine.planner import MiB, Scheduler, Task, plan_chunks
 from asyncfetch._models import ByteRange
-from asyncfetch._planner import Extents, MiB, Scheduler, Task, plan_chunks
+from asyncfetch._storage.extents import Extents
 
 runs = st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 300)), max_size=40)
 

@@ -13,7 +13,7 @@ import pytest
 
 import asyncfetch
 from asyncfetch import BatchProgress, ProgressEvent, ProgressStream
-from asyncfetch._progress import ProgressBar
+from asyncfetch._engine.progress import ProgressBar
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, no_wait, sha256
 

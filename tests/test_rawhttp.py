@@ -12,10 +12,10 @@ import uvloop
 
 import asyncfetch
 from asyncfetch import ConnectionFailed, FetchTimeout, HTTPStatusError, ProtocolError, Timeouts
-from asyncfetch._http import RangeNotHonoured
 from asyncfetch._models import ByteRange
-from asyncfetch._rawhttp import RawBody, RawClient, Span, parse_head, proxied
-from asyncfetch._transport import AioBody, Transport
+from asyncfetch._transport.answers import RangeNotHonoured
+from asyncfetch._transport.client import AioBody, Transport
+from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head, proxied
 from tests.faultserver import FaultServer
 from tests.helpers import Sleeps, basic, no_wait, with_credentials
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from asyncfetch import InvalidRequest
-from asyncfetch._hubfile import HASH_REGEX, MIN_PREFIX, resolve
-from asyncfetch._registry import (
+from asyncfetch._hub.files import HASH_REGEX, MIN_PREFIX, resolve
+from asyncfetch._hub.registry import (
     Entry,
     default_registry_path,
     load_registry,

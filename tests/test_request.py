@@ -10,7 +10,7 @@ import pytest
 
 import asyncfetch
 from asyncfetch import InvalidRequest, RetryPolicy, Timeouts
-from asyncfetch._request import make_request
+from asyncfetch._engine.request import make_request
 from tests.faultserver import FaultServer, make_payload
 
 URL = "http://127.0.0.1:9/m.bin"
@@ -33,7 +33,7 @@ def test_download_uses_a_single_mirror_string(server: FaultServer, tmp_path: Pat
 
 
 def test_hub_sources_take_a_single_mirror_string() -> None:
-    from asyncfetch._hubfile import resolve
+    from asyncfetch._hub.files import resolve
 
     mirror = "http://127.0.0.1:8/m.bin"
     assert resolve(URL, mirrors=mirror).mirrors == (mirror,)

@@ -16,8 +16,8 @@ import pytest
 
 import asyncfetch
 from asyncfetch import ProgressEvent
-from asyncfetch._journal import load
-from asyncfetch._parts import part_glob
+from asyncfetch._storage.journal import load
+from asyncfetch._storage.parts import part_glob
 from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, sha256
 

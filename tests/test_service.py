@@ -27,7 +27,7 @@ import yarl
 from aiohttp import web
 
 import asyncfetch.cache
-from asyncfetch._service import Service
+from asyncfetch._service.app import Service
 from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, no_wait, sha256
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
-from asyncfetch import DestinationError, RemoteInfo, _sink
-from asyncfetch._journal import Journal, journal_path, load, save
-from asyncfetch._sink import PartFile
+from asyncfetch import DestinationError, RemoteInfo
+from asyncfetch._storage import partfile as _sink
+from asyncfetch._storage.journal import Journal, journal_path, load, save
+from asyncfetch._storage.partfile import PartFile
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, sha256
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncfetch._journal import load
+from asyncfetch._storage.journal import load
 from asyncfetch._sync import run_sync
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, signal_when

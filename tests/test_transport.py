@@ -8,8 +8,8 @@ import pytest
 
 from asyncfetch import Timeouts
 from asyncfetch._models import ByteRange
-from asyncfetch._rawhttp import RawBody, Span
-from asyncfetch._transport import AioBody, Transport
+from asyncfetch._transport.client import AioBody, Transport
+from asyncfetch._transport.rawhttp import RawBody, Span
 from tests import test_engine
 from tests.faultserver import FaultServer
 

@@ -1,0 +1,1 @@
+"""Batches: many downloads under one connection budget, and the manifests that list them."""

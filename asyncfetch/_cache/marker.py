@@ -1,0 +1,156 @@
+"""The marker beside a cached file, ``<file>.asyncfetch.json`` (torch.hub ignores it).
+
+It holds the file's size and mtime when its SHA-256 was last computed, that digest, the digest
+the file should have, and the URL (a password in it masked) and validators it came from.
+:mod:`._cache` decides from it when a file is a hit; ``cache ls/verify/prune`` read and
+update it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .._models import RemoteInfo
+from .._userinfo import redact
+
+MARKER_SUFFIX = ".asyncfetch.json"
+MARKER_VERSION = 1
+HASH_BLOCK = 4 << 20
+
+
+@dataclass(frozen=True)
+class Marker:
+    """What asyncfetch knows about a cached file (see the module docstring).
+
+    ``sha256`` is the digest of the file as it was at (``size``, ``mtime_ns``); ``expected``
+    the digest it should have (given by a caller, computed from a download, or, for a file
+    that had none, the first one ``cache verify`` computed: a baseline to find later changes),
+    if known; ``verified`` says ``expected`` came from a caller (the others only say what the
+    file was, not that it is the right one).
+    """
+
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    expected: str | None = None
+    verified: bool = False
+    url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    fetched_at: float | None = None
+    last_used: float | None = None
+
+    def describes(self, st: os.stat_result) -> bool:
+        """Whether the file, as ``st`` shows it, is unchanged since the marker was written."""
+        return self.size == st.st_size and self.mtime_ns == st.st_mtime_ns
+
+    @property
+    def corrupt(self) -> bool:
+        """The file's digest is not the one it should have."""
+        return bool(self.expected and self.sha256 and self.sha256 != self.expected)
+
+
+def marker_path(path: Path) -> Path:
+    """Where the marker of ``path`` lives."""
+    return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def recorded_urls(urls: Iterable[str | None]) -> tuple[str, ...]:
+    """``urls`` as a marker records them (a password masked), to compare with ``Marker.url``."""
+    return tuple(redact(u) for u in urls if u is not None)
+
+
+def read_marker(path: Path) -> Marker | None:
+    """The marker of ``path``, or None when missing or unreadable (blocking)."""
+    try:
+        data: Any = json.loads(marker_path(path).read_text(encoding="utf-8"))
+        if data.pop("version") != MARKER_VERSION:
+            return None
+        marker = Marker(**data)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return marker if _well_formed(marker) else None
+
+
+def _well_formed(marker: Marker) -> bool:
+    """Whether every field of a marker read from disk has its type (it may be hand-edited)."""
+    texts = (marker.sha256, marker.expected, marker.url, marker.etag, marker.last_modified)
+    times = (marker.fetched_at, marker.last_used)
+    return (
+        all(type(n) is int for n in (marker.size, marker.mtime_ns))
+        and type(marker.verified) is bool
+        and all(t is None or isinstance(t, str) for t in texts)
+        and all(t is None or type(t) in (int, float) for t in times)
+    )
+
+
+def write_marker(path: Path, marker: Marker) -> bool:
+    """Write the marker of ``path`` atomically (blocking); False if the directory refuses."""
+    target = marker_path(path)
+    temp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    try:
+        url = redact(marker.url) if marker.url is not None else None
+        data = asdict(marker) | {"url": url, "version": MARKER_VERSION}
+        temp.write_text(json.dumps(data), "utf-8")
+        os.replace(temp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        return False
+    return True
+
+
+def move_marker(source: Path, target: Path) -> None:
+    """After ``os.replace(source, target)``: the marker goes along (blocking)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.replace(marker_path(source), marker_path(target))
+
+
+def remove_marker(path: Path) -> None:
+    """Delete the marker of ``path``, if any (blocking)."""
+    with contextlib.suppress(FileNotFoundError):
+        marker_path(path).unlink()
+
+
+def hash_file(path: Path) -> str:
+    """The SHA-256 of the file at ``path`` as hex (blocking; run it in a thread)."""
+    sha = hashlib.sha256()
+    buffer = bytearray(HASH_BLOCK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as file:
+        while got := file.readinto(buffer):
+            sha.update(view[:got])
+    return sha.hexdigest()
+
+
+def record_download(
+    path: Path, *, url: str, sha256: str | None, verified: bool, info: RemoteInfo | None
+) -> None:
+    """Write the marker of a file just downloaded to ``path`` (blocking)."""
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        now = time.time()
+        write_marker(
+            path,
+            Marker(
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=sha256,
+                expected=sha256,
+                verified=verified and sha256 is not None,
+                url=url,
+                etag=info.etag if info else None,
+                last_modified=info.last_modified if info else None,
+                fetched_at=now,
+                last_used=now,
+            ),
+        )

@@ -1,0 +1,1 @@
+"""The command line: ``asyncfetch get|batch|mirrors|cache|serve``."""

@@ -1,0 +1,410 @@
+"""One download in progress: probe the sources, run the workers over the byte ranges, retry
+and switch sources, write through the part file, verify (and blame), report progress."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+
+from .._errors import (
+    FetchError,
+    IntegrityError,
+    RetriesExhausted,
+    TransportError,
+    TruncatedBody,
+)
+from .._models import ByteRange, EventKind, FetchResult, ProgressEvent, RemoteInfo
+from .._storage.extents import Extents
+from .._storage.partfile import PartFile, Repair
+from .._transport.client import Body, RangeNotHonoured, Transport
+from .._userinfo import redact
+from .blame import Blame
+from .mirrors import MirrorBoard
+from .planner import Scheduler, Task, plan_chunks
+from .probe import probe_sources, warn_if_versions_differ
+from .request import Request
+from .retry import is_retryable, retrying
+
+log = logging.getLogger("asyncfetch")
+
+STEAL_POLL = 0.25
+
+
+class Download:
+    """One download in progress: the steps of :func:`fetch` and the state they share."""
+
+    def __init__(self, request: Request, transport: Transport) -> None:
+        self.request = request
+        self.transport = transport
+        self.board = MirrorBoard.of(list(request.urls))
+        self.final_urls: dict[str, str] = {}
+        self.validators: dict[str, str | None] = {}
+        self.served: dict[str, Extents] = {url: Extents() for url in request.urls}
+        self.retries = 0
+        self.done = 0
+        self.size: int | None = None
+        self.info: RemoteInfo | None = None  # what the probe found
+        self._task_ended: asyncio.Future[None] | None = None  # what idle workers wait for
+
+    async def run(self) -> FetchResult:
+        """Probe, download, verify, rename; emit events up to the rename; return the result.
+
+        The file is then in place at ``dest``: :meth:`finish` emits ``verified`` and ``done``
+        once the caller has recorded it.
+        """
+        started = time.monotonic()
+        self._emit("started")
+        try:
+            info = self.info or await self._probe_sources()
+            sink = await PartFile.open(self.request.dest, info, hashing=self.request.hashing)
+            digest = await self._fill_and_finish(sink, info)
+        except BaseException as exc:
+            self._emit("failed", message=str(exc) or type(exc).__name__)
+            raise
+        return FetchResult(
+            path=self.request.dest,
+            size=self.size if self.size is not None else sink.written,
+            sha256=digest,
+            elapsed=time.monotonic() - started,
+            bytes_by_mirror={redact(u): n for u, n in self.board.bytes_by_source().items()},
+            resumed_bytes=sink.resumed_bytes,
+            retries=self.retries,
+        )
+
+    async def _fill_and_finish(self, sink: PartFile, info: RemoteInfo) -> str | None:
+        self.done = sink.written
+        if sink.written:
+            self._emit("bytes")  # delta 0: where a resumed download starts from
+        try:
+            if info.accepts_ranges and info.size is not None:
+                await self._download_ranges_or_stream(sink, info.size)
+            else:
+                await self._download_stream(sink, info.size, info.url)
+            size = info.size if info.size is not None else sink.written
+            digest = await sink.finalize(size, self.request.sha256, self._repair_for(sink, size))
+        except IntegrityError as exc:
+            await asyncio.shield(sink.close())  # a short file is kept for a resume
+            blame = self._blame()
+            raise blame.explain(exc) if blame else exc from None
+        except BaseException:
+            await asyncio.shield(sink.close())
+            raise
+        return digest
+
+    def finish(self, result: FetchResult) -> None:
+        """Emit ``verified`` (when a digest was computed) and ``done`` for a file in place.
+
+        A callback raising here cannot undo the download: it is logged and the call succeeds.
+        """
+        if result.sha256 is not None:
+            emit_safely(self.request, self._event("verified"))
+        emit_safely(self.request, self._event("done"))
+
+    # probe -------------------------------------------------------------------------------
+
+    async def probe(self) -> RemoteInfo:
+        """Probe the sources ahead of :meth:`run` (to check an existing target); a failure
+        emits ``started`` and ``failed``, as it would inside a download."""
+        try:
+            return await self._probe_sources()
+        except BaseException as exc:
+            self._emit("started")
+            self._emit("failed", message=str(exc) or type(exc).__name__)
+            raise
+
+    async def _probe_sources(self) -> RemoteInfo:
+        probed = await probe_sources(
+            self.transport, self.request.urls, self.board, self.request.retry
+        )
+        self.final_urls = {url: info.final_url for url, info in probed.sources.items()}
+        self.validators = {url: info.validator for url, info in probed.sources.items()}
+        self.size = probed.info.size
+        self.info = probed.info
+        if self.request.sha256 is None:
+            warn_if_versions_differ(self.request.url, probed.sources)
+        return probed.info
+
+    # ranged download ---------------------------------------------------------------------
+
+    async def _download_ranges_or_stream(self, sink: PartFile, size: int) -> None:
+        try:
+            await self._fetch_ranges(sink, sink.missing(size))
+        except (RangeNotHonoured, RetriesExhausted) as exc:
+            fallback = self.board.fallback()
+            if isinstance(exc, RetriesExhausted) and fallback is None:
+                raise
+            log.warning("%s; downloading over one connection instead", exc)
+            await sink.restart()
+            self.done = 0
+            await self._download_stream(sink, size, fallback or self.request.url)
+
+    async def _fetch_ranges(self, sink: PartFile, gaps: list[ByteRange]) -> None:
+        chunks = plan_chunks(
+            gaps, connections=self.request.connections, chunk_size=self.request.chunk_size
+        )
+        scheduler = Scheduler(chunks)
+        count = min(self.request.connections, max(len(chunks), 1))
+        await _run_all([self._worker(n, scheduler, sink) for n in range(count)])
+
+    async def _worker(self, number: int, scheduler: Scheduler, sink: PartFile) -> None:
+        home = self.board.home_for(number)
+        try:
+            while not scheduler.finished:
+                task = scheduler.take(self.board.get(home).speed, time.monotonic())
+                if task is None:
+                    if not scheduler.may_steal_later():
+                        return
+                    await self._idle()  # the slow tail may become worth taking
+                    continue
+                try:
+                    await self._fetch_task(task, home, sink)
+                except BaseException:
+                    scheduler.give_back(task)
+                    self._wake_idle()
+                    raise
+                scheduler.complete(task)
+                self._wake_idle()
+                home = self.board.rehome(home, time.monotonic())
+        finally:
+            self.board.leave(home)
+
+    async def _idle(self) -> None:
+        """Wait up to STEAL_POLL, or less when a task ends (maybe the last one: then the
+        download is over, and nobody should wait out a poll interval for it)."""
+        if self._task_ended is None or self._task_ended.done():
+            self._task_ended = asyncio.get_running_loop().create_future()
+        await asyncio.wait({self._task_ended}, timeout=STEAL_POLL)
+
+    def _wake_idle(self) -> None:
+        if self._task_ended is not None and not self._task_ended.done():
+            self._task_ended.set_result(None)
+
+    async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> None:
+        """Fetch ``task`` with retries, switching sources as needed."""
+        policy = retrying(self.request.retry, progress=lambda: task.pos, wait_hint=self._wait_hint)
+        try:
+            async for attempt in policy:
+                with attempt:
+                    if task.pos >= task.stop:
+                        return  # a thief took the rest while this worker waited to retry
+                    source = self._choose_source(home)
+                    task.begin(time.monotonic())
+                    await self._attempt_task(task, source, sink)
+        except TransportError as exc:
+            raise self._exhausted(task, exc, policy.statistics.get("attempt_number", 1)) from exc
+
+    def _choose_source(self, home: str, *, ranged: bool = True) -> str:
+        source = self.board.pick(home, time.monotonic(), ranged=ranged)
+        if source is None:
+            raise RetriesExhausted(
+                f"every source of {self.request.url} failed",
+                url=self.request.url,
+                byte_range=None,
+                attempts=0,
+                failures=self.board.failures(),
+            )
+        if source != home:
+            self._emit("source_switched", message=f"{home} -> {source}")
+        return source
+
+    async def _attempt_task(self, task: Task, source: str, sink: PartFile) -> None:
+        try:
+            await self._stream_range(task, source, sink)
+        except TransportError as exc:
+            if self._source_failed(source, exc) and self.board.alive():
+                exc.retryable = True  # this source is dropped; another one may serve
+            raise
+
+    def _source_failed(self, source: str, exc: TransportError) -> bool:
+        """Record a failed attempt; returns True if ``source`` is dropped for good."""
+        if isinstance(exc, RangeNotHonoured) and len(self.board.sources) == 1:
+            return False  # the whole download falls back to one stream
+        self.retries += 1
+        self._emit("retry", message=str(exc))
+        if exc.retryable:
+            self.board.record_failure(source, str(exc), time.monotonic(), exc.retry_after)
+            return False
+        self.board.drop(source, str(exc))
+        return True
+
+    def _wait_hint(self, error: BaseException) -> float | None:
+        url = getattr(error, "url", None)
+        if url and self.board.others_usable(self._source_of(url), time.monotonic()):
+            return 0.0
+        return None
+
+    def _source_of(self, url: str) -> str:
+        """The source of an error's ``url`` (where a password is masked)."""
+        for source, final in self.final_urls.items():
+            if url in (redact(source), redact(final)):
+                return source
+        return url
+
+    def _exhausted(self, task: Task, exc: TransportError, attempts: int) -> FetchError:
+        if not is_retryable(exc) and len(self.board.sources) == 1:
+            return exc
+        return RetriesExhausted(
+            f"{self.request.url}: {task.byte_range()} failed after {attempts} attempts; "
+            f"last error: {exc}. Run again to resume from the bytes already on disk.",
+            url=self.request.url,
+            byte_range=(task.pos, task.stop),
+            attempts=attempts,
+            failures=self.board.failures() or {self.request.url: str(exc)},
+        )
+
+    async def _stream_range(
+        self, task: Task, source: str, sink: PartFile, *, whole: bool = False
+    ) -> None:
+        """One request: ``task``'s range, or with ``whole`` the whole file from byte 0."""
+        url = self.final_urls.get(source, source)
+        started = time.monotonic()
+        before = task.pos
+        byte_range = None if whole else task.byte_range()
+        try:
+            validator = self.validators.get(source)
+            to_eof = whole and self.size is None
+            async with self.transport.open(
+                url, byte_range, if_range=validator, window=task, fast=not to_eof, asked=source
+            ) as body:
+                started = body.sent_at  # a wait for a batch's connection slot is not slowness
+                task.begin(started)
+                await self._copy_body(body, task, sink, source, to_eof=to_eof)
+        finally:
+            self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
+
+    async def _copy_body(
+        self, body: Body, task: Task, sink: PartFile, source: str, *, to_eof: bool = False
+    ) -> None:
+        """Copy the body to the part file at ``task.pos`` until ``task.stop``, batch by batch.
+
+        ``task.pos`` only moves past bytes that are written, so a retry continues exactly
+        where this attempt got to; the body hands over what it received before an error
+        ahead of the error. With ``to_eof``, a clean end of the body ends the copy.
+        """
+        while task.pos < task.stop:
+            try:
+                batch = await body.next_batch()
+            except asyncio.CancelledError:
+                # best effort: any error here must not replace the cancellation (a retryable
+                # one would make the retry loop start a new attempt in a cancelled task)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._keep_leftover(body, task, sink, source))
+                raise
+            if not batch:
+                if to_eof or task.pos >= task.stop:
+                    break
+                raise TruncatedBody(
+                    f"{body.url}: body ended at byte {task.pos}, expected up to {task.stop}",
+                    url=body.url,
+                )
+            await self._write(sink, task, batch, sum(len(b) for b in batch), source)
+        if body.byte_range is not None and task.stop < body.byte_range.end:
+            body.abandon()  # a thief took the rest of this range
+
+    async def _keep_leftover(self, body: Body, task: Task, sink: PartFile, source: str) -> None:
+        """On cancellation, write what the body had received, so a resume need not fetch it."""
+        offset, data = body.leftover()
+        if data and offset == task.pos:
+            await self._write(sink, task, [data], len(data), source)
+
+    async def _write(
+        self,
+        sink: PartFile,
+        task: Task,
+        batch: Sequence[bytes | memoryview],
+        length: int,
+        source: str,
+    ) -> None:
+        await sink.write(task.pos, batch)
+        self.served[source].add(task.pos, task.pos + length)
+        task.pos += length
+        self.done += length
+        self._emit("bytes", delta=length)
+
+    # single stream -----------------------------------------------------------------------
+
+    async def _download_stream(
+        self, sink: PartFile, size: int | None, source: str | None = None
+    ) -> None:
+        """One connection, from byte 0; each retry starts over (the server cannot resume)."""
+        async for attempt in retrying(self.request.retry, progress=lambda: 0):
+            with attempt:
+                if sink.written:
+                    await sink.restart()
+                    self.done = 0
+                await self._stream_whole(sink, size, source or self.request.url)
+
+    async def _stream_whole(self, sink: PartFile, size: int | None, preferred: str) -> None:
+        source = self._choose_source(preferred, ranged=False)
+        task = Task(0, 0, size if size is not None else 1 << 62)
+        await self._stream_range(task, source, sink, whole=True)
+
+    # blame -------------------------------------------------------------------------------
+
+    def _repair_for(self, sink: PartFile, size: int) -> Repair | None:
+        blame = self._blame()
+        if blame is None or len(blame.contributors()) < 2:
+            return None
+
+        async def refetch(ranges: list[ByteRange]) -> None:
+            await self._fetch_ranges(sink, ranges)
+
+        async def rehash() -> str:
+            return await sink.rehash(size)
+
+        async def repair(wrong_digest: str) -> str:
+            notify = functools.partial(self._emit, "source_switched")
+            return await blame.repair(wrong_digest, refetch, rehash, lambda m: notify(message=m))
+
+        return repair
+
+    def _blame(self) -> Blame | None:
+        if self.request.sha256 is None:
+            return None
+        return Blame(self.served, self.board, self.request.sha256)
+
+    # events ------------------------------------------------------------------------------
+
+    def _emit(self, kind: EventKind, *, delta: int = 0, message: str = "") -> None:
+        callback = self.request.progress
+        if callback is not None:
+            callback(self._event(kind, delta=delta, message=message))
+
+    def _event(self, kind: EventKind, *, delta: int = 0, message: str = "") -> ProgressEvent:
+        return ProgressEvent(kind, self.request.url, self.size, self.done, delta, message)
+
+
+def emit_safely(request: Request, event: ProgressEvent) -> None:
+    """Send ``event`` to the request's progress callback, for a file already in place at its
+    destination: an exception from the callback is logged as a warning, not raised (it must
+    not turn a finished download into a failure that leaves the file behind)."""
+    callback = request.progress
+    if callback is None:
+        return
+    try:
+        callback(event)
+    except Exception as exc:
+        name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+        log.warning(
+            "the progress callback %s raised on the %r event of %s (ignored: the file is in "
+            "place at %s): %s: %s",
+            name, event.kind, event.url, request.dest, type(exc).__name__, exc,
+        )  # fmt: skip
+
+
+async def _run_all(coroutines: Sequence[Awaitable[None]]) -> None:
+    """Run the coroutines concurrently; on the first failure cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            if task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

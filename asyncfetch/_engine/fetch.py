@@ -1,0 +1,209 @@
+"""fetch(): the cache check, the target's lock, then probe → plan → workers → sink → verify →
+rename (see :class:`~asyncfetch._engine.download.Download`).
+
+One file from one or more sources (the URL and its mirrors), over many connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Mapping
+from os import PathLike
+from typing import TYPE_CHECKING
+
+from .._cache import lookup as _cache
+from .._cache import marker as _marker
+from .._config import RetryPolicy, Timeouts
+from .._models import FetchResult, ProgressCallback, ProgressEvent
+from .._storage.destination import check_destination, check_target_kind
+from .._storage.lock import TargetLock
+from .._transport.client import Transport
+from .download import Download, emit_safely
+from .request import Request, make_request
+
+if TYPE_CHECKING:
+    from .._transport.client import Session
+
+
+async def fetch(
+    url: str,
+    dest: str | PathLike[str],
+    *,
+    mirrors: Iterable[str] = (),
+    sha256: str | None = None,
+    connections: int = 16,
+    chunk_size: int | str | None = None,
+    retry: RetryPolicy | int | None = None,
+    timeout: Timeouts | float | None = None,
+    headers: Mapping[str, str] | None = None,
+    progress: ProgressCallback | bool | None = None,
+    hash: bool = True,
+    offline: bool | None = None,
+    verify: bool = False,
+    session: Session | None = None,
+) -> FetchResult:
+    """Download ``url`` to ``dest`` over parallel ranged connections, verified.
+
+    The file appears at ``dest`` only once complete and, when ``sha256`` is given, matching
+    it; partial data stays in a ``.part`` file beside it that a later call resumes from.
+
+    If ``dest`` already exists it is used as it is (``FetchResult.cached``) when it is the
+    file asked for: with ``sha256``, when its digest matches (trusted from the marker written
+    beside it while its size and mtime are unchanged, so a hit costs no re-hash and no
+    network); without, when a probe shows the same size and validators (ETag, Last-Modified)
+    it was downloaded under. A file asyncfetch did not download (no marker) is a hit without
+    ``sha256`` only in torch.hub's cache directory (as torch.hub's download: same size, not
+    older than Last-Modified) and never with ``verify``. Otherwise it is downloaded again and
+    replaced. Processes and
+    threads asking for the same ``dest`` at once download it once: the others wait on a lock
+    file beside it and then use the result.
+
+    Args:
+        url: the file's URL.
+        dest: where to put it.
+        mirrors: more URLs serving the same file; connections are spread over all of them.
+        sha256: the expected SHA-256 (hex). Without it the digest is still computed and
+            returned, unless ``hash=False``.
+        connections: parallel connections in all.
+        chunk_size: bytes per ranged request, a number or a size such as ``"8M"`` (default:
+            small first, growing to 16 MiB).
+        retry: a RetryPolicy, or a number of retries.
+        timeout: a Timeouts, or seconds for both connect and read-idle.
+        headers: extra request headers (e.g. Authorization).
+        progress: called with a ProgressEvent as the download goes; ``True`` draws a tqdm
+            bar on stderr, as torch.hub does.
+        hash: compute the SHA-256 when no ``sha256`` is given.
+        offline: use only what is on disk, never the network (default: as the environment
+            variable ``ASYNCFETCH_OFFLINE`` says).
+        verify: re-hash an existing ``dest`` even when its marker vouches for it; a file no
+            marker vouches for (nothing says what it should be) is downloaded again.
+        session: an aiohttp session of your own to use (it is not closed).
+
+    Returns:
+        A FetchResult.
+
+    Raises:
+        OfflineError: offline, and ``dest`` is missing or not the file asked for.
+        FetchError: a subclass saying what went wrong; nothing is left at ``dest``.
+    """
+    request = make_request(
+        url, dest, mirrors=mirrors, sha256=sha256, connections=connections,
+        chunk_size=chunk_size, retry=retry, timeout=timeout, headers=headers,
+        progress=progress, hash=hash, offline=offline, verify=verify,
+    )  # fmt: skip
+    return await run(request, session=session)
+
+
+async def run(
+    request: Request,
+    *,
+    session: Session | None = None,
+    transport: Transport | None = None,
+) -> FetchResult:
+    """Carry out a validated Request: a cache hit, or a download under the target's lock.
+
+    ``transport``: an open Transport to share (a batch's session and connection budget);
+    its timeouts and headers apply instead of the request's.
+    """
+    started = time.monotonic()
+    check_target_kind(request.dest, request.url)  # a FIFO or a device is never opened
+    hit = await _local_hit(request)
+    if hit is not None:
+        return _hit_result(request, hit, started)
+    check_destination(request.dest, request.url)
+    async with TargetLock(request.dest):
+        hit = await _local_hit(request)  # another process or thread may have just fetched it
+        if hit is not None:
+            return _hit_result(request, hit, started)
+        opened: contextlib.AbstractAsyncContextManager[Transport] = (
+            contextlib.nullcontext(transport)
+            if transport is not None
+            else Transport(
+                timeouts=request.timeouts,
+                connections=request.connections,
+                headers=request.headers,
+                session=session,
+            )
+        )
+        async with opened as shared:
+            return await _probe_and_download(request, shared, started)
+
+
+async def _probe_and_download(
+    request: Request, transport: Transport, started: float
+) -> FetchResult:
+    """Under the lock: an existing target the probe shows unchanged, else a download."""
+    download = Download(request, transport)
+    hit = await _remote_hit(request, download)
+    if hit is not None:
+        return _hit_result(request, hit, started)
+    result = await download.run()
+    await asyncio.to_thread(
+        _marker.record_download,
+        request.dest,
+        url=request.url,
+        sha256=result.sha256,
+        verified=request.sha256 is not None,
+        info=download.info,
+    )
+    download.finish(result)  # after the marker: a rerun finds the file even if a callback raises
+    return result
+
+
+async def _local_hit(request: Request) -> _cache.Hit | None:
+    """A hit decided from the disk alone (``sha256`` given, or offline); raises offline misses."""
+    return await asyncio.to_thread(
+        _cache.find_local,
+        request.dest,
+        url=request.url,
+        sha256=request.sha256,
+        verify=request.verify,
+        offline=request.offline,
+        hashing=request.hashing,
+        mirrors=request.urls[1:],
+    )
+
+
+async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None:
+    """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged."""
+    if request.sha256 is not None or not request.dest.exists():
+        return None
+    if not await asyncio.to_thread(_worth_a_probe, request):
+        return None
+    info = await download.probe()
+    return await asyncio.to_thread(
+        _cache.find_remote,
+        request.dest,
+        info,
+        urls=request.urls,
+        verify=request.verify,
+        hashing=request.hashing,
+        trust_unvouched=request.trust_unmarked,
+    )
+
+
+def _worth_a_probe(request: Request) -> bool:
+    """Whether a probe can make ``dest`` a hit (blocking; see :func:`_cache.find_remote`).
+
+    Where a file no marker vouches for may be one (``trust_unmarked``, without ``verify``),
+    always; else only if asyncfetch's marker vouches for it as the URL's and still describes
+    it, or has the digest that a file changed since must still have.
+    """
+    if request.trust_unmarked and not request.verify:
+        return True
+    marker = _marker.read_marker(request.dest)
+    if marker is None or not _cache.vouches_for(marker, _marker.recorded_urls(request.urls)):
+        return False
+    try:
+        unchanged = marker.describes(request.dest.stat())
+    except OSError:
+        return False
+    return unchanged or marker.expected is not None
+
+
+def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:
+    for kind in ("started", "done"):  # as for a download: started first, then done
+        emit_safely(request, ProgressEvent(kind, request.url, hit.size, hit.size))
+    return hit.result(started)

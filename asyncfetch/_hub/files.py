@@ -1,0 +1,331 @@
+"""The file side of the torch.hub facade, torch-free: where a checkpoint's source comes from
+(URL or registry name), torch.hub's hash-prefix check, and getting the file into the cache
+once per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from .._cache import lookup as _cache
+from .._cache import marker as _marker
+from .._config import RetryPolicy, Timeouts, env_settings
+from .._engine.fetch import run
+from .._engine.progress import ProgressBar
+from .._engine.request import Request, check_sha256, make_request, mirror_urls
+from .._errors import HashPrefixMismatch, IntegrityError, InvalidRequest
+from .._models import FetchResult
+from .._storage.destination import check_target_kind
+from .._storage.lock import TargetLock
+from .._sync import run_sync
+from .._userinfo import redact
+from . import registry as _registry
+from .distributed import SINGLE, NodeRole, once_per_node
+
+log = logging.getLogger("asyncfetch")
+
+HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: NAME-<hex>.EXT
+MIN_PREFIX = 8
+UNVERIFIED_SUFFIX = ".unverified"
+_HEX = re.compile(r"[0-9a-fA-F]{1,64}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one checkpoint comes from and how to check it."""
+
+    url: str
+    mirrors: tuple[str, ...] = ()
+    sha256: str | None = None
+    file_name: str | None = None
+    check_hash: bool = False
+    origin: str | None = None  # "registry FILE, entry [NAME]": the entry that gave the checks
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha256", check_sha256(self.sha256, self.url))
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to download: connections, retries, timeouts, headers, progress bar, and as for
+    :func:`asyncfetch.fetch`: ``hash``, ``offline`` (None: as the environment says), ``verify``.
+    """
+
+    connections: int = 16
+    chunk_size: int | None = None
+    retry: RetryPolicy | int | None = None
+    timeout: Timeouts | float | None = None
+    headers: Mapping[str, str] | None = None
+    progress: bool = True
+    hash: bool = True
+    offline: bool | None = None
+    verify: bool = False
+    # False: a file asyncfetch's marker does not vouch for is fetched; True: one without a
+    # marker may be torch.hub's (see make_request); None: True in torch.hub's cache dir only
+    trust_unmarked: bool | None = None
+
+
+def resolve(
+    url_or_name: str,
+    *,
+    mirrors: Iterable[str] = (),
+    sha256: str | None = None,
+    file_name: str | None = None,
+    check_hash: bool = False,
+    registry: str | PathLike[str] | None = None,
+) -> Source:
+    """A URL as it is, or a registry name looked up; the caller's options win over the entry's.
+
+    Raises:
+        InvalidRequest: an unknown name, or a ``sha256`` that contradicts the registry's.
+    """
+    if not _registry.looks_like_name(url_or_name):
+        return Source(url_or_name, mirror_urls(mirrors), sha256, file_name, check_hash)
+    entry = _registry.lookup(url_or_name, registry)
+    sha256 = check_sha256(sha256, entry.url)
+    if sha256 and entry.sha256 and sha256 != entry.sha256:
+        raise InvalidRequest(
+            f"sha256 {sha256} contradicts the registry's {entry.sha256} for {entry.name!r} "
+            f"({entry.url}); fix one of them",
+            url=entry.url,
+        )
+    return Source(
+        url=entry.url,
+        mirrors=tuple(dict.fromkeys((*entry.mirrors, *mirror_urls(mirrors)))),
+        sha256=sha256 or entry.sha256,
+        file_name=file_name or entry.file_name,
+        check_hash=check_hash or entry.check_hash,
+        origin=entry.where if entry.sha256 or not sha256 else None,  # not the caller's digest
+    )
+
+
+def hash_prefix_of(file_name: str, url: str | None = None) -> str:
+    """The SHA-256 prefix torch.hub's ``check_hash`` reads from ``NAME-<hex>.EXT``.
+
+    Raises:
+        InvalidRequest: the name carries no prefix, an empty one, or fewer than 8 hex digits
+            (torch.hub would skip or weaken the check silently).
+    """
+    match = HASH_REGEX.search(file_name)
+    advice = (
+        "rename it NAME-<first 8+ hex digits of its SHA-256>.EXT, pass sha256=, or drop check_hash"
+    )
+    if match is None:
+        reason = "carries no SHA-256 prefix (torch.hub expects NAME-<hex>.EXT)"
+    elif not match.group(1):
+        reason = "has an empty SHA-256 prefix ('-.')"
+    elif len(match.group(1)) < MIN_PREFIX:
+        reason = f"has only {len(match.group(1))} hex digits of SHA-256, fewer than {MIN_PREFIX}"
+    else:
+        return match.group(1)
+    raise InvalidRequest(
+        f"check_hash=True, but file name {file_name!r} {reason}; {advice}", url=url
+    )
+
+
+def check_prefix(prefix: str, url: str | None = None) -> str:
+    """``prefix`` in lower case if it is 1 to 64 hex digits, else InvalidRequest."""
+    if not isinstance(prefix, str) or not _HEX.fullmatch(prefix):
+        raise InvalidRequest(
+            f"hash_prefix must be 1 to 64 hex digits of the SHA-256, got {prefix!r}", url=url
+        )
+    return prefix.lower()
+
+
+def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Options) -> FetchResult:
+    """Download ``source`` to ``dest``, verified by its ``sha256`` and/or ``hash_prefix``.
+
+    An intact file already at ``dest`` is used as :func:`asyncfetch.fetch` would use it. With
+    only a prefix, that is when its digest (the marker's, or re-hashed) starts with the
+    prefix, unless ``options.trust_unmarked`` is off (``download_url_to_file``, which always
+    downloads, as torch.hub's does, except offline); else the file is downloaded under
+    ``dest`` + ``.unverified`` (resumable there) and renamed to ``dest`` once its digest
+    starts with the prefix.
+
+    Raises:
+        IntegrityError: the digest does not match (a HashPrefixMismatch, also a RuntimeError,
+            for ``hash_prefix``); nothing is left at ``dest``.
+        OfflineError: offline, and ``dest`` is missing or not the file asked for.
+    """
+    check_target_kind(dest, source.url)  # checked here too: a staged file is renamed onto it
+    if hash_prefix and source.sha256 and not source.sha256.startswith(hash_prefix):
+        raise InvalidRequest(
+            f"{source.url}: the file name's hash prefix {hash_prefix} contradicts sha256 "
+            f"{source.sha256}; fix one of them" + (f" in {source.origin}" if source.origin else ""),
+            url=source.url,
+        )
+    if hash_prefix is None or source.sha256 is not None:
+        return _download(source, dest, options)
+    started = time.monotonic()
+    offline = env_settings().offline if options.offline is None else options.offline
+    if options.trust_unmarked is False and not offline:
+        return _download_staged(source, dest, hash_prefix, options)  # as torch.hub: always
+    hit = _cache.find_prefixed(
+        dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=offline
+    )
+    if hit is not None:
+        return hit.result(started)
+    return _download_staged(source, dest, hash_prefix, options)
+
+
+def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Options) -> FetchResult:
+    """Download to ``dest`` + ``.unverified``; rename it to ``dest`` if the prefix matches.
+
+    All under ``dest``'s lock, so that another process or thread doing the same waits for
+    the rename and then finds the file in place, instead of downloading it again.
+    """
+    target = dest.with_name(dest.name + UNVERIFIED_SUFFIX)
+    staged = dataclasses.replace(options, hash=True, offline=False)  # offline missed already
+
+    async def locked(request: Request) -> FetchResult:
+        started = time.monotonic()
+        async with TargetLock(dest) as lock:
+            if lock.waited:  # someone else had it: maybe they just put it in place
+                hit = await asyncio.to_thread(
+                    _cache.find_prefixed,
+                    dest, url=source.url, prefix=hash_prefix, verify=False, offline=False,
+                )  # fmt: skip
+                if hit is not None:
+                    return hit.result(started)
+            result = await run(request)
+            return await asyncio.to_thread(
+                _publish, source, result, request.dest, dest, hash_prefix
+            )
+
+    return _download(source, target, staged, locked)
+
+
+def _publish(
+    source: Source, result: FetchResult, target: Path, dest: Path, hash_prefix: str
+) -> FetchResult:
+    """Rename the staged download ``target`` to ``dest`` if its digest starts with
+    ``hash_prefix``, else delete it and raise HashPrefixMismatch (blocking)."""
+    if result.sha256 is None or not result.sha256.startswith(hash_prefix):
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        _marker.remove_marker(target)
+        raise HashPrefixMismatch(
+            f"{source.url}: invalid hash value: SHA-256 {result.sha256} does not start with "
+            f"{hash_prefix}; the download was discarded (the server sent other bytes)"
+            f"{_fix_in(source)}",
+            url=source.url,
+            expected=hash_prefix,
+            actual=result.sha256 or "",
+        )
+    try:
+        os.replace(target, dest)
+    except FileNotFoundError:
+        if not dest.exists():
+            raise
+        # another process or thread checked the same download and moved it first
+    _marker.move_marker(target, dest)
+    return dataclasses.replace(result, path=dest)
+
+
+def _download(
+    source: Source,
+    dest: Path,
+    options: Options,
+    runner: Callable[[Request], Coroutine[Any, Any, FetchResult]] = run,
+) -> FetchResult:
+    bar = ProgressBar(dest.name) if options.progress else None
+    try:
+        request = make_request(
+            source.url, dest, mirrors=source.mirrors, sha256=source.sha256,
+            connections=options.connections, chunk_size=options.chunk_size,
+            retry=options.retry, timeout=options.timeout, headers=options.headers,
+            progress=bar, hash=options.hash, offline=options.offline, verify=options.verify,
+            trust_unmarked=options.trust_unmarked,
+        )  # fmt: skip
+        return run_sync(runner(request))
+    except IntegrityError as exc:
+        if source.origin is None or exc.expected != source.sha256:
+            raise
+        raise IntegrityError(
+            f"{exc}{_fix_in(source)}", url=exc.url, expected=exc.expected, actual=exc.actual
+        ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _fix_in(source: Source) -> str:
+    """Where to fix a digest that came from a registry entry, as the end of a message."""
+    if source.origin is None:
+        return ""
+    return f"; if the file changed upstream, update {source.origin}"
+
+
+def ensure_cached(
+    source: Source, path: Path, options: Options, role: NodeRole = SINGLE
+) -> FetchResult | None:
+    """torch.hub's rule: use ``path`` if it is there, else download it (once per node).
+
+    An existing file is used as is, except that with a ``sha256`` it is verified first, and
+    with ``check_hash`` its SHA-256 must start with the prefix in its name (torch.hub does not
+    check a cached file again; asyncfetch does); if not, it is downloaded again. Returns the
+    FetchResult of a download, None for a hit.
+    """
+    hash_prefix = hash_prefix_of(path.name, source.url) if source.check_hash else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_target_kind(path, source.url)
+
+    def ensure() -> FetchResult | None:
+        if path.exists() and cached_file_ok(path, source.sha256, hash_prefix, source.url):
+            return None
+        print(f'Downloading: "{redact(source.url)}" to {path}', file=sys.stderr, flush=True)
+        return get_file(source, path, hash_prefix, options)
+
+    with _thread_lock(path):
+        return once_per_node(path, ensure, role)
+
+
+def cached_file_ok(
+    path: Path, sha256: str | None, hash_prefix: str | None = None, url: str | None = None
+) -> bool:
+    """Whether the cached ``path`` may be used: with ``sha256``, if it matches; with only
+    ``hash_prefix``, if its SHA-256 starts with it; always without either.
+
+    A file whose marker vouches for its digest (unchanged since it was computed) is not
+    re-hashed; one without is hashed once and given a marker. See
+    :func:`asyncfetch._cache.lookup.has_digest` and :func:`asyncfetch._cache.lookup.find_prefixed`.
+    """
+    if sha256 is not None:
+        if _cache.has_digest(path, sha256.lower()):
+            return True
+        log.warning("%s does not match its sha256 %s; downloading it again", path, sha256)
+        return False
+    if hash_prefix is None:
+        return True
+    hit = _cache.find_prefixed(path, url=url, prefix=hash_prefix, verify=False, offline=False)
+    if hit is not None:
+        return True
+    log.warning(
+        "%s does not have a SHA-256 starting with %s, the prefix in its name; downloading it again",
+        path,
+        hash_prefix,
+    )
+    return False
+
+
+_thread_locks: dict[Path, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+def _thread_lock(path: Path) -> threading.Lock:
+    """One lock per cached path in this process, so threads wait for each other's download."""
+    with _thread_locks_guard:
+        return _thread_locks.setdefault(path.absolute(), threading.Lock())

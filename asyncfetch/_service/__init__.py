@@ -1,0 +1,1 @@
+"""``asyncfetch serve``: the download service and LAN mirror."""

@@ -1,0 +1,400 @@
+"""``asyncfetch serve``: a small caching download service, and a LAN mirror of its cache.
+
+Routes::
+
+    POST /fetch           {"url", "mirrors", "sha256", "name"} → download into the cache dir,
+                          answer the FetchResult as JSON (the fields of ``get --json``)
+    GET|HEAD /files/NAME  a complete cached file, with Range, ETag and Last-Modified
+    GET /cache            the complete cached files (name, size, mtime, state) and running
+                          downloads
+    GET /health           {"ok": true}
+
+Requests for the same name and URL share one download, which a client going away does not
+cancel; another URL for a name downloading now is refused (409). Each request is judged by its
+own ``sha256``: one that joined a download checked against another digest compares the result
+with its own, or downloads again if that other digest was wrong or the cache had only the file
+with that other digest. At most ``max_downloads``
+distinct downloads run at once, the others wait their turn. Only complete files are served:
+never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
+and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
+fetched or verified again).
+
+This is the one module besides ``_transport`` that imports aiohttp: its server side,
+``aiohttp.web``. Downloads themselves go through :func:`asyncfetch.fetch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .._cache.marker import read_marker
+from .._config import RetryPolicy, Timeouts
+from .._engine.fetch import fetch
+from .._errors import (
+    DestinationError,
+    FetchError,
+    IntegrityError,
+    InvalidRequest,
+    RetriesExhausted,
+    TransportError,
+)
+from .._models import FetchResult
+from .._userinfo import redact
+from .orders import (
+    ORDER_SHAPE,
+    Order,
+    check_digest,
+    hit_for_another_digest,
+    is_servable_name,
+    parse_order,
+)
+
+log = logging.getLogger("asyncfetch.serve")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_MAX_DOWNLOADS = 4
+MAX_BODY = 64 * 1024
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+
+
+class NameInUse(InvalidRequest):
+    """The name asked for is being downloaded from another URL now."""
+
+
+def status_for(exc: FetchError) -> int:
+    """The HTTP status that answers a failed download."""
+    if isinstance(exc, NameInUse):
+        return 409
+    if isinstance(exc, InvalidRequest):
+        return 400
+    if isinstance(exc, IntegrityError):
+        return 422
+    if isinstance(exc, DestinationError):
+        return 507
+    if isinstance(exc, TransportError | RetriesExhausted):
+        return 502
+    return 500
+
+
+def _error(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": " ".join(message.split()), "type": kind}, status=status)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer aiohttp's own errors (no such route, wrong method) in the service's JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = _error(exc.status, f"{request.method} {request.path}: {exc.reason}",
+                        type(exc).__name__.removeprefix("HTTP"))  # fmt: skip
+        if "Allow" in exc.headers:
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
+
+
+def is_corrupt(path: Path) -> bool:
+    """Whether ``path``'s marker says it is corrupt (``asyncfetch cache verify`` found another
+    digest than recorded) (blocking; reads one small file).
+
+    A file changed since (touched, copied over) stays corrupt: only hashing it again (``cache
+    verify``, a fetch) or downloading it again rewrites the marker.
+    """
+    marker = read_marker(path)
+    return marker is not None and marker.corrupt
+
+
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The file (not a directory) standing at ``directory`` or at one of its parents."""
+    for path in (directory, *directory.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A download running now, and the request that started it."""
+
+    order: Order
+    task: asyncio.Task[FetchResult]
+
+
+class Service:
+    """The service's state: its cache dir and the downloads running now.
+
+    Args:
+        cache_dir: where files are downloaded to and served from (created if missing).
+        max_downloads: distinct downloads that may run at once; more wait their turn.
+        retry: the retry policy of each download.
+        timeout: the timeouts of each download.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        retry: RetryPolicy | None = None,
+        timeout: Timeouts | None = None,
+    ) -> None:
+        if max_downloads < 1:
+            raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
+        self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self._slots = asyncio.Semaphore(max_downloads)
+        self._running: dict[str, _Job] = {}
+        self._stopping = False
+        self._retry = retry
+        self._timeout = timeout
+
+    def app(self) -> web.Application:
+        """The aiohttp application serving the routes."""
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+        app.router.add_post("/fetch", self._post_fetch)
+        app.router.add_get("/files/{name}", self._get_file)
+        app.router.add_get("/cache", self._get_cache)
+        app.router.add_get("/health", self._get_health)
+        app.on_startup.append(self._on_startup)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_startup(self, _app: web.Application) -> None:
+        await asyncio.to_thread(self.make_cache_dir)
+
+    def make_cache_dir(self) -> None:
+        """Create the cache dir if missing (blocking).
+
+        Raises:
+            DestinationError: it cannot be made, e.g. a file stands in its way.
+        """
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            in_the_way = _file_in_the_way(self.cache_dir)
+            why = (
+                f"{in_the_way} is a file, not a directory; move it away or"
+                if in_the_way
+                else f"{exc.strerror or exc};"
+            )
+            raise DestinationError(
+                f"cannot use {self.cache_dir} as the cache dir: {why} pick another --cache-dir",
+                path=str(self.cache_dir),
+            ) from None
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        """Stop running downloads; their part files stay for the next run to resume."""
+        self._stopping = True
+        tasks = [job.task for job in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _post_fetch(self, request: web.Request) -> web.Response:
+        try:
+            order = parse_order(await request.read())
+            result = await self.download(order)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(
+                413, f"the body is over {MAX_BODY} bytes; send {ORDER_SHAPE}", "InvalidRequest"
+            )
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise  # the client went away
+            return _error(503, "the service is stopping; the download stopped and resumes "
+                          "from its part file when you ask again", "ServiceStopping")  # fmt: skip
+        except FetchError as exc:
+            log.warning("fetch failed: %s", " ".join(str(exc).split()))
+            return _error(status_for(exc), str(exc), type(exc).__name__)
+        except Exception as exc:
+            log.exception("fetch failed unexpectedly")
+            return _error(500, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        href = "/files/" + urllib.parse.quote(order.name, safe="")
+        return web.json_response(result.as_json(order.url) | {"name": order.name, "href": href})
+
+    async def download(self, order: Order) -> FetchResult:
+        """Download ``order`` into the cache dir, or join the download of the same file running now.
+
+        The download runs as its own task: a caller that goes away does not cancel it. A caller
+        that joined a download checked against another SHA-256 is judged by its own: the result
+        is compared with it, and if the other digest was wrong, or the cache held a file with
+        the other digest but not with this one, the file is downloaded again.
+
+        Raises:
+            NameInUse: ``order.name`` is being downloaded from another URL now.
+            IntegrityError: the file's SHA-256 is not ``order.sha256``.
+        """
+        while True:
+            job = self._join_or_start(order)
+            try:
+                result = await asyncio.shield(job.task)
+            except IntegrityError as exc:
+                other = job.order.sha256
+                if other is not None and other != order.sha256 and exc.expected == other:
+                    continue  # failed on the other request's digest, not on ours: try ours
+                raise
+            if job.order is not order and hit_for_another_digest(order, result):
+                continue  # the cache had the other request's file, not ours: download ours
+            check_digest(order, result)
+            return result
+
+    def _join_or_start(self, order: Order) -> _Job:
+        job = self._running.get(order.name)
+        if job is not None and not job.task.done():
+            if job.order.url != order.url:
+                raise NameInUse(
+                    f"{order.name} is being downloaded from {job.order.url} now, not from "
+                    f"{order.url}; wait for it to finish and ask again, or use another name",
+                    url=order.url,
+                )
+            return job
+        task = asyncio.create_task(self._fetch(order), name=f"asyncfetch serve {order.name}")
+        job = self._running[order.name] = _Job(order, task)
+        task.add_done_callback(lambda done: self._forget(order.name, done))
+        return job
+
+    async def _fetch(self, order: Order) -> FetchResult:
+        async with self._slots:
+            await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
+            log.info("downloading %s to %s", redact(order.url), self.cache_dir / order.name)
+            return await fetch(
+                order.url,
+                self.cache_dir / order.name,
+                mirrors=order.mirrors,
+                sha256=order.sha256,
+                retry=self._retry,
+                timeout=self._timeout,
+            )
+
+    def _forget(self, name: str, task: asyncio.Task[FetchResult]) -> None:
+        job = self._running.get(name)
+        if job is not None and job.task is task:
+            del self._running[name]
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" noise when every waiter left
+
+    async def _get_file(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        found = await asyncio.to_thread(self.lookup, name)
+        if found is None:
+            return _error(404, f"{name} is not a complete file in the cache", "NotFound")
+        path, corrupt = found
+        if corrupt:
+            return _error(409, f"{name} is corrupt (`asyncfetch cache verify` found another "
+                          "SHA-256 than recorded); POST /fetch it again", "Corrupt")  # fmt: skip
+        return web.FileResponse(path)
+
+    def lookup(self, name: str) -> tuple[Path, bool] | None:
+        """The complete cached file called ``name`` and whether it is corrupt, or None
+        (blocking: run it in a thread)."""
+        path = self.servable_path(name)
+        return None if path is None else (path, is_corrupt(path))
+
+    def servable_path(self, name: str) -> Path | None:
+        """The complete cached file called ``name``, or None (blocking: run it in a thread)."""
+        if not is_servable_name(name):
+            return None
+        try:
+            real = (self.cache_dir / name).resolve(strict=True)
+            inside = real.parent == self.cache_dir.resolve(strict=True)
+        except OSError:
+            return None
+        if not inside or not is_servable_name(real.name) or not real.is_file():
+            return None
+        return real
+
+    async def _get_cache(self, _request: web.Request) -> web.Response:
+        files = await asyncio.to_thread(self.listing)
+        return web.json_response({"files": files, "downloading": sorted(self._running)})
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Name, size, mtime and state (``complete`` or ``corrupt``) of each complete cached
+        file, by name (blocking)."""
+        files = []
+        try:
+            names = sorted(os.listdir(self.cache_dir))
+        except OSError:
+            return []
+        for name in names:
+            path = self.servable_path(name)
+            if path is None:
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            state = "corrupt" if is_corrupt(path) else "complete"
+            files.append({"name": name, "size": st.st_size, "mtime": st.st_mtime, "state": state})
+        return files
+
+    async def _get_health(self, _request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+
+def base_url(address: Any) -> str:
+    """``http://host:port`` for a listening socket's address."""
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(
+    cache_dir: Path,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+) -> None:
+    """Run the service until SIGINT or SIGTERM; prints the URL it listens on to stdout.
+
+    Raises:
+        InvalidRequest: the address cannot be listened on (in use, not a local address).
+    """
+    service = Service(cache_dir, max_downloads=max_downloads)
+    runner = web.AppRunner(
+        service.app(),
+        handle_signals=False,
+        handler_cancellation=True,  # a waiter that left stops waiting; its download goes on
+        access_log=log,
+        access_log_format=ACCESS_LOG_FORMAT,
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise InvalidRequest(
+                f"cannot listen on {host}:{port} ({exc}); pick another --host or --port (0: any)"
+            ) from None
+        print(f"asyncfetch serve: {base_url(runner.addresses[0])} cache {service.cache_dir}",
+              flush=True)  # fmt: skip
+        await _until_signalled()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+async def _until_signalled() -> None:
+    """Return once SIGINT or SIGTERM arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        loop.add_signal_handler(number, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)

@@ -1,0 +1,128 @@
+"""The resume journal: which byte ranges of a ``.part`` file are on disk, and under which
+validators they were fetched. A small JSON file beside the part, replaced atomically.
+
+It keeps two sets of runs: ``runs``, written (in the page cache: they survive a kill -9 of
+the process), and ``synced``, flushed with fdatasync (they survive a power cut too), and the
+kernel's boot id. A resume after a reboot trusts only ``synced``; one on the same boot trusts
+``runs``. So the journal can be saved often and cheaply, and a kill loses almost nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import secrets
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._models import RemoteInfo
+from .._userinfo import redact
+
+JOURNAL_VERSION = 2
+JOURNAL_SUFFIX = ".json"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's id (Linux), or None where the system does not tell."""
+    try:
+        return BOOT_ID.read_text(encoding="ascii").strip() or None
+    except OSError:
+        return None
+
+
+@dataclass
+class Journal:
+    """What a part file holds and who is writing it (``url`` with its password masked)."""
+
+    url: str
+    size: int | None
+    etag: str | None
+    last_modified: str | None
+    runs: list[tuple[int, int]] = field(default_factory=list)
+    synced: list[tuple[int, int]] = field(default_factory=list)
+    boot: str | None = field(default_factory=boot_id)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+
+    @classmethod
+    def for_remote(cls, info: RemoteInfo) -> Journal:
+        """An empty journal for a download of ``info``."""
+        return cls(redact(info.url), info.size, info.etag, info.last_modified)
+
+    def on_disk(self) -> list[tuple[int, int]]:
+        """The runs a resume may trust: all written ones on the same boot, else the synced."""
+        same_boot = self.boot is not None and self.boot == boot_id()
+        return list(self.runs if same_boot else self.synced)
+
+    def matches(self, info: RemoteInfo) -> bool:
+        """Whether bytes fetched under this journal are bytes of the file ``info`` describes.
+
+        Size must agree, and every validator both sides have must agree; with no validator in
+        common nothing proves the file is unchanged, so the answer is no.
+        """
+        if self.size is None or self.size != info.size:
+            return False
+        pairs = [(self.etag, info.etag), (self.last_modified, info.last_modified)]
+        common = [(old, new) for old, new in pairs if old and new]
+        return bool(common) and all(old == new for old, new in common)
+
+    def owner_alive(self) -> bool:
+        """Whether the process that wrote this journal may still be running."""
+        if self.host != socket.gethostname():
+            return True
+        if self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def journal_path(part: Path) -> Path:
+    """Where the journal of ``part`` lives."""
+    return part.with_name(part.name + JOURNAL_SUFFIX)
+
+
+def save(part: Path, journal: Journal) -> None:
+    """Write the journal of ``part`` atomically (blocking; call from a thread)."""
+    target = journal_path(part)
+    temp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    data = asdict(journal) | {"version": JOURNAL_VERSION}
+    try:
+        temp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(temp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+
+
+def load(part: Path) -> Journal | None:
+    """The journal of ``part``, or None when it is missing, truncated or otherwise unusable."""
+    try:
+        data: Any = json.loads(journal_path(part).read_text(encoding="utf-8"))
+        if data.pop("version") != JOURNAL_VERSION:
+            return None
+        runs = [(int(s), int(e)) for s, e in data.pop("runs")]
+        synced = [(int(s), int(e)) for s, e in data.pop("synced")]
+        journal = Journal(**data, runs=runs, synced=synced)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if any(not 0 <= s < e for s, e in (*journal.runs, *journal.synced)):
+        return None
+    return journal
+
+
+def remove(part: Path) -> None:
+    """Delete ``part``'s journal if there is one."""
+    with contextlib.suppress(FileNotFoundError):
+        journal_path(part).unlink()

@@ -1,0 +1,1 @@
+"""Transport: the HTTP clients (aiohttp, the raw fast path), answers, credentials, budget."""

@@ -1,0 +1,109 @@
+"""HTTP answers, whichever client received them: status errors, Retry-After, Content-Range,
+and whether an answer fits the request. Pure functions, no I/O.
+
+Header lookups use lower-case names; both aiohttp's headers and the fast path's parsed
+headers answer them.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+
+from .._errors import HTTPStatusError, ProtocolError
+from .._models import ByteRange
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+class RangeNotHonoured(ProtocolError):
+    """The server answered a Range request with the whole file (200)."""
+
+    def __init__(self, message: str, *, url: str | None) -> None:
+        super().__init__(message, url=url, retryable=False)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    import email.utils  # only for the rare HTTP-date form (~10 ms to import)
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(when.timestamp() - current, 0.0)
+
+
+def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes a-b/total`` → (a, b + 1, total or None); None when absent or malformed."""
+    match = _CONTENT_RANGE.fullmatch(value.strip()) if value else None
+    if not match:
+        return None
+    total = None if match[3] == "*" else int(match[3])
+    return int(match[1]), int(match[2]) + 1, total
+
+
+def status_error(
+    status: int, reason: str | None, headers: Mapping[str, str], url: str
+) -> HTTPStatusError:
+    """The HTTPStatusError for an error answer (with the server's Retry-After, if any)."""
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    hint = "the file may not exist or needs credentials" if status < 500 else "try later"
+    return HTTPStatusError(
+        f"{url}: HTTP {status} {reason or ''}".rstrip() + f" ({hint})",
+        url=url,
+        status=status,
+        retry_after=retry_after,
+    )
+
+
+def is_encoded(headers: Mapping[str, str]) -> bool:
+    """Whether the body has a Content-Encoding other than identity."""
+    return headers.get("content-encoding", "identity") not in ("identity", "")
+
+
+def check_answer(
+    status: int,
+    reason: str | None,
+    headers: Mapping[str, str],
+    url: str,
+    byte_range: ByteRange | None,
+) -> None:
+    """Raise unless the answer is a usable body for ``byte_range`` (or the whole file).
+
+    Raises:
+        HTTPStatusError: on an error status.
+        RangeNotHonoured: a range was asked and the whole file came back.
+        ProtocolError: the answer is for another range, or encoded.
+    """
+    if status >= 400:
+        raise status_error(status, reason, headers, url)
+    if is_encoded(headers):
+        raise ProtocolError(
+            f"{url}: server sent {headers.get('content-encoding')!r}-encoded bytes although "
+            "asked for identity; cannot write them at file offsets",
+            url=url,
+            retryable=False,
+        )
+    if byte_range is None:
+        return
+    if status != 206:
+        raise RangeNotHonoured(
+            f"{url}: asked for {byte_range}, got HTTP {status} with the whole file "
+            "(the server ignores Range, or the file changed)",
+            url=url,
+        )
+    got = parse_content_range(headers.get("content-range"))
+    if got is None or got[0] != byte_range.start or got[1] > byte_range.end:
+        raise ProtocolError(
+            f"{url}: asked for {byte_range}, server sent Content-Range "
+            f"{headers.get('content-range')!r}",
+            url=url,
+        )

@@ -1,0 +1,427 @@
+"""HTTP: the aiohttp session, probing a URL, and streaming one byte range.
+
+The only module that touches aiohttp. Its exceptions are translated here, in
+:func:`translate_errors`, and never reach the engine or the user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
+from .._errors import (
+    ConnectionFailed,
+    FetchTimeout,
+    HTTPStatusError,
+    InvalidRequest,
+    TooManyRedirects,
+    TransportError,
+    TruncatedBody,
+)
+from .._models import ByteRange, RemoteInfo
+from .._userinfo import carry_userinfo, same_origin, strip_userinfo
+from .answers import RangeNotHonoured as RangeNotHonoured
+from .answers import check_answer, is_encoded, parse_content_range, status_error
+from .budget import ConnectionBudget, host_key
+from .credentials import (
+    Credentials,
+    Middleware,
+    authorize_on,
+    callers_authorization,
+    without_authorization,
+)
+from .rawhttp import RawClient, Span, Window
+
+USER_AGENT = "asyncfetch/0.1"
+SCHEMES = frozenset({"http", "https"})
+_PROBE_RANGE = ByteRange(0, 1)
+_CREDENTIALS = frozenset({"authorization", "cookie"})  # the caller's, for the origin asked
+READ_BUFSIZE = 1 << 18
+WRITE_BATCH = 1 << 20
+
+if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit never pays
+    import aiohttp  # for it (~0.25 s); the names below are for annotations only
+
+    Session = aiohttp.ClientSession
+    """An application's own HTTP session, which asyncfetch can use instead of opening one."""
+_HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
+
+
+def check_url(url: str) -> str:
+    """Return ``url`` if it is an absolute http(s) URL, else raise InvalidRequest."""
+    try:
+        import yarl  # lazily, as aiohttp (which depends on it)
+
+        parsed = yarl.URL(url)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest(f"{url!r} is not a valid URL: {exc}", url=url) from None
+    if not parsed.scheme or not parsed.host:
+        raise InvalidRequest(f"{url!r} is not a full URL; give one like https://host/file", url=url)
+    if parsed.scheme not in SCHEMES:
+        raise InvalidRequest(
+            f"{url!r}: unsupported scheme {parsed.scheme!r}; use http:// or https://", url=url
+        )
+    return url
+
+
+@asynccontextmanager
+async def translate_errors(url: str) -> AsyncIterator[None]:
+    """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first."""
+    import aiohttp
+
+    try:
+        yield
+    except aiohttp.TooManyRedirects as exc:
+        raise TooManyRedirects(
+            f"{url}: too many redirects ({len(exc.history)}); the server may loop", url=url
+        ) from None
+    except aiohttp.InvalidURL as exc:
+        raise InvalidRequest(f"{url}: invalid URL ({exc})", url=url) from None
+    except aiohttp.ClientPayloadError as exc:
+        raise TruncatedBody(f"{url}: the body ended early ({exc})", url=url) from None
+    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise FetchTimeout(f"{url}: timed out ({exc or 'no data'})", url=url) from None
+    except aiohttp.ClientConnectionError as exc:
+        raise ConnectionFailed(f"{url}: connection failed ({exc})", url=url) from None
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"{url}: {type(exc).__name__}: {exc}", url=url) from None
+
+
+def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError:
+    return status_error(response.status, response.reason, response.headers, url)
+
+
+class Body(Protocol):
+    """An open response body, on either receive path; the engine takes it batch by batch."""
+
+    url: str
+    byte_range: ByteRange | None
+    size: int | None
+    sent_at: float  # when the request went out, after any wait for a budget slot
+
+    async def read(self) -> bytes:
+        """The next chunk of bytes as it arrived; ``b""`` at the end (not for the hot path)."""
+
+    async def next_batch(self) -> Sequence[bytes | memoryview]:
+        """The next bytes to write at the window's ``pos`` (valid until the next call); empty
+        at the clean end of the body or at the window's ``stop``. Bytes received before an
+        error are returned first; the error comes with the next call."""
+
+    def abandon(self) -> None:
+        """Stop reading before the end: the connection is closed, not reused."""
+
+    def leftover(self) -> tuple[int, bytes]:
+        """After a cancelled :meth:`next_batch`: (file offset, bytes) received and not yet
+        handed over, so they can be kept for a resume."""
+
+
+@dataclass
+class AioBody:
+    """A body received by aiohttp: read it chunk by chunk with :meth:`read`, or in batches."""
+
+    response: aiohttp.ClientResponse
+    url: str
+    byte_range: ByteRange | None
+    size: int | None
+    window: Window = field(default_factory=Span)
+    sent_at: float = 0.0
+    _pending: TransportError | None = None
+    _held: tuple[int, bytes] = (0, b"")
+
+    async def read(self) -> bytes:
+        """The next chunk of bytes as it arrived; ``b""`` at the end."""
+        async with translate_errors(self.url):
+            return await self.response.content.readany()
+
+    async def next_batch(self) -> list[bytes]:
+        """About WRITE_BATCH bytes, cut at the window's ``stop`` (see :class:`Body`)."""
+        if self._pending is not None:
+            error, self._pending = self._pending, None
+            raise error
+        batch: list[bytes] = []
+        start, batched = self.window.pos, 0
+        try:
+            while start + batched < self.window.stop and batched < WRITE_BATCH:
+                chunk = await self.read()
+                if not chunk:
+                    break
+                room = self.window.stop - start - batched
+                batch.append(chunk if len(chunk) <= room else chunk[:room])
+                batched += len(batch[-1])
+                self.window.reached = start + batched
+        except TransportError as exc:
+            if not batch:
+                raise
+            self._pending = exc
+        except asyncio.CancelledError:
+            self._held = (start, b"".join(batch))
+            raise
+        return batch
+
+    def abandon(self) -> None:
+        """Stop reading before the end: the connection is closed, not reused."""
+        self.response.close()
+
+    def leftover(self) -> tuple[int, bytes]:
+        """What a cancelled :meth:`next_batch` had received (see :class:`Body`)."""
+        held, self._held = self._held, (0, b"")
+        return held
+
+
+class Transport:
+    """One aiohttp session for a download (or a batch), with our timeouts and headers.
+
+    Pass ``session`` to use an application's own ``aiohttp.ClientSession``; it is not closed.
+    With a ``budget``, every request holds one of its slots while it runs, and a 429 or a
+    ``Retry-After`` pauses that host for every download sharing the budget.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeouts: Timeouts,
+        connections: int,
+        headers: Mapping[str, str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        budget: ConnectionBudget | None = None,
+    ) -> None:
+        self._timeouts = timeouts
+        self._connections = connections
+        self._headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})}
+        self._authorized = callers_authorization(self._headers) is not None
+        self._session = session
+        self._owns_session = session is None
+        self._max_redirects = max_redirects
+        settings = env_settings()
+        fast = session is None and settings.fast_path
+        self._credentials = Credentials(authorized=self._authorized, netrc_path=settings.netrc)
+        self._raw = RawClient(timeouts) if fast else None
+        self._budget = budget
+        self._entered = False
+
+    async def __aenter__(self) -> Transport:
+        self._entered = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._entered = False
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session (inside ``async with`` only), opened on first use: a download
+        that stays on the fast path never imports aiohttp."""
+        if not self._entered:
+            raise RuntimeError("Transport used outside 'async with'")
+        if self._session is None:
+            self._session = _open_session(self._timeouts, self._connections)
+        return self._session
+
+    async def probe(self, url: str) -> RemoteInfo:
+        """Learn size, Range support and validators: HEAD, then a 1-byte GET if HEAD falls short."""
+        if self._raw is not None and self._raw.target(url) is not None:
+            head = await self._raw_head(url)
+        else:
+            head = await self._head(url)
+        if head is not None and head.size is not None and head.accepts_ranges:
+            return head
+        return await self._probe_with_get(url)
+
+    async def _raw_head(self, url: str) -> RemoteInfo | None:
+        """HEAD on the fast path, so a plain-http download never needs aiohttp. None when the
+        answer is refused, a redirect or encoded: the 1-byte GET (through aiohttp, which
+        follows redirects) tells the rest."""
+        assert self._raw is not None
+        async with self._slot(url):
+            head = await self._raw.head(url, await self._credentials.headers(url, self._headers))
+            if head is not None and head.status >= 400 and head.status not in _HEAD_REFUSED:
+                raise status_error(head.status, head.reason, head.headers, url)
+        if head is None or head.status != 200 or is_encoded(head.headers):
+            return None
+        length = head.headers.get("content-length", "")
+        return _info_from_headers(url, url, head.headers, int(length) if length.isdigit() else None)
+
+    @asynccontextmanager
+    async def _slot(self, url: str) -> AsyncIterator[float]:
+        """Hold a budget slot for ``url``'s host around one request (no budget: no limit).
+
+        Yields the time the slot was granted.
+        """
+        if self._budget is None:
+            yield time.monotonic()
+            return
+        host = host_key(url)
+        async with self._budget.slot(host):
+            try:
+                yield time.monotonic()
+            except HTTPStatusError as exc:
+                if exc.status == 429 or exc.retry_after is not None:
+                    self._budget.pause(host, exc.retry_after)
+                raise
+            self._budget.answered(host)
+
+    def _headers_for(self, url: str, asked: str | None) -> dict[str, str]:
+        """Our headers for a request to ``url``, less the credentials when it is not of
+        ``asked``'s origin."""
+        if asked is None or same_origin(asked, url):
+            return dict(self._headers)
+        return {k: v for k, v in self._headers.items() if k.lower() not in _CREDENTIALS}
+
+    def _aio_request(
+        self, method: str, url: str, headers: dict[str, str]
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """``method`` ``url`` through aiohttp, following redirects, with the caller's
+        Authorization winning over the URL's userinfo and netrc (see :mod:`._credentials`)."""
+        auth = callers_authorization(headers)
+        middlewares: tuple[Middleware, ...] | None = None
+        if auth is not None and self._owns_session:  # a caller's session: its own middlewares
+            headers, middlewares = without_authorization(headers), (authorize_on(url, auth),)
+        return self.session.request(
+            method, strip_userinfo(url) if self._authorized else url, headers=headers,
+            allow_redirects=True, max_redirects=self._max_redirects, middlewares=middlewares,
+        )  # fmt: skip
+
+    async def _head(self, url: str) -> RemoteInfo | None:
+        async with (
+            self._slot(url),
+            translate_errors(url),
+            self._aio_request("HEAD", url, self._headers) as response,
+        ):
+            if response.status >= 400:
+                if response.status in _HEAD_REFUSED:
+                    return None  # some servers (and signed URLs) only answer GET
+                raise _status_error(response, url)
+            return _info_from_headers(url, _final(url, response), response.headers,
+                                      response.content_length)  # fmt: skip
+
+    async def _probe_with_get(self, url: str) -> RemoteInfo:
+        headers = {**self._headers, "Range": _PROBE_RANGE.header()}
+        async with (
+            self._slot(url),
+            translate_errors(url),
+            self._aio_request("GET", url, headers) as response,
+        ):
+            if response.status >= 400:
+                raise _status_error(response, url)
+            if response.status == 206:
+                content_range = parse_content_range(response.headers.get("Content-Range"))
+                size = content_range[2] if content_range else None
+                return _info_from_headers(url, _final(url, response), response.headers, size,
+                                          accepts_ranges=size is not None)  # fmt: skip
+            size = None if is_encoded(response.headers) else response.content_length
+            return _info_from_headers(url, _final(url, response), response.headers, size,
+                                      accepts_ranges=False)  # fmt: skip
+
+    @asynccontextmanager
+    async def open(
+        self,
+        url: str,
+        byte_range: ByteRange | None,
+        *,
+        if_range: str | None = None,
+        window: Window | None = None,
+        fast: bool = True,
+        asked: str | None = None,
+    ) -> AsyncIterator[Body]:
+        """GET ``url`` (one range of it, or all), check the answer fits, and yield its body.
+
+        ``asked``: the URL the caller asked for, when ``url`` is where it redirected to; the
+        caller's ``Authorization`` and ``Cookie`` headers go only to ``asked``'s origin (as
+        aiohttp does on the redirect itself), so a token never reaches another host.
+
+        With a ``window`` (where the bytes go; the engine's task) a plain-http URL without a
+        proxy takes the fast path (:mod:`._rawhttp`); everything else goes through aiohttp,
+        and so does any request with ``fast=False`` (a body of unknown length: chunked, or
+        read to EOF, which only aiohttp handles).
+
+        Raises:
+            HTTPStatusError: on an error status.
+            RangeNotHonoured: a range was asked and the whole file came back.
+            ProtocolError: the answer is for another range, or encoded.
+        """
+        headers = self._headers_for(url, asked)
+        if byte_range is not None:
+            headers["Range"] = byte_range.header()
+            if if_range:
+                headers["If-Range"] = if_range
+        async with self._slot(url) as sent_at:
+            if self._raw is not None and window is not None and fast:
+                raw = await self._raw.open(
+                    url, await self._credentials.headers(url, headers), byte_range, window
+                )
+                if raw is not None:
+                    raw.sent_at = sent_at
+                    try:
+                        yield raw
+                    finally:
+                        self._raw.finish(raw.connection)
+                    return
+            async with translate_errors(url), self._aio_request("GET", url, headers) as response:
+                _check_response(response, url, byte_range)
+                span = window or Span()
+                size = response.content_length
+                yield AioBody(response, url, byte_range, size, span, sent_at=sent_at)
+
+
+def _open_session(timeouts: Timeouts, connections: int) -> aiohttp.ClientSession:
+    import aiohttp
+
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections + 2, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+        ),
+        trust_env=True,
+        auto_decompress=False,
+        read_bufsize=READ_BUFSIZE,
+    )
+
+
+def _final(url: str, response: aiohttp.ClientResponse) -> str:
+    """Where ``url`` led: the answer's URL, with ``url``'s credentials when of the same origin
+    (aiohttp's ``response.url`` never has them), so later requests there send them too."""
+    return carry_userinfo(url, str(response.url))
+
+
+def _check_response(
+    response: aiohttp.ClientResponse, url: str, byte_range: ByteRange | None
+) -> None:
+    check_answer(response.status, response.reason, response.headers, url, byte_range)
+
+
+def _info_from_headers(
+    url: str,
+    final_url: str,
+    headers: Mapping[str, str],
+    size: int | None,
+    *,
+    accepts_ranges: bool | None = None,
+) -> RemoteInfo:
+    """What an answer's headers say of the file. ``headers`` is aiohttp's case-insensitive
+    mapping or the fast path's lower-cased dict, so names are looked up in lower case."""
+    if accepts_ranges is None:
+        accepts_ranges = headers.get("accept-ranges", "").strip().lower() == "bytes"
+    return RemoteInfo(
+        url=url,
+        final_url=final_url,
+        size=size,
+        accepts_ranges=accepts_ranges,
+        etag=headers.get("etag"),
+        last_modified=headers.get("last-modified"),
+    )

@@ -1,0 +1,325 @@
+"""The fast receive path: ranged GETs over plain http on an ``asyncio.BufferedProtocol``.
+
+The event loop receives straight into two preallocated buffers per connection (no bytes
+objects, no joins). A full buffer is lent to the engine, which writes it at its file offset in
+the I/O pool while the other buffer fills; reading pauses only while both are taken. It is
+used for ``http://`` URLs without a proxy; anything it does not handle (https, proxies,
+chunked or encoded answers, redirects) goes to aiohttp, and :meth:`RawClient.open` says so by
+returning None.
+
+Keep-alive connections are pooled per (host, port). One watchdog per client aborts
+connections that stay silent longer than the read timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .._config import Timeouts
+from .._errors import ConnectionFailed, FetchTimeout, ProtocolError
+from .._models import ByteRange
+from .answers import check_answer, is_encoded, parse_content_range, status_error
+from .rawconn import (
+    BUFFER_SIZE,
+    Connection,
+    Head,
+    Span,
+    Stale,
+    Window,
+    parse_head,
+)
+
+__all__ = [
+    "Head",
+    "RawBody",
+    "RawClient",
+    "Span",
+    "Window",
+    "parse_head",
+    "plain_target",
+    "proxied",
+]
+
+WATCHDOG_TICK = 0.25
+IDLE_PER_HOST = 32
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a plain-http URL's requests go."""
+
+    host: str
+    port: int
+    netloc: str
+    path: str
+
+    def request(self, headers: Mapping[str, str], method: str = "GET") -> bytes | None:
+        """The request bytes, or None when a header cannot be sent as is."""
+        lines = [f"{method} {self.path} HTTP/1.1", f"Host: {self.netloc}"]
+        for name, value in headers.items():
+            if name.lower() == "host" or any(c in name + value for c in "\r\n\0"):
+                return None
+            lines.append(f"{name}: {value}")
+        try:
+            return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        except UnicodeEncodeError:
+            return None
+
+
+def plain_target(url: str) -> Target | None:
+    """The Target of a plain ``http://`` URL this client can send as is, else None.
+
+    A userinfo is left out of the Host header; the caller sends it as an Authorization header.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not path.isascii() or any(c.isspace() or not c.isprintable() for c in path):
+        return None  # aiohttp quotes such paths; leave them to it
+    try:
+        port = parts.port or 80
+    except ValueError:
+        return None
+    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path)
+
+
+def proxied(host: str) -> bool:
+    """Whether aiohttp with ``trust_env`` would send a request to ``host`` via a proxy."""
+    if sys.platform.startswith("linux") and not any(
+        name.lower().endswith("_proxy") for name in os.environ
+    ):
+        return False  # what getproxies() finds on Linux, without importing urllib.request
+    import urllib.request
+
+    return "http" in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+
+
+class RawBody:
+    """An open body on the fast path; the engine takes it batch by batch."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        url: str,
+        byte_range: ByteRange | None,
+        size: int,
+        sent_at: float,
+    ) -> None:
+        self.connection = connection
+        self.url = url
+        self.byte_range = byte_range
+        self.size: int | None = size
+        self.sent_at = sent_at
+
+    async def read(self) -> bytes:
+        """The next received bytes as a copy; ``b""`` at the end (not for the hot path)."""
+        view = await self.connection.next_batch()
+        return bytes(view) if view is not None else b""
+
+    async def next_batch(self) -> list[memoryview]:
+        """The next bytes to write at the window's ``pos`` (valid until the next call);
+        an empty list at the end of the body or at the window's ``stop``."""
+        view = await self.connection.next_batch()
+        return [view] if view is not None else []
+
+    def abandon(self) -> None:
+        """Stop reading before the end: the connection is closed, not reused."""
+        self.connection.keep_alive = False
+
+    def leftover(self) -> tuple[int, bytes]:
+        """After a cancelled :meth:`next_batch`: what was received and not handed over."""
+        return self.connection.leftover()
+
+
+class RawClient:
+    """Plain-http GETs on pooled BufferedProtocol connections, with a read-idle watchdog."""
+
+    def __init__(self, timeouts: Timeouts, *, bufsize: int = BUFFER_SIZE) -> None:
+        self._timeouts = timeouts
+        self._bufsize = bufsize
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._busy: set[Connection] = set()
+        self._tick: asyncio.TimerHandle | None = None
+        self._bypass: dict[str, bool] = {}
+        self._general: set[str] = set()  # URLs whose answers need aiohttp (chunked, encoded)
+
+    def target(self, url: str) -> Target | None:
+        """Where to send ``url``'s requests, or None when this client is not for it."""
+        target = plain_target(url)
+        if target is None or url in self._general:
+            return None
+        if target.host not in self._bypass:
+            self._bypass[target.host] = proxied(target.host)
+        return None if self._bypass[target.host] else target
+
+    async def open(
+        self,
+        url: str,
+        headers: Mapping[str, str],
+        byte_range: ByteRange | None,
+        window: Window,
+    ) -> RawBody | None:
+        """GET ``url`` and check the answer; None when aiohttp must do this request.
+
+        Raises:
+            HTTPStatusError, RangeNotHonoured, ProtocolError: as aiohttp's path would.
+            ConnectionFailed, FetchTimeout: no connection, or no answer.
+        """
+        target = self.target(url)
+        request = target.request(headers) if target is not None else None
+        if target is None or request is None:
+            return None
+        connection, head = await self._exchange(target, request, url)
+        try:
+            size = _body_place(head, url, byte_range)
+            if size is not None:
+                start = byte_range.start if byte_range is not None else 0
+                connection.begin_body(start, start + size, window)
+                return RawBody(connection, url, byte_range, size, time.monotonic())
+        except BaseException:
+            self.finish(connection)
+            raise
+        self.finish(connection)
+        self._general.add(url)
+        return None
+
+    async def head(self, url: str, headers: Mapping[str, str]) -> Head | None:
+        """Send a HEAD request for ``url`` and return the answer's head, whatever its status;
+        None when aiohttp must do this request.
+
+        Raises:
+            ConnectionFailed, FetchTimeout: no connection, or no answer.
+        """
+        target = self.target(url)
+        request = target.request(headers, "HEAD") if target is not None else None
+        if target is None or request is None:
+            return None
+        connection, head = await self._exchange(target, request, url)
+        connection.keep_alive = False  # not pooled: a server may send a body after all, later
+        self.finish(connection)
+        return head
+
+    def finish(self, connection: Connection) -> None:
+        """The exchange is over: pool the connection if it can carry another, else drop it."""
+        self._busy.discard(connection)
+        if connection.reusable() and connection.transport is not None:
+            connection.release_state()
+            idle = self._idle.setdefault(connection.key, [])
+            if len(idle) < IDLE_PER_HOST:
+                idle.append(connection)
+                return
+        if connection.transport is not None:
+            connection.transport.abort()
+
+    async def aclose(self) -> None:
+        """Drop every connection, stop the watchdog, and let the sockets close."""
+        self.close()
+        await asyncio.sleep(0)
+
+    def close(self) -> None:
+        """Drop every connection and stop the watchdog."""
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        for connection in [*self._busy, *(c for idle in self._idle.values() for c in idle)]:
+            if connection.transport is not None:
+                connection.transport.abort()
+        self._busy.clear()
+        self._idle.clear()
+
+    async def _exchange(self, target: Target, request: bytes, url: str) -> tuple[Connection, Head]:
+        """Send ``request``; a pooled connection the server closed meanwhile gets one retry
+        on a fresh connection."""
+        while True:
+            connection = await self._acquire(target, url)
+            connection.send(request, url)
+            self._busy.add(connection)
+            self._arm()
+            try:
+                return connection, await connection.head()
+            except Stale:
+                self.finish(connection)
+            except BaseException:
+                self.finish(connection)
+                raise
+
+    async def _acquire(self, target: Target, url: str) -> Connection:
+        idle = self._idle.get((target.host, target.port), [])
+        while idle:
+            connection = idle.pop()
+            if not connection.closed:
+                return connection
+        loop = asyncio.get_running_loop()
+        opening = asyncio.ensure_future(
+            loop.create_connection(
+                lambda: Connection(loop, self._bufsize), target.host, target.port
+            )
+        )
+        # not asyncio.wait_for: before Python 3.12 it can swallow a cancellation that comes
+        # as the connection completes, and the cancelled worker would carry on
+        try:
+            done, _ = await asyncio.wait({opening}, timeout=self._timeouts.connect)
+        except BaseException:
+            opening.cancel()
+            opening.add_done_callback(_close_opened)
+            raise
+        if not done:
+            opening.cancel()
+            opening.add_done_callback(_close_opened)
+            raise FetchTimeout(f"{url}: no connection within {self._timeouts.connect:g} s", url=url)
+        try:
+            _, connection = opening.result()
+        except OSError as exc:
+            raise ConnectionFailed(f"{url}: connection failed ({exc})", url=url) from None
+        connection.key = (target.host, target.port)
+        return connection
+
+    def _arm(self) -> None:
+        if self._tick is None and self._busy:
+            tick = min(WATCHDOG_TICK, self._timeouts.read / 4)
+            self._tick = asyncio.get_running_loop().call_later(tick, self._watch)
+
+    def _watch(self) -> None:
+        self._tick = None
+        now = asyncio.get_running_loop().time()
+        for connection in list(self._busy):
+            connection.check_idle(now, self._timeouts.read)
+        self._arm()
+
+
+def _body_place(head: Head, url: str, byte_range: ByteRange | None) -> int | None:
+    """The body's length if this client can take it; None to leave it to aiohttp.
+
+    Raises:
+        HTTPStatusError, RangeNotHonoured, ProtocolError: the answer does not fit.
+    """
+    headers = head.headers
+    if head.status >= 400:
+        raise status_error(head.status, head.reason, headers, url)
+    length = headers.get("content-length", "")
+    if head.status >= 300 or "transfer-encoding" in headers or is_encoded(headers):
+        return None
+    if not length.isdigit():
+        return None
+    check_answer(head.status, head.reason, headers, url, byte_range)
+    got = parse_content_range(headers.get("content-range"))
+    if byte_range is not None and got is not None and got[1] - got[0] != int(length):
+        raise ProtocolError(
+            f"{url}: Content-Range {headers['content-range']!r} and Content-Length {length} "
+            "disagree",
+            url=url,
+        )
+    return int(length)
+
+
+def _close_opened(opening: asyncio.Task[tuple[asyncio.Transport, Connection]]) -> None:
+    """A connection that opened after nobody wanted it any more is closed at once."""
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result()[0].abort()
