@@ -1,4 +1,4 @@
-"""Tests of the fault-injecting test server itself (tests/faultserver.py)."""
+"""Tests of the fault-injecting test server itself (tests/faultserver/)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from asyncfetch import Timeouts
 from asyncfetch._models import ByteRange
 from asyncfetch._transport.client import AioBody, Transport
 from asyncfetch._transport.rawhttp import RawBody, Span
-from tests import test_engine
+from tests.engine import test_fetch as test_engine
 from tests.faultserver import FaultServer
 
 # Every engine test, collected here once more, runs on aiohttp (see the autouse fixture).

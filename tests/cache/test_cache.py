@@ -22,10 +22,10 @@ from asyncfetch._cache.marker import read_marker, write_marker
 from asyncfetch._engine.fetch import run
 from asyncfetch._engine.request import make_request
 from asyncfetch._storage.journal import Journal, save
+from tests.engine.test_resume import RATE, SIZE, kill_halfway, wait_until
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256, tmpfs
-from tests.test_locking import held_elsewhere
-from tests.test_resume import RATE, SIZE, kill_halfway, wait_until
+from tests.storage.test_lock import held_elsewhere
 
 DATA = make_payload(200_000, seed=41)
 

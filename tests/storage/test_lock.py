@@ -20,9 +20,9 @@ import pytest
 import asyncfetch
 from asyncfetch._storage import lock as _lock
 from asyncfetch._storage.lock import TargetLock, lock_path
+from tests.engine.test_resume import journaled, start_get, wait_until
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env, leftovers, sha256
-from tests.test_resume import journaled, start_get, wait_until
 
 SIZE = 1 << 20
 RATE = 300_000  # per request: a 1 MiB download over 4 connections takes about a second

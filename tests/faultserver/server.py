@@ -1,48 +1,4 @@
-"""A fault-injecting loopback HTTP file server for the test suite.
-
-`FaultServer` serves in-memory files at ``/files/NAME`` from an aiohttp app that runs on its own
-event loop in a daemon thread, so sync tests, async tests (with their own loop) and subprocesses
-can all use it. Faults are switched on per request with query parameters, which
-`FaultServer.url` builds::
-
-    with FaultServer() as server:
-        server.add_file("model.bin", make_payload(1 << 20))
-        url = server.url("model.bin", status=503, retry_after=1, times=2)
-        # two answers of 503 with "Retry-After: 1", then the file
-
-Without faults GET and HEAD send Content-Length, Accept-Ranges, ETag and Last-Modified; one
-``Range: bytes=a-b | a- | -n`` gets 206 with Content-Range, an unsatisfiable one 416 with
-``Content-Range: bytes */SIZE``; malformed and multi-range headers are ignored (200); an
-``If-Range`` that does not match the current ETag (strongly) or Last-Modified (exactly) gets 200.
-
-Faults (several may combine; offsets and counts in bytes):
-
-- ``status=CODE`` answer CODE (HEAD and GET alike), with ``retry_after=V`` as Retry-After verbatim
-- ``reset_after=N`` send N body bytes, then drop the connection with a TCP RST
-- ``truncate_after=N`` advertise the full length, send N body bytes, then close cleanly (FIN)
-- ``stall_after=N`` send N body bytes, then nothing until the client leaves or the server stops
-  (at most 60 s), then RST; the cut faults count from the start of the response body
-- ``flip_byte=OFFSET`` XOR 0xFF into the byte at file OFFSET if the response covers it (repeatable)
-- ``ignore_range=1`` answer a Range with 200 and the whole file (still says Accept-Ranges)
-- ``wrong_range=1`` answer 206 for the asked range shifted by +1 byte (-1 at the end of the file),
-  with a Content-Range and body that match each other but not the request
-- ``no_head=1`` HEAD gets 405; ``head_lies=1`` HEAD says Content-Length SIZE+1000 and no
-  Accept-Ranges (GET stays truthful)
-- ``no_ranges=1`` no Accept-Ranges, Range ignored (200); ``no_length=1`` no Content-Length
-  (chunked) and no ranges
-- ``redirect=N`` 302 to the same URL with redirect=N-1 (N hops, then the file; ignores times);
-  ``redirect_loop=1`` 302 to itself forever; ``redirect_to=URL`` 302 to URL (e.g. a mirror)
-- ``gzip=1`` gzip the body (Content-Encoding: gzip, chunked) if Accept-Encoding allows gzip
-- ``auth=USER:PASS`` answer 401 (with ``WWW-Authenticate: Basic``), before any redirect, unless
-  the request has ``Authorization: Basic`` with exactly these credentials
-- ``rate=BYTES_PER_S`` throttle the response body; ``delay=SECONDS`` wait before answering
-- ``times=K`` each fault fires only the first K times it would change a response, counted per
-  (fault, file) whatever the URL, until `FaultServer.reset_counters`
-
-Every request is logged as a `RequestRecord` (see `FaultServer.requests`). A record is final
-(outcome, bytes_sent, finished) before the last byte of its response leaves the server, so a
-client that has read a whole response can assert on the log at once.
-"""
+"""The server: an aiohttp app on its own loop in a daemon thread, serving in-memory files."""
 
 from __future__ import annotations
 
@@ -53,252 +9,40 @@ import contextlib
 import email.utils
 import hashlib
 import random
-import re
 import socket
 import struct
 import sys
 import threading
 import time
 import weakref
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-__all__ = ["FAULT_PARAMS", "FaultServer", "RequestRecord", "make_payload"]
+from .bodies import (
+    File,
+    Plan,
+    Unsatisfiable,
+    accepts_gzip,
+    body_pieces,
+    parse_range,
+    shift,
+    with_last,
+)
+from .faults import FAULT_PARAMS, STALL_LIMIT_S, Faults, RequestRecord
 
 CHUNK_SIZE = 64 * 1024
-STALL_LIMIT_S = 60.0  # a stalled response gives up after this long
 RESET_FLUSH_LIMIT_S = 2.0  # how long a reset waits for the sent bytes to leave the kernel
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 _BASE_DATE = 1_704_067_200  # Mon, 01 Jan 2024 00:00:00 GMT; + one day per replace_file
-_T = TypeVar("_T")
-_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
 
 def make_payload(size: int, seed: int = 0) -> bytes:
     """Return `size` deterministic pseudo-random bytes (fast: ~1 GB/s)."""
     return random.Random(seed).randbytes(size)
-
-
-def _flag(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a flag: {value!r}")
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(f"must be >= 0: {value!r}")
-    return number
-
-
-def _seconds(value: str) -> float:
-    number = float(value)
-    if not 0 <= number <= STALL_LIMIT_S:
-        raise ValueError(f"must be within 0..{STALL_LIMIT_S}: {value!r}")
-    return number
-
-
-#: Fault query parameters and how each value is parsed.
-FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
-    "status": int,
-    "retry_after": str,
-    "reset_after": _count,
-    "truncate_after": _count,
-    "flip_byte": _count,
-    "ignore_range": _flag,
-    "wrong_range": _flag,
-    "no_head": _flag,
-    "head_lies": _flag,
-    "no_ranges": _flag,
-    "no_length": _flag,
-    "redirect": _count,
-    "redirect_loop": _flag,
-    "redirect_to": str,
-    "stall_after": _count,
-    "gzip": _flag,
-    "auth": str,
-    "rate": _count,
-    "delay": _seconds,
-    "times": _count,
-}
-
-
-@dataclass(frozen=True)
-class _Faults:
-    status: int | None = None
-    retry_after: str | None = None
-    reset_after: int | None = None
-    truncate_after: int | None = None
-    flip_byte: tuple[int, ...] = ()
-    ignore_range: bool = False
-    wrong_range: bool = False
-    no_head: bool = False
-    head_lies: bool = False
-    no_ranges: bool = False
-    no_length: bool = False
-    redirect: int = 0
-    redirect_loop: bool = False
-    redirect_to: str | None = None
-    stall_after: int | None = None
-    gzip: bool = False
-    auth: str | None = None
-    rate: int | None = None
-    delay: float = 0.0
-    times: int | None = None
-
-    @classmethod
-    def parse(cls, request: web.Request) -> _Faults:
-        """Parse the query; raise ValueError naming an unknown or malformed parameter."""
-        values: dict[str, Any] = {}
-        for key in set(request.query):
-            if key not in FAULT_PARAMS:
-                raise ValueError(f"unknown fault parameter {key!r}")
-            raw = request.query.getall(key)
-            try:
-                parsed = [FAULT_PARAMS[key](item) for item in raw]
-            except ValueError as exc:
-                raise ValueError(f"bad value for {key}: {exc}") from None
-            values[key] = tuple(parsed) if key == "flip_byte" else parsed[-1]
-        return cls(**values)
-
-
-@dataclass
-class RequestRecord:
-    """One request as the server saw it; updated in place while the response is sent.
-
-    `range` is the client's single `Range` resolved against the file size as
-    (start, end_inclusive), or None (absent, malformed, multi-range or unsatisfiable).
-    `bytes_sent` counts body bytes written for a file response (gzip: compressed bytes; error
-    and redirect answers count 0). `timestamp` and `finished` are `time.monotonic()` values.
-    `outcome` is "pending", "ok", "reset", "truncated", "stalled", "client_gone" or "stopped";
-    `faults` names the faults that fired for this request.
-    """
-
-    method: str
-    path: str
-    query: dict[str, str]
-    range: tuple[int, int] | None
-    headers: dict[str, str]
-    client_port: int
-    connection: int
-    timestamp: float
-    status: int | None = None
-    bytes_sent: int = 0
-    outcome: str = "pending"
-    faults: list[str] = field(default_factory=list)
-    finished: float | None = None
-
-    @property
-    def name(self) -> str:
-        """The file name for a /files/NAME request, else ''."""
-        return self.path[len("/files/") :] if self.path.startswith("/files/") else ""
-
-
-@dataclass(frozen=True)
-class _File:
-    data: bytes
-    etag: str
-    last_modified: str
-
-
-@dataclass
-class _Plan:
-    """What a file response will be: status, headers and which bytes it covers."""
-
-    status: int
-    headers: dict[str, str]
-    start: int
-    end: int  # exclusive
-    length: int | None  # Content-Length, None = chunked
-    gzip: bool = False
-
-
-class _Unsatisfiable(Exception):
-    pass
-
-
-def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """Resolve one `bytes=` range to (start, end_inclusive); None means serve the whole file."""
-    match = _RANGE_RE.match(header) if header else None
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first:
-        if not last:
-            return None
-        if int(last) == 0 or size == 0:
-            raise _Unsatisfiable
-        return max(0, size - int(last)), size - 1
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        raise _Unsatisfiable
-    return start, min(int(last), size - 1) if last else size - 1
-
-
-def _shift(start: int, end: int, size: int) -> tuple[int, int]:
-    """Return a different range of the same length where possible (for wrong_range)."""
-    if end + 1 < size:
-        return start + 1, end + 1
-    if start > 0:
-        return start - 1, end - 1
-    return (start, end - 1) if end > start else (start, end)
-
-
-def _accepts_gzip(header: str) -> bool:
-    quality: dict[str, float] = {}
-    for item in header.split(","):
-        coding, _, params = item.partition(";")
-        q = 1.0
-        name, _, value = params.strip().partition("=")
-        if name.strip().lower() == "q":
-            with contextlib.suppress(ValueError):
-                q = float(value)
-        quality[coding.strip().lower()] = q
-    return quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0))) > 0
-
-
-def _pieces(
-    data: bytes, plan: _Plan, flips: tuple[int, ...], chunk: int
-) -> Iterator[bytes | bytearray | memoryview]:
-    """Yield the response body: the planned slice, bytes flipped, gzip-compressed if planned."""
-    view = memoryview(data)
-    compressor = zlib.compressobj(wbits=31) if plan.gzip else None
-    for pos in range(plan.start, plan.end, chunk):
-        piece: bytes | bytearray | memoryview = view[pos : min(pos + chunk, plan.end)]
-        hits = [offset for offset in flips if pos <= offset < pos + len(piece)]
-        if hits:
-            piece = bytearray(piece)
-            for offset in hits:
-                piece[offset - pos] ^= 0xFF
-        if compressor is not None:
-            piece = compressor.compress(piece)
-        if piece:
-            yield piece
-    if compressor is not None:
-        yield compressor.flush()
-
-
-def _with_last(items: Iterator[_T]) -> Iterator[tuple[_T, bool]]:
-    """Yield (item, is_last) pairs."""
-    previous = next(items, None)
-    for item in items:
-        assert previous is not None
-        yield previous, False
-        previous = item
-    if previous is not None:
-        yield previous, True
 
 
 def _unsent_bytes(transport: asyncio.BaseTransport) -> int:
@@ -329,7 +73,7 @@ class FaultServer:
         self._host = host
         self._chunk_size = chunk_size
         self._lock = threading.Lock()
-        self._files: dict[str, _File] = {}
+        self._files: dict[str, File] = {}
         self._generation: dict[str, int] = {}
         self._records: list[RequestRecord] = []
         self._fired: dict[tuple[str, str], int] = {}
@@ -461,7 +205,7 @@ class FaultServer:
                 etag = f'"{digest}-{generation}"' if generation else f'"{digest}"'
             if last_modified is None:
                 last_modified = email.utils.formatdate(_BASE_DATE + generation * 86400, usegmt=True)
-            self._files[name] = _File(bytes(data), etag, last_modified)
+            self._files[name] = File(bytes(data), etag, last_modified)
         return self.url(name)
 
     def replace_file(
@@ -543,7 +287,7 @@ class FaultServer:
             self._max_concurrent = self._in_flight
             self._fired.clear()
 
-    def _fire(self, kind: str, record: RequestRecord, faults: _Faults) -> bool:
+    def _fire(self, kind: str, record: RequestRecord, faults: Faults) -> bool:
         """Count one firing of fault KIND for this file; False once `times` is used up."""
         with self._lock:
             key = (kind, record.name)
@@ -613,7 +357,7 @@ class FaultServer:
 
     async def _respond(self, request: web.Request, record: RequestRecord) -> web.StreamResponse:
         try:
-            faults = _Faults.parse(request)
+            faults = Faults.parse(request)
         except ValueError as exc:
             return web.Response(status=400, text=f"{exc}\n")
         delay = faults.delay and self._fire("delay", record, faults)
@@ -644,7 +388,7 @@ class FaultServer:
         return await self._send(request, record, file, faults, plan)
 
     def _redirect(
-        self, request: web.Request, record: RequestRecord, faults: _Faults
+        self, request: web.Request, record: RequestRecord, faults: Faults
     ) -> web.Response | None:
         if faults.redirect_to and self._fire("redirect_to", record, faults):
             return web.Response(status=302, headers={"Location": faults.redirect_to})
@@ -662,7 +406,7 @@ class FaultServer:
         return None
 
     @staticmethod
-    def _authorized(request: web.Request, faults: _Faults) -> bool:
+    def _authorized(request: web.Request, faults: Faults) -> bool:
         """True if no ``auth`` is asked, or the request sends exactly its credentials."""
         if faults.auth is None:
             return True
@@ -670,7 +414,7 @@ class FaultServer:
         return request.headers.get("Authorization") == expected
 
     @staticmethod
-    def _status_response(faults: _Faults) -> web.Response:
+    def _status_response(faults: Faults) -> web.Response:
         assert faults.status is not None
         headers = {"Retry-After": faults.retry_after} if faults.retry_after is not None else {}
         empty = faults.status < 200 or faults.status in (204, 304)
@@ -678,7 +422,7 @@ class FaultServer:
         return web.Response(status=faults.status, text=text, headers=headers)
 
     @staticmethod
-    def _lying_head(file: _File) -> web.Response:
+    def _lying_head(file: File) -> web.Response:
         headers = {
             "Content-Length": str(len(file.data) + 1000),
             "ETag": file.etag,
@@ -688,15 +432,15 @@ class FaultServer:
         return web.Response(status=200, headers=headers)
 
     def _plan(
-        self, request: web.Request, record: RequestRecord, file: _File, faults: _Faults
-    ) -> _Plan | web.Response:
+        self, request: web.Request, record: RequestRecord, file: File, faults: Faults
+    ) -> Plan | web.Response:
         """Decide status, headers and covered bytes, applying the range-related faults."""
         size = len(file.data)
         headers = {"ETag": file.etag, "Last-Modified": file.last_modified}
         headers["Content-Type"] = "application/octet-stream"
         try:
-            asked = _parse_range(request.headers.get("Range"), size)
-        except _Unsatisfiable:
+            asked = parse_range(request.headers.get("Range"), size)
+        except Unsatisfiable:
             asked, unsatisfiable = None, True
         else:
             unsatisfiable = False
@@ -714,22 +458,22 @@ class FaultServer:
                 headers["Content-Range"] = f"bytes */{size}"
                 return web.Response(status=416, headers=headers)
             elif faults.wrong_range and self._fire("wrong_range", record, faults):
-                wanted = _shift(*asked, size)
+                wanted = shift(*asked, size)
             else:
                 wanted = asked
         status, start, end = 200, 0, size
         if wanted is not None:
             status, start, end = 206, wanted[0], wanted[1] + 1
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        plan = _Plan(status, headers, start, end, None if no_length else end - start)
+        plan = Plan(status, headers, start, end, None if no_length else end - start)
         accept = request.headers.get("Accept-Encoding", "")
-        if faults.gzip and _accepts_gzip(accept) and self._fire("gzip", record, faults):
+        if faults.gzip and accepts_gzip(accept) and self._fire("gzip", record, faults):
             plan.gzip, plan.length = True, None
             headers["Content-Encoding"] = "gzip"
         return plan
 
     @staticmethod
-    def _if_range_ok(request: web.Request, file: _File) -> bool:
+    def _if_range_ok(request: web.Request, file: File) -> bool:
         """True if there is no If-Range or it matches the current validator (strongly)."""
         validator = request.headers.get("If-Range")
         if validator is None:
@@ -739,7 +483,7 @@ class FaultServer:
         return validator == file.last_modified
 
     @staticmethod
-    def _stream_response(plan: _Plan) -> web.StreamResponse:
+    def _stream_response(plan: Plan) -> web.StreamResponse:
         response = web.StreamResponse(status=plan.status, headers=plan.headers)
         if plan.length is not None:
             response.content_length = plan.length
@@ -751,9 +495,9 @@ class FaultServer:
         self,
         request: web.Request,
         record: RequestRecord,
-        file: _File,
-        faults: _Faults,
-        plan: _Plan,
+        file: File,
+        faults: Faults,
+        plan: Plan,
     ) -> web.StreamResponse:
         """Stream the planned body, applying flip_byte, rate and the cut faults."""
         record.status = plan.status
@@ -768,7 +512,7 @@ class FaultServer:
         if rate:  # about 20 writes a second
             chunk = max(1, min(chunk, rate // 20))
         response = self._stream_response(plan)
-        pieces = _pieces(file.data, plan, flips, chunk)
+        pieces = body_pieces(file.data, plan, flips, chunk)
         try:
             await response.prepare(request)
             if not await self._write_body(response, pieces, cut, rate, record):
@@ -783,7 +527,7 @@ class FaultServer:
             self._finish(record, "client_gone")
         return response
 
-    def _cut(self, record: RequestRecord, faults: _Faults, length: int) -> tuple[str, int] | None:
+    def _cut(self, record: RequestRecord, faults: Faults, length: int) -> tuple[str, int] | None:
         """The earliest of reset_after / truncate_after / stall_after inside the body, if any."""
         candidates = [
             (limit, kind)
@@ -811,7 +555,7 @@ class FaultServer:
         budget = cut[1] if cut is not None else None
         loop = asyncio.get_running_loop()
         began = loop.time()
-        for piece, is_last in _with_last(pieces):
+        for piece, is_last in with_last(pieces):
             if budget is not None:
                 piece = piece[:budget]
                 budget -= len(piece)

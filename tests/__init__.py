@@ -1,0 +1,1 @@
+"""The test suite: its folders mirror the package's; the fault server is tests/faultserver/."""
