@@ -6,8 +6,10 @@ from collections.abc import Iterable, Mapping
 from os import PathLike
 
 from ._config import RetryPolicy, Timeouts
-from ._engine.fetch import fetch
+from ._engine.fetch import run
+from ._engine.request import make_request
 from ._models import FetchResult, ProgressCallback
+from ._options import make_options
 from ._sync import run_sync
 
 
@@ -32,20 +34,8 @@ def download(
     Works from plain scripts and from inside a running event loop (it then runs on a helper
     thread). Same arguments, result and errors as :func:`asyncfetch.fetch`.
     """
-    return run_sync(
-        fetch(
-            url,
-            dest,
-            mirrors=mirrors,
-            sha256=sha256,
-            connections=connections,
-            chunk_size=chunk_size,
-            retry=retry,
-            timeout=timeout,
-            headers=headers,
-            progress=progress,
-            hash=hash,
-            offline=offline,
-            verify=verify,
-        )  # fmt: skip
-    )
+    options = make_options(
+        connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
+        headers=headers, progress=progress, hash=hash, offline=offline, verify=verify, url=url,
+    )  # fmt: skip
+    return run_sync(run(make_request(url, dest, options, mirrors=mirrors, sha256=sha256)))

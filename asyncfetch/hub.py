@@ -29,6 +29,7 @@ from ._hub import adapt as _adapt
 from ._hub import files as _hubfile
 from ._hub.adapt import LoadReport
 from ._hub.distributed import NodeRole, role_from_env
+from ._options import Options, make_options
 from ._userinfo import redact
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def load_state_dict_from_url(
         url, mirrors=mirrors, sha256=sha256, file_name=file_name, check_hash=check_hash,
         registry=registry,
     )  # fmt: skip
-    options = _hubfile.Options(
+    options = make_options(
         connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress
     )
     path = _fetch_checkpoint(source, model_dir, options)
@@ -136,9 +137,9 @@ def download_url_to_file(
     """
     prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix else None  # "": no check
     source = _hubfile.Source(url, mirror_urls(mirrors), sha256)
-    options = _hubfile.Options(
+    options = make_options(
         connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress,
-        trust_unmarked=False,
+        trust_unvouched=False,
     )  # fmt: skip
     _hubfile.get_file(source, Path(dst).expanduser(), prefix, options)
 
@@ -193,7 +194,7 @@ def load_pretrained(
             source, mirrors=mirrors, sha256=sha256, file_name=file_name,
             check_hash=check_hash, registry=registry,
         )  # fmt: skip
-        options = _hubfile.Options(connections=connections, progress=progress)
+        options = make_options(connections=connections, progress=progress)
         path, label = _fetch_checkpoint(found, model_dir, options), redact(found.url)
     checkpoint = load_file(path, map_location, weights_only)
     state = _adapt.unwrap(checkpoint, checkpoint_key, source=label)
@@ -209,9 +210,7 @@ def load_pretrained(
 # --------------------------------------------------------------------------------------------
 
 
-def _fetch_checkpoint(
-    source: _hubfile.Source, model_dir: str | None, options: _hubfile.Options
-) -> Path:
+def _fetch_checkpoint(source: _hubfile.Source, model_dir: str | None, options: Options) -> Path:
     directory = model_dir if model_dir is not None else _hub_checkpoints()
     path = cached_path(source.url, directory, source.file_name)
     _hubfile.ensure_cached(source, path, options, _node_role())

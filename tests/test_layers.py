@@ -16,7 +16,7 @@ PACKAGE = Path(asyncfetch.__file__).parent
 # The floor plan: vocabulary → storage and transport → cache → engine → batch → facades → entry
 # points. A unit is a top-level module or a subpackage; nothing imports a unit of a higher layer.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["_userinfo", "_errors", "_config", "_models", "_sync"], 0),
+    **dict.fromkeys(["_userinfo", "_errors", "_config", "_models", "_options", "_sync"], 0),
     **dict.fromkeys(["_storage", "_transport"], 1),
     "_cache": 2,
     "_engine": 3,
@@ -156,3 +156,30 @@ def test_a_plain_http_download_does_not_import_aiohttp(server: FaultServer, tmp_
     assert done.stdout.strip() == "False"
     assert dest.read_bytes() == data
     assert [r.method for r in server.requests][0] == "HEAD"
+
+
+# The public keyword arguments that make_options turns into one Options (see asyncfetch._options)
+OPTION_KEYWORDS = frozenset(
+    {"connections", "chunk_size", "retry", "timeout", "headers", "progress", "hash", "offline",
+     "verify", "trust_unvouched"}
+)  # fmt: skip
+# the public entry points, which keep their keywords and build the Options at the edge
+EDGES = frozenset(
+    {"fetch", "download", "fetch_many", "rank_mirrors", "load_state_dict_from_url",
+     "download_url_to_file", "load_pretrained", "make_options"}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_options_travel_as_one_object(module: str) -> None:
+    """No private function takes the option keywords: adding an option touches the Options,
+    the entry points that expose it and the code that reads it, nothing in between."""
+    is_package = (PACKAGE / module.replace(".", "/") / "__init__.py").exists()
+    path = PACKAGE / (module.replace(".", "/") + ("/__init__.py" if is_package else ".py"))
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name in EDGES:
+            continue
+        arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+        taken = OPTION_KEYWORDS & {a.arg for a in arguments}
+        assert len(taken) < 3, f"{module}.{node.name} takes the option keywords {sorted(taken)}"

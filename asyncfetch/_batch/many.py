@@ -20,24 +20,19 @@ from collections.abc import (
     Mapping,
     Sized,
 )
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._cache.lookup import checkpoints_dir, file_name_for
-from .._config import (
-    DEFAULT_CONNECTIONS,
-    RetryPolicy,
-    Timeouts,
-    check_chunk_size,
-    check_connections,
-)
+from .._config import DEFAULT_CONNECTIONS, RetryPolicy, Timeouts, check_connections
 from .._engine.fetch import run
 from .._engine.progress import BatchProgress
-from .._engine.request import check_progress, make_request
+from .._engine.request import make_request
 from .._errors import InvalidRequest
 from .._models import FetchResult, ProgressCallback, ProgressEvent
+from .._options import Options, make_options
 from .._transport.budget import ConnectionBudget, host_key
 from .._transport.client import Transport
 
@@ -156,19 +151,15 @@ class BatchItem:
 
 
 @dataclass(frozen=True)
-class _Options:
+class _Settings:
+    """What only a batch has, beside the options every file of it is downloaded with."""
+
+    options: Options  # progress: the caller's callback, never True (see bars)
     max_files: int
-    connections: int
     per_host: int
     fail_fast: bool
     dest_dir: Path | None
-    chunk_size: int | None
-    retry: RetryPolicy
-    timeouts: Timeouts
-    headers: Mapping[str, str] | None
-    progress: ProgressCallback | None
     bars: bool  # draw a BatchProgress of our own
-    hashing: bool
 
 
 def fetch_many(
@@ -229,21 +220,19 @@ def fetch_many(
     for name, value in (("max_files", max_files), ("connections", connections)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidRequest(f"{name} must be a whole number >= 1, got {value!r}")
-    options = _Options(
+    options = make_options(
+        connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
+        headers=headers, progress=None if progress is True else progress, hash=hash,
+    )  # fmt: skip
+    settings = _Settings(
+        options=options,
         max_files=max_files,
-        connections=connections,
         per_host=check_connections(per_host if per_host is not None else connections),
         fail_fast=fail_fast,
         dest_dir=Path(dest_dir).expanduser() if dest_dir is not None else None,
-        chunk_size=check_chunk_size(chunk_size),
-        retry=RetryPolicy.coerce(retry),
-        timeouts=Timeouts.coerce(timeout),
-        headers=headers,
-        progress=None if progress is True else check_progress(progress),
         bars=progress is True,
-        hashing=hash,
     )
-    return _Batch(options, sources, session).items()
+    return _Batch(settings, sources, session).items()
 
 
 class _Relay:
@@ -279,34 +268,29 @@ class _Batch:
 
     def __init__(
         self,
-        options: _Options,
+        settings: _Settings,
         sources: Iterable[SourceLike] | AsyncIterable[SourceLike],
         session: Session | None,
     ) -> None:
-        self.options = options
+        self.settings = settings
+        self.options = settings.options
         self.sources = sources
         self.session = session
         self.queue: asyncio.Queue[BatchItem | BaseException | _End] = asyncio.Queue()
         self.running: set[asyncio.Task[None]] = set()
         self.claimed: set[Path] = set()
         self.made_dirs: set[Path] = set()
-        self.progress = options.progress
+        self.progress = settings.options.callback
 
     async def items(self) -> AsyncGenerator[BatchItem, None]:
         """The batch's items as they complete; leaving early stops every download."""
         budget = ConnectionBudget(
             total=self.options.connections,
-            per_host=self.options.per_host,
+            per_host=self.settings.per_host,
             sleep=self.options.retry.sleep,
         )
-        transport = Transport(
-            timeouts=self.options.timeouts,
-            connections=self.options.connections,
-            headers=self.options.headers,
-            session=self.session,
-            budget=budget,
-        )
-        bars = BatchProgress(_count(self.sources)) if self.options.bars else None
+        transport = Transport(self.options, session=self.session, budget=budget)
+        bars = BatchProgress(_count(self.sources)) if self.settings.bars else None
         if bars is not None:
             self.progress = bars
         async with transport:
@@ -315,7 +299,7 @@ class _Batch:
                 while not isinstance(got := await self.queue.get(), _End):
                     if isinstance(got, BaseException):
                         raise got
-                    if self.options.fail_fast and got.error is not None:
+                    if self.settings.fail_fast and got.error is not None:
                         raise got.error
                     yield got
             finally:
@@ -332,7 +316,7 @@ class _Batch:
 
     async def _supervise(self, transport: Transport) -> None:
         """Start downloads, at most ``max_files`` at a time, then mark the end of the queue."""
-        free = asyncio.Semaphore(self.options.max_files)
+        free = asyncio.Semaphore(self.settings.max_files)
         try:
             index = 0
             async for raw in _aiter(self.sources):
@@ -365,11 +349,10 @@ class _Batch:
         try:
             source = Source.coerce(raw)
             dest, ours = self._resolve(source)
+            options = replace(self.options, connections=self._per_file(source), progress=relay)
             request = make_request(
-                source.url, dest, mirrors=source.mirrors, sha256=source.sha256,
-                connections=self._per_file(source), chunk_size=self.options.chunk_size,
-                retry=self.options.retry, progress=relay, hash=self.options.hashing,
-            )  # fmt: skip
+                source.url, dest, options, mirrors=source.mirrors, sha256=source.sha256
+            )
             dest = request.dest
             self._claim(request.dest, source.url)
             if ours:
@@ -383,7 +366,7 @@ class _Batch:
     def _resolve(self, source: Source) -> tuple[Path, bool]:
         """The output path of ``source``, and whether its directory is ours to create (that of
         a relative ``dest``, under ``dest_dir`` or the current directory; not an absolute one)."""
-        root = self.options.dest_dir
+        root = self.settings.dest_dir
         if source.dest is not None:
             dest = Path(source.dest).expanduser()
             if dest.is_absolute():
@@ -409,7 +392,7 @@ class _Batch:
     def _per_file(self, source: Source) -> int:
         """Connections for one file: no more than its hosts could ever grant it at once."""
         hosts = {host_key(u) for u in (source.url, *source.mirrors)}
-        return min(self.options.connections, self.options.per_host * len(hosts))
+        return min(self.options.connections, self.settings.per_host * len(hosts))
 
 
 def _url_of(raw: object) -> str:

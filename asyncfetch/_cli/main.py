@@ -21,6 +21,7 @@ from .._errors import FetchError
 from .._hub import files as _hubfile
 from .._hub import registry as _registry
 from .._models import FetchResult, ProgressCallback
+from .._options import make_options
 from .._sync import run_sync
 from . import batch as _cli_batch
 from . import cache as _cli_cache
@@ -108,7 +109,7 @@ def _get_name(args: argparse.Namespace) -> int:
     if args.output is None:
         ensure_dir(cached.parent)  # the cache, as torch.hub's: created when missing
     dest = args.output or cached
-    options = _hubfile.Options(
+    fetch_options = make_options(
         connections=args.connections,
         chunk_size=args.chunk_size,
         retry=RetryPolicy.coerce(args.retries),
@@ -117,8 +118,9 @@ def _get_name(args: argparse.Namespace) -> int:
         hash=not args.no_hash,
         offline=True if args.offline else None,
         verify=args.verify,
+        url=source.url,
     )
-    result = _hubfile.get_file(source, dest, prefix, options)
+    result = _hubfile.get_file(source, dest, prefix, fetch_options)
     _print_result(result, args.json, source.url)
     return EXIT_OK
 

@@ -39,6 +39,7 @@ class Download:
 
     def __init__(self, request: Request, transport: Transport) -> None:
         self.request = request
+        self.options = request.options
         self.transport = transport
         self.board = MirrorBoard.of(list(request.urls))
         self.final_urls: dict[str, str] = {}
@@ -60,7 +61,7 @@ class Download:
         self._emit("started")
         try:
             info = self.info or await self._probe_sources()
-            sink = await PartFile.open(self.request.dest, info, hashing=self.request.hashing)
+            sink = await PartFile.open(self.request.dest, info, hashing=self.options.hashing)
             digest = await self._fill_and_finish(sink, info)
         except BaseException as exc:
             self._emit("failed", message=str(exc) or type(exc).__name__)
@@ -118,7 +119,7 @@ class Download:
 
     async def _probe_sources(self) -> RemoteInfo:
         probed = await probe_sources(
-            self.transport, self.request.urls, self.board, self.request.retry
+            self.transport, self.request.urls, self.board, self.options.retry
         )
         self.final_urls = {url: info.final_url for url, info in probed.sources.items()}
         self.validators = {url: info.validator for url, info in probed.sources.items()}
@@ -144,10 +145,10 @@ class Download:
 
     async def _fetch_ranges(self, sink: PartFile, gaps: list[ByteRange]) -> None:
         chunks = plan_chunks(
-            gaps, connections=self.request.connections, chunk_size=self.request.chunk_size
+            gaps, connections=self.options.connections, chunk_size=self.options.chunk_size
         )
         scheduler = Scheduler(chunks)
-        count = min(self.request.connections, max(len(chunks), 1))
+        count = min(self.options.connections, max(len(chunks), 1))
         await _run_all([self._worker(n, scheduler, sink) for n in range(count)])
 
     async def _worker(self, number: int, scheduler: Scheduler, sink: PartFile) -> None:
@@ -185,7 +186,7 @@ class Download:
 
     async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> None:
         """Fetch ``task`` with retries, switching sources as needed."""
-        policy = retrying(self.request.retry, progress=lambda: task.pos, wait_hint=self._wait_hint)
+        policy = retrying(self.options.retry, progress=lambda: task.pos, wait_hint=self._wait_hint)
         try:
             async for attempt in policy:
                 with attempt:
@@ -331,7 +332,7 @@ class Download:
         self, sink: PartFile, size: int | None, source: str | None = None
     ) -> None:
         """One connection, from byte 0; each retry starts over (the server cannot resume)."""
-        async for attempt in retrying(self.request.retry, progress=lambda: 0):
+        async for attempt in retrying(self.options.retry, progress=lambda: 0):
             with attempt:
                 if sink.written:
                     await sink.restart()

@@ -17,6 +17,7 @@ from .._cache import lookup as _cache
 from .._cache import marker as _marker
 from .._config import RetryPolicy, Timeouts
 from .._models import FetchResult, ProgressCallback, ProgressEvent
+from .._options import make_options
 from .._storage.destination import check_destination, check_target_kind
 from .._storage.lock import TargetLock
 from .._transport.client import Transport
@@ -88,11 +89,11 @@ async def fetch(
         OfflineError: offline, and ``dest`` is missing or not the file asked for.
         FetchError: a subclass saying what went wrong; nothing is left at ``dest``.
     """
-    request = make_request(
-        url, dest, mirrors=mirrors, sha256=sha256, connections=connections,
-        chunk_size=chunk_size, retry=retry, timeout=timeout, headers=headers,
-        progress=progress, hash=hash, offline=offline, verify=verify,
+    options = make_options(
+        connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
+        headers=headers, progress=progress, hash=hash, offline=offline, verify=verify, url=url,
     )  # fmt: skip
+    request = make_request(url, dest, options, mirrors=mirrors, sha256=sha256)
     return await run(request, session=session)
 
 
@@ -120,12 +121,7 @@ async def run(
         opened: contextlib.AbstractAsyncContextManager[Transport] = (
             contextlib.nullcontext(transport)
             if transport is not None
-            else Transport(
-                timeouts=request.timeouts,
-                connections=request.connections,
-                headers=request.headers,
-                session=session,
-            )
+            else Transport(request.options, session=session)
         )
         async with opened as shared:
             return await _probe_and_download(request, shared, started)
@@ -159,9 +155,9 @@ async def _local_hit(request: Request) -> _cache.Hit | None:
         request.dest,
         url=request.url,
         sha256=request.sha256,
-        verify=request.verify,
-        offline=request.offline,
-        hashing=request.hashing,
+        verify=request.options.verify,
+        offline=request.options.offline,
+        hashing=request.options.hashing,
         mirrors=request.urls[1:],
     )
 
@@ -178,20 +174,20 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
         request.dest,
         info,
         urls=request.urls,
-        verify=request.verify,
-        hashing=request.hashing,
-        trust_unvouched=request.trust_unmarked,
+        verify=request.options.verify,
+        hashing=request.options.hashing,
+        trust_unvouched=request.trust_unvouched,
     )
 
 
 def _worth_a_probe(request: Request) -> bool:
     """Whether a probe can make ``dest`` a hit (blocking; see :func:`_cache.find_remote`).
 
-    Where a file no marker vouches for may be one (``trust_unmarked``, without ``verify``),
+    Where a file no marker vouches for may be one (``trust_unvouched``, without ``verify``),
     always; else only if asyncfetch's marker vouches for it as the URL's and still describes
     it, or has the digest that a file changed since must still have.
     """
-    if request.trust_unmarked and not request.verify:
+    if request.trust_unvouched and not request.options.verify:
         return True
     marker = _marker.read_marker(request.dest)
     if marker is None or not _cache.vouches_for(marker, _marker.recorded_urls(request.urls)):

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .._config import Timeouts, check_connections
+from .._config import Timeouts
 from .._errors import FetchError, InvalidRequest
 from .._models import ByteRange, RemoteInfo
+from .._options import make_options
 from .._transport.client import Transport, check_url
 from .._userinfo import redact
 
@@ -86,11 +87,8 @@ async def rank_mirrors(
         raise InvalidRequest("rank_mirrors needs at least one URL")
     if sample < 1:
         raise InvalidRequest(f"sample must be at least one byte, got {sample}")
-    check_connections(connections)
-    transport = Transport(
-        timeouts=Timeouts.coerce(timeout), connections=connections, headers=headers,
-        session=session,
-    )  # fmt: skip
+    options = make_options(connections=connections, timeout=timeout, headers=headers)
+    transport = Transport(options, session=session)
     async with transport:
         await _warm_up(transport)
         reports = [await _measure(transport, url, sample, connections) for url in unique]

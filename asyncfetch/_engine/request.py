@@ -1,21 +1,19 @@
-"""A download request: the caller's arguments, checked and bundled."""
+"""A download request: one file's URLs, destination and digest, with the caller's Options."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import cast
 
 from .._cache.lookup import in_hub_cache
-from .._config import RetryPolicy, Timeouts, check_chunk_size, check_connections, env_settings
-from .._errors import (
-    InvalidRequest,
-)
+from .._errors import InvalidRequest
 from .._models import ProgressCallback
+from .._options import Options
 from .._transport.client import check_url
 from .progress import ProgressBar
 
@@ -26,76 +24,58 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 @dataclass(frozen=True)
 class Request:
-    """Everything one download needs, validated."""
+    """One file to download: its sources, its destination, the digest it must have, and how
+    (the caller's Options, settled for this file: see :func:`make_request`)."""
 
     urls: tuple[str, ...]
     dest: Path
     sha256: str | None = None
-    connections: int = 16
-    chunk_size: int | None = None
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    headers: Mapping[str, str] | None = None
-    progress: ProgressCallback | None = None
-    hashing: bool = True
-    offline: bool = False
-    verify: bool = False
-    trust_unmarked: bool = True
+    options: Options = field(default_factory=Options)
 
     @property
     def url(self) -> str:
         """The primary URL."""
         return self.urls[0]
 
+    @property
+    def progress(self) -> ProgressCallback | None:
+        """The progress callback (a bar, where the caller asked for one)."""
+        return self.options.callback
+
+    @property
+    def trust_unvouched(self) -> bool:
+        """Whether a file no marker vouches for may be a hit (settled by make_request)."""
+        return bool(self.options.trust_unvouched)
+
 
 def make_request(
     url: str,
     dest: str | PathLike[str],
+    options: Options,
     *,
     mirrors: Iterable[str] = (),
     sha256: str | None = None,
-    connections: int = 16,
-    chunk_size: int | str | None = None,
-    retry: RetryPolicy | int | None = None,
-    timeout: Timeouts | float | None = None,
-    headers: Mapping[str, str] | None = None,
-    progress: ProgressCallback | bool | None = None,
-    hash: bool = True,
-    offline: bool | None = None,
-    verify: bool = False,
-    trust_unmarked: bool | None = None,
 ) -> Request:
-    """Check the caller's arguments and bundle them; raises InvalidRequest on bad input.
+    """Check one file's URLs, destination and digest; raises InvalidRequest on bad input.
 
-    ``offline=None`` means: as ``ASYNCFETCH_OFFLINE`` says. ``trust_unmarked=False``: without
-    ``sha256``, an existing ``dest`` is a hit only if asyncfetch's marker vouches for it (a
-    file without one, or changed since, is downloaded again, as torch.hub's
-    ``download_url_to_file`` always does); ``True``: a file without one may be a hit as
-    torch.hub's (see :func:`asyncfetch._cache.lookup.find_remote`); ``None``: ``True`` for a
-    ``dest`` in torch.hub's cache directory only.
+    ``options`` are settled for this file: ``progress=True`` becomes a bar named after it;
+    hashing is on when a digest is expected; ``trust_unvouched=None`` becomes ``True`` for a
+    ``dest`` in torch.hub's cache directory only (``False``: without ``sha256``, an existing
+    ``dest`` is a hit only if asyncfetch's marker vouches for it, as torch.hub's
+    ``download_url_to_file`` always downloads; ``True``: a file without one may be a hit as
+    torch.hub's, see :func:`asyncfetch._cache.lookup.find_remote`).
     """
     urls = (check_url(url), *_usable_mirrors(url, mirror_urls(mirrors)))
     target = Path(dest).expanduser().absolute()
     sha256 = check_sha256(sha256, url)
-    try:
-        chunk_size = check_chunk_size(chunk_size)
-    except InvalidRequest as exc:
-        raise InvalidRequest(str(exc), url=url) from None
-    return Request(
-        urls=urls,
-        dest=target,
-        sha256=sha256,
-        connections=check_connections(connections),
-        chunk_size=chunk_size,
-        retry=RetryPolicy.coerce(retry),
-        timeouts=Timeouts.coerce(timeout),
-        headers=headers,
-        progress=ProgressBar(target.name) if progress is True else check_progress(progress, url),
-        hashing=hash or sha256 is not None,
-        offline=env_settings().offline if offline is None else offline,
-        verify=verify,
-        trust_unmarked=in_hub_cache(target) if trust_unmarked is None else trust_unmarked,
+    trust = options.trust_unvouched
+    settled = dataclasses.replace(
+        options,
+        progress=ProgressBar(target.name) if options.progress is True else options.progress,
+        hashing=options.hashing or sha256 is not None,
+        trust_unvouched=in_hub_cache(target) if trust is None else trust,
     )
+    return Request(urls=urls, dest=target, sha256=sha256, options=settled)
 
 
 def mirror_urls(mirrors: Iterable[str] | str) -> tuple[str, ...]:
@@ -113,19 +93,6 @@ def check_sha256(sha256: object, url: str | None = None) -> str | None:
             f"sha256 must be a str of 64 hex digits, got {sha256!r}", url=url or None
         )
     return sha256.lower()
-
-
-def check_progress(progress: object, url: str = "") -> ProgressCallback | None:
-    """The caller's progress function, or None for ``None`` and ``False``; InvalidRequest for
-    anything else (callers turn ``True`` into a bar of their own before asking)."""
-    if progress is None or progress is False:
-        return None
-    if not callable(progress):
-        raise InvalidRequest(
-            f"progress must be True, False or a function taking a ProgressEvent, got {progress!r}",
-            url=url or None,
-        )
-    return cast(ProgressCallback, progress)
 
 
 def _usable_mirrors(url: str, mirrors: Iterable[str]) -> list[str]:

@@ -14,7 +14,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -22,12 +22,12 @@ from typing import Any
 
 from .._cache import lookup as _cache
 from .._cache import marker as _marker
-from .._config import RetryPolicy, Timeouts, env_settings
 from .._engine.fetch import run
 from .._engine.progress import ProgressBar
 from .._engine.request import Request, check_sha256, make_request, mirror_urls
 from .._errors import HashPrefixMismatch, IntegrityError, InvalidRequest
 from .._models import FetchResult
+from .._options import Options
 from .._storage.destination import check_target_kind
 from .._storage.lock import TargetLock
 from .._sync import run_sync
@@ -56,26 +56,6 @@ class Source:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha256", check_sha256(self.sha256, self.url))
-
-
-@dataclass(frozen=True)
-class Options:
-    """How to download: connections, retries, timeouts, headers, progress bar, and as for
-    :func:`asyncfetch.fetch`: ``hash``, ``offline`` (None: as the environment says), ``verify``.
-    """
-
-    connections: int = 16
-    chunk_size: int | None = None
-    retry: RetryPolicy | int | None = None
-    timeout: Timeouts | float | None = None
-    headers: Mapping[str, str] | None = None
-    progress: bool = True
-    hash: bool = True
-    offline: bool | None = None
-    verify: bool = False
-    # False: a file asyncfetch's marker does not vouch for is fetched; True: one without a
-    # marker may be torch.hub's (see make_request); None: True in torch.hub's cache dir only
-    trust_unmarked: bool | None = None
 
 
 def resolve(
@@ -150,7 +130,7 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
 
     An intact file already at ``dest`` is used as :func:`asyncfetch.fetch` would use it. With
     only a prefix, that is when its digest (the marker's, or re-hashed) starts with the
-    prefix, unless ``options.trust_unmarked`` is off (``download_url_to_file``, which always
+    prefix, unless ``options.trust_unvouched`` is off (``download_url_to_file``, which always
     downloads, as torch.hub's does, except offline); else the file is downloaded under
     ``dest`` + ``.unverified`` (resumable there) and renamed to ``dest`` once its digest
     starts with the prefix.
@@ -170,11 +150,10 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
     if hash_prefix is None or source.sha256 is not None:
         return _download(source, dest, options)
     started = time.monotonic()
-    offline = env_settings().offline if options.offline is None else options.offline
-    if options.trust_unmarked is False and not offline:
+    if options.trust_unvouched is False and not options.offline:
         return _download_staged(source, dest, hash_prefix, options)  # as torch.hub: always
     hit = _cache.find_prefixed(
-        dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=offline
+        dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=options.offline
     )
     if hit is not None:
         return hit.result(started)
@@ -188,7 +167,7 @@ def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Opti
     the rename and then finds the file in place, instead of downloading it again.
     """
     target = dest.with_name(dest.name + UNVERIFIED_SUFFIX)
-    staged = dataclasses.replace(options, hash=True, offline=False)  # offline missed already
+    staged = dataclasses.replace(options, hashing=True, offline=False)  # offline missed already
 
     async def locked(request: Request) -> FetchResult:
         started = time.monotonic()
@@ -243,13 +222,10 @@ def _download(
 ) -> FetchResult:
     bar = ProgressBar(dest.name) if options.progress else None
     try:
+        drawn = dataclasses.replace(options, progress=bar)
         request = make_request(
-            source.url, dest, mirrors=source.mirrors, sha256=source.sha256,
-            connections=options.connections, chunk_size=options.chunk_size,
-            retry=options.retry, timeout=options.timeout, headers=options.headers,
-            progress=bar, hash=options.hash, offline=options.offline, verify=options.verify,
-            trust_unmarked=options.trust_unmarked,
-        )  # fmt: skip
+            source.url, dest, drawn, mirrors=source.mirrors, sha256=source.sha256
+        )
         return run_sync(runner(request))
     except IntegrityError as exc:
         if source.origin is None or exc.expected != source.sha256:

@@ -25,6 +25,7 @@ from .._errors import (
     TruncatedBody,
 )
 from .._models import ByteRange, RemoteInfo
+from .._options import Options
 from .._userinfo import carry_userinfo, same_origin, strip_userinfo
 from .answers import RangeNotHonoured as RangeNotHonoured
 from .answers import check_answer, is_encoded, parse_content_range, status_error
@@ -175,7 +176,8 @@ class AioBody:
 
 
 class Transport:
-    """One aiohttp session for a download (or a batch), with our timeouts and headers.
+    """One aiohttp session for a download (or a batch), with the options' timeouts, connection
+    count and headers.
 
     Pass ``session`` to use an application's own ``aiohttp.ClientSession``; it is not closed.
     With a ``budget``, every request holds one of its slots while it runs, and a 429 or a
@@ -184,17 +186,16 @@ class Transport:
 
     def __init__(
         self,
+        options: Options,
         *,
-        timeouts: Timeouts,
-        connections: int,
-        headers: Mapping[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         budget: ConnectionBudget | None = None,
     ) -> None:
-        self._timeouts = timeouts
-        self._connections = connections
-        self._headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **(headers or {})}
+        self._timeouts = timeouts = options.timeouts
+        self._connections = options.connections
+        headers = options.headers or {}
+        self._headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **headers}
         self._authorized = callers_authorization(self._headers) is not None
         self._session = session
         self._owns_session = session is None

@@ -21,6 +21,7 @@ from asyncfetch._cache.lookup import cached_path
 from asyncfetch._cache.marker import read_marker, write_marker
 from asyncfetch._engine.fetch import run
 from asyncfetch._engine.request import make_request
+from asyncfetch._options import make_options
 from asyncfetch._storage.journal import Journal, save
 from tests.engine.test_resume import RATE, SIZE, kill_halfway, wait_until
 from tests.faultserver import FaultServer, make_payload
@@ -978,7 +979,9 @@ async def test_a_baseline_alone_does_not_vouch_where_a_marker_must(
     dest = tmp_path / "hub.bin"
     dest.write_bytes(DATA)
     cache.verify(directory=tmp_path)
-    request = make_request(url, dest, trust_unmarked=False)  # as download_url_to_file
+    request = make_request(
+        url, dest, make_options(trust_unvouched=False)
+    )  # as download_url_to_file
 
     again = await run(request)
 

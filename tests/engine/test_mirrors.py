@@ -11,6 +11,7 @@ import pytest
 import asyncfetch
 from asyncfetch import IntegrityError, RetriesExhausted
 from asyncfetch._engine.request import make_request
+from asyncfetch._options import make_options
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, no_wait, sha256
 
@@ -267,7 +268,9 @@ def test_duplicate_and_malformed_mirrors(caplog: pytest.LogCaptureFixture) -> No
     caplog.set_level(logging.WARNING, logger="asyncfetch")
     url = "http://127.0.0.1:1/m.bin"
     other = "https://mirror.invalid/m.bin"
-    request = make_request(url, "/tmp/x", mirrors=[url, other, other, "ftp://x/m.bin", "nope"])
+    request = make_request(
+        url, "/tmp/x", make_options(), mirrors=[url, other, other, "ftp://x/m.bin", "nope"]
+    )
     assert request.urls == (url, other)
     assert sum("skipping mirror" in r.getMessage() for r in caplog.records) == 2
 

@@ -11,6 +11,7 @@ import pytest
 import asyncfetch
 from asyncfetch import InvalidRequest, RetryPolicy, Timeouts
 from asyncfetch._engine.request import make_request
+from asyncfetch._options import make_options
 from tests.faultserver import FaultServer, make_payload
 
 URL = "http://127.0.0.1:9/m.bin"
@@ -18,7 +19,7 @@ URL = "http://127.0.0.1:9/m.bin"
 
 def test_a_single_mirror_string_is_one_mirror(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="asyncfetch"):
-        request = make_request(URL, "m.bin", mirrors="http://127.0.0.1:8/m.bin")
+        request = make_request(URL, "m.bin", make_options(), mirrors="http://127.0.0.1:8/m.bin")
     assert request.urls == (URL, "http://127.0.0.1:8/m.bin")
     assert caplog.records == []
 
@@ -40,17 +41,17 @@ def test_hub_sources_take_a_single_mirror_string() -> None:
 
 
 def test_a_size_string_is_a_chunk_size() -> None:
-    assert make_request(URL, "m.bin", chunk_size="512K").chunk_size == 512 << 10
+    assert make_options(chunk_size="512K").chunk_size == 512 << 10
     with pytest.raises(InvalidRequest, match="unknown size"):
-        make_request(URL, "m.bin", chunk_size="lots")
+        make_options(chunk_size="lots")
     with pytest.raises(InvalidRequest, match="chunk_size must be a whole number of bytes"):
-        make_request(URL, "m.bin", chunk_size=1.5)  # type: ignore[arg-type]
+        make_options(chunk_size=1.5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("digest", [b"0" * 64, "0" * 63, 42])
 def test_sha256_must_be_a_str_of_64_hex_digits(digest: object) -> None:
     with pytest.raises(InvalidRequest, match="sha256 must be a str of 64 hex digits"):
-        make_request(URL, "m.bin", sha256=digest)  # type: ignore[arg-type]
+        make_request(URL, "m.bin", make_options(), sha256=digest)  # type: ignore[arg-type]
 
 
 def test_hub_refuses_a_bytes_sha256(tmp_path: Path) -> None:
@@ -68,13 +69,13 @@ def test_timeouts_must_be_positive_and_finite(seconds: float) -> None:
     with pytest.raises(InvalidRequest, match="positive, finite number of seconds"):
         Timeouts(read=seconds)
     with pytest.raises(InvalidRequest, match="positive, finite number of seconds"):
-        make_request(URL, "m.bin", timeout=seconds)
+        make_options(timeout=seconds)
 
 
 @pytest.mark.parametrize("timeout", [(3, 4), True, "5", [5]])
 def test_a_timeout_that_is_not_a_number_of_seconds_is_refused(timeout: object) -> None:
     with pytest.raises(InvalidRequest, match=r"timeout must be a number of seconds .* Timeouts"):
-        make_request(URL, "m.bin", timeout=timeout)  # type: ignore[arg-type]
+        make_options(timeout=timeout)  # type: ignore[arg-type]
     with pytest.raises(InvalidRequest, match="timeout must be a number of seconds"):
         asyncfetch.fetch_many([URL], timeout=timeout)  # type: ignore[arg-type]
 
@@ -88,11 +89,11 @@ def test_negative_retries_are_refused_by_their_own_number() -> None:
 @pytest.mark.parametrize("size", [1, 2048, "1K", (64 << 10) - 1])
 def test_chunk_size_has_a_minimum(size: int | str) -> None:
     with pytest.raises(InvalidRequest, match=r"chunk_size must be at least 64K \(65536 bytes\)"):
-        make_request(URL, "m.bin", chunk_size=size)
+        make_options(chunk_size=size)
     with pytest.raises(InvalidRequest, match="at least 64K"):
         asyncfetch.fetch_many([URL], chunk_size=size)  # at once, not per file
 
 
 def test_the_minimum_chunk_size_is_allowed() -> None:
-    assert make_request(URL, "m.bin", chunk_size=64 << 10).chunk_size == 64 << 10
-    assert make_request(URL, "m.bin", chunk_size="64K").chunk_size == 64 << 10
+    assert make_options(chunk_size=64 << 10).chunk_size == 64 << 10
+    assert make_options(chunk_size="64K").chunk_size == 64 << 10

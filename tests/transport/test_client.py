@@ -6,8 +6,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from asyncfetch import Timeouts
 from asyncfetch._models import ByteRange
+from asyncfetch._options import Options
 from asyncfetch._transport.client import AioBody, Transport
 from asyncfetch._transport.rawhttp import RawBody, Span
 from tests.engine import test_fetch as test_engine
@@ -26,7 +26,7 @@ def aiohttp_only(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_switched_off_fast_path_uses_aiohttp(server: FaultServer, payload: bytes) -> None:
     url = server.add_file("m.bin", payload)
     async with (
-        Transport(timeouts=Timeouts(), connections=1) as transport,
+        Transport(Options(connections=1)) as transport,
         transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
     ):
         assert isinstance(body, AioBody)
@@ -40,7 +40,7 @@ async def test_a_callers_session_always_uses_aiohttp(
     monkeypatch.setenv("ASYNCFETCH_FAST_PATH", switch)
     url = server.add_file("m.bin", payload)
     async with aiohttp.ClientSession() as session:
-        transport = Transport(timeouts=Timeouts(), connections=1, session=session)
+        transport = Transport(Options(connections=1), session=session)
         async with transport, transport.open(url, ByteRange(0, 10), window=Span()) as body:
             assert isinstance(body, AioBody)
 
@@ -54,13 +54,13 @@ async def test_a_proxied_url_uses_aiohttp(
     monkeypatch.delenv("NO_PROXY", raising=False)
     url = server.add_file("m.bin", payload)
     async with (
-        Transport(timeouts=Timeouts(), connections=1) as transport,
+        Transport(Options(connections=1)) as transport,
         transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
     ):
         assert isinstance(body, AioBody)
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     async with (
-        Transport(timeouts=Timeouts(), connections=1) as transport,
+        Transport(Options(connections=1)) as transport,
         transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
     ):
         assert isinstance(body, RawBody)
@@ -72,7 +72,7 @@ async def test_aiohttp_body_hands_over_bytes_before_its_error(
     server.add_file("m.bin", payload)
     url = server.url("m.bin", truncate_after=5000)
     async with (
-        Transport(timeouts=Timeouts(), connections=1) as transport,
+        Transport(Options(connections=1)) as transport,
         transport.open(url, None, window=Span()) as body,
     ):
         assert sum(len(b) for b in await body.next_batch()) == 5000

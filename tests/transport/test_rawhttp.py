@@ -13,6 +13,7 @@ import uvloop
 import asyncfetch
 from asyncfetch import ConnectionFailed, FetchTimeout, HTTPStatusError, ProtocolError, Timeouts
 from asyncfetch._models import ByteRange
+from asyncfetch._options import Options
 from asyncfetch._transport.answers import RangeNotHonoured
 from asyncfetch._transport.client import AioBody, Transport
 from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head, proxied
@@ -103,7 +104,7 @@ async def test_chunked_answer_is_left_to_aiohttp(server: FaultServer, payload: b
     server.add_file("m.bin", payload)
     url = server.url("m.bin", no_length=1)
     async with (
-        Transport(timeouts=Timeouts(), connections=1) as transport,
+        Transport(Options(connections=1)) as transport,
         transport.open(url, None, window=Span()) as body,
     ):
         assert isinstance(body, AioBody)
@@ -116,7 +117,7 @@ async def test_chunked_answer_is_left_to_aiohttp(server: FaultServer, payload: b
 async def test_plain_http_takes_the_fast_path(server: FaultServer, payload: bytes) -> None:
     url = server.add_file("m.bin", payload)
     async with (
-        Transport(timeouts=Timeouts(), connections=1) as transport,
+        Transport(Options(connections=1)) as transport,
         transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
     ):
         assert isinstance(body, RawBody)
@@ -129,7 +130,7 @@ async def test_credentials_in_the_url_go_as_basic_auth_on_the_fast_path(
     server.add_file("m.bin", payload)
     url = with_credentials(server.url("m.bin", auth="user:pa ss"), "user:pa%20ss")
     async with (
-        Transport(timeouts=Timeouts(), connections=1) as transport,
+        Transport(Options(connections=1)) as transport,
         transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
     ):
         assert isinstance(body, RawBody)
