@@ -136,7 +136,7 @@ def download_url_to_file(
         FetchError: the download failed.
     """
     prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix else None  # "": no check
-    source = _hubfile.Source(url, mirror_urls(mirrors), sha256)
+    source = _hubfile.Checkpoint(url, mirror_urls(mirrors), sha256)
     options = make_options(
         connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress,
         trust_unvouched=False,
@@ -210,7 +210,7 @@ def load_pretrained(
 # --------------------------------------------------------------------------------------------
 
 
-def _fetch_checkpoint(source: _hubfile.Source, model_dir: str | None, options: Options) -> Path:
+def _fetch_checkpoint(source: _hubfile.Checkpoint, model_dir: str | None, options: Options) -> Path:
     directory = model_dir if model_dir is not None else _hub_checkpoints()
     path = cached_path(source.url, directory, source.file_name)
     _hubfile.ensure_cached(source, path, options, _node_role())

@@ -89,7 +89,7 @@ def role_from_env() -> NodeRole:
     return NodeRole(rank=env.rank or 0, local_rank=env.local_rank, world_size=env.world_size)
 
 
-def lock_path(target: Path) -> Path:
+def node_lock_path(target: Path) -> Path:
     """The lock file that decides who downloads ``target``."""
     return target.with_name(target.name + LOCK_SUFFIX)
 
@@ -118,7 +118,7 @@ def once_per_node(
     """
     if target.exists() or not role.distributed:
         return ensure()
-    lock = FileLock(lock_path(target))
+    lock = FileLock(node_lock_path(target))
     if role.leader:
         return _lead(target, lock, ensure)
     return _follow(target, lock, ensure, grace, sleep)

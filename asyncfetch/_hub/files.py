@@ -44,7 +44,7 @@ _HEX = re.compile(r"[0-9a-fA-F]{1,64}")
 
 
 @dataclass(frozen=True)
-class Source:
+class Checkpoint:
     """Where one checkpoint comes from and how to check it."""
 
     url: str
@@ -66,14 +66,14 @@ def resolve(
     file_name: str | None = None,
     check_hash: bool = False,
     registry: str | PathLike[str] | None = None,
-) -> Source:
+) -> Checkpoint:
     """A URL as it is, or a registry name looked up; the caller's options win over the entry's.
 
     Raises:
         InvalidRequest: an unknown name, or a ``sha256`` that contradicts the registry's.
     """
     if not _registry.looks_like_name(url_or_name):
-        return Source(url_or_name, mirror_urls(mirrors), sha256, file_name, check_hash)
+        return Checkpoint(url_or_name, mirror_urls(mirrors), sha256, file_name, check_hash)
     entry = _registry.lookup(url_or_name, registry)
     sha256 = check_sha256(sha256, entry.url)
     if sha256 and entry.sha256 and sha256 != entry.sha256:
@@ -82,7 +82,7 @@ def resolve(
             f"({entry.url}); fix one of them",
             url=entry.url,
         )
-    return Source(
+    return Checkpoint(
         url=entry.url,
         mirrors=tuple(dict.fromkeys((*entry.mirrors, *mirror_urls(mirrors)))),
         sha256=sha256 or entry.sha256,
@@ -125,7 +125,9 @@ def check_prefix(prefix: str, url: str | None = None) -> str:
     return prefix.lower()
 
 
-def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Options) -> FetchResult:
+def get_file(
+    source: Checkpoint, dest: Path, hash_prefix: str | None, options: Options
+) -> FetchResult:
     """Download ``source`` to ``dest``, verified by its ``sha256`` and/or ``hash_prefix``.
 
     An intact file already at ``dest`` is used as :func:`asyncfetch.fetch` would use it. With
@@ -160,7 +162,9 @@ def get_file(source: Source, dest: Path, hash_prefix: str | None, options: Optio
     return _download_staged(source, dest, hash_prefix, options)
 
 
-def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Options) -> FetchResult:
+def _download_staged(
+    source: Checkpoint, dest: Path, hash_prefix: str, options: Options
+) -> FetchResult:
     """Download to ``dest`` + ``.unverified``; rename it to ``dest`` if the prefix matches.
 
     All under ``dest``'s lock, so that another process or thread doing the same waits for
@@ -188,7 +192,7 @@ def _download_staged(source: Source, dest: Path, hash_prefix: str, options: Opti
 
 
 def _publish(
-    source: Source, result: FetchResult, target: Path, dest: Path, hash_prefix: str
+    source: Checkpoint, result: FetchResult, target: Path, dest: Path, hash_prefix: str
 ) -> FetchResult:
     """Rename the staged download ``target`` to ``dest`` if its digest starts with
     ``hash_prefix``, else delete it and raise HashPrefixMismatch (blocking)."""
@@ -215,7 +219,7 @@ def _publish(
 
 
 def _download(
-    source: Source,
+    source: Checkpoint,
     dest: Path,
     options: Options,
     runner: Callable[[Request], Coroutine[Any, Any, FetchResult]] = run,
@@ -238,7 +242,7 @@ def _download(
             bar.close()
 
 
-def _fix_in(source: Source) -> str:
+def _fix_in(source: Checkpoint) -> str:
     """Where to fix a digest that came from a registry entry, as the end of a message."""
     if source.origin is None:
         return ""
@@ -246,7 +250,7 @@ def _fix_in(source: Source) -> str:
 
 
 def ensure_cached(
-    source: Source, path: Path, options: Options, role: NodeRole = SINGLE
+    source: Checkpoint, path: Path, options: Options, role: NodeRole = SINGLE
 ) -> FetchResult | None:
     """torch.hub's rule: use ``path`` if it is there, else download it (once per node).
 

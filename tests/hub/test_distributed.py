@@ -28,7 +28,7 @@ from asyncfetch._hub.distributed import (
     SINGLE,
     NodeRole,
     failure_path,
-    lock_path,
+    node_lock_path,
     once_per_node,
     role_from_env,
 )
@@ -191,7 +191,7 @@ def test_a_leader_success_clears_an_old_failure_note(tmp_path: Path) -> None:
 def test_outside_a_job_nothing_is_locked(tmp_path: Path) -> None:
     target = tmp_path / "w.pth"
     assert once_per_node(target, lambda: "ran", SINGLE) == "ran"
-    assert not lock_path(target).exists()
+    assert not node_lock_path(target).exists()
 
 
 def test_role_from_torchrun_environment(monkeypatch: pytest.MonkeyPatch) -> None:
