@@ -10,6 +10,7 @@ from ._batch import BatchItem, Source, fetch_many
 from ._config import RetryPolicy, Timeouts
 from ._engine import fetch
 from ._errors import (
+    AddressBlocked,
     CheckpointMismatch,
     ConnectionFailed,
     DestinationError,
@@ -34,6 +35,7 @@ from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressBlocked",
     "BatchItem",
     "BatchProgress",
     "ByteRange",

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
             "_dest",
             "_budget",
             "_sync",
+            "_netpolicy",
         ],
         1,
     ),  # fmt: skip
