@@ -189,13 +189,27 @@ def _print_mirror_table(reports: list[MirrorReport]) -> None:
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="a caching download service and LAN mirror")
+    serve = commands.add_parser(
+        "serve",
+        help="a caching download service and LAN mirror",
+        description="A caching download service and LAN mirror. Downloads never reach the "
+        "local network unless --allow-private or --allow-net says so.",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument(
         "--port", type=options.port, default=8765, help="default: 8765; 0: any free port"
     )
     serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
     serve.add_argument("--max-downloads", type=options.positive_int, default=4, help="at once (4)")
+    reach = serve.add_argument_group("where downloads may connect")
+    reach.add_argument(
+        "--allow-private", action="store_true", help="also to loopback, private, link-local "
+        "and unique-local addresses (not cloud metadata ones)",
+    )  # fmt: skip
+    reach.add_argument(
+        "--allow-net", action="append", default=[], type=options.network, metavar="CIDR",
+        help="also to this network, whatever it holds; repeatable",
+    )  # fmt: skip
     serve.set_defaults(handler=_serve)
 
 
@@ -204,12 +218,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     from . import _service  # imports aiohttp.web, which only this command needs
     from ._cache import checkpoints_dir
+    from ._netpolicy import NetPolicy
 
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    cache_dir = args.cache_dir or checkpoints_dir()
-    run_sync(
-        _service.serve(cache_dir, host=args.host, port=args.port, max_downloads=args.max_downloads)
+    service = _service.Service(
+        args.cache_dir or checkpoints_dir(),
+        max_downloads=args.max_downloads,
+        net=NetPolicy(allow_private=args.allow_private, allowed=tuple(args.allow_net)),
     )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    run_sync(_service.serve(service, host=args.host, port=args.port))
     print("asyncfetch serve: stopped", file=sys.stderr)
     return EXIT_OK
 

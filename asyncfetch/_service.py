@@ -19,8 +19,11 @@ never part files, journals, markers, locks or temporary files, nothing outside t
 and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
 fetched or verified again).
 
+Downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
+local network unless the operator says so).
+
 This is the one module besides ``_transport`` that imports aiohttp: its server side,
-``aiohttp.web``. Downloads themselves go through :func:`asyncfetch.fetch`.
+``aiohttp.web``. Downloads themselves go through the engine (:func:`asyncfetch._engine.run`).
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ._config import RetryPolicy, Timeouts
-from ._engine import fetch
+from ._engine import run
 from ._errors import (
+    AddressBlocked,
     DestinationError,
     FetchError,
     IntegrityError,
@@ -49,6 +53,8 @@ from ._errors import (
 )
 from ._marker import read_marker
 from ._models import FetchResult
+from ._netpolicy import NetPolicy
+from ._request import make_request
 from ._service_order import (
     ORDER_SHAPE,
     Order,
@@ -57,6 +63,7 @@ from ._service_order import (
     is_servable_name,
     parse_order,
 )
+from ._transport import Transport
 from ._userinfo import redact
 
 log = logging.getLogger("asyncfetch.serve")
@@ -76,6 +83,8 @@ def status_for(exc: FetchError) -> int:
     """The HTTP status that answers a failed download."""
     if isinstance(exc, NameInUse):
         return 409
+    if isinstance(exc, AddressBlocked):
+        return 403
     if isinstance(exc, InvalidRequest):
         return 400
     if isinstance(exc, IntegrityError):
@@ -139,6 +148,7 @@ class Service:
     Args:
         cache_dir: where files are downloaded to and served from (created if missing).
         max_downloads: distinct downloads that may run at once; more wait their turn.
+        net: where downloads may connect (default: not to the local network).
         retry: the retry policy of each download.
         timeout: the timeouts of each download.
     """
@@ -148,12 +158,14 @@ class Service:
         cache_dir: Path,
         *,
         max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        net: NetPolicy | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeouts | None = None,
     ) -> None:
         if max_downloads < 1:
             raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
         self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self._net = net or NetPolicy()
         self._slots = asyncio.Semaphore(max_downloads)
         self._running: dict[str, _Job] = {}
         self._stopping = False
@@ -269,14 +281,22 @@ class Service:
         async with self._slots:
             await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
             log.info("downloading %s to %s", redact(order.url), self.cache_dir / order.name)
-            return await fetch(
-                order.url,
-                self.cache_dir / order.name,
-                mirrors=order.mirrors,
-                sha256=order.sha256,
-                retry=self._retry,
-                timeout=self._timeout,
-            )
+            return await self._run(order)
+
+    async def _run(self, order: Order) -> FetchResult:
+        """Download ``order`` through a transport that connects only where the policy allows."""
+        request = make_request(
+            order.url,
+            self.cache_dir / order.name,
+            mirrors=order.mirrors,
+            sha256=order.sha256,
+            retry=self._retry,
+            timeout=self._timeout,
+        )
+        async with Transport(
+            timeouts=request.timeouts, connections=request.connections, policy=self._net
+        ) as transport:
+            return await run(request, transport=transport)
 
     def _forget(self, name: str, task: asyncio.Task[FetchResult]) -> None:
         job = self._running.get(name)
@@ -349,19 +369,12 @@ def base_url(address: Any) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve(
-    cache_dir: Path,
-    *,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    max_downloads: int = DEFAULT_MAX_DOWNLOADS,
-) -> None:
-    """Run the service until SIGINT or SIGTERM; prints the URL it listens on to stdout.
+async def serve(service: Service, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Run ``service`` until SIGINT or SIGTERM; prints the URL it listens on to stdout.
 
     Raises:
         InvalidRequest: the address cannot be listened on (in use, not a local address).
     """
-    service = Service(cache_dir, max_downloads=max_downloads)
     runner = web.AppRunner(
         service.app(),
         handle_signals=False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import pickle
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from asyncfetch import AddressBlocked, InvalidRequest, Timeouts
 from asyncfetch._netpolicy import NetPolicy, literal_address
 from asyncfetch._transport import Transport
 from tests.faultserver import FaultServer
+from tests.helpers import leftovers, no_wait
+from tests.test_service import running
 
 
 async def fake_resolver(host: str, port: int) -> Sequence[str]:
@@ -156,3 +159,58 @@ async def test_no_policy_connects_anywhere(server: FaultServer, receive_path: st
     url = server.add_file("m.bin", b"x" * 1000)
     async with Transport(timeouts=Timeouts(), connections=1) as transport:
         assert (await transport.probe(url)).size == 1000
+
+
+# ---- through the service ---------------------------------------------------------------------
+
+
+async def test_the_service_refuses_to_fetch_from_the_local_network(
+    tmp_path: Path, server: FaultServer, payload: bytes, receive_path: str
+) -> None:
+    server.add_file("m.bin", payload)
+    retry, sleeps = no_wait()
+    async with running(tmp_path / "cache", net=POLICY, retry=retry) as svc:
+        (svc.service.cache_dir / "secret.bin").write_bytes(b"TOP SECRET")
+        urls = [*spellings(server), f"{svc.url}/cache", f"{svc.url}/files/secret.bin"]
+        for number, url in enumerate(urls):
+            status, answer = await svc.post({"url": url, "name": f"stolen{number}.bin"})
+
+            assert status == 403, (url, answer)
+            assert answer["type"] == "AddressBlocked"
+            assert "local network" in answer["error"]
+            assert (await svc.get(f"/files/stolen{number}.bin"))[0] == 404
+    assert server.requests == []
+    assert sleeps.waits == []  # refused at once, never retried
+    assert leftovers(tmp_path / "cache") == ["secret.bin"]
+
+
+async def test_the_service_refuses_a_redirect_to_the_metadata_endpoint(
+    tmp_path: Path, server: FaultServer, payload: bytes, receive_path: str
+) -> None:
+    server.add_file("m.bin", payload)
+    metadata = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+    allowed = NetPolicy(allowed=("127.0.0.1/32",), resolver=fake_resolver)
+    async with running(tmp_path / "cache", net=allowed) as svc:
+        status, answer = await svc.post({"url": server.url("m.bin", redirect_to=metadata)})
+        assert status == 403, answer
+        assert answer["type"] == "AddressBlocked"
+        assert "169.254.169.254" in answer["error"]
+        assert "metadata" in answer["error"]
+
+        status, answer = await svc.post({"url": server.url("m.bin")})  # the allowed network
+        assert status == 200, answer
+
+
+async def test_a_name_resolving_to_loopback_is_allowed_only_when_the_operator_says_so(
+    tmp_path: Path, server: FaultServer, payload: bytes, receive_path: str
+) -> None:
+    server.add_file("m.bin", payload)
+    url = f"http://evil.test:{server.base_url.rsplit(':', 1)[1]}/files/m.bin"
+    async with running(tmp_path / "a", net=POLICY) as svc:
+        assert (await svc.post({"url": url}))[0] == 403
+    assert server.requests == []
+    private = NetPolicy(allow_private=True, resolver=fake_resolver)
+    async with running(tmp_path / "b", net=private) as svc:
+        status, answer = await svc.post({"url": url})
+    assert status == 200, answer
+    assert (tmp_path / "b" / "m.bin").read_bytes() == payload

@@ -27,6 +27,7 @@ import yarl
 from aiohttp import web
 
 import asyncfetch.cache
+from asyncfetch._netpolicy import NetPolicy
 from asyncfetch._service import Service
 from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, no_wait, sha256
@@ -54,8 +55,11 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(cache_dir: Path, **options: Any) -> AsyncIterator[Running]:
-    retry, _ = no_wait()
-    service = Service(cache_dir, retry=retry, **options)
+    """The service on a free loopback port; its downloads may reach loopback (the FaultServer)
+    unless ``net`` says otherwise."""
+    options.setdefault("retry", no_wait()[0])
+    options.setdefault("net", NetPolicy(allow_private=True))
+    service = Service(cache_dir, **options)
     runner = web.AppRunner(service.app(), handler_cancellation=True)  # as serve() runs it
     await runner.setup()
     try:
@@ -497,14 +501,16 @@ async def test_head_gives_size_and_validators(svc: Running) -> None:
 
 @contextlib.contextmanager
 def serve_process(cache_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m asyncfetch serve --port 0``, its URL; killed at exit if still running."""
+    """``python -m asyncfetch serve --port 0 --allow-private``, its URL; killed at exit if still
+    running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(cache_dir)],
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(cache_dir),
+         "--allow-private"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(),
-    )
+    )  # fmt: skip
     try:
         assert process.stdout is not None
         line = process.stdout.readline()  # the child prints it once listening
