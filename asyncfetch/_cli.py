@@ -192,8 +192,9 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve = commands.add_parser(
         "serve",
         help="a caching download service and LAN mirror",
-        description="A caching download service and LAN mirror. Downloads never reach the "
-        "local network unless --allow-private or --allow-net says so.",
+        description="A caching download service and LAN mirror. Listening on anything but a "
+        "loopback address needs a token (--token-file or ASYNCFETCH_SERVICE_TOKEN); downloads "
+        "never reach the local network unless --allow-private or --allow-net says so.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument(
@@ -201,6 +202,19 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
     serve.add_argument("--max-downloads", type=options.positive_int, default=4, help="at once (4)")
+    access = serve.add_argument_group("who may ask")
+    access.add_argument(
+        "--token-file", type=Path, metavar="FILE", help="the bearer token (chmod 600) that "
+        "POST /fetch, GET /cache and GET /files need (else ASYNCFETCH_SERVICE_TOKEN)",
+    )  # fmt: skip
+    access.add_argument(
+        "--public-files", action="store_true", help="serve GET /files/NAME without the token "
+        "(a LAN mirror for `get --mirror`)",
+    )  # fmt: skip
+    access.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME", help="a name clients "
+        "reach the service by (localhost and IP addresses always do); repeatable",
+    )  # fmt: skip
     reach = serve.add_argument_group("where downloads may connect")
     reach.add_argument(
         "--allow-private", action="store_true", help="also to loopback, private, link-local "
@@ -218,11 +232,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     from . import _service  # imports aiohttp.web, which only this command needs
     from ._cache import checkpoints_dir
+    from ._config import env_settings
     from ._netpolicy import NetPolicy
+    from ._service_guard import Guard, host_name, load_token
 
+    bound = [args.host] if host_name(args.host) else []  # a name listened on is the service's
+    guard = Guard(
+        token=load_token(args.token_file, env_settings().service_token),
+        public_files=args.public_files,
+        hosts=(*args.allowed_host, *bound),
+    )
     service = _service.Service(
         args.cache_dir or checkpoints_dir(),
         max_downloads=args.max_downloads,
+        guard=guard,
         net=NetPolicy(allow_private=args.allow_private, allowed=tuple(args.allow_net)),
     )
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")

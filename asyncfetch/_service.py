@@ -19,7 +19,8 @@ never part files, journals, markers, locks or temporary files, nothing outside t
 and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
 fetched or verified again).
 
-Downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
+Who may ask is :mod:`._service_guard`'s to say (token, ``Host``, ``Origin``, JSON bodies), and
+downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
 local network unless the operator says so).
 
 This is the one module besides ``_transport`` that imports aiohttp: its server side,
@@ -55,6 +56,7 @@ from ._marker import read_marker
 from ._models import FetchResult
 from ._netpolicy import NetPolicy
 from ._request import make_request
+from ._service_guard import Guard, check_exposure, is_loopback
 from ._service_order import (
     ORDER_SHAPE,
     Order,
@@ -96,8 +98,11 @@ def status_for(exc: FetchError) -> int:
     return 500
 
 
-def _error(status: int, message: str, kind: str) -> web.Response:
-    return web.json_response({"error": " ".join(message.split()), "type": kind}, status=status)
+def _error(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": " ".join(message.split()), "type": kind}
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -148,6 +153,7 @@ class Service:
     Args:
         cache_dir: where files are downloaded to and served from (created if missing).
         max_downloads: distinct downloads that may run at once; more wait their turn.
+        guard: who may ask (default: no token, clients on this machine).
         net: where downloads may connect (default: not to the local network).
         retry: the retry policy of each download.
         timeout: the timeouts of each download.
@@ -158,6 +164,7 @@ class Service:
         cache_dir: Path,
         *,
         max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        guard: Guard | None = None,
         net: NetPolicy | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeouts | None = None,
@@ -165,6 +172,7 @@ class Service:
         if max_downloads < 1:
             raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
         self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self.guard = guard or Guard()
         self._net = net or NetPolicy()
         self._slots = asyncio.Semaphore(max_downloads)
         self._running: dict[str, _Job] = {}
@@ -174,7 +182,16 @@ class Service:
 
     def app(self) -> web.Application:
         """The aiohttp application serving the routes."""
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+        guard = self.guard
+
+        @web.middleware
+        async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+            refusal = guard.refusal(request.method, request.path, request.headers)
+            if refusal is not None:
+                return _error(refusal.status, refusal.message, refusal.kind, {**refusal.headers})
+            return await handler(request)
+
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors, guarded])
         app.router.add_post("/fetch", self._post_fetch)
         app.router.add_get("/files/{name}", self._get_file)
         app.router.add_get("/cache", self._get_cache)
@@ -373,8 +390,15 @@ async def serve(service: Service, *, host: str = DEFAULT_HOST, port: int = DEFAU
     """Run ``service`` until SIGINT or SIGTERM; prints the URL it listens on to stdout.
 
     Raises:
-        InvalidRequest: the address cannot be listened on (in use, not a local address).
+        InvalidRequest: the address cannot be listened on (in use, not a local address), or
+            is not a loopback address and the service has no token.
     """
+    check_exposure(host, service.guard)
+    if not is_loopback(host) and not service.guard.hosts:
+        log.warning(
+            "clients must reach the service by an IP address or localhost: it refuses other "
+            "names in Host; give the ones they use with --allowed-host NAME"
+        )
     runner = web.AppRunner(
         service.app(),
         handle_signals=False,

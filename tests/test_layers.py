@@ -56,6 +56,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         [
             "_service",
+            "_service_guard",
             "_service_order",
             "_cli",
             "_cli_batch",

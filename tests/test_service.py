@@ -33,6 +33,7 @@ from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, no_wait, sha256
 
 START_TIMEOUT_S = 20.0
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Running:
 
     async def post(self, body: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        kwargs["headers"] = JSON | kwargs.get("headers", {})
         async with self.client.post(f"{self.url}/fetch", data=data, **kwargs) as response:
             return response.status, await response.json()
 
@@ -500,32 +502,37 @@ async def test_head_gives_size_and_validators(svc: Running) -> None:
 
 
 @contextlib.contextmanager
-def serve_process(cache_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m asyncfetch serve --port 0 --allow-private``, its URL; killed at exit if still
-    running."""
+def serve_process(
+    cache_dir: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m asyncfetch serve --port 0 --allow-private ...``, its URL (on 127.0.0.1);
+    killed at exit if still running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(cache_dir),
-         "--allow-private"],
+         "--allow-private", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=env or cli_env(),
     )  # fmt: skip
     try:
         assert process.stdout is not None
         line = process.stdout.readline()  # the child prints it once listening
-        found = re.search(r"http://127\.0\.0\.1:\d+", line)
+        found = re.search(r"http://(127\.0\.0\.1|0\.0\.0\.0):(\d+)", line)
         assert found, f"no URL in {line!r}"
-        yield process, found.group(0)
+        yield process, f"http://127.0.0.1:{found.group(2)}"
     finally:
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=START_TIMEOUT_S)
 
 
-def _http(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _http(
+    url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(url, data=data, timeout=30) as answer:  # noqa: S310 (loopback)
+    request = urllib.request.Request(url, data=data, headers=JSON | (headers or {}))
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
         result: dict[str, Any] = json.loads(answer.read())
         return result
 
