@@ -2,8 +2,8 @@
 
 Routes::
 
-    POST /fetch           {"url", "mirrors", "sha256", "name"} → download into the cache dir,
-                          answer the FetchResult as JSON (the fields of ``get --json``)
+    POST /fetch           {"url", "mirrors", "sha256", "name", "replace"} → download into the
+                          cache dir, answer the FetchResult as JSON (the fields of ``get --json``)
     GET|HEAD /files/NAME  a complete cached file, with Range, ETag and Last-Modified
     GET /cache            the complete cached files (name, size, mtime, state) and running
                           downloads
@@ -13,8 +13,10 @@ Requests for the same name and URL share one download, which a client going away
 cancel; another URL for a name downloading now is refused (409). Each request is judged by its
 own ``sha256``: one that joined a download checked against another digest compares the result
 with its own, or downloads again if that other digest was wrong or the cache had only the file
-with that other digest. At most ``max_downloads``
-distinct downloads run at once, the others wait their turn. Only complete files are served:
+with that other digest. A name that holds a different file (from another URL, without the
+digest asked for) is replaced only when the request says ``"replace": true`` (else 409). At
+most ``max_downloads`` distinct downloads run at once, the others wait their turn. Only
+complete files are served:
 never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
 and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
 fetched or verified again).
@@ -41,6 +43,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ._cache import has_digest
 from ._config import RetryPolicy, Timeouts
 from ._engine import run
 from ._errors import (
@@ -81,9 +84,13 @@ class NameInUse(InvalidRequest):
     """The name asked for is being downloaded from another URL now."""
 
 
+class NameTaken(InvalidRequest):
+    """The name asked for holds a different file, and the request did not ask to replace it."""
+
+
 def status_for(exc: FetchError) -> int:
     """The HTTP status that answers a failed download."""
-    if isinstance(exc, NameInUse):
+    if isinstance(exc, NameInUse | NameTaken):
         return 409
     if isinstance(exc, AddressBlocked):
         return 403
@@ -263,6 +270,7 @@ class Service:
 
         Raises:
             NameInUse: ``order.name`` is being downloaded from another URL now.
+            NameTaken: ``order.name`` holds a different file and ``order.replace`` is False.
             IntegrityError: the file's SHA-256 is not ``order.sha256``.
         """
         while True:
@@ -273,6 +281,10 @@ class Service:
                 other = job.order.sha256
                 if other is not None and other != order.sha256 and exc.expected == other:
                     continue  # failed on the other request's digest, not on ours: try ours
+                raise
+            except NameTaken:
+                if order.replace and not job.order.replace:
+                    continue  # the other request did not ask to replace the file; this one does
                 raise
             if job.order is not order and hit_for_another_digest(order, result):
                 continue  # the cache had the other request's file, not ours: download ours
@@ -297,11 +309,20 @@ class Service:
     async def _fetch(self, order: Order) -> FetchResult:
         async with self._slots:
             await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
+            holder = await asyncio.to_thread(self.holder_of, order)
+            if holder is not None and not order.replace:
+                raise NameTaken(
+                    f"{order.name} holds the file from {holder}, not from {order.url}; send "
+                    '"replace": true to replace it (the old file stays until the new one is '
+                    "complete), or use another name",
+                    url=order.url,
+                )
             log.info("downloading %s to %s", redact(order.url), self.cache_dir / order.name)
-            return await self._run(order)
+            return await self._run(order, replacing=holder is not None)
 
-    async def _run(self, order: Order) -> FetchResult:
-        """Download ``order`` through a transport that connects only where the policy allows."""
+    async def _run(self, order: Order, *, replacing: bool) -> FetchResult:
+        """Download ``order`` through a transport that connects only where the policy allows;
+        ``replacing``: the file at the name is another one, never a hit."""
         request = make_request(
             order.url,
             self.cache_dir / order.name,
@@ -309,11 +330,26 @@ class Service:
             sha256=order.sha256,
             retry=self._retry,
             timeout=self._timeout,
+            verify=replacing,
         )
         async with Transport(
             timeouts=request.timeouts, connections=request.connections, policy=self._net
         ) as transport:
             return await run(request, transport=transport)
+
+    def holder_of(self, order: Order) -> str | None:
+        """Where the different file ``order.name`` holds came from (``an unknown source``
+        when nothing says), or None when it holds none, or the one asked for: from the same
+        URL, or with the SHA-256 asked for (blocking: may hash the file once)."""
+        path = self.servable_path(order.name)
+        if path is None:
+            return None
+        marker = read_marker(path)
+        if marker is not None and marker.url == redact(order.url):
+            return None
+        if order.sha256 is not None and has_digest(path, order.sha256):
+            return None
+        return marker.url if marker is not None and marker.url else "an unknown source"
 
     def _forget(self, name: str, task: asyncio.Task[FetchResult]) -> None:
         job = self._running.get(name)

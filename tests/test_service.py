@@ -30,7 +30,7 @@ import asyncfetch.cache
 from asyncfetch._netpolicy import NetPolicy
 from asyncfetch._service import Service
 from tests.faultserver import FaultServer, RequestRecord, make_payload
-from tests.helpers import cli_env, leftovers, no_wait, sha256
+from tests.helpers import cli_env, leftovers, no_wait, sha256, with_credentials
 
 START_TIMEOUT_S = 20.0
 JSON = {"Content-Type": "application/json"}
@@ -249,7 +249,10 @@ async def test_a_request_joining_a_cache_hit_is_judged_by_its_own_digest(
         )
         await downloading(svc, "j.bin")
 
-        status, answer = await svc.post({"url": new_url, "name": "j.bin", "sha256": digest})
+        replace = {"replace": True} if own else {}  # another file than the one cached
+        status, answer = await svc.post(
+            {"url": new_url, "name": "j.bin", "sha256": digest} | replace
+        )
 
         assert (await busy)[0] == 200
         assert (await other)[0] == 200
@@ -643,3 +646,70 @@ def test_stopping_mid_download_keeps_the_part_for_the_next_run(
         _stop(process, signal.SIGTERM)
     assert answer["resumed_bytes"] > 0
     assert (cache / "m.bin").read_bytes() == payload
+
+
+# ---- no silent overwrite ---------------------------------------------------------------------
+
+
+async def test_another_url_under_a_cached_name_is_409_unless_it_asks_to_replace(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    good = with_credentials(server.add_file("good.bin", payload), "user:secret")
+    evil = server.add_file("evil.bin", make_payload(4000, seed=7))
+    assert (await svc.post({"url": good, "name": "model.bin"}))[0] == 200
+
+    status, answer = await svc.post({"url": evil, "name": "model.bin"})
+
+    assert status == 409, answer
+    assert answer["type"] == "NameTaken"
+    assert server.url("good.bin").replace("://", "://user:***@") in answer["error"]
+    assert evil in answer["error"]
+    assert "secret" not in answer["error"]
+    assert '"replace": true' in answer["error"]
+    assert server.gets("evil.bin") == []
+    assert await svc.get("/files/model.bin") == (200, payload)
+
+    status, answer = await svc.post({"url": evil, "name": "model.bin", "replace": True})
+
+    assert status == 200, answer
+    assert await svc.get("/files/model.bin") == (200, make_payload(4000, seed=7))
+
+
+async def test_the_same_file_under_its_name_is_no_conflict(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    copy = server.add_file("copy.bin", payload)
+    assert (await svc.post({"url": url}))[0] == 200
+    assert (await svc.post({"url": url}))[0] == 200  # the same URL: asked again
+    status, answer = await svc.post({"url": copy, "name": "m.bin", "sha256": sha256(payload)})
+    assert (status, answer["cached"]) == (200, True)  # another URL, the digest of the file held
+    status, answer = await svc.post({"url": copy, "name": "m.bin", "sha256": "0" * 64})
+    assert (status, answer["type"]) == (409, "NameTaken")  # another digest: another file
+
+
+async def test_a_file_of_unknown_origin_is_not_replaced_silently(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    (svc.service.cache_dir / "m.bin").write_bytes(b"put there by hand")
+    url = server.add_file("m.bin", payload)
+    status, answer = await svc.post({"url": url})
+    assert (status, answer["type"]) == (409, "NameTaken")
+    assert "unknown source" in answer["error"]
+    assert (svc.service.cache_dir / "m.bin").read_bytes() == b"put there by hand"
+
+
+@pytest.mark.parametrize(
+    "name", ["a\nb.bin", "a\r.bin", "\x1b[31mred.bin", "a\u2028b.bin", "a\x85b.bin", "a\u202eb.bin"]
+)
+async def test_a_name_with_a_control_character_is_400(svc: Running, name: str) -> None:
+    status, answer = await svc.post({"url": "http://127.0.0.1:9/m.bin", "name": name})
+    assert status == 400
+    assert "control characters" in answer["error"]
+    assert leftovers(svc.service.cache_dir) == []
+
+
+async def test_replace_must_be_true_or_false(svc: Running) -> None:
+    status, answer = await svc.post({"url": "http://127.0.0.1:9/m.bin", "replace": "yes"})
+    assert (status, answer["type"]) == (400, "InvalidRequest")
+    assert "'replace' must be true or false" in answer["error"]
