@@ -202,6 +202,18 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
     serve.add_argument("--max-downloads", type=options.positive_int, default=4, help="at once (4)")
+    serve.add_argument(
+        "--max-queue", type=options.count, default=64, help="downloads waiting for a slot; "
+        "more get 429 with Retry-After (64)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--min-speed", type=options.speed, default="1K", metavar="SIZE",
+        help="bytes/s under which a download gives its slot back (1K; 0: never)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--min-speed-window", type=options.seconds, default=60.0, metavar="SECONDS",
+        help="the time --min-speed is averaged over (60)",
+    )  # fmt: skip
     access = serve.add_argument_group("who may ask")
     access.add_argument(
         "--token-file", type=Path, metavar="FILE", help="the bearer token (chmod 600) that "
@@ -235,6 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
     from ._config import env_settings
     from ._netpolicy import NetPolicy
     from ._service_guard import Guard, host_name, load_token
+    from ._service_limits import SpeedFloor
 
     bound = [args.host] if host_name(args.host) else []  # a name listened on is the service's
     guard = Guard(
@@ -242,9 +255,12 @@ def _serve(args: argparse.Namespace) -> int:
         public_files=args.public_files,
         hosts=(*args.allowed_host, *bound),
     )
+    floor = SpeedFloor(bytes_per_s=args.min_speed, window=args.min_speed_window)
     service = _service.Service(
         args.cache_dir or checkpoints_dir(),
         max_downloads=args.max_downloads,
+        max_queue=args.max_queue,
+        floor=floor if args.min_speed else None,
         guard=guard,
         net=NetPolicy(allow_private=args.allow_private, allowed=tuple(args.allow_net)),
     )

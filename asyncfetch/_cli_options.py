@@ -69,6 +69,16 @@ def seconds(text: str) -> float:
     return value
 
 
+def count(text: str) -> int:
+    """A whole number, 0 or more (argparse type)."""
+    return whole_number(text, 0)
+
+
+def speed(text: str) -> int:
+    """Bytes per second such as ``1K`` or ``512``; ``0`` for none (argparse type)."""
+    return 0 if text.strip() == "0" else size(text)
+
+
 def network(text: str) -> str:
     """A CIDR such as ``10.0.0.0/8`` or an address (argparse type)."""
     try:

@@ -15,8 +15,9 @@ own ``sha256``: one that joined a download checked against another digest compar
 with its own, or downloads again if that other digest was wrong or the cache had only the file
 with that other digest. A name that holds a different file (from another URL, without the
 digest asked for) is replaced only when the request says ``"replace": true`` (else 409). At
-most ``max_downloads`` distinct downloads run at once, the others wait their turn. Only
-complete files are served:
+most ``max_downloads`` distinct downloads run at once, up to ``max_queue`` more wait their turn
+(past that, 429), and one slower than the speed floor gives its slot back (504; see
+:mod:`._service_limits`). Only complete files are served:
 never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
 and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
 fetched or verified again).
@@ -60,6 +61,15 @@ from ._models import FetchResult
 from ._netpolicy import NetPolicy
 from ._request import make_request
 from ._service_guard import Guard, check_exposure, is_loopback
+from ._service_limits import (
+    DEFAULT_MAX_QUEUE,
+    QUEUE_RETRY_AFTER,
+    Meter,
+    QueueFull,
+    SpeedFloor,
+    TooSlow,
+    within_floor,
+)
 from ._service_order import (
     ORDER_SHAPE,
     Order,
@@ -92,8 +102,12 @@ def status_for(exc: FetchError) -> int:
     """The HTTP status that answers a failed download."""
     if isinstance(exc, NameInUse | NameTaken):
         return 409
+    if isinstance(exc, QueueFull):
+        return 429
     if isinstance(exc, AddressBlocked):
         return 403
+    if isinstance(exc, TooSlow):
+        return 504
     if isinstance(exc, InvalidRequest):
         return 400
     if isinstance(exc, IntegrityError):
@@ -160,6 +174,8 @@ class Service:
     Args:
         cache_dir: where files are downloaded to and served from (created if missing).
         max_downloads: distinct downloads that may run at once; more wait their turn.
+        max_queue: downloads that may wait for a slot; more are refused (429).
+        floor: the speed under which a download gives its slot back (None: none).
         guard: who may ask (default: no token, clients on this machine).
         net: where downloads may connect (default: not to the local network).
         retry: the retry policy of each download.
@@ -171,6 +187,8 @@ class Service:
         cache_dir: Path,
         *,
         max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        floor: SpeedFloor | None = SpeedFloor(),  # noqa: B008 (frozen)
         guard: Guard | None = None,
         net: NetPolicy | None = None,
         retry: RetryPolicy | None = None,
@@ -178,9 +196,13 @@ class Service:
     ) -> None:
         if max_downloads < 1:
             raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
+        if max_queue < 0:
+            raise InvalidRequest(f"max_queue must not be negative, got {max_queue}")
         self.cache_dir = Path(cache_dir).expanduser().absolute()
         self.guard = guard or Guard()
         self._net = net or NetPolicy()
+        self._floor = floor
+        self._most = max_downloads + max_queue
         self._slots = asyncio.Semaphore(max_downloads)
         self._running: dict[str, _Job] = {}
         self._stopping = False
@@ -253,7 +275,8 @@ class Service:
                           "from its part file when you ask again", "ServiceStopping")  # fmt: skip
         except FetchError as exc:
             log.warning("fetch failed: %s", " ".join(str(exc).split()))
-            return _error(status_for(exc), str(exc), type(exc).__name__)
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+            return _error(status_for(exc), str(exc), type(exc).__name__, headers)
         except Exception as exc:
             log.exception("fetch failed unexpectedly")
             return _error(500, f"{type(exc).__name__}: {exc}", type(exc).__name__)
@@ -271,6 +294,7 @@ class Service:
         Raises:
             NameInUse: ``order.name`` is being downloaded from another URL now.
             NameTaken: ``order.name`` holds a different file and ``order.replace`` is False.
+            QueueFull: the download would have to wait and too many wait already.
             IntegrityError: the file's SHA-256 is not ``order.sha256``.
         """
         while True:
@@ -301,6 +325,13 @@ class Service:
                     url=order.url,
                 )
             return job
+        if sum(not job.task.done() for job in self._running.values()) >= self._most:
+            raise QueueFull(
+                f"every download slot is taken and the queue is full; ask again in "
+                f"{QUEUE_RETRY_AFTER} s",
+                url=order.url,
+                retry_after=QUEUE_RETRY_AFTER,
+            )
         task = asyncio.create_task(self._fetch(order), name=f"asyncfetch serve {order.name}")
         job = self._running[order.name] = _Job(order, task)
         task.add_done_callback(lambda done: self._forget(order.name, done))
@@ -318,9 +349,11 @@ class Service:
                     url=order.url,
                 )
             log.info("downloading %s to %s", redact(order.url), self.cache_dir / order.name)
-            return await self._run(order, replacing=holder is not None)
+            meter = Meter()
+            work = self._run(order, meter, replacing=holder is not None)
+            return await within_floor(work, self._floor, meter, order.url)
 
-    async def _run(self, order: Order, *, replacing: bool) -> FetchResult:
+    async def _run(self, order: Order, meter: Meter, *, replacing: bool) -> FetchResult:
         """Download ``order`` through a transport that connects only where the policy allows;
         ``replacing``: the file at the name is another one, never a hit."""
         request = make_request(
@@ -330,6 +363,7 @@ class Service:
             sha256=order.sha256,
             retry=self._retry,
             timeout=self._timeout,
+            progress=meter,
             verify=replacing,
         )
         async with Transport(

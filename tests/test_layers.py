@@ -57,6 +57,7 @@ LAYERS: dict[str, int] = {
         [
             "_service",
             "_service_guard",
+            "_service_limits",
             "_service_order",
             "_cli",
             "_cli_batch",
