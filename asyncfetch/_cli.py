@@ -240,14 +240,13 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
     from . import _service  # imports aiohttp.web, which only this command needs
     from ._cache import checkpoints_dir
     from ._config import env_settings
     from ._netpolicy import NetPolicy
     from ._service_guard import Guard, host_name, load_token
     from ._service_limits import SpeedFloor
+    from ._service_log import log_json_lines
 
     bound = [args.host] if host_name(args.host) else []  # a name listened on is the service's
     guard = Guard(
@@ -264,9 +263,9 @@ def _serve(args: argparse.Namespace) -> int:
         guard=guard,
         net=NetPolicy(allow_private=args.allow_private, allowed=tuple(args.allow_net)),
     )
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    log_json_lines()
     run_sync(_service.serve(service, host=args.host, port=args.port))
-    print("asyncfetch serve: stopped", file=sys.stderr)
+    _service.log.info("stopped")
     return EXIT_OK
 
 

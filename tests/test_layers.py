@@ -58,6 +58,7 @@ LAYERS: dict[str, int] = {
             "_service",
             "_service_guard",
             "_service_limits",
+            "_service_log",
             "_service_order",
             "_cli",
             "_cli_batch",
