@@ -214,3 +214,19 @@ async def test_a_name_resolving_to_loopback_is_allowed_only_when_the_operator_sa
         status, answer = await svc.post({"url": url})
     assert status == 200, answer
     assert (tmp_path / "b" / "m.bin").read_bytes() == payload
+
+
+async def test_through_a_proxy_the_target_is_judged_not_the_proxy(
+    server: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("http_proxy", server.base_url)  # the FaultServer answers as a proxy
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    server.add_file("m.bin", b"x" * 1000)
+    async with Transport(timeouts=Timeouts(), connections=1, policy=POLICY) as transport:
+        assert (await transport.probe("http://public.test/files/m.bin")).size == 1000
+        for url in ("http://evil.test/files/m.bin", "http://127.0.0.1/files/m.bin"):
+            with pytest.raises(AddressBlocked):
+                await transport.probe(url)
+    assert [r.path for r in server.requests] == ["/files/m.bin"] * len(server.requests)
+    assert len(server.requests) in (1, 2)  # HEAD, maybe a 1-byte GET: public.test's only
