@@ -11,6 +11,7 @@ from ._engine.fetch import fetch
 from ._engine.progress import BatchProgress, ProgressStream
 from ._engine.rank import MirrorReport, rank_mirrors
 from ._errors import (
+    AddressBlocked,
     CheckpointMismatch,
     ConnectionFailed,
     DestinationError,
@@ -34,6 +35,7 @@ from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressBlocked",
     "BatchItem",
     "BatchProgress",
     "ByteRange",

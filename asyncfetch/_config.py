@@ -127,6 +127,7 @@ class EnvSettings:
     local_rank: int | None = None
     world_size: int | None = None
     netrc: Path | None = None  # $NETRC, else ~/.netrc: credentials per host, as aiohttp reads
+    service_token: str | None = field(default=None, repr=False)  # asyncfetch serve's token
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -148,6 +149,7 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         local_rank=_int_or_none(env.get("LOCAL_RANK")),
         world_size=_int_or_none(env.get("WORLD_SIZE")),
         netrc=_netrc(env),
+        service_token=env.get("ASYNCFETCH_SERVICE_TOKEN") or None,
     )
 
 

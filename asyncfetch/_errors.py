@@ -16,7 +16,9 @@
     │   ├── FetchTimeout (TimeoutError)    connect or read-idle timeout
     │   ├── TruncatedBody                  the body ended before the promised length
     │   ├── ProtocolError                  the answer does not fit the request (wrong range, ...)
-    │   └── TooManyRedirects               a redirect loop or too long a chain
+    │   ├── TooManyRedirects               a redirect loop or too long a chain
+    │   └── AddressBlocked                 the address policy refused where a URL leads (a
+    │                                      local-network address, for ``asyncfetch serve``)
     ├── RetriesExhausted                   a byte range failed on every attempt and every source
     └── CheckpointMismatch (ValueError)    a checkpoint's weights do not fit the model
 
@@ -166,6 +168,20 @@ class TooManyRedirects(TransportError):
 
     def __init__(self, message: str, *, url: str | None) -> None:
         super().__init__(message, url=url, retryable=False)
+
+
+class AddressBlocked(TransportError):
+    """The address policy (:class:`asyncfetch._netpolicy.NetPolicy`, which ``asyncfetch
+    serve`` sets) refused the address a URL, or a redirect, leads to: nothing was sent there.
+    Never retried.
+
+    Attributes:
+        address: the address refused (``127.0.0.1``, ``169.254.169.254``, ...).
+    """
+
+    def __init__(self, message: str, *, url: str | None, address: str) -> None:
+        super().__init__(message, url=url, retryable=False)
+        self.address = address
 
 
 class RetriesExhausted(FetchError):

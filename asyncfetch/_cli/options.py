@@ -11,6 +11,7 @@ from typing import Any
 
 from .._config import check_chunk_size, parse_size
 from .._errors import FetchError
+from .._transport.netpolicy import parse_networks
 from .._userinfo import redact
 
 EXIT_OK = 0
@@ -66,6 +67,25 @@ def seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
+
+
+def count(text: str) -> int:
+    """A whole number, 0 or more (argparse type)."""
+    return whole_number(text, 0)
+
+
+def speed(text: str) -> int:
+    """Bytes per second such as ``1K`` or ``512``; ``0`` for none (argparse type)."""
+    return 0 if text.strip() == "0" else size(text)
+
+
+def network(text: str) -> str:
+    """A CIDR such as ``10.0.0.0/8`` or an address (argparse type)."""
+    try:
+        parse_networks([text])
+    except FetchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def port(text: str) -> int:

@@ -2,8 +2,8 @@
 
 Routes::
 
-    POST /fetch           {"url", "mirrors", "sha256", "name"} → download into the cache dir,
-                          answer the FetchResult as JSON (the fields of ``get --json``)
+    POST /fetch           {"url", "mirrors", "sha256", "name", "replace"} → download into the
+                          cache dir, answer the FetchResult as JSON (the fields of ``get --json``)
     GET|HEAD /files/NAME  a complete cached file, with Range, ETag and Last-Modified
     GET /cache            the complete cached files (name, size, mtime, state) and running
                           downloads
@@ -13,14 +13,21 @@ Requests for the same name and URL share one download, which a client going away
 cancel; another URL for a name downloading now is refused (409). Each request is judged by its
 own ``sha256``: one that joined a download checked against another digest compares the result
 with its own, or downloads again if that other digest was wrong or the cache had only the file
-with that other digest. At most ``max_downloads``
-distinct downloads run at once, the others wait their turn. Only complete files are served:
+with that other digest. A name that holds a different file (from another URL, without the
+digest asked for) is replaced only when the request says ``"replace": true`` (else 409). At
+most ``max_downloads`` distinct downloads run at once, up to ``max_queue`` more wait their turn
+(past that, 429), and one slower than the speed floor gives its slot back (504; see
+:mod:`._service_limits`). Only complete files are served:
 never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
 and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
 fetched or verified again).
 
+Who may ask is :mod:`._service_guard`'s to say (token, ``Host``, ``Origin``, JSON bodies), and
+downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
+local network unless the operator says so).
+
 This is the one module besides ``_transport`` that imports aiohttp: its server side,
-``aiohttp.web``. Downloads themselves go through :func:`asyncfetch.fetch`.
+``aiohttp.web``. Downloads themselves go through the engine (:func:`asyncfetch._engine.run`).
 """
 
 from __future__ import annotations
@@ -37,10 +44,13 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from .._cache.lookup import has_digest
 from .._cache.marker import read_marker
 from .._config import RetryPolicy, Timeouts
-from .._engine.fetch import fetch
+from .._engine.fetch import run
+from .._engine.request import make_request
 from .._errors import (
+    AddressBlocked,
     DestinationError,
     FetchError,
     IntegrityError,
@@ -49,7 +59,20 @@ from .._errors import (
     TransportError,
 )
 from .._models import FetchResult
+from .._options import make_options
+from .._transport.client import Transport
+from .._transport.netpolicy import NetPolicy
 from .._userinfo import redact
+from .guard import Guard, check_exposure, is_loopback
+from .limits import (
+    DEFAULT_MAX_QUEUE,
+    QUEUE_RETRY_AFTER,
+    Meter,
+    QueueFull,
+    SpeedFloor,
+    TooSlow,
+    within_floor,
+)
 from .orders import (
     ORDER_SHAPE,
     Order,
@@ -72,10 +95,20 @@ class NameInUse(InvalidRequest):
     """The name asked for is being downloaded from another URL now."""
 
 
+class NameTaken(InvalidRequest):
+    """The name asked for holds a different file, and the request did not ask to replace it."""
+
+
 def status_for(exc: FetchError) -> int:
     """The HTTP status that answers a failed download."""
-    if isinstance(exc, NameInUse):
+    if isinstance(exc, NameInUse | NameTaken):
         return 409
+    if isinstance(exc, QueueFull):
+        return 429
+    if isinstance(exc, AddressBlocked):
+        return 403
+    if isinstance(exc, TooSlow):
+        return 504
     if isinstance(exc, InvalidRequest):
         return 400
     if isinstance(exc, IntegrityError):
@@ -87,8 +120,11 @@ def status_for(exc: FetchError) -> int:
     return 500
 
 
-def _error(status: int, message: str, kind: str) -> web.Response:
-    return web.json_response({"error": " ".join(message.split()), "type": kind}, status=status)
+def _error(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": " ".join(message.split()), "type": kind}
+    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -139,6 +175,10 @@ class Service:
     Args:
         cache_dir: where files are downloaded to and served from (created if missing).
         max_downloads: distinct downloads that may run at once; more wait their turn.
+        max_queue: downloads that may wait for a slot; more are refused (429).
+        floor: the speed under which a download gives its slot back (None: none).
+        guard: who may ask (default: no token, clients on this machine).
+        net: where downloads may connect (default: not to the local network).
         retry: the retry policy of each download.
         timeout: the timeouts of each download.
     """
@@ -148,12 +188,22 @@ class Service:
         cache_dir: Path,
         *,
         max_downloads: int = DEFAULT_MAX_DOWNLOADS,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        floor: SpeedFloor | None = SpeedFloor(),  # noqa: B008 (frozen)
+        guard: Guard | None = None,
+        net: NetPolicy | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeouts | None = None,
     ) -> None:
         if max_downloads < 1:
             raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
+        if max_queue < 0:
+            raise InvalidRequest(f"max_queue must not be negative, got {max_queue}")
         self.cache_dir = Path(cache_dir).expanduser().absolute()
+        self.guard = guard or Guard()
+        self._net = net or NetPolicy()
+        self._floor = floor
+        self._most = max_downloads + max_queue
         self._slots = asyncio.Semaphore(max_downloads)
         self._running: dict[str, _Job] = {}
         self._stopping = False
@@ -162,7 +212,16 @@ class Service:
 
     def app(self) -> web.Application:
         """The aiohttp application serving the routes."""
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+        guard = self.guard
+
+        @web.middleware
+        async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+            refusal = guard.refusal(request.method, request.path, request.headers)
+            if refusal is not None:
+                return _error(refusal.status, refusal.message, refusal.kind, {**refusal.headers})
+            return await handler(request)
+
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors, guarded])
         app.router.add_post("/fetch", self._post_fetch)
         app.router.add_get("/files/{name}", self._get_file)
         app.router.add_get("/cache", self._get_cache)
@@ -217,7 +276,8 @@ class Service:
                           "from its part file when you ask again", "ServiceStopping")  # fmt: skip
         except FetchError as exc:
             log.warning("fetch failed: %s", " ".join(str(exc).split()))
-            return _error(status_for(exc), str(exc), type(exc).__name__)
+            headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+            return _error(status_for(exc), str(exc), type(exc).__name__, headers)
         except Exception as exc:
             log.exception("fetch failed unexpectedly")
             return _error(500, f"{type(exc).__name__}: {exc}", type(exc).__name__)
@@ -234,6 +294,8 @@ class Service:
 
         Raises:
             NameInUse: ``order.name`` is being downloaded from another URL now.
+            NameTaken: ``order.name`` holds a different file and ``order.replace`` is False.
+            QueueFull: the download would have to wait and too many wait already.
             IntegrityError: the file's SHA-256 is not ``order.sha256``.
         """
         while True:
@@ -244,6 +306,10 @@ class Service:
                 other = job.order.sha256
                 if other is not None and other != order.sha256 and exc.expected == other:
                     continue  # failed on the other request's digest, not on ours: try ours
+                raise
+            except NameTaken:
+                if order.replace and not job.order.replace:
+                    continue  # the other request did not ask to replace the file; this one does
                 raise
             if job.order is not order and hit_for_another_digest(order, result):
                 continue  # the cache had the other request's file, not ours: download ours
@@ -260,6 +326,13 @@ class Service:
                     url=order.url,
                 )
             return job
+        if sum(not job.task.done() for job in self._running.values()) >= self._most:
+            raise QueueFull(
+                f"every download slot is taken and the queue is full; ask again in "
+                f"{QUEUE_RETRY_AFTER} s",
+                url=order.url,
+                retry_after=QUEUE_RETRY_AFTER,
+            )
         task = asyncio.create_task(self._fetch(order), name=f"asyncfetch serve {order.name}")
         job = self._running[order.name] = _Job(order, task)
         task.add_done_callback(lambda done: self._forget(order.name, done))
@@ -268,15 +341,52 @@ class Service:
     async def _fetch(self, order: Order) -> FetchResult:
         async with self._slots:
             await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
+            holder = await asyncio.to_thread(self.holder_of, order)
+            if holder is not None and not order.replace:
+                raise NameTaken(
+                    f"{order.name} holds the file from {holder}, not from {order.url}; send "
+                    '"replace": true to replace it (the old file stays until the new one is '
+                    "complete), or use another name",
+                    url=order.url,
+                )
             log.info("downloading %s to %s", redact(order.url), self.cache_dir / order.name)
-            return await fetch(
-                order.url,
-                self.cache_dir / order.name,
-                mirrors=order.mirrors,
-                sha256=order.sha256,
-                retry=self._retry,
-                timeout=self._timeout,
-            )
+            meter = Meter()
+            work = self._run(order, meter, replacing=holder is not None)
+            return await within_floor(work, self._floor, meter, order.url)
+
+    async def _run(self, order: Order, meter: Meter, *, replacing: bool) -> FetchResult:
+        """Download ``order`` through a transport that connects only where the policy allows;
+        ``replacing``: the file at the name is another one, never a hit."""
+        options = make_options(
+            retry=self._retry,
+            timeout=self._timeout,
+            progress=meter,
+            verify=replacing,
+            url=order.url,
+        )
+        request = make_request(
+            order.url,
+            self.cache_dir / order.name,
+            options,
+            mirrors=order.mirrors,
+            sha256=order.sha256,
+        )
+        async with Transport(request.options, policy=self._net) as transport:
+            return await run(request, transport=transport)
+
+    def holder_of(self, order: Order) -> str | None:
+        """Where the different file ``order.name`` holds came from (``an unknown source``
+        when nothing says), or None when it holds none, or the one asked for: from the same
+        URL, or with the SHA-256 asked for (blocking: may hash the file once)."""
+        path = self.servable_path(order.name)
+        if path is None:
+            return None
+        marker = read_marker(path)
+        if marker is not None and marker.url == redact(order.url):
+            return None
+        if order.sha256 is not None and has_digest(path, order.sha256):
+            return None
+        return marker.url if marker is not None and marker.url else "an unknown source"
 
     def _forget(self, name: str, task: asyncio.Task[FetchResult]) -> None:
         job = self._running.get(name)
@@ -349,19 +459,19 @@ def base_url(address: Any) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def serve(
-    cache_dir: Path,
-    *,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    max_downloads: int = DEFAULT_MAX_DOWNLOADS,
-) -> None:
-    """Run the service until SIGINT or SIGTERM; prints the URL it listens on to stdout.
+async def serve(service: Service, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Run ``service`` until SIGINT or SIGTERM; prints the URL it listens on to stdout.
 
     Raises:
-        InvalidRequest: the address cannot be listened on (in use, not a local address).
+        InvalidRequest: the address cannot be listened on (in use, not a local address), or
+            is not a loopback address and the service has no token.
     """
-    service = Service(cache_dir, max_downloads=max_downloads)
+    check_exposure(host, service.guard)
+    if not is_loopback(host) and not service.guard.hosts:
+        log.warning(
+            "clients must reach the service by an IP address or localhost: it refuses other "
+            "names in Host; give the ones they use with --allowed-host NAME"
+        )
     runner = web.AppRunner(
         service.app(),
         handle_signals=False,

@@ -1,7 +1,8 @@
 """``POST /fetch`` orders for ``asyncfetch serve``, checked: the JSON body's shape, and the
 names a file in the cache dir may have to be fetched into or served from (never a part file,
-journal, marker, lock or temporary file, nothing with a path in it); and whether a download's
-result, maybe fetched for another order, answers an order's own ``sha256``.
+journal, marker, lock or temporary file, nothing with a path or a control character in it);
+and whether a download's result, maybe fetched for another order, answers an order's own
+``sha256``.
 
 Pure logic, no I/O: :mod:`asyncfetch._service.app` parses each body with :func:`parse_order`,
 checks each ``/files/NAME`` with :func:`is_servable_name`, and judges each result with
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +35,17 @@ PRIVATE_SUFFIXES = (
     ".partial",
     ".tmp",
 )
-_ORDER_KEYS = frozenset({"url", "mirrors", "sha256", "name"})
+_ORDER_KEYS = frozenset({"url", "mirrors", "sha256", "name", "replace"})
+#: Unicode categories no name may hold: control and format characters (a newline, an escape,
+#: a bidi override), line and paragraph separators, lone surrogates
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 #: what a ``POST /fetch`` body looks like, for error messages
 #: NAME_MAX (255 bytes) less the longest name made from it, a part journal's temporary file
 MAX_NAME_BYTES = 200
-ORDER_SHAPE = '{"url": URL, "mirrors": [URL, ...], "sha256": HEX, "name": FILE_NAME}'
+ORDER_SHAPE = (
+    '{"url": URL, "mirrors": [URL, ...], "sha256": HEX, "name": FILE_NAME, "replace": BOOL}'
+)
 
 
 def is_servable_name(name: str) -> bool:
@@ -48,18 +55,21 @@ def is_servable_name(name: str) -> bool:
         and not name.startswith(".")
         and ".." not in name
         and not any(c in name for c in "/\\\x00")
+        and not any(unicodedata.category(c) in _UNPRINTABLE for c in name)
         and not name.endswith(PRIVATE_SUFFIXES)
     )
 
 
 @dataclass(frozen=True)
 class Order:
-    """One ``POST /fetch`` request, checked."""
+    """One ``POST /fetch`` request, checked. ``replace``: the request may replace a
+    different file the name holds."""
 
     url: str
     mirrors: tuple[str, ...]
     sha256: str | None
     name: str
+    replace: bool = False
 
 
 def parse_order(body: bytes) -> Order:
@@ -79,7 +89,11 @@ def parse_order(body: bytes) -> Order:
     sha256 = data.get("sha256")
     if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
         raise InvalidRequest(f"'sha256' must be 64 hex digits, got {sha256!r}", url=url)
-    return Order(url, tuple(mirrors), sha256.lower() if sha256 else None, _name_of(data, url))
+    replace = data.get("replace", False)
+    if not isinstance(replace, bool):
+        raise InvalidRequest(f"'replace' must be true or false, got {replace!r}", url=url)
+    name = _name_of(data, url)
+    return Order(url, tuple(mirrors), sha256.lower() if sha256 else None, name, replace)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -113,8 +127,8 @@ def _name_of(data: dict[str, Any], url: str) -> str:
         )
     if not isinstance(name, str) or not is_servable_name(name):
         raise InvalidRequest(
-            f"{name!r} cannot be a cache file name; give a plain name without '/', '..' or a "
-            f"leading dot, not ending in {', '.join(PRIVATE_SUFFIXES)}",
+            f"{name!r} cannot be a cache file name; give a plain name without '/', '..', "
+            f"control characters or a leading dot, not ending in {', '.join(PRIVATE_SUFFIXES)}",
             url=url,
         )
     return name

@@ -2,17 +2,23 @@
 
 The only module that touches aiohttp. Its exceptions are translated here, in
 :func:`translate_errors`, and never reach the engine or the user.
+
+With a :class:`~asyncfetch._netpolicy.NetPolicy` (``asyncfetch serve`` sets one) the fast path
+connects only to addresses it allows, and aiohttp resolves names through it and has every
+request, each redirect included, checked before it is sent (:func:`_policy_middleware`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
 from .._errors import (
@@ -32,11 +38,13 @@ from .answers import check_answer, is_encoded, parse_content_range, status_error
 from .budget import ConnectionBudget, host_key
 from .credentials import (
     Credentials,
+    Handler,
     Middleware,
     authorize_on,
     callers_authorization,
     without_authorization,
 )
+from .netpolicy import NetPolicy, literal_address, system_resolver
 from .rawhttp import RawClient, Span, Window
 
 USER_AGENT = "asyncfetch/0.1"
@@ -48,6 +56,7 @@ WRITE_BATCH = 1 << 20
 
 if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit never pays
     import aiohttp  # for it (~0.25 s); the names below are for annotations only
+    import aiohttp.abc
 
     Session = aiohttp.ClientSession
     """An application's own HTTP session, which asyncfetch can use instead of opening one."""
@@ -181,7 +190,8 @@ class Transport:
 
     Pass ``session`` to use an application's own ``aiohttp.ClientSession``; it is not closed.
     With a ``budget``, every request holds one of its slots while it runs, and a 429 or a
-    ``Retry-After`` pauses that host for every download sharing the budget.
+    ``Retry-After`` pauses that host for every download sharing the budget. With a ``policy``,
+    requests go only to the addresses it allows (not with a caller's ``session``).
     """
 
     def __init__(
@@ -191,7 +201,10 @@ class Transport:
         session: aiohttp.ClientSession | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         budget: ConnectionBudget | None = None,
+        policy: NetPolicy | None = None,
     ) -> None:
+        if policy is not None and session is not None:
+            raise InvalidRequest("an address policy applies to asyncfetch's own session only")
         self._timeouts = timeouts = options.timeouts
         self._connections = options.connections
         headers = options.headers or {}
@@ -203,8 +216,12 @@ class Transport:
         settings = env_settings()
         fast = session is None and settings.fast_path
         self._credentials = Credentials(authorized=self._authorized, netrc_path=settings.netrc)
-        self._raw = RawClient(timeouts) if fast else None
+        self._raw = RawClient(timeouts, policy=policy) if fast else None
         self._budget = budget
+        self._policy = policy
+        self._guards: tuple[Middleware, ...] = (
+            (_policy_middleware(policy),) if policy is not None else ()
+        )
         self._entered = False
 
     async def __aenter__(self) -> Transport:
@@ -231,7 +248,9 @@ class Transport:
         if not self._entered:
             raise RuntimeError("Transport used outside 'async with'")
         if self._session is None:
-            self._session = _open_session(self._timeouts, self._connections)
+            self._session = _open_session(
+                self._timeouts, self._connections, self._policy, self._guards
+            )
         return self._session
 
     async def probe(self, url: str) -> RemoteInfo:
@@ -292,7 +311,8 @@ class Transport:
         auth = callers_authorization(headers)
         middlewares: tuple[Middleware, ...] | None = None
         if auth is not None and self._owns_session:  # a caller's session: its own middlewares
-            headers, middlewares = without_authorization(headers), (authorize_on(url, auth),)
+            headers = without_authorization(headers)
+            middlewares = (*self._guards, authorize_on(url, auth))
         return self.session.request(
             method, strip_userinfo(url) if self._authorized else url, headers=headers,
             allow_redirects=True, max_redirects=self._max_redirects, middlewares=middlewares,
@@ -380,11 +400,18 @@ class Transport:
                 yield AioBody(response, url, byte_range, size, span, sent_at=sent_at)
 
 
-def _open_session(timeouts: Timeouts, connections: int) -> aiohttp.ClientSession:
+def _open_session(
+    timeouts: Timeouts,
+    connections: int,
+    policy: NetPolicy | None = None,
+    middlewares: tuple[Middleware, ...] = (),
+) -> aiohttp.ClientSession:
     import aiohttp
 
+    resolver = _policy_resolver(policy) if policy is not None else None
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections + 2, ttl_dns_cache=300),
+        connector=aiohttp.TCPConnector(limit=connections + 2, ttl_dns_cache=300, resolver=resolver),
+        middlewares=middlewares,
         timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
         ),
@@ -392,6 +419,62 @@ def _open_session(timeouts: Timeouts, connections: int) -> aiohttp.ClientSession
         auto_decompress=False,
         read_bufsize=READ_BUFSIZE,
     )
+
+
+#: the URL of the request aiohttp is connecting for, so the resolver can name it
+_HOP: contextvars.ContextVar[str] = contextvars.ContextVar("asyncfetch_hop", default="")
+
+
+def _policy_middleware(policy: NetPolicy) -> Middleware:
+    """An aiohttp client middleware that has ``policy`` judge each request, redirects
+    included, before it is sent: a host spelling an address (aiohttp connects to those
+    without asking its resolver), and any host when the request goes through a proxy (which
+    resolves it; the proxy itself is the operator's choice and not judged). Other names are
+    judged as they are resolved (:func:`_policy_resolver`), so the address checked is the one
+    connected to."""
+
+    async def middleware(request: Any, handler: Handler) -> Any:
+        url = request.url
+        _HOP.set(str(url))
+        host = url.raw_host or ""
+        if request.proxy is not None or literal_address(host) is not None:
+            await policy.addresses(host, url.port or 0, url=str(url))
+        return await handler(request)
+
+    return middleware
+
+
+def _policy_resolver(policy: NetPolicy) -> Any:
+    """An aiohttp resolver that gives only the addresses ``policy`` allows (AddressBlocked
+    when it allows none); the environment's proxies are resolved as they are."""
+    import urllib.parse
+    import urllib.request
+
+    import aiohttp.abc
+
+    proxies = {urllib.parse.urlsplit(p).hostname for p in urllib.request.getproxies().values()}
+
+    class PolicyResolver(aiohttp.abc.AbstractResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[aiohttp.abc.ResolveResult]:
+            if host in proxies:
+                found = await system_resolver(host, port)
+            else:
+                found = await policy.addresses(host, port, url=_HOP.get() or f"http://{host}/")
+            results = [_resolved(host, address, port) for address in found]
+            return [r for r in results if family in (socket.AF_UNSPEC, r["family"])]
+
+        async def close(self) -> None:
+            return None
+
+    return PolicyResolver()
+
+
+def _resolved(host: str, address: str, port: int) -> aiohttp.abc.ResolveResult:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    return {"hostname": host, "host": address, "port": port, "family": family, "proto": 0,
+            "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV}  # fmt: skip
 
 
 def _final(url: str, response: aiohttp.ClientResponse) -> str:

@@ -8,12 +8,14 @@ chunked or encoded answers, redirects) goes to aiohttp, and :meth:`RawClient.ope
 returning None.
 
 Keep-alive connections are pooled per (host, port). One watchdog per client aborts
-connections that stay silent longer than the read timeout.
+connections that stay silent longer than the read timeout. With a :class:`NetPolicy` a new
+connection goes only to an address the policy allows, resolved once and connected to as is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -25,6 +27,7 @@ from .._config import Timeouts
 from .._errors import ConnectionFailed, FetchTimeout, ProtocolError
 from .._models import ByteRange
 from .answers import check_answer, is_encoded, parse_content_range, status_error
+from .netpolicy import NetPolicy
 from .rawconn import (
     BUFFER_SIZE,
     Connection,
@@ -139,11 +142,17 @@ class RawBody:
 
 
 class RawClient:
-    """Plain-http GETs on pooled BufferedProtocol connections, with a read-idle watchdog."""
+    """Plain-http GETs on pooled BufferedProtocol connections, with a read-idle watchdog.
 
-    def __init__(self, timeouts: Timeouts, *, bufsize: int = BUFFER_SIZE) -> None:
+    ``policy``: where new connections may go (None: anywhere).
+    """
+
+    def __init__(
+        self, timeouts: Timeouts, *, bufsize: int = BUFFER_SIZE, policy: NetPolicy | None = None
+    ) -> None:
         self._timeouts = timeouts
         self._bufsize = bufsize
+        self._policy = policy
         self._idle: dict[tuple[str, int], list[Connection]] = {}
         self._busy: set[Connection] = set()
         self._tick: asyncio.TimerHandle | None = None
@@ -171,6 +180,7 @@ class RawClient:
         Raises:
             HTTPStatusError, RangeNotHonoured, ProtocolError: as aiohttp's path would.
             ConnectionFailed, FetchTimeout: no connection, or no answer.
+            AddressBlocked: the policy refuses the address ``url`` leads to.
         """
         target = self.target(url)
         request = target.request(headers) if target is not None else None
@@ -256,12 +266,7 @@ class RawClient:
             connection = idle.pop()
             if not connection.closed:
                 return connection
-        loop = asyncio.get_running_loop()
-        opening = asyncio.ensure_future(
-            loop.create_connection(
-                lambda: Connection(loop, self._bufsize), target.host, target.port
-            )
-        )
+        opening = asyncio.ensure_future(self._connect(target, url))
         # not asyncio.wait_for: before Python 3.12 it can swallow a cancellation that comes
         # as the connection completes, and the cancelled worker would carry on
         try:
@@ -280,6 +285,22 @@ class RawClient:
             raise ConnectionFailed(f"{url}: connection failed ({exc})", url=url) from None
         connection.key = (target.host, target.port)
         return connection
+
+    async def _connect(self, target: Target, url: str) -> tuple[asyncio.Transport, Connection]:
+        """A new connection for ``target``: to its host as the system resolves it, or with a
+        policy, to the first address the policy allows that answers."""
+        loop = asyncio.get_running_loop()
+
+        def factory() -> Connection:
+            return Connection(loop, self._bufsize)
+
+        if self._policy is None:
+            return await loop.create_connection(factory, target.host, target.port)
+        *others, last = await self._policy.addresses(target.host, target.port, url=url)
+        for address in others:
+            with contextlib.suppress(OSError):
+                return await loop.create_connection(factory, address, target.port)
+        return await loop.create_connection(factory, last, target.port)
 
     def _arm(self) -> None:
         if self._tick is None and self._busy:

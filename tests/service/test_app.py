@@ -28,10 +28,12 @@ from aiohttp import web
 
 import asyncfetch.cache
 from asyncfetch._service.app import Service
+from asyncfetch._transport.netpolicy import NetPolicy
 from tests.faultserver import FaultServer, RequestRecord, make_payload
-from tests.helpers import cli_env, leftovers, no_wait, sha256
+from tests.helpers import cli_env, leftovers, no_wait, sha256, with_credentials
 
 START_TIMEOUT_S = 20.0
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Running:
 
     async def post(self, body: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        kwargs["headers"] = JSON | kwargs.get("headers", {})
         async with self.client.post(f"{self.url}/fetch", data=data, **kwargs) as response:
             return response.status, await response.json()
 
@@ -54,8 +57,11 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(cache_dir: Path, **options: Any) -> AsyncIterator[Running]:
-    retry, _ = no_wait()
-    service = Service(cache_dir, retry=retry, **options)
+    """The service on a free loopback port; its downloads may reach loopback (the FaultServer)
+    unless ``net`` says otherwise."""
+    options.setdefault("retry", no_wait()[0])
+    options.setdefault("net", NetPolicy(allow_private=True))
+    service = Service(cache_dir, **options)
     runner = web.AppRunner(service.app(), handler_cancellation=True)  # as serve() runs it
     await runner.setup()
     try:
@@ -243,7 +249,10 @@ async def test_a_request_joining_a_cache_hit_is_judged_by_its_own_digest(
         )
         await downloading(svc, "j.bin")
 
-        status, answer = await svc.post({"url": new_url, "name": "j.bin", "sha256": digest})
+        replace = {"replace": True} if own else {}  # another file than the one cached
+        status, answer = await svc.post(
+            {"url": new_url, "name": "j.bin", "sha256": digest} | replace
+        )
 
         assert (await busy)[0] == 200
         assert (await other)[0] == 200
@@ -496,30 +505,37 @@ async def test_head_gives_size_and_validators(svc: Running) -> None:
 
 
 @contextlib.contextmanager
-def serve_process(cache_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``python -m asyncfetch serve --port 0``, its URL; killed at exit if still running."""
+def serve_process(
+    cache_dir: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m asyncfetch serve --port 0 --allow-private ...``, its URL (on 127.0.0.1);
+    killed at exit if still running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(cache_dir)],
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(cache_dir),
+         "--allow-private", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
-    )
+        env=env or cli_env(),
+    )  # fmt: skip
     try:
         assert process.stdout is not None
         line = process.stdout.readline()  # the child prints it once listening
-        found = re.search(r"http://127\.0\.0\.1:\d+", line)
+        found = re.search(r"http://(127\.0\.0\.1|0\.0\.0\.0):(\d+)", line)
         assert found, f"no URL in {line!r}"
-        yield process, found.group(0)
+        yield process, f"http://127.0.0.1:{found.group(2)}"
     finally:
         if process.poll() is None:
             process.kill()
         process.communicate(timeout=START_TIMEOUT_S)
 
 
-def _http(url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _http(
+    url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(url, data=data, timeout=30) as answer:  # noqa: S310 (loopback)
+    request = urllib.request.Request(url, data=data, headers=JSON | (headers or {}))
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (loopback)
         result: dict[str, Any] = json.loads(answer.read())
         return result
 
@@ -630,3 +646,70 @@ def test_stopping_mid_download_keeps_the_part_for_the_next_run(
         _stop(process, signal.SIGTERM)
     assert answer["resumed_bytes"] > 0
     assert (cache / "m.bin").read_bytes() == payload
+
+
+# ---- no silent overwrite ---------------------------------------------------------------------
+
+
+async def test_another_url_under_a_cached_name_is_409_unless_it_asks_to_replace(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    good = with_credentials(server.add_file("good.bin", payload), "user:secret")
+    evil = server.add_file("evil.bin", make_payload(4000, seed=7))
+    assert (await svc.post({"url": good, "name": "model.bin"}))[0] == 200
+
+    status, answer = await svc.post({"url": evil, "name": "model.bin"})
+
+    assert status == 409, answer
+    assert answer["type"] == "NameTaken"
+    assert server.url("good.bin").replace("://", "://user:***@") in answer["error"]
+    assert evil in answer["error"]
+    assert "secret" not in answer["error"]
+    assert '"replace": true' in answer["error"]
+    assert server.gets("evil.bin") == []
+    assert await svc.get("/files/model.bin") == (200, payload)
+
+    status, answer = await svc.post({"url": evil, "name": "model.bin", "replace": True})
+
+    assert status == 200, answer
+    assert await svc.get("/files/model.bin") == (200, make_payload(4000, seed=7))
+
+
+async def test_the_same_file_under_its_name_is_no_conflict(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    copy = server.add_file("copy.bin", payload)
+    assert (await svc.post({"url": url}))[0] == 200
+    assert (await svc.post({"url": url}))[0] == 200  # the same URL: asked again
+    status, answer = await svc.post({"url": copy, "name": "m.bin", "sha256": sha256(payload)})
+    assert (status, answer["cached"]) == (200, True)  # another URL, the digest of the file held
+    status, answer = await svc.post({"url": copy, "name": "m.bin", "sha256": "0" * 64})
+    assert (status, answer["type"]) == (409, "NameTaken")  # another digest: another file
+
+
+async def test_a_file_of_unknown_origin_is_not_replaced_silently(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    (svc.service.cache_dir / "m.bin").write_bytes(b"put there by hand")
+    url = server.add_file("m.bin", payload)
+    status, answer = await svc.post({"url": url})
+    assert (status, answer["type"]) == (409, "NameTaken")
+    assert "unknown source" in answer["error"]
+    assert (svc.service.cache_dir / "m.bin").read_bytes() == b"put there by hand"
+
+
+@pytest.mark.parametrize(
+    "name", ["a\nb.bin", "a\r.bin", "\x1b[31mred.bin", "a\u2028b.bin", "a\x85b.bin", "a\u202eb.bin"]
+)
+async def test_a_name_with_a_control_character_is_400(svc: Running, name: str) -> None:
+    status, answer = await svc.post({"url": "http://127.0.0.1:9/m.bin", "name": name})
+    assert status == 400
+    assert "control characters" in answer["error"]
+    assert leftovers(svc.service.cache_dir) == []
+
+
+async def test_replace_must_be_true_or_false(svc: Running) -> None:
+    status, answer = await svc.post({"url": "http://127.0.0.1:9/m.bin", "replace": "yes"})
+    assert (status, answer["type"]) == (400, "InvalidRequest")
+    assert "'replace' must be true or false" in answer["error"]
