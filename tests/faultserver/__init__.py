@@ -32,7 +32,14 @@ Faults (several may combine; offsets and counts in bytes):
   (chunked) and no ranges
 - ``redirect=N`` 302 to the same URL with redirect=N-1 (N hops, then the file; ignores times);
   ``redirect_loop=1`` 302 to itself forever; ``redirect_to=URL`` 302 to URL (e.g. a mirror)
-- ``gzip=1`` gzip the body (Content-Encoding: gzip, chunked) if Accept-Encoding allows gzip
+- ``gzip=1`` gzip the body (Content-Encoding: gzip, chunked) if Accept-Encoding allows gzip;
+  ``force_gzip=1`` gzip it whatever Accept-Encoding says (an unasked Content-Encoding)
+- ``digest=KIND`` (repeatable) announce the file's SHA-256 on its answers (and on a
+  ``redirect_to``): ``repr`` Repr-Digest, ``legacy`` Digest, ``linked`` X-Linked-Etag,
+  ``amz`` x-amz-checksum-sha256, ``amz-composite`` the same with a ``-3`` suffix;
+  ``digest_of=HEX`` announce HEX instead of the file's own digest
+- ``changed=N`` GET answers (not HEAD) serve other content, N bytes longer (N may be negative),
+  under the same ETag and Last-Modified: the file changed after the probe
 - ``auth=USER:PASS`` answer 401 (with ``WWW-Authenticate: Basic``), before any redirect, unless
   the request has ``Authorization: Basic`` with exactly these credentials
 - ``rate=BYTES_PER_S`` throttle the response body; ``delay=SECONDS`` wait before answering

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import re
 import zlib
 from collections.abc import Iterator
@@ -76,6 +78,32 @@ def accepts_gzip(header: str) -> bool:
                 q = float(value)
         quality[coding.strip().lower()] = q
     return quality.get("gzip", quality.get("x-gzip", quality.get("*", 0.0))) > 0
+
+
+DIGEST_KINDS = ("repr", "legacy", "linked", "amz", "amz-composite")
+
+
+def digest_headers(kinds: tuple[str, ...], data: bytes, value: str | None) -> dict[str, str]:
+    """The headers announcing a SHA-256 (of ``data``, or the hex ``value``) in each of
+    ``kinds``: ``repr`` Repr-Digest (RFC 9530), ``legacy`` Digest (RFC 3230), ``linked``
+    X-Linked-Etag (Hugging Face), ``amz`` x-amz-checksum-sha256 and ``amz-composite`` the
+    same with a multipart ``-N`` suffix (a checksum of checksums)."""
+    unknown = set(kinds) - set(DIGEST_KINDS)
+    if unknown:
+        raise ValueError(f"unknown digest kind(s) {sorted(unknown)}; known: {DIGEST_KINDS}")
+    raw = bytes.fromhex(value) if value is not None else hashlib.sha256(data).digest()
+    b64 = base64.b64encode(raw).decode("ascii")
+    every = {
+        "repr": (
+            "Repr-Digest",
+            f"sha-512=:{base64.b64encode(bytes(64)).decode()}:, sha-256=:{b64}:",
+        ),
+        "legacy": ("Digest", f"MD5=AAAAAAAAAAAAAAAAAAAAAA==, SHA-256={b64}"),
+        "linked": ("X-Linked-Etag", f'"{raw.hex()}"'),
+        "amz": ("x-amz-checksum-sha256", b64),
+        "amz-composite": ("x-amz-checksum-sha256", f"{b64}-3"),
+    }
+    return dict(every[kind] for kind in kinds)
 
 
 def body_pieces(

@@ -55,6 +55,10 @@ FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
     "rate": count,
     "delay": seconds,
     "times": count,
+    "digest": str,
+    "digest_of": str,
+    "changed": int,
+    "force_gzip": flag,
 }
 
 
@@ -80,6 +84,10 @@ class Faults:
     rate: int | None = None
     delay: float = 0.0
     times: int | None = None
+    digest: tuple[str, ...] = ()
+    digest_of: str | None = None
+    changed: int | None = None
+    force_gzip: bool = False
 
     @classmethod
     def parse(cls, request: web.Request) -> Faults:
@@ -93,7 +101,7 @@ class Faults:
                 parsed = [FAULT_PARAMS[key](item) for item in raw]
             except ValueError as exc:
                 raise ValueError(f"bad value for {key}: {exc}") from None
-            values[key] = tuple(parsed) if key == "flip_byte" else parsed[-1]
+            values[key] = tuple(parsed) if key in ("flip_byte", "digest") else parsed[-1]
         return cls(**values)
 
 

@@ -27,6 +27,7 @@ from .bodies import (
     Unsatisfiable,
     accepts_gzip,
     body_pieces,
+    digest_headers,
     parse_range,
     shift,
     with_last,
@@ -374,6 +375,8 @@ class FaultServer:
         if file is None:
             return web.Response(status=404, text=f"no file {record.name!r}\n")
         is_head = request.method == "HEAD"
+        if not is_head and faults.changed is not None and self._fire("changed", record, faults):
+            file = self._changed(file, faults.changed)
         if is_head and faults.no_head and self._fire("no_head", record, faults):
             return web.Response(status=405, headers={"Allow": "GET"})
         if faults.status is not None and self._fire("status", record, faults):
@@ -391,7 +394,12 @@ class FaultServer:
         self, request: web.Request, record: RequestRecord, faults: Faults
     ) -> web.Response | None:
         if faults.redirect_to and self._fire("redirect_to", record, faults):
-            return web.Response(status=302, headers={"Location": faults.redirect_to})
+            headers = {"Location": faults.redirect_to}
+            with self._lock:
+                file = self._files.get(record.name)
+            data = file.data if file is not None else b""
+            headers.update(digest_headers(faults.digest, data, faults.digest_of))
+            return web.Response(status=302, headers=headers)
         if faults.redirect_loop and self._fire("redirect_loop", record, faults):
             return web.Response(status=302, headers={"Location": str(request.url)})
         if faults.redirect > 0:
@@ -431,6 +439,13 @@ class FaultServer:
         }
         return web.Response(status=200, headers=headers)
 
+    @staticmethod
+    def _changed(file: File, growth: int) -> File:
+        """Other content, ``growth`` bytes longer, under the same validators (a file changed
+        upstream by a server that does not update them)."""
+        size = max(len(file.data) + growth, 0)
+        return File(make_payload(size, seed=len(file.data) + 7), file.etag, file.last_modified)
+
     def _plan(
         self, request: web.Request, record: RequestRecord, file: File, faults: Faults
     ) -> Plan | web.Response:
@@ -438,6 +453,7 @@ class FaultServer:
         size = len(file.data)
         headers = {"ETag": file.etag, "Last-Modified": file.last_modified}
         headers["Content-Type"] = "application/octet-stream"
+        headers.update(digest_headers(faults.digest, file.data, faults.digest_of))
         try:
             asked = parse_range(request.headers.get("Range"), size)
         except Unsatisfiable:
@@ -467,7 +483,8 @@ class FaultServer:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         plan = Plan(status, headers, start, end, None if no_length else end - start)
         accept = request.headers.get("Accept-Encoding", "")
-        if faults.gzip and accepts_gzip(accept) and self._fire("gzip", record, faults):
+        forced = faults.force_gzip and self._fire("force_gzip", record, faults)
+        if forced or (faults.gzip and accepts_gzip(accept) and self._fire("gzip", record, faults)):
             plan.gzip, plan.length = True, None
             headers["Content-Encoding"] = "gzip"
         return plan
