@@ -45,6 +45,8 @@ class RemoteInfo:
         accepts_ranges: whether the server answers Range requests with 206.
         etag: the ETag validator, if any.
         last_modified: the Last-Modified validator, if any.
+        announced_sha256: the whole file's SHA-256 (hex) the answers announced, if any (see
+            :mod:`asyncfetch._transport.digests`).
     """
 
     url: str
@@ -53,6 +55,7 @@ class RemoteInfo:
     accepts_ranges: bool
     etag: str | None = None
     last_modified: str | None = None
+    announced_sha256: str | None = None
 
     @property
     def validator(self) -> str | None:

@@ -75,6 +75,8 @@ class CacheEntry:
         url: where it was downloaded from, if known.
         total: the full size a partial download will have, if known.
         in_use: a running download is writing it (partial downloads only).
+        checked: what its download was checked against: ``caller`` (the SHA-256 a caller
+            gave), ``server`` (the one the primary URL announced) or None (nothing).
     """
 
     name: str
@@ -87,6 +89,7 @@ class CacheEntry:
     url: str | None = None
     total: int | None = None
     in_use: bool = False
+    checked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class VerifyResult:
             later verifies compare with it), ``missing`` (no such file in the cache).
         sha256: the digest just computed.
         expected: the digest recorded for the file, if any.
+        checked: what ``expected`` came from: ``caller`` (a caller's SHA-256), ``server``
+            (the one the primary URL announced) or None (nothing: the digest is the one the
+            file had when downloaded or first verified).
     """
 
     name: str
@@ -108,6 +114,7 @@ class VerifyResult:
     status: Literal["ok", "corrupt", "unchecked", "missing"]
     sha256: str | None = None
     expected: str | None = None
+    checked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +262,7 @@ def _file_entry(file: Path, st: os.stat_result) -> CacheEntry:
         sha256=fresh.sha256 if fresh else None,
         url=marker.url if marker else None,
         total=st.st_size,
+        checked=fresh.checked_against if fresh else None,
     )
 
 
@@ -307,7 +315,8 @@ def _verify_one(file: Path) -> VerifyResult:
         return VerifyResult(file.name, file, "unchecked", marker.sha256)
     _marker.write_marker(file, marker)
     status: Literal["ok", "corrupt"] = "corrupt" if marker.corrupt else "ok"
-    return VerifyResult(file.name, file, status, marker.sha256, marker.expected)
+    checked = marker.checked_against
+    return VerifyResult(file.name, file, status, marker.sha256, marker.expected, checked)
 
 
 # prune ---------------------------------------------------------------------------------------

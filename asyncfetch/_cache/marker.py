@@ -35,7 +35,9 @@ class Marker:
     the digest it should have (given by a caller, computed from a download, or, for a file
     that had none, the first one ``cache verify`` computed: a baseline to find later changes),
     if known; ``verified`` says ``expected`` came from a caller (the others only say what the
-    file was, not that it is the right one).
+    file was, not that it is the right one). ``checked`` says what the download was checked
+    against: ``"caller"`` (the caller's SHA-256), ``"server"`` (the one the primary URL
+    announced), or None (nothing).
     """
 
     size: int
@@ -48,6 +50,13 @@ class Marker:
     last_modified: str | None = None
     fetched_at: float | None = None
     last_used: float | None = None
+    checked: str | None = None
+
+    @property
+    def checked_against(self) -> str | None:
+        """``"caller"``, ``"server"`` or None: what the download was checked against (a
+        marker older than ``checked`` says only whether it was the caller's)."""
+        return self.checked or ("caller" if self.verified else None)
 
     def describes(self, st: os.stat_result) -> bool:
         """Whether the file, as ``st`` shows it, is unchanged since the marker was written."""
@@ -88,6 +97,7 @@ def _well_formed(marker: Marker) -> bool:
     return (
         all(type(n) is int for n in (marker.size, marker.mtime_ns))
         and type(marker.verified) is bool
+        and marker.checked in (None, "caller", "server")
         and all(t is None or isinstance(t, str) for t in texts)
         and all(t is None or type(t) in (int, float) for t in times)
     )
@@ -133,9 +143,16 @@ def hash_file(path: Path) -> str:
 
 
 def record_download(
-    path: Path, *, url: str, sha256: str | None, verified: bool, info: RemoteInfo | None
+    path: Path,
+    *,
+    url: str,
+    sha256: str | None,
+    verified: bool,
+    info: RemoteInfo | None,
+    checked: str | None = None,
 ) -> None:
-    """Write the marker of a file just downloaded to ``path`` (blocking)."""
+    """Write the marker of a file just downloaded to ``path`` (blocking); ``checked`` says
+    what it was checked against (see :class:`Marker`)."""
     with contextlib.suppress(OSError):
         st = path.stat()
         now = time.time()
@@ -152,5 +169,6 @@ def record_download(
                 last_modified=info.last_modified if info else None,
                 fetched_at=now,
                 last_used=now,
+                checked=checked if sha256 is not None else None,
             ),
         )

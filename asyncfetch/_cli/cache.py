@@ -81,13 +81,14 @@ def _ls(args: argparse.Namespace) -> int:
     if not entries:
         print(f"{cache.path(args.dir)}: empty")
         return EXIT_OK
-    print(f"{'STATE':<10} {'SIZE':>10} {'AGE':>6} {'USED':>6}  NAME")
+    print(f"{'STATE':<10} {'CHECKED':<7} {'SIZE':>10} {'AGE':>6} {'USED':>6}  NAME")
     now = time.time()
     for e in entries:
         size = _human(e.size) + (f"/{_human(e.total)}" if e.state == "partial" and e.total else "")
         name = e.name + (" (downloading)" if e.in_use else "")
         age, used = _ago(now - e.modified), _ago(now - e.last_used)
-        print(f"{e.state:<10} {size:>10} {age:>6} {used:>6}  {name}")
+        checked = e.checked or "-"
+        print(f"{e.state:<10} {checked:<7} {size:>10} {age:>6} {used:>6}  {name}")
     return EXIT_OK
 
 
@@ -101,8 +102,11 @@ def _verify(args: argparse.Namespace) -> int:
         elif result.status == "missing":
             where = cache.path(args.dir)
             print(f"MISSING   {result.name}: not a file in the cache {where} (see cache ls)")
+        elif result.status == "ok":
+            against = _AGAINST[result.checked]
+            print(f"{result.status:<9} {result.name} {result.sha256} (checked against {against})")
         else:
-            note = "" if result.status == "ok" else " (nothing to compare with; recorded now)"
+            note = " (nothing to compare with; recorded now)"
             print(f"{result.status:<9} {result.name} {result.sha256}{note}")
     bad = any(r.status in ("corrupt", "missing") for r in results)
     return EXIT_PROBLEM if bad else EXIT_OK
@@ -129,6 +133,13 @@ def _prune(args: argparse.Namespace) -> int:
         count = len(report.removed)
         print(f"{verb} {count} file{'' if count == 1 else 's'}, {_human(report.freed)}")
     return EXIT_OK
+
+
+_AGAINST = {
+    "caller": "the SHA-256 given when downloaded",
+    "server": "the SHA-256 the server announced",
+    None: "nothing: the same bytes as when downloaded, which no digest vouched for",
+}
 
 
 def _entry_json(entry: cache.CacheEntry) -> dict[str, Any]:

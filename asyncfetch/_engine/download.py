@@ -9,6 +9,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from typing import Literal
 
 from .._errors import (
     FetchError,
@@ -20,18 +21,32 @@ from .._errors import (
 from .._models import ByteRange, EventKind, FetchResult, ProgressEvent, RemoteInfo
 from .._storage.extents import Extents
 from .._storage.partfile import PartFile, Repair
-from .._transport.client import Body, RangeNotHonoured, Transport
+from .._transport.client import Body, FileChanged, RangeNotHonoured, Transport
 from .._userinfo import redact
 from .blame import Blame
+from .decode import keep_decoded_if_matching
 from .mirrors import MirrorBoard
 from .planner import Scheduler, Task, plan_chunks
-from .probe import probe_sources, warn_if_versions_differ
+from .probe import Probed, probe_sources
 from .request import Request
 from .retry import is_retryable, retrying
+from .samples import check_mirrors
 
 log = logging.getLogger("asyncfetch")
 
 STEAL_POLL = 0.25
+
+Checked = Literal["caller", "server"]
+"""Where the SHA-256 a file was checked against came from: the caller, or the primary URL's
+answers."""
+
+
+class _StartOver(Exception):
+    """The primary's file changed during the download: everything fetched is thrown away."""
+
+    def __init__(self, error: FileChanged) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Download:
@@ -49,6 +64,9 @@ class Download:
         self.done = 0
         self.size: int | None = None
         self.info: RemoteInfo | None = None  # what the probe found
+        self.probed: Probed | None = None
+        self.encoding = ""  # the file is as sent with an unasked Content-Encoding
+        self._mirrors_checked = False
         self._task_ended: asyncio.Future[None] | None = None  # what idle workers wait for
 
     async def run(self) -> FetchResult:
@@ -60,21 +78,71 @@ class Download:
         started = time.monotonic()
         self._emit("started")
         try:
-            info = self.info or await self._probe_sources()
-            sink = await PartFile.open(self.request.dest, info, hashing=self.options.hashing)
-            digest = await self._fill_and_finish(sink, info)
+            try:
+                sink, digest = await self._probe_and_fill()
+            except _StartOver as exc:
+                self._start_over(exc.error)
+                try:
+                    sink, digest = await self._probe_and_fill()
+                except _StartOver as again:
+                    raise FileChanged(
+                        f"{again.error}, again after starting over; run again once the file "
+                        "stops changing",
+                        url=again.error.url,
+                    ) from None
         except BaseException as exc:
             self._emit("failed", message=str(exc) or type(exc).__name__)
             raise
         return FetchResult(
             path=self.request.dest,
-            size=self.size if self.size is not None else sink.written,
+            size=self.size if self.size is not None and not self.encoding else sink.written,
             sha256=digest,
             elapsed=time.monotonic() - started,
             bytes_by_mirror={redact(u): n for u, n in self.board.bytes_by_source().items()},
             resumed_bytes=sink.resumed_bytes,
             retries=self.retries,
         )
+
+    @property
+    def expected(self) -> str | None:
+        """The SHA-256 the file must have: the caller's, else the one the primary announced."""
+        return self.request.sha256 or (self.probed.announced if self.probed else None)
+
+    @property
+    def checked_against(self) -> Checked | None:
+        """Where :attr:`expected` came from, or None when there is none."""
+        if self.request.sha256 is not None:
+            return "caller"
+        return "server" if self.expected is not None else None
+
+    async def _probe_and_fill(self) -> tuple[PartFile, str | None]:
+        info = self.info or await self._probe_sources()
+        await self._check_mirrors()
+        hashing = self.options.hashing or self.expected is not None
+        sink = await PartFile.open(self.request.dest, info, hashing=hashing)
+        return sink, await self._fill_and_finish(sink, info)
+
+    def _start_over(self, error: FileChanged) -> None:
+        """Forget the probe and every source's state: the next try begins from nothing."""
+        log.warning("%s; starting over, once", error)
+        self._emit("retry", message=f"{error}; starting over")
+        self.board = MirrorBoard.of(list(self.request.urls))
+        self.served = {url: Extents() for url in self.request.urls}
+        self.final_urls, self.validators = {}, {}
+        self.info = self.probed = self.size = None
+        self._mirrors_checked = False
+        self.done = 0
+
+    async def _check_mirrors(self) -> None:
+        """Without the caller's digest, drop the mirrors not shown to serve the primary's
+        bytes (see :mod:`.samples`)."""
+        if self._mirrors_checked or self.request.sha256 is not None or self.probed is None:
+            return
+        self._mirrors_checked = True
+        await check_mirrors(
+            self.transport, self.request.url, self.probed.sources, self.board,
+            announced=self.probed.announced, policy=self.options.retry,
+        )  # fmt: skip
 
     async def _fill_and_finish(self, sink: PartFile, info: RemoteInfo) -> str | None:
         self.done = sink.written
@@ -85,16 +153,29 @@ class Download:
                 await self._download_ranges_or_stream(sink, info.size)
             else:
                 await self._download_stream(sink, info.size, info.url)
-            size = info.size if info.size is not None else sink.written
-            digest = await sink.finalize(size, self.request.sha256, self._repair_for(sink, size))
+            size = info.size if info.size is not None and not self.encoding else sink.written
+            digest = await sink.finalize(size, self.expected, self._repair_for(sink, size))
         except IntegrityError as exc:
             await asyncio.shield(sink.close())  # a short file is kept for a resume
             blame = self._blame()
-            raise blame.explain(exc) if blame else exc from None
+            raise self._announced_note(blame.explain(exc) if blame else exc) from None
+        except _StartOver:
+            await asyncio.shield(sink.discard())
+            raise
         except BaseException:
             await asyncio.shield(sink.close())
             raise
         return digest
+
+    def _announced_note(self, error: FetchError) -> FetchError:
+        """``error``, saying where the SHA-256 came from when the server announced it."""
+        if self.checked_against != "server" or not isinstance(error, IntegrityError):
+            return error
+        return IntegrityError(
+            f"{error} (no sha256 was given: the SHA-256 expected is the one "
+            f"{redact(self.request.url)} announced)",
+            url=error.url, expected=error.expected, actual=error.actual,
+        )  # fmt: skip
 
     def finish(self, result: FetchResult) -> None:
         """Emit ``verified`` (when a digest was computed) and ``done`` for a file in place.
@@ -119,14 +200,14 @@ class Download:
 
     async def _probe_sources(self) -> RemoteInfo:
         probed = await probe_sources(
-            self.transport, self.request.urls, self.board, self.options.retry
-        )
+            self.transport, self.request.urls, self.board, self.options.retry,
+            sha256=self.request.sha256,
+        )  # fmt: skip
+        self.probed = probed
         self.final_urls = {url: info.final_url for url, info in probed.sources.items()}
         self.validators = {url: info.validator for url, info in probed.sources.items()}
         self.size = probed.info.size
         self.info = probed.info
-        if self.request.sha256 is None:
-            warn_if_versions_differ(self.request.url, probed.sources)
         return probed.info
 
     # ranged download ---------------------------------------------------------------------
@@ -215,10 +296,22 @@ class Download:
     async def _attempt_task(self, task: Task, source: str, sink: PartFile) -> None:
         try:
             await self._stream_range(task, source, sink)
+        except FileChanged as exc:
+            self._file_changed(source, exc)
+            if self._source_failed(source, exc) and self.board.alive():
+                exc.retryable = True  # this mirror is dropped; another one may serve
+            raise
         except TransportError as exc:
             if self._source_failed(source, exc) and self.board.alive():
                 exc.retryable = True  # this source is dropped; another one may serve
             raise
+
+    def _file_changed(self, source: str, exc: FileChanged) -> None:
+        """The primary's file changed: start over (once). A mirror's: it is dropped."""
+        if source == self.request.url:
+            raise _StartOver(exc) from exc
+        if source != self.request.url:
+            log.warning("dropping mirror %s", exc)
 
     def _source_failed(self, source: str, exc: TransportError) -> bool:
         """Record a failed attempt; returns True if ``source`` is dropped for good."""
@@ -269,10 +362,13 @@ class Download:
             validator = self.validators.get(source)
             to_eof = whole and self.size is None
             async with self.transport.open(
-                url, byte_range, if_range=validator, window=task, fast=not to_eof, asked=source
-            ) as body:
+                url, byte_range, if_range=validator, window=task, fast=not to_eof, asked=source,
+                size=self.size,
+            ) as body:  # fmt: skip
                 started = body.sent_at  # a wait for a batch's connection slot is not slowness
                 task.begin(started)
+                if body.encoding:  # kept as sent, whatever its length (see _fill_and_finish)
+                    to_eof, task.stop, self.encoding = True, 1 << 62, body.encoding
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
@@ -342,11 +438,20 @@ class Download:
     async def _stream_whole(self, sink: PartFile, size: int | None, preferred: str) -> None:
         source = self._choose_source(preferred, ranged=False)
         task = Task(0, 0, size if size is not None else 1 << 62)
-        await self._stream_range(task, source, sink, whole=True)
+        try:
+            await self._stream_range(task, source, sink, whole=True)
+        except FileChanged as exc:
+            self._file_changed(source, exc)
+            if source != self.request.url:
+                self.board.drop(source, str(exc))
+                exc.retryable = self.board.alive(ranged=False)
+            raise
 
     # blame -------------------------------------------------------------------------------
 
     def _repair_for(self, sink: PartFile, size: int) -> Repair | None:
+        if self.encoding and self.expected is not None:
+            return functools.partial(keep_decoded_if_matching, sink, self.encoding, self.expected)
         blame = self._blame()
         if blame is None or len(blame.contributors()) < 2:
             return None
@@ -364,9 +469,9 @@ class Download:
         return repair
 
     def _blame(self) -> Blame | None:
-        if self.request.sha256 is None:
+        if self.expected is None:
             return None
-        return Blame(self.served, self.board, self.request.sha256)
+        return Blame(self.served, self.board, self.expected)
 
     # events ------------------------------------------------------------------------------
 

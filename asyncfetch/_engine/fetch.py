@@ -143,6 +143,7 @@ async def _probe_and_download(
         sha256=result.sha256,
         verified=request.sha256 is not None,
         info=download.info,
+        checked=download.checked_against,
     )
     download.finish(result)  # after the marker: a rerun finds the file even if a callback raises
     return result

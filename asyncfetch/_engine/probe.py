@@ -20,34 +20,50 @@ log = logging.getLogger("asyncfetch")
 
 @dataclass(frozen=True)
 class Probed:
-    """What the sources said: the file to fetch, and each usable source's own answer."""
+    """What the sources said: the file to fetch, each usable source's own answer, and the
+    SHA-256 the primary announced (only the primary's counts: a mirror could be poisoned)."""
 
     info: RemoteInfo
     sources: dict[str, RemoteInfo]
+    announced: str | None = None
 
 
 async def probe_sources(
-    transport: Transport, urls: Sequence[str], board: MirrorBoard, policy: RetryPolicy
+    transport: Transport,
+    urls: Sequence[str],
+    board: MirrorBoard,
+    policy: RetryPolicy,
+    *,
+    sha256: str | None = None,
 ) -> Probed:
-    """Probe all sources at once; retry (with backoff) only while none answers.
+    """Probe all sources at once; retry (with backoff) only while the primary (or, with the
+    caller's ``sha256``, any source) does not answer.
 
-    Sources that fail, or disagree with the majority on the size, are dropped from ``board``
-    with a warning; sources without Range support are kept as whole-file fallbacks.
+    The primary URL is the authority on the file; mirrors only speed it up. A mirror that
+    fails, serves another size or announces another SHA-256 is dropped from ``board`` with a
+    warning; sources without Range support are kept as whole-file fallbacks. Without the
+    primary, mirrors are used only with ``sha256`` to check their bytes against.
     """
     try:
         async for attempt in retrying(policy, progress=lambda: 0):
             with attempt:
-                infos = await _probe_round(transport, urls, board)
+                infos = await _probe_round(transport, urls, board, trusted=sha256 is not None)
     except _NoSourceAnswered as exc:
         raise exc.summary from None
     info = _agree_on_size(urls[0], infos, board)
+    primary = infos.get(urls[0])
+    announced = primary.announced_sha256 if primary is not None else None
+    _drop_other_digests(urls[0], infos, board, sha256 or announced)
     _mark_fallbacks(infos, board)
-    return Probed(info, {url: i for url, i in infos.items() if i.size == info.size})
+    usable = {u: i for u, i in infos.items() if i.size == info.size and not board.get(u).dropped}
+    return Probed(info, usable, announced)
 
 
 async def _probe_round(
-    transport: Transport, urls: Sequence[str], board: MirrorBoard
+    transport: Transport, urls: Sequence[str], board: MirrorBoard, *, trusted: bool
 ) -> dict[str, RemoteInfo]:
+    """One probe of every source. Raises when none answered, or (unless ``trusted``: the
+    caller gave a digest to check the mirrors' bytes against) when the primary did not."""
     results = await asyncio.gather(*(transport.probe(u) for u in urls), return_exceptions=True)
     infos = {u: r for u, r in zip(urls, results, strict=True) if isinstance(r, RemoteInfo)}
     errors = {u: r for u, r in zip(urls, results, strict=True) if isinstance(r, BaseException)}
@@ -56,6 +72,13 @@ async def _probe_round(
             raise error
     if not infos:
         raise _no_source_answered(urls, errors)
+    if urls[0] in errors and not trusted:
+        raise _primary_unreachable(urls, errors)
+    if urls[0] in errors:
+        log.warning(
+            "the primary URL %s did not answer; downloading from its mirrors, checked "
+            "against the SHA-256 given", redact(urls[0]),
+        )  # fmt: skip
     for url, error in errors.items():
         log.warning("dropping source %s", _naming(url, str(error)))
         board.drop(url, str(error))
@@ -85,49 +108,71 @@ def _no_source_answered(urls: Sequence[str], errors: dict[str, BaseException]) -
     return _NoSourceAnswered(summary, retryable=any(is_retryable(e) for e in errors.values()))
 
 
+def _primary_unreachable(urls: Sequence[str], errors: dict[str, BaseException]) -> BaseException:
+    primary = urls[0]
+    failures = {url: str(error) for url, error in errors.items()}
+    summary = RetriesExhausted(
+        f"the primary URL did not answer ({_naming(primary, failures[primary])}); without a "
+        "SHA-256 to check them against, its mirrors are not used alone (they only speed up "
+        "the primary): try again later, or pass sha256= (--sha256) to download from the "
+        "mirrors",
+        url=primary,
+        byte_range=None,
+        attempts=1,
+        failures=failures,
+    )
+    return _NoSourceAnswered(summary, retryable=is_retryable(errors[primary]))
+
+
 def _naming(url: str, message: str) -> str:
     """``message`` about ``url``, the URL in front unless the message names it already."""
     return message if redact(url) in message else f"{redact(url)}: {message}"
 
 
 def _agree_on_size(primary: str, infos: dict[str, RemoteInfo], board: MirrorBoard) -> RemoteInfo:
+    """The primary's answer when it has one: a mirror of another size is dropped. Without it
+    (only with the caller's digest), the size most mirrors agree on."""
+    chosen = infos.get(primary)
+    if chosen is None:
+        return _agree_among_mirrors(infos, board)
+    for url, info in infos.items():
+        if info.size != chosen.size:
+            reason = (
+                f"{redact(url)} serves {info.size} bytes but the primary URL "
+                f"{redact(primary)} {chosen.size}"
+            )
+            log.warning("dropping mirror: %s", reason)
+            board.drop(url, reason)
+    return chosen
+
+
+def _agree_among_mirrors(infos: dict[str, RemoteInfo], board: MirrorBoard) -> RemoteInfo:
     sizes = [i.size for i in infos.values()]
     majority = max(set(sizes), key=lambda s: (sizes.count(s), s is not None))
     for url, info in infos.items():
         if info.size != majority:
-            reason = f"{redact(url)} serves {info.size} bytes but the other sources {majority}"
-            log.warning("dropping source: %s", reason)
+            reason = f"{redact(url)} serves {info.size} bytes but the other mirrors {majority}"
+            log.warning("dropping mirror: %s", reason)
             board.drop(url, reason)
-    chosen = infos.get(primary)
-    if chosen is not None and chosen.size == majority:
-        return chosen
-    if chosen is not None:
-        log.warning(
-            "the primary URL %s disagrees with the mirrors on the size (%s vs %s bytes); "
-            "downloading from the mirrors that agree",
-            redact(primary), chosen.size, majority,
-        )  # fmt: skip
     agreeing = [i for i in infos.values() if i.size == majority]
     return next((i for i in agreeing if i.accepts_ranges), agreeing[0])
 
 
-def warn_if_versions_differ(primary: str, sources: dict[str, RemoteInfo]) -> None:
-    """Warn when the sources that agree on the size disagree on the ETag or Last-Modified.
-
-    Without an expected SHA-256 nothing else tells mirrors serving other bytes of the same
-    size apart, and the file would be a mix of them; the caller warns only then.
-    """
-    for name, field in (("ETag", "etag"), ("Last-Modified", "last_modified")):
-        seen = {url: value for url, info in sources.items() if (value := getattr(info, field))}
-        if len(set(seen.values())) > 1:
-            listing = ", ".join(f"{redact(url)} {value}" for url, value in seen.items())
-            log.warning(
-                "the sources of %s may serve different files: their %s differs (%s); "
-                "without a SHA-256 they are trusted to serve the same bytes, so pass "
-                "sha256= (--sha256) to have the file checked",
-                redact(primary), name, listing,
-            )  # fmt: skip
-            return
+def _drop_other_digests(
+    primary: str, infos: dict[str, RemoteInfo], board: MirrorBoard, expected: str | None
+) -> None:
+    """A mirror announcing a SHA-256 other than the expected one serves another file."""
+    if expected is None:
+        return
+    for url, info in infos.items():
+        if url == primary or info.announced_sha256 in (None, expected):
+            continue
+        reason = (
+            f"{redact(url)} announces SHA-256 {info.announced_sha256}, but the file should have "
+            f"{expected}"
+        )
+        log.warning("dropping mirror: %s", reason)
+        board.drop(url, reason)
 
 
 def _mark_fallbacks(infos: dict[str, RemoteInfo], board: MirrorBoard) -> None:

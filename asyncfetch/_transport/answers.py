@@ -24,6 +24,13 @@ class RangeNotHonoured(ProtocolError):
         super().__init__(message, url=url, retryable=False)
 
 
+class FileChanged(ProtocolError):
+    """An answer disagrees with the probe on the file's size: the file changed since."""
+
+    def __init__(self, message: str, *, url: str | None) -> None:
+        super().__init__(message, url=url, retryable=False)
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date."""
     if not value:
@@ -64,6 +71,26 @@ def status_error(
     )
 
 
+def check_size(
+    status: int, headers: Mapping[str, str], url: str, size: int, *, ranged: bool
+) -> None:
+    """Raise FileChanged when the answer says the file is not ``size`` bytes long: a 206's
+    Content-Range total, or the Content-Length of a 200 to a request for the whole file."""
+    said: int | None = None
+    if status == 206:
+        got = parse_content_range(headers.get("content-range"))
+        said = got[2] if got is not None else None
+    elif status == 200 and not ranged and not is_encoded(headers):
+        length = headers.get("content-length", "").strip()
+        said = int(length) if length.isdigit() else None
+    if said is not None and said != size:
+        raise FileChanged(
+            f"{url}: the file changed since it was probed: this answer says it has {said} "
+            f"bytes, the probe found {size}",
+            url=url,
+        )
+
+
 def is_encoded(headers: Mapping[str, str]) -> bool:
     """Whether the body has a Content-Encoding other than identity."""
     return headers.get("content-encoding", "identity") not in ("identity", "")
@@ -75,25 +102,34 @@ def check_answer(
     headers: Mapping[str, str],
     url: str,
     byte_range: ByteRange | None,
+    size: int | None = None,
 ) -> None:
-    """Raise unless the answer is a usable body for ``byte_range`` (or the whole file).
+    """Raise unless the answer is a usable body for ``byte_range`` (or the whole file) of a
+    file of ``size`` bytes (when known: what the probe found).
+
+    A whole-file answer may be encoded although identity was asked: its bytes are kept as
+    sent (as curl does).
 
     Raises:
         HTTPStatusError: on an error status.
-        RangeNotHonoured: a range was asked and the whole file came back.
-        ProtocolError: the answer is for another range, or encoded.
+        FileChanged: the answer's Content-Range total, or a whole file's length, is not
+            ``size``.
+        RangeNotHonoured: a range was asked and the whole file, or encoded bytes, came back.
+        ProtocolError: the answer is for another range.
     """
     if status >= 400:
         raise status_error(status, reason, headers, url)
-    if is_encoded(headers):
-        raise ProtocolError(
-            f"{url}: server sent {headers.get('content-encoding')!r}-encoded bytes although "
-            "asked for identity; cannot write them at file offsets",
-            url=url,
-            retryable=False,
-        )
+    if size is not None:
+        check_size(status, headers, url, size, ranged=byte_range is not None)
     if byte_range is None:
         return
+    if is_encoded(headers):
+        raise RangeNotHonoured(
+            f"{url}: asked for {byte_range}, server sent "
+            f"{headers.get('content-encoding')!r}-encoded bytes although asked for identity; "
+            "they cannot be written at file offsets",
+            url=url,
+        )
     if status != 206:
         raise RangeNotHonoured(
             f"{url}: asked for {byte_range}, got HTTP {status} with the whole file "

@@ -33,6 +33,7 @@ from .._errors import (
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
 from .._userinfo import carry_userinfo, same_origin, strip_userinfo
+from .answers import FileChanged as FileChanged
 from .answers import RangeNotHonoured as RangeNotHonoured
 from .answers import check_answer, is_encoded, parse_content_range, status_error
 from .budget import ConnectionBudget, host_key
@@ -44,8 +45,10 @@ from .credentials import (
     callers_authorization,
     without_authorization,
 )
+from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
 from .netpolicy import NetPolicy, literal_address, system_resolver
-from .rawhttp import RawClient, Span, Window
+from .rawhttp import RawClient, Window
+from .rawhttp import Span as Span
 
 USER_AGENT = "asyncfetch/0.1"
 SCHEMES = frozenset({"http", "https"})
@@ -114,6 +117,7 @@ class Body(Protocol):
     byte_range: ByteRange | None
     size: int | None
     sent_at: float  # when the request went out, after any wait for a budget slot
+    encoding: str  # an unasked Content-Encoding the bytes are in, as sent (whole file only)
 
     async def read(self) -> bytes:
         """The next chunk of bytes as it arrived; ``b""`` at the end (not for the hot path)."""
@@ -141,6 +145,7 @@ class AioBody:
     size: int | None
     window: Window = field(default_factory=Span)
     sent_at: float = 0.0
+    encoding: str = ""
     _pending: TransportError | None = None
     _held: tuple[int, bytes] = (0, b"")
 
@@ -255,27 +260,36 @@ class Transport:
 
     async def probe(self, url: str) -> RemoteInfo:
         """Learn size, Range support and validators: HEAD, then a 1-byte GET if HEAD falls short."""
+        headers = self._probe_headers(url)
         if self._raw is not None and self._raw.target(url) is not None:
-            head = await self._raw_head(url)
+            head = await self._raw_head(url, headers)
         else:
-            head = await self._head(url)
+            head = await self._head(url, headers)
         if head is not None and head.size is not None and head.accepts_ranges:
             return head
-        return await self._probe_with_get(url)
+        return await self._probe_with_get(url, headers)
 
-    async def _raw_head(self, url: str) -> RemoteInfo | None:
+    def _probe_headers(self, url: str) -> dict[str, str]:
+        """Our headers, and on an unsigned request the one asking S3 for the file's SHA-256."""
+        if not may_ask_checksum(url, self._headers):
+            return dict(self._headers)
+        return {**self._headers, **CHECKSUM_MODE}
+
+    async def _raw_head(self, url: str, headers: dict[str, str]) -> RemoteInfo | None:
         """HEAD on the fast path, so a plain-http download never needs aiohttp. None when the
         answer is refused, a redirect or encoded: the 1-byte GET (through aiohttp, which
         follows redirects) tells the rest."""
         assert self._raw is not None
         async with self._slot(url):
-            head = await self._raw.head(url, await self._credentials.headers(url, self._headers))
+            head = await self._raw.head(url, await self._credentials.headers(url, headers))
             if head is not None and head.status >= 400 and head.status not in _HEAD_REFUSED:
                 raise status_error(head.status, head.reason, head.headers, url)
         if head is None or head.status != 200 or is_encoded(head.headers):
             return None
         length = head.headers.get("content-length", "")
-        return _info_from_headers(url, url, head.headers, int(length) if length.isdigit() else None)
+        return _info_from_headers(
+            url, url, [head.headers], int(length) if length.isdigit() else None
+        )
 
     @asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[float]:
@@ -318,21 +332,21 @@ class Transport:
             allow_redirects=True, max_redirects=self._max_redirects, middlewares=middlewares,
         )  # fmt: skip
 
-    async def _head(self, url: str) -> RemoteInfo | None:
+    async def _head(self, url: str, headers: dict[str, str]) -> RemoteInfo | None:
         async with (
             self._slot(url),
             translate_errors(url),
-            self._aio_request("HEAD", url, self._headers) as response,
+            self._aio_request("HEAD", url, headers) as response,
         ):
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
                 raise _status_error(response, url)
-            return _info_from_headers(url, _final(url, response), response.headers,
-                                      response.content_length)  # fmt: skip
+            size = None if is_encoded(response.headers) else response.content_length
+            return _info_from_headers(url, _final(url, response), _answers(response), size)
 
-    async def _probe_with_get(self, url: str) -> RemoteInfo:
-        headers = {**self._headers, "Range": _PROBE_RANGE.header()}
+    async def _probe_with_get(self, url: str, headers: dict[str, str]) -> RemoteInfo:
+        headers = {**headers, "Range": _PROBE_RANGE.header()}
         async with (
             self._slot(url),
             translate_errors(url),
@@ -340,13 +354,13 @@ class Transport:
         ):
             if response.status >= 400:
                 raise _status_error(response, url)
-            if response.status == 206:
+            if response.status == 206 and not is_encoded(response.headers):
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
-                return _info_from_headers(url, _final(url, response), response.headers, size,
+                return _info_from_headers(url, _final(url, response), _answers(response), size,
                                           accepts_ranges=size is not None)  # fmt: skip
             size = None if is_encoded(response.headers) else response.content_length
-            return _info_from_headers(url, _final(url, response), response.headers, size,
+            return _info_from_headers(url, _final(url, response), _answers(response), size,
                                       accepts_ranges=False)  # fmt: skip
 
     @asynccontextmanager
@@ -359,8 +373,13 @@ class Transport:
         window: Window | None = None,
         fast: bool = True,
         asked: str | None = None,
+        size: int | None = None,
     ) -> AsyncIterator[Body]:
         """GET ``url`` (one range of it, or all), check the answer fits, and yield its body.
+
+        ``size``: the file's size as probed, when known; an answer saying otherwise raises
+        FileChanged. A whole-file answer with an unasked Content-Encoding is yielded as sent,
+        its body's ``encoding`` set.
 
         ``asked``: the URL the caller asked for, when ``url`` is where it redirected to; the
         caller's ``Authorization`` and ``Cookie`` headers go only to ``asked``'s origin (as
@@ -373,8 +392,10 @@ class Transport:
 
         Raises:
             HTTPStatusError: on an error status.
-            RangeNotHonoured: a range was asked and the whole file came back.
-            ProtocolError: the answer is for another range, or encoded.
+            FileChanged: the answer says the file is not ``size`` bytes long.
+            RangeNotHonoured: a range was asked and the whole file, or encoded bytes, came
+                back.
+            ProtocolError: the answer is for another range.
         """
         headers = self._headers_for(url, asked)
         if byte_range is not None:
@@ -384,7 +405,7 @@ class Transport:
         async with self._slot(url) as sent_at:
             if self._raw is not None and window is not None and fast:
                 raw = await self._raw.open(
-                    url, await self._credentials.headers(url, headers), byte_range, window
+                    url, await self._credentials.headers(url, headers), byte_range, window, size
                 )
                 if raw is not None:
                     raw.sent_at = sent_at
@@ -394,10 +415,11 @@ class Transport:
                         self._raw.finish(raw.connection)
                     return
             async with translate_errors(url), self._aio_request("GET", url, headers) as response:
-                _check_response(response, url, byte_range)
+                _check_response(response, url, byte_range, size)
                 span = window or Span()
-                size = response.content_length
-                yield AioBody(response, url, byte_range, size, span, sent_at=sent_at)
+                body = AioBody(response, url, byte_range, response.content_length, span,
+                               sent_at=sent_at, encoding=_encoding(response.headers))  # fmt: skip
+                yield body
 
 
 def _open_session(
@@ -477,6 +499,11 @@ def _resolved(host: str, address: str, port: int) -> aiohttp.abc.ResolveResult:
             "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV}  # fmt: skip
 
 
+def _encoding(headers: Mapping[str, str]) -> str:
+    """The answer's Content-Encoding, lower case; "" for none (or identity)."""
+    return headers.get("content-encoding", "").strip().lower() if is_encoded(headers) else ""
+
+
 def _final(url: str, response: aiohttp.ClientResponse) -> str:
     """Where ``url`` led: the answer's URL, with ``url``'s credentials when of the same origin
     (aiohttp's ``response.url`` never has them), so later requests there send them too."""
@@ -484,21 +511,29 @@ def _final(url: str, response: aiohttp.ClientResponse) -> str:
 
 
 def _check_response(
-    response: aiohttp.ClientResponse, url: str, byte_range: ByteRange | None
+    response: aiohttp.ClientResponse, url: str, byte_range: ByteRange | None, size: int | None
 ) -> None:
-    check_answer(response.status, response.reason, response.headers, url, byte_range)
+    check_answer(response.status, response.reason, response.headers, url, byte_range, size)
+
+
+def _answers(response: aiohttp.ClientResponse) -> list[Mapping[str, str]]:
+    """The headers of each answer on the way to ``response`` (redirects first), and its own."""
+    return [*(r.headers for r in response.history), response.headers]
 
 
 def _info_from_headers(
     url: str,
     final_url: str,
-    headers: Mapping[str, str],
+    answers: Sequence[Mapping[str, str]],
     size: int | None,
     *,
     accepts_ranges: bool | None = None,
 ) -> RemoteInfo:
-    """What an answer's headers say of the file. ``headers`` is aiohttp's case-insensitive
-    mapping or the fast path's lower-cased dict, so names are looked up in lower case."""
+    """What an answer's headers say of the file: ``answers`` holds the headers of the final
+    answer, last, after those of any redirect on the way (a digest may come on one of them).
+    Each is aiohttp's case-insensitive mapping or the fast path's lower-cased dict, so names
+    are looked up in lower case."""
+    headers = answers[-1]
     if accepts_ranges is None:
         accepts_ranges = headers.get("accept-ranges", "").strip().lower() == "bytes"
     return RemoteInfo(
@@ -508,4 +543,5 @@ def _info_from_headers(
         accepts_ranges=accepts_ranges,
         etag=headers.get("etag"),
         last_modified=headers.get("last-modified"),
+        announced_sha256=first_announced(answers),
     )

@@ -120,6 +120,7 @@ class RawBody:
         self.byte_range = byte_range
         self.size: int | None = size
         self.sent_at = sent_at
+        self.encoding = ""  # an encoded answer is left to aiohttp
 
     async def read(self) -> bytes:
         """The next received bytes as a copy; ``b""`` at the end (not for the hot path)."""
@@ -174,8 +175,10 @@ class RawClient:
         headers: Mapping[str, str],
         byte_range: ByteRange | None,
         window: Window,
+        size: int | None = None,
     ) -> RawBody | None:
-        """GET ``url`` and check the answer; None when aiohttp must do this request.
+        """GET ``url`` and check the answer (against the file's ``size``, when known); None
+        when aiohttp must do this request.
 
         Raises:
             HTTPStatusError, RangeNotHonoured, ProtocolError: as aiohttp's path would.
@@ -188,11 +191,11 @@ class RawClient:
             return None
         connection, head = await self._exchange(target, request, url)
         try:
-            size = _body_place(head, url, byte_range)
-            if size is not None:
+            length = _body_place(head, url, byte_range, size)
+            if length is not None:
                 start = byte_range.start if byte_range is not None else 0
-                connection.begin_body(start, start + size, window)
-                return RawBody(connection, url, byte_range, size, time.monotonic())
+                connection.begin_body(start, start + length, window)
+                return RawBody(connection, url, byte_range, length, time.monotonic())
         except BaseException:
             self.finish(connection)
             raise
@@ -315,11 +318,14 @@ class RawClient:
         self._arm()
 
 
-def _body_place(head: Head, url: str, byte_range: ByteRange | None) -> int | None:
+def _body_place(
+    head: Head, url: str, byte_range: ByteRange | None, size: int | None = None
+) -> int | None:
     """The body's length if this client can take it; None to leave it to aiohttp.
 
     Raises:
-        HTTPStatusError, RangeNotHonoured, ProtocolError: the answer does not fit.
+        HTTPStatusError, FileChanged, RangeNotHonoured, ProtocolError: the answer does not
+            fit (see :func:`.answers.check_answer`).
     """
     headers = head.headers
     if head.status >= 400:
@@ -329,7 +335,7 @@ def _body_place(head: Head, url: str, byte_range: ByteRange | None) -> int | Non
         return None
     if not length.isdigit():
         return None
-    check_answer(head.status, head.reason, headers, url, byte_range)
+    check_answer(head.status, head.reason, headers, url, byte_range, size)
     got = parse_content_range(headers.get("content-range"))
     if byte_range is not None and got is not None and got[1] - got[0] != int(length):
         raise ProtocolError(

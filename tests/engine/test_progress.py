@@ -36,7 +36,11 @@ async def test_event_order_per_file_in_a_batch(
     sources: list[object] = [
         main.url("f0.bin"),
         main.url("f1.bin", truncate_after=50_000, times=1),  # a retry
-        {"url": main.url("f2.bin", reset_after=1000), "mirrors": [mirror.url("f2.bin")]},
+        {  # a primary that cuts every answer cannot be sampled: only a digest lets the
+            "url": main.url("f2.bin", reset_after=1000),  # mirror take over
+            "mirrors": [mirror.url("f2.bin")],
+            "sha256": sha256(files["f2.bin"]),
+        },
         main.url("missing.bin"),  # fails after starting
         "nonsense",  # fails before any download starts
     ]

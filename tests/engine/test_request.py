@@ -3,6 +3,7 @@ odd values get a clear InvalidRequest, or are taken the one obvious way."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -28,7 +29,10 @@ def test_download_uses_a_single_mirror_string(server: FaultServer, tmp_path: Pat
     data = make_payload(50_000)
     url = server.add_file("m.bin", data)
     gone = server.url("gone.bin")
-    result = asyncfetch.download(gone, tmp_path / "m.bin", mirrors=url)  # type: ignore[arg-type]
+    result = asyncfetch.download(
+        gone, tmp_path / "m.bin", mirrors=url,  # type: ignore[arg-type]
+        sha256=hashlib.sha256(data).hexdigest(),  # without the primary, mirrors need one
+    )  # fmt: skip
     assert (tmp_path / "m.bin").read_bytes() == data
     assert result.bytes_by_mirror[url] == len(data)
 
