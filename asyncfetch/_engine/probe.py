@@ -50,7 +50,7 @@ async def probe_sources(
                 infos = await _probe_round(transport, urls, board, trusted=sha256 is not None)
     except _NoSourceAnswered as exc:
         raise exc.summary from None
-    info = _agree_on_size(urls[0], infos, board)
+    info = _agree_on_size(urls[0], infos, board, trusted=sha256 is not None)
     primary = infos.get(urls[0])
     announced = primary.announced_sha256 if primary is not None else None
     _drop_other_digests(urls[0], infos, board, sha256 or announced)
@@ -76,8 +76,8 @@ async def _probe_round(
         raise _primary_unreachable(urls, errors)
     if urls[0] in errors:
         log.warning(
-            "the primary URL %s did not answer; downloading from its mirrors, checked "
-            "against the SHA-256 given", redact(urls[0]),
+            "the primary URL %s gave no usable answer; downloading from its mirrors, "
+            "checked against the SHA-256 given", redact(urls[0]),
         )  # fmt: skip
     for url, error in errors.items():
         log.warning("dropping source %s", _naming(url, str(error)))
@@ -112,10 +112,10 @@ def _primary_unreachable(urls: Sequence[str], errors: dict[str, BaseException]) 
     primary = urls[0]
     failures = {url: str(error) for url, error in errors.items()}
     summary = RetriesExhausted(
-        f"the primary URL did not answer ({_naming(primary, failures[primary])}); without a "
-        "SHA-256 to check them against, its mirrors are not used alone (they only speed up "
-        "the primary): try again later, or pass sha256= (--sha256) to download from the "
-        "mirrors",
+        f"the primary URL gave no usable answer ({_naming(primary, failures[primary])}); "
+        "without a SHA-256 to check them against, its mirrors are not used alone (they only "
+        "speed up the primary): try again later, or pass sha256= (--sha256) to download from "
+        "the mirrors",
         url=primary,
         byte_range=None,
         attempts=1,
@@ -129,11 +129,14 @@ def _naming(url: str, message: str) -> str:
     return message if redact(url) in message else f"{redact(url)}: {message}"
 
 
-def _agree_on_size(primary: str, infos: dict[str, RemoteInfo], board: MirrorBoard) -> RemoteInfo:
-    """The primary's answer when it has one: a mirror of another size is dropped. Without it
-    (only with the caller's digest), the size most mirrors agree on."""
+def _agree_on_size(
+    primary: str, infos: dict[str, RemoteInfo], board: MirrorBoard, *, trusted: bool
+) -> RemoteInfo:
+    """The primary's answer when it has one: a mirror of another size is dropped. Without it,
+    or when it gives no size, with the caller's digest (``trusted``): the size most sources
+    agree on."""
     chosen = infos.get(primary)
-    if chosen is None:
+    if chosen is None or (chosen.size is None and trusted):
         return _agree_among_mirrors(infos, board)
     for url, info in infos.items():
         if info.size != chosen.size:
@@ -151,7 +154,7 @@ def _agree_among_mirrors(infos: dict[str, RemoteInfo], board: MirrorBoard) -> Re
     majority = max(set(sizes), key=lambda s: (sizes.count(s), s is not None))
     for url, info in infos.items():
         if info.size != majority:
-            reason = f"{redact(url)} serves {info.size} bytes but the other mirrors {majority}"
+            reason = f"{redact(url)} serves {info.size} bytes but the other sources {majority}"
             log.warning("dropping mirror: %s", reason)
             board.drop(url, reason)
     agreeing = [i for i in infos.values() if i.size == majority]

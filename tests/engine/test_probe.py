@@ -82,3 +82,19 @@ async def test_without_the_primary_mirrors_are_used_with_a_digest(
         "primary URL" in r.getMessage() and "checked against the SHA-256" in r.getMessage()
         for r in caplog.records
     )
+
+
+async def test_with_a_digest_a_primary_of_unknown_size_leaves_the_size_to_its_mirrors(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    primary, mirror = make_server(), make_server()
+    primary.add_file("m.bin", DATA)
+    mirror.add_file("m.bin", DATA)
+
+    result = await asyncfetch.fetch(
+        primary.url("m.bin", no_length=True), tmp_path / "m.bin", mirrors=[mirror.url("m.bin")],
+        sha256=sha256(DATA), connections=4, chunk_size=256 << 10,
+    )  # fmt: skip
+
+    assert result.sha256 == sha256(DATA)
+    assert result.bytes_by_mirror[mirror.url("m.bin")] == len(DATA)
