@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit 
     Session = aiohttp.ClientSession
     """An application's own HTTP session, which asyncfetch can use instead of opening one."""
 _HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
+_CHECKSUM_REFUSED = frozenset({400, 403})  # S3's answers to an unsigned x-amz-* header
 
 
 def check_url(url: str) -> str:
@@ -259,8 +260,21 @@ class Transport:
         return self._session
 
     async def probe(self, url: str) -> RemoteInfo:
-        """Learn size, Range support and validators: HEAD, then a 1-byte GET if HEAD falls short."""
+        """Learn size, Range support, validators and an announced SHA-256: HEAD, then a 1-byte
+        GET if HEAD falls short.
+
+        The header asking S3 for its checksum is not signed: a presigned URL a redirect leads
+        to may refuse it (400 or 403), and the probe is then made again without it.
+        """
         headers = self._probe_headers(url)
+        try:
+            return await self._probe(url, headers)
+        except HTTPStatusError as exc:
+            if exc.status not in _CHECKSUM_REFUSED or headers == self._headers:
+                raise
+        return await self._probe(url, dict(self._headers))
+
+    async def _probe(self, url: str, headers: dict[str, str]) -> RemoteInfo:
         if self._raw is not None and self._raw.target(url) is not None:
             head = await self._raw_head(url, headers)
         else:

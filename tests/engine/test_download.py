@@ -248,3 +248,17 @@ async def test_unasked_gzip_matching_no_form_fails(server: FaultServer, tmp_path
             server.url("m.bin", force_gzip=True), tmp_path / "m.bin", sha256=WRONG
         )
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.usefixtures("fast_path")
+async def test_a_presigned_url_refusing_the_checksum_header_is_probed_without_it(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    site, bucket = make_server(), make_server()
+    bucket.add_file("m.bin", DATA)
+    presigned = bucket.url("m.bin", refuse_header="x-amz-checksum-mode")
+
+    result = await asyncfetch.fetch(site.url("m.bin", redirect_to=presigned), tmp_path / "m.bin")
+
+    assert result.sha256 == sha256(DATA)
+    assert all("x-amz-checksum-mode" not in r.headers for r in bucket.gets("m.bin")[-1:])

@@ -38,6 +38,8 @@ Faults (several may combine; offsets and counts in bytes):
   ``redirect_to``): ``repr`` Repr-Digest, ``legacy`` Digest, ``linked`` X-Linked-Etag,
   ``amz`` x-amz-checksum-sha256, ``amz-composite`` the same with a ``-3`` suffix;
   ``digest_of=HEX`` announce HEX instead of the file's own digest
+- ``refuse_header=NAME`` answer 403 to a request with header NAME (as S3 a presigned URL's
+  request with an unsigned ``x-amz-*`` header), after any redirect
 - ``changed=N`` GET answers (not HEAD) serve other content, N bytes longer (N may be negative),
   under the same ETag and Last-Modified: the file changed after the probe
 - ``auth=USER:PASS`` answer 401 (with ``WWW-Authenticate: Basic``), before any redirect, unless

@@ -59,6 +59,7 @@ FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
     "digest_of": str,
     "changed": int,
     "force_gzip": flag,
+    "refuse_header": str,
 }
 
 
@@ -88,6 +89,7 @@ class Faults:
     digest_of: str | None = None
     changed: int | None = None
     force_gzip: bool = False
+    refuse_header: str | None = None
 
     @classmethod
     def parse(cls, request: web.Request) -> Faults:

@@ -370,6 +370,9 @@ class FaultServer:
         redirect = self._redirect(request, record, faults)
         if redirect is not None:
             return redirect
+        refused = faults.refuse_header
+        if refused and refused in request.headers and self._fire("refuse_header", record, faults):
+            return web.Response(status=403, text=f"{refused} was not signed\n")
         with self._lock:
             file = self._files.get(record.name)
         if file is None:
