@@ -164,13 +164,14 @@ async def _local_hit(request: Request) -> _cache.Hit | None:
 
 
 async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None:
-    """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged."""
+    """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged, and
+    has the SHA-256 the primary announces, if it announces one."""
     if request.sha256 is not None or not request.dest.exists():
         return None
     if not await asyncio.to_thread(_worth_a_probe, request):
         return None
     info = await download.probe()
-    return await asyncio.to_thread(
+    hit = await asyncio.to_thread(
         _cache.find_remote,
         request.dest,
         info,
@@ -179,6 +180,8 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
         hashing=request.options.hashing,
         trust_unvouched=request.trust_unvouched,
     )
+    announced = download.expected
+    return hit if hit is None or announced is None or hit.sha256 == announced else None
 
 
 def _worth_a_probe(request: Request) -> bool:

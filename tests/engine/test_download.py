@@ -262,3 +262,20 @@ async def test_a_presigned_url_refusing_the_checksum_header_is_probed_without_it
 
     assert result.sha256 == sha256(DATA)
     assert all("x-amz-checksum-mode" not in r.headers for r in bucket.gets("m.bin")[-1:])
+
+
+async def test_a_cached_file_is_no_hit_when_the_announced_digest_is_another(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", DATA)
+    url = server.url("m.bin", digest="repr")
+    await asyncfetch.fetch(url, tmp_path / "m.bin")
+    size, etag, modified = server.file_info("m.bin")
+    newer = make_payload(size, seed=42)  # same size, same validators: only the digest tells
+    server.replace_file("m.bin", newer, etag=etag, last_modified=modified)
+
+    result = await asyncfetch.fetch(url, tmp_path / "m.bin")
+
+    assert not result.cached
+    assert (tmp_path / "m.bin").read_bytes() == newer
+    assert (await asyncfetch.fetch(url, tmp_path / "m.bin")).cached  # and now it is one
