@@ -296,22 +296,19 @@ class Download:
     async def _attempt_task(self, task: Task, source: str, sink: PartFile) -> None:
         try:
             await self._stream_range(task, source, sink)
-        except FileChanged as exc:
-            self._file_changed(source, exc)
-            if self._source_failed(source, exc) and self.board.alive():
-                exc.retryable = True  # this mirror is dropped; another one may serve
-            raise
         except TransportError as exc:
+            if isinstance(exc, FileChanged):
+                self._file_changed(source, exc)
             if self._source_failed(source, exc) and self.board.alive():
                 exc.retryable = True  # this source is dropped; another one may serve
             raise
 
     def _file_changed(self, source: str, exc: FileChanged) -> None:
-        """The primary's file changed: start over (once). A mirror's: it is dropped."""
+        """The primary's file changed: start over (once, see :meth:`run`). A mirror's: the
+        caller drops it."""
         if source == self.request.url:
             raise _StartOver(exc) from exc
-        if source != self.request.url:
-            log.warning("dropping mirror %s", exc)
+        log.warning("dropping mirror %s", exc)
 
     def _source_failed(self, source: str, exc: TransportError) -> bool:
         """Record a failed attempt; returns True if ``source`` is dropped for good."""
