@@ -89,7 +89,7 @@ async def check_mirrors(
 
 
 def _drop(board: MirrorBoard, url: str, why: str) -> None:
-    reason = f"{redact(url)} is not shown to serve the same file as the primary: {why}"
+    reason = f"{redact(url)}: not shown to serve the same file as the primary URL: {why}"
     log.warning("not using mirror %s", reason)
     board.drop(url, reason)
 
