@@ -45,6 +45,11 @@ Faults (several may combine; offsets and counts in bytes):
 - ``auth=USER:PASS`` answer 401 (with ``WWW-Authenticate: Basic``), before any redirect, unless
   the request has ``Authorization: Basic`` with exactly these credentials
 - ``rate=BYTES_PER_S`` throttle the response body; ``delay=SECONDS`` wait before answering
+- ``X-Amz-Signature=SIG`` a presigned URL's signature (no effect alone); with
+  ``expires_after=N`` the signature expires once N body bytes were sent under it (for this
+  file, in all): later requests carrying it get 403 with an S3-like body "Request has expired"
+  (responses under way finish); ``sign=1`` 302 to the same URL less ``sign``, with a fresh
+  ``X-Amz-Signature`` (``FRESHSIG1``, ``FRESHSIG2``, ...), as a hub's ``resolve/`` does
 - ``times=K`` each fault fires only the first K times it would change a response, counted per
   (fault, file) whatever the URL, until `FaultServer.reset_counters`
 

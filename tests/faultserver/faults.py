@@ -60,7 +60,12 @@ FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
     "changed": int,
     "force_gzip": flag,
     "refuse_header": str,
+    "X-Amz-Signature": str,
+    "expires_after": count,
+    "sign": flag,
 }
+#: Fault parameters spelt otherwise than their Faults field.
+FIELD_NAMES = {"X-Amz-Signature": "signature"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class Faults:
     changed: int | None = None
     force_gzip: bool = False
     refuse_header: str | None = None
+    signature: str | None = None
+    expires_after: int | None = None
+    sign: bool = False
 
     @classmethod
     def parse(cls, request: web.Request) -> Faults:
@@ -103,7 +111,8 @@ class Faults:
                 parsed = [FAULT_PARAMS[key](item) for item in raw]
             except ValueError as exc:
                 raise ValueError(f"bad value for {key}: {exc}") from None
-            values[key] = tuple(parsed) if key in ("flip_byte", "digest") else parsed[-1]
+            name = FIELD_NAMES.get(key, key)
+            values[name] = tuple(parsed) if key in ("flip_byte", "digest") else parsed[-1]
         return cls(**values)
 
 

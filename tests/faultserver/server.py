@@ -84,6 +84,7 @@ class FaultServer:
             weakref.WeakKeyDictionary()
         )
         self._connections_seen = 0
+        self._signatures = 0  # fresh signatures handed out by sign=1
         self._live: dict[int, asyncio.Transport] = {}  # id(record) -> its connection
         self._port: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -367,6 +368,9 @@ class FaultServer:
             return web.Response(status=503)
         if not self._authorized(request, faults) and self._fire("auth", record, faults):
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="files"'})
+        signed = self._signed(request, record, faults)
+        if signed is not None:
+            return signed
         redirect = self._redirect(request, record, faults)
         if redirect is not None:
             return redirect
@@ -392,6 +396,38 @@ class FaultServer:
         if is_head:
             return self._stream_response(plan)  # aiohttp sends it after _finish()
         return await self._send(request, record, file, faults, plan)
+
+    def _signed(
+        self, request: web.Request, record: RequestRecord, faults: Faults
+    ) -> web.Response | None:
+        """``sign``: a redirect to a freshly signed URL; an expired signature: 403."""
+        if faults.sign:
+            record.faults.append("sign")
+            with self._lock:
+                self._signatures += 1
+                fresh = f"FRESHSIG{self._signatures}"
+            query = request.url.query.copy()
+            del query["sign"]
+            query["X-Amz-Signature"] = fresh
+            return web.Response(
+                status=302, headers={"Location": str(request.url.with_query(query))}
+            )
+        if faults.expires_after is None:
+            return None
+        spent = sum(
+            r.bytes_sent
+            for r in self.requests
+            if r.name == record.name and r.query.get("X-Amz-Signature") == faults.signature
+        )
+        if spent < faults.expires_after:
+            return None
+        record.faults.append("expired")
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+            "<Message>Request has expired</Message><Expires>2024-01-01T00:00:00Z</Expires>"
+            "</Error>"
+        )
+        return web.Response(status=403, text=body, content_type="application/xml")
 
     def _redirect(
         self, request: web.Request, record: RequestRecord, faults: Faults
