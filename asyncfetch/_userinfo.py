@@ -1,28 +1,166 @@
-"""Credentials in URLs (``http://user:pass@host/file``): the Basic auth they stand for, which
-later URLs they go along to, and how such a URL is shown. Pure functions, no I/O.
+"""URLs and their secrets: the Basic auth a URL's userinfo stands for, which later URLs it
+goes along to, the query parameters that carry credentials, and how a URL is shown or keyed.
+Pure functions, no I/O.
 
 As curl, requests and aiohttp do, the userinfo becomes ``Authorization: Basic ...`` on every
 request to the same origin (scheme, host, port), never to another one. Wherever a URL is shown
-(error messages, logs, progress events, JSON output, files beside a download) the password
-is masked: ``user:***@``; a userinfo without a password (often a token) is masked whole.
+or stored (error messages, logs, progress events, JSON output, journals, markers) it is parsed
+and its secrets masked: the password (``user:***@``; a userinfo without a password, often a
+token, is masked whole), and the values of the query parameters in :data:`SIGNING_PARAMS`
+(``X-Amz-Signature=***``). The same list makes :func:`url_key`, what a part file is kept
+under: a URL signed again (new signature, new expiry) keys the same part, so it resumes.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
-_USERINFO_IN_TEXT = re.compile(r"(?<=://)([^\s/?#@:]*)(:[^\s/?#@]*)?@")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+#: Query parameters whose values are credentials, or change each time a URL is signed (so a
+#: part is not keyed by them): S3 (SigV4 and V2), Google Cloud Storage, CloudFront, Azure SAS,
+#: and plain tokens. Compared without regard to case.
+SIGNING_PARAMS = frozenset(
+    name.lower()
+    for name in (
+        "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "X-Amz-Date",
+        "X-Amz-Expires", "AWSAccessKeyId", "X-Goog-Signature", "X-Goog-Credential",
+        "X-Goog-Date", "X-Goog-Expires", "GoogleAccessId", "Signature", "Expires",
+        "Key-Pair-Id", "Policy", "sig", "se", "st", "skoid", "sktid", "skt", "ske", "token",
+        "access_token",
+    )
+)  # fmt: skip
+MASK = "***"
+_SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+_URL_ENDS = frozenset('"<>') | frozenset(" \t\r\n\v\f")
+_TRAILING = ".,;:)]}"  # after a URL in text, these belong to the text
+_TOKEN_ENDS = _URL_ENDS | frozenset("'()[]{},;")
 
 
 def redact(text: str) -> str:
-    """``text`` with the credentials of every URL in it masked (``user:***@``, ``***@``)."""
-    if "@" not in text:
+    """``text`` with the secrets of every URL in it masked (see the module docstring).
+
+    Each URL (from its scheme to the next space or quote) is parsed; a word of the form
+    ``user:password@host[:port]`` without a scheme (a proxy as curl takes it) is masked too.
+    """
+    if "@" not in text and "=" not in text:
         return text  # the common case, cheaply (progress events ask for every batch)
-    return _USERINFO_IN_TEXT.sub(lambda m: f"{m[1]}:***@" if m[2] is not None else "***@", text)
+    return _redact_text(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _redact_text(text: str) -> str:
+    shown: list[str] = []
+    done = 0
+    while (at := text.find("://", done)) >= 0:
+        start = at
+        while start > done and text[start - 1] in _SCHEME_CHARS:
+            start -= 1
+        if start == at:
+            shown.append(text[done : at + 3])
+            done = at + 3
+            continue
+        quote = text[start - 1] if start > 0 and text[start - 1] in "'\"" else ""
+        end = _url_end(text, at + 3, quote)
+        shown += [_redact_bare(text[done:start]), redact_url(text[start:end])]
+        done = end
+    return "".join(shown) + _redact_bare(text[done:])
+
+
+def _url_end(text: str, pos: int, quote: str) -> int:
+    """Where the URL running on from ``pos`` ends: a space, a quote (its own, if it was
+    quoted), less the punctuation that ends a sentence or a bracket."""
+    end = pos
+    while end < len(text) and text[end] not in _URL_ENDS and text[end] != quote:
+        end += 1
+    while end > pos and text[end - 1] in _TRAILING:
+        end -= 1
+    return end
+
+
+def _redact_bare(text: str) -> str:
+    """``text`` (no URL with a scheme in it) with ``user:pass@host:port`` words masked."""
+    if "@" not in text:
+        return text
+    shown: list[str] = []
+    word: list[str] = []
+    for char in text + " ":
+        if char in _TOKEN_ENDS:
+            shown += [_redact_authority("".join(word)), char]
+            word = []
+        else:
+            word.append(char)
+    return "".join(shown)[:-1]
+
+
+def _redact_authority(word: str) -> str:
+    """A word masked when it reads as ``userinfo@host[:port]`` with a password or a port."""
+    userinfo, at, host = word.rpartition("@")
+    if not at or not userinfo or not host or "/" in userinfo:
+        return word
+    if ":" not in userinfo and not host.rpartition(":")[2].isdigit():
+        return word  # name@example.org: an address, not a proxy
+    return _mask_userinfo(userinfo) + "@" + host
+
+
+@functools.lru_cache(maxsize=1024)
+def redact_url(url: str) -> str:
+    """``url`` parsed, with its password and the values of :data:`SIGNING_PARAMS` masked;
+    everything else as it was. Masking twice changes nothing."""
+    if "://" not in url:
+        return _redact_bare(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition("://")[0] + "://" + MASK  # unparseable: nothing of it is shown
+    scheme = url[: url.find("://") + 3] if "://" in url else ""
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        netloc = _mask_userinfo(userinfo) + "@" + host
+    shown = scheme + netloc + parts.path
+    if parts.query or "?" in url.partition("#")[0]:
+        shown += "?" + _mask_params(parts.query)
+    if parts.fragment or "#" in url:
+        shown += "#" + _mask_params(parts.fragment)  # where OAuth puts an access_token
+    return shown
+
+
+def url_key(url: str) -> str:
+    """What identifies the file at ``url`` across signings: ``url`` without its secrets
+    (password, signature, expiry), as :func:`redact_url` shows it. Other query parameters
+    (``versionId``, ``id``) stay part of it."""
+    return redact_url(url)
+
+
+def is_signed(url: str) -> bool:
+    """Whether ``url``'s query carries any of :data:`SIGNING_PARAMS` (a presigned URL)."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return False
+    names = (unquote_plus(pair.partition("=")[0]).strip().lower() for pair in query.split("&"))
+    return any(name in SIGNING_PARAMS for name in names)
+
+
+def _mask_userinfo(userinfo: str) -> str:
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:{MASK}" if colon else MASK
+
+
+def _mask_params(query: str) -> str:
+    """``a=1&X-Amz-Signature=***``: each ``&``-separated pair kept as it was unless its name
+    is one of :data:`SIGNING_PARAMS`."""
+    pairs = query.split("&")
+    for n, pair in enumerate(pairs):
+        name, equals, _ = pair.partition("=")
+        if equals and unquote_plus(name).strip().lower() in SIGNING_PARAMS:
+            pairs[n] = f"{name}={MASK}"
+    return "&".join(pairs)
 
 
 def _split(url: str) -> tuple[str, str | None, str]:

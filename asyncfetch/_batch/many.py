@@ -35,6 +35,7 @@ from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._options import Options, make_options
 from .._transport.budget import ConnectionBudget, host_key
 from .._transport.client import Transport
+from .._userinfo import redact
 
 if TYPE_CHECKING:
     from .._transport.client import Session
@@ -77,6 +78,10 @@ class Source:
                 f"{self.url}: name must be a plain file name, got {name!r}; use dest for a path",
                 url=self.url,
             )
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return redact(f"Source({shown})")  # the URLs' secrets masked
 
     @classmethod
     def coerce(cls, value: object) -> Source:
@@ -136,6 +141,10 @@ class BatchItem:
     source: Source | None
     result: FetchResult | None = None
     error: Exception | None = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return redact(f"BatchItem({shown})")  # the URL's secrets masked
 
     @property
     def ok(self) -> bool:

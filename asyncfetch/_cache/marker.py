@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,10 @@ def recorded_urls(urls: Iterable[str | None]) -> tuple[str, ...]:
 
 
 def read_marker(path: Path) -> Marker | None:
-    """The marker of ``path``, or None when missing or unreadable (blocking)."""
+    """The marker of ``path``, or None when missing or unreadable (blocking).
+
+    One written by an earlier version with a secret in its URL is written again without it.
+    """
     try:
         data: Any = json.loads(marker_path(path).read_text(encoding="utf-8"))
         if data.pop("version") != MARKER_VERSION:
@@ -87,7 +90,12 @@ def read_marker(path: Path) -> Marker | None:
         marker = Marker(**data)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    return marker if _well_formed(marker) else None
+    if not _well_formed(marker):
+        return None
+    if marker.url is not None and redact(marker.url) != marker.url:
+        marker = replace(marker, url=redact(marker.url))  # an earlier version's: masked now
+        write_marker(path, marker)
+    return marker
 
 
 def _well_formed(marker: Marker) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._models import RemoteInfo
-from .._userinfo import redact
+from .._userinfo import url_key
 
 JOURNAL_VERSION = 2
 JOURNAL_SUFFIX = ".json"
@@ -38,7 +38,11 @@ def boot_id() -> str | None:
 
 @dataclass
 class Journal:
-    """What a part file holds and who is writing it (``url`` with its password masked)."""
+    """What a part file holds and who is writing it.
+
+    ``url`` is the download's :func:`~asyncfetch._userinfo.url_key`: its secrets (password,
+    signature) masked, so a URL signed again finds the same part.
+    """
 
     url: str
     size: int | None
@@ -53,7 +57,7 @@ class Journal:
     @classmethod
     def for_remote(cls, info: RemoteInfo) -> Journal:
         """An empty journal for a download of ``info``."""
-        return cls(redact(info.url), info.size, info.etag, info.last_modified)
+        return cls(url_key(info.url), info.size, info.etag, info.last_modified)
 
     def on_disk(self) -> list[tuple[int, int]]:
         """The runs a resume may trust: all written ones on the same boot, else the synced."""
@@ -107,7 +111,11 @@ def save(part: Path, journal: Journal) -> None:
 
 
 def load(part: Path) -> Journal | None:
-    """The journal of ``part``, or None when it is missing, truncated or otherwise unusable."""
+    """The journal of ``part``, or None when it is missing, truncated or otherwise unusable.
+
+    One written by an earlier version with a secret in its URL (a signature, or a password
+    with an ``@`` in it) is written again without it at once.
+    """
     try:
         data: Any = json.loads(journal_path(part).read_text(encoding="utf-8"))
         if data.pop("version") != JOURNAL_VERSION:
@@ -119,7 +127,19 @@ def load(part: Path) -> Journal | None:
         return None
     if any(not 0 <= s < e for s, e in (*journal.runs, *journal.synced)):
         return None
+    if journal.url != url_key(journal.url):
+        journal.url = url_key(journal.url)
+        _rewrite(part, journal)
     return journal
+
+
+def _rewrite(part: Path, journal: Journal) -> None:
+    """Save ``journal`` in place of the one on disk, keeping its time: how long ago its owner
+    last wrote it says whether that owner is still alive."""
+    with contextlib.suppress(OSError):
+        st = journal_path(part).stat()
+        save(part, journal)
+        os.utime(journal_path(part), ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def remove(part: Path) -> None:

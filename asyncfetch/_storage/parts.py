@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._models import RemoteInfo
-from .._userinfo import redact
+from .._userinfo import url_key
 from . import journal as _journal
 from .journal import Journal
 
@@ -80,7 +80,7 @@ def claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
             continue
         with contextlib.suppress(FileNotFoundError):
             os.rename(_journal.journal_path(old), _journal.journal_path(taken))
-        usable = journal is not None and journal.matches(info) and journal.url == redact(info.url)
+        usable = journal is not None and journal.matches(info) and journal.url == url_key(info.url)
         claimed.append((taken, journal if usable else None))
     best = max(claimed, key=lambda c: _held_bytes(c[1]), default=None)
     for part, _ in claimed:

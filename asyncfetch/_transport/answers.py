@@ -7,14 +7,21 @@ headers answer them.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Mapping
 
 from .._errors import HTTPStatusError, ProtocolError
 from .._models import ByteRange
+from .._userinfo import is_signed
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_XML_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
+#: how much of an error answer's body is read for the server's message
+ERROR_BODY_LIMIT = 4096
+_MESSAGE_LIMIT = 200
+_JSON_MESSAGE_KEYS = ("message", "error_description", "error")
 
 
 class RangeNotHonoured(ProtocolError):
@@ -58,16 +65,15 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 
 
 def status_error(
-    status: int, reason: str | None, headers: Mapping[str, str], url: str
+    status: int, reason: str | None, headers: Mapping[str, str], url: str, body: bytes = b""
 ) -> HTTPStatusError:
-    """The HTTPStatusError for an error answer (with the server's Retry-After, if any)."""
+    """The HTTPStatusError for an error answer (with the server's Retry-After, if any), its
+    message ending with the server's own, short, when ``body`` (its start) has one."""
     retry_after = parse_retry_after(headers.get("retry-after"))
-    hint = "the file may not exist or needs credentials" if status < 500 else "try later"
+    said = server_message(body, headers.get("content-type", ""))
+    message = f"{url}: HTTP {status} {reason or ''}".rstrip() + (f": {said}" if said else "")
     return HTTPStatusError(
-        f"{url}: HTTP {status} {reason or ''}".rstrip() + f" ({hint})",
-        url=url,
-        status=status,
-        retry_after=retry_after,
+        f"{message} ({_hint(status, url)})", url=url, status=status, retry_after=retry_after
     )
 
 
@@ -89,6 +95,51 @@ def check_size(
             f"bytes, the probe found {size}",
             url=url,
         )
+
+
+def _hint(status: int, url: str) -> str:
+    if status >= 500:
+        return "try later"
+    if status in (401, 403) and is_signed(url):
+        return (
+            "the signed URL may have expired: run again with a freshly signed URL, and the "
+            "download resumes from the bytes already on disk"
+        )
+    return "the file may not exist or needs credentials"
+
+
+def server_message(body: bytes, content_type: str) -> str | None:
+    """The short message an error body carries, one line: S3's and GCS's XML ``<Message>``,
+    a JSON ``message`` or ``error``, or the first line of plain text; None for anything else
+    (an HTML page, binary, nothing)."""
+    text = body[:ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+    kind = content_type.split(";")[0].strip().lower()
+    found: str | None = None
+    if "xml" in kind or text.startswith("<?xml"):
+        match = _XML_MESSAGE.search(text)
+        found = match[1] if match else None
+    elif "json" in kind:
+        found = _json_message(text)
+    elif kind in ("text/plain", "") and text and not text.startswith("<"):
+        found = text.splitlines()[0]
+    if not found:
+        return None
+    line = " ".join(found.split())
+    if not line.isprintable():
+        return None
+    return line if len(line) <= _MESSAGE_LIMIT else line[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def _json_message(text: str) -> str | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        data = data["error"]  # {"error": {"message": ...}}
+    if not isinstance(data, dict):
+        return None
+    return next((v for k in _JSON_MESSAGE_KEYS if isinstance(v := data.get(k), str)), None)
 
 
 def is_encoded(headers: Mapping[str, str]) -> bool:

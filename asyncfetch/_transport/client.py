@@ -33,9 +33,15 @@ from .._errors import (
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
 from .._userinfo import carry_userinfo, same_origin, strip_userinfo
+from .answers import (
+    ERROR_BODY_LIMIT,
+    check_answer,
+    is_encoded,
+    parse_content_range,
+    status_error,
+)
 from .answers import FileChanged as FileChanged
 from .answers import RangeNotHonoured as RangeNotHonoured
-from .answers import check_answer, is_encoded, parse_content_range, status_error
 from .budget import ConnectionBudget, host_key
 from .credentials import (
     Credentials,
@@ -47,7 +53,7 @@ from .credentials import (
 )
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
 from .netpolicy import NetPolicy, literal_address, system_resolver
-from .rawhttp import RawClient, Window
+from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
 
 USER_AGENT = "asyncfetch/0.1"
@@ -107,8 +113,15 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         raise TransportError(f"{url}: {type(exc).__name__}: {exc}", url=url) from None
 
 
-def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError:
-    return status_error(response.status, response.reason, response.headers, url)
+async def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError:
+    """The error for an error answer, with the server's message from the start of its body."""
+    import aiohttp
+
+    try:
+        body = await response.content.read(ERROR_BODY_LIMIT)
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        body = b""
+    return status_error(response.status, response.reason, response.headers, url, body)
 
 
 class Body(Protocol):
@@ -355,7 +368,7 @@ class Transport:
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
-                raise _status_error(response, url)
+                raise await _status_error(response, url)
             size = None if is_encoded(response.headers) else response.content_length
             return _info_from_headers(url, _final(url, response), _answers(response), size)
 
@@ -367,7 +380,7 @@ class Transport:
             self._aio_request("GET", url, headers) as response,
         ):
             if response.status >= 400:
-                raise _status_error(response, url)
+                raise await _status_error(response, url)
             if response.status == 206 and not is_encoded(response.headers):
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
@@ -418,9 +431,7 @@ class Transport:
                 headers["If-Range"] = if_range
         async with self._slot(url) as sent_at:
             if self._raw is not None and window is not None and fast:
-                raw = await self._raw.open(
-                    url, await self._credentials.headers(url, headers), byte_range, window, size
-                )
+                raw = await self._raw_open(url, headers, byte_range, window, size)
                 if raw is not None:
                     raw.sent_at = sent_at
                     try:
@@ -429,11 +440,31 @@ class Transport:
                         self._raw.finish(raw.connection)
                     return
             async with translate_errors(url), self._aio_request("GET", url, headers) as response:
-                _check_response(response, url, byte_range, size)
+                await _check_response(response, url, byte_range, size)
                 span = window or Span()
                 body = AioBody(response, url, byte_range, response.content_length, span,
                                sent_at=sent_at, encoding=_encoding(response.headers))  # fmt: skip
                 yield body
+
+    async def _raw_open(
+        self,
+        url: str,
+        headers: dict[str, str],
+        byte_range: ByteRange | None,
+        window: Window,
+        size: int | None,
+    ) -> RawBody | None:
+        """The fast path's body, or None to ask through aiohttp: also on 401 and 403, whose
+        body (``Request has expired``) aiohttp reads for the message."""
+        assert self._raw is not None
+        try:
+            return await self._raw.open(
+                url, await self._credentials.headers(url, headers), byte_range, window, size
+            )
+        except HTTPStatusError as exc:
+            if exc.status in (401, 403):
+                return None
+            raise
 
 
 def _open_session(
@@ -524,9 +555,11 @@ def _final(url: str, response: aiohttp.ClientResponse) -> str:
     return carry_userinfo(url, str(response.url))
 
 
-def _check_response(
+async def _check_response(
     response: aiohttp.ClientResponse, url: str, byte_range: ByteRange | None, size: int | None
 ) -> None:
+    if response.status >= 400:
+        raise await _status_error(response, url)
     check_answer(response.status, response.reason, response.headers, url, byte_range, size)
 
 
