@@ -29,6 +29,7 @@ from .mirrors import MirrorBoard
 from .planner import Scheduler, Task, plan_chunks
 from .probe import Probed, probe_sources
 from .request import Request
+from .resolve import Resolves, refused, resolve_again
 from .retry import is_retryable, retrying
 from .samples import check_mirrors
 
@@ -68,6 +69,8 @@ class Download:
         self.encoding = ""  # the file is as sent with an unasked Content-Encoding
         self._mirrors_checked = False
         self._task_ended: asyncio.Future[None] | None = None  # what idle workers wait for
+        self._resolves = Resolves()
+        self._resolving: dict[str, asyncio.Lock] = {}
 
     async def run(self) -> FetchResult:
         """Probe, download, verify, rename; emit events up to the rename; return the result.
@@ -294,9 +297,12 @@ class Download:
         return source
 
     async def _attempt_task(self, task: Task, source: str, sink: PartFile) -> None:
+        used = self.final_urls.get(source, source)
         try:
             await self._stream_range(task, source, sink)
         except TransportError as exc:
+            if await self._resolved_again(source, used, exc):
+                raise
             if isinstance(exc, FileChanged):
                 self._file_changed(source, exc)
             if self._source_failed(source, exc) and self.board.alive():
@@ -309,6 +315,24 @@ class Download:
         if source == self.request.url:
             raise _StartOver(exc) from exc
         log.warning("dropping mirror %s", exc)
+
+    async def _resolved_again(self, source: str, used: str, exc: TransportError) -> bool:
+        """Whether ``source`` now leads to a fresh URL in place of ``used``, reached through a
+        redirect and refusing (an expired signed URL); ``exc`` is then retried at once."""
+        if used == source or not refused(exc):
+            return False
+        async with self._resolving.setdefault(source, asyncio.Lock()):
+            if self.final_urls.get(source, source) == used:  # else another worker did it
+                if not self._resolves.allow(source, self.board.get(source).bytes_received):
+                    return False
+                self.final_urls[source] = await resolve_again(
+                    self.transport, source, self.size, self.validators.get(source)
+                )
+        log.info("%s; resolved %s again", exc, redact(source))
+        self.retries += 1
+        self._emit("retry", message=f"{exc}; resolved {source} again")
+        exc.retryable, exc.retry_after = True, 0.0
+        return True
 
     def _source_failed(self, source: str, exc: TransportError) -> bool:
         """Record a failed attempt; returns True if ``source`` is dropped for good."""
