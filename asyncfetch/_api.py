@@ -24,6 +24,7 @@ def download(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
+    mirror_headers: Mapping[str, Mapping[str, str]] | None = None,
     progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     offline: bool | None = None,
@@ -36,6 +37,7 @@ def download(
     """
     options = make_options(
         connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
-        headers=headers, progress=progress, hash=hash, offline=offline, verify=verify, url=url,
+        headers=headers, mirror_headers=mirror_headers, progress=progress, hash=hash,
+        offline=offline, verify=verify, url=url,
     )  # fmt: skip
     return run_sync(run(make_request(url, dest, options, mirrors=mirrors, sha256=sha256)))

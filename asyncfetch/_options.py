@@ -35,8 +35,9 @@ from ._config import (
 )
 from ._errors import InvalidRequest
 from ._models import ProgressCallback
+from ._userinfo import origin
 
-__all__ = ["Options", "check_progress", "make_options"]
+__all__ = ["Options", "check_mirror_headers", "check_progress", "make_options"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +49,10 @@ class Options:
         chunk_size: bytes per ranged request (None: small first, growing).
         retry: how often and how patiently a failed request is tried again.
         timeouts: connect and read-idle timeouts.
-        headers: extra request headers (e.g. Authorization).
+        headers: extra request headers (e.g. Authorization); ``Authorization`` and ``Cookie``
+            go only to the origin of the URL asked for, never to a mirror's or a redirect's.
+        mirror_headers: headers for the mirrors, by origin (``scheme://host:port``): each
+            mirror gets those of its origin, and only it.
         progress: a callback for ProgressEvents, ``True`` for a tqdm bar named after the file
             (drawn by whoever knows the file's name), or None.
         hashing: compute the SHA-256 even when no digest is expected.
@@ -64,6 +68,7 @@ class Options:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: Mapping[str, str] | None = None
+    mirror_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     progress: ProgressCallback | bool | None = None
     hashing: bool = True
     offline: bool = False
@@ -83,6 +88,7 @@ def make_options(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
+    mirror_headers: Mapping[str, Mapping[str, str]] | None = None,
     progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     offline: bool | None = None,
@@ -105,6 +111,7 @@ def make_options(
             retry=RetryPolicy.coerce(retry),
             timeouts=Timeouts.coerce(timeout),
             headers=headers,
+            mirror_headers=check_mirror_headers(mirror_headers),
             progress=True if progress is True else check_progress(progress),
             hashing=hash,
             offline=env_settings().offline if offline is None else offline,
@@ -115,6 +122,31 @@ def make_options(
         if url is None or exc.url is not None:
             raise
         raise InvalidRequest(str(exc), url=url) from None
+
+
+def check_mirror_headers(
+    mirror_headers: Mapping[str, Mapping[str, str]] | None,
+) -> dict[str, dict[str, str]]:
+    """``{mirror URL: {name: value}}`` keyed by each URL's origin (headers given for two URLs
+    of one origin merge); InvalidRequest for a key that is no http(s) URL or a value that is
+    no mapping of text to text."""
+    by_origin: dict[str, dict[str, str]] = {}
+    for url, headers in (mirror_headers or {}).items():
+        where = origin(url) if isinstance(url, str) else None
+        if where is None or not where.startswith(("http://", "https://")):
+            raise InvalidRequest(
+                f"mirror_headers: {url!r} is not a mirror's URL; give "
+                "{'https://mirror.example.org': {'Authorization': 'Bearer ...'}}"
+            )
+        if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise InvalidRequest(
+                f"mirror_headers[{url!r}] must map header names to values (text), "
+                f"got a {type(headers).__name__}"
+            )
+        by_origin.setdefault(where, {}).update(headers)
+    return by_origin
 
 
 def check_progress(progress: object) -> ProgressCallback | None:

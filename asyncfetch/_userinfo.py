@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+from collections.abc import Mapping
 from urllib.parse import unquote, unquote_plus, urlsplit
 
 _AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)")
@@ -35,6 +36,8 @@ SIGNING_PARAMS = frozenset(
     )
 )  # fmt: skip
 MASK = "***"
+#: Request headers that are credentials: a caller's go only to the origin they were given for.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie"})
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
 _URL_ENDS = frozenset('"<>') | frozenset(" \t\r\n\v\f")
 _TRAILING = ".,;:)]}"  # after a URL in text, these belong to the text
@@ -210,6 +213,19 @@ def same_origin(first: str, second: str) -> bool:
     """Whether two URLs share scheme, host and port (where credentials may go along)."""
     origin = _origin(first)
     return origin is not None and origin == _origin(second)
+
+
+def origin(url: str) -> str | None:
+    """``scheme://host:port`` of ``url`` (the port spelt out), or None when it has none."""
+    found = _origin(url)
+    if found is None or not found[0] or not found[1]:
+        return None
+    return f"{found[0]}://{found[1]}:{found[2]}"
+
+
+def without_credentials(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` less those in :data:`CREDENTIAL_HEADERS`."""
+    return {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
 
 
 def _origin(url: str) -> tuple[str, str, int] | None:

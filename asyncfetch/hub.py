@@ -67,6 +67,7 @@ def load_state_dict_from_url(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
+    mirror_headers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Load the torch-serialized object at ``url``, downloading it into the cache first.
 
@@ -91,7 +92,10 @@ def load_state_dict_from_url(
         registry: the registry file to look names up in (default: see the README).
         retry: a RetryPolicy or a number of retries.
         timeout: a Timeouts, or seconds for connect and read-idle.
-        headers: extra request headers (e.g. Authorization).
+        headers: extra request headers (``Authorization`` and ``Cookie`` only to ``url``'s
+            origin).
+        mirror_headers: headers for mirrors, ``{mirror URL: {name: value}}``, each only to
+            that URL's origin.
 
     Raises:
         FetchError: the download failed or did not verify (a subclass says how).
@@ -101,8 +105,9 @@ def load_state_dict_from_url(
         registry=registry,
     )  # fmt: skip
     options = make_options(
-        connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress
-    )
+        connections=connections, retry=retry, timeout=timeout, headers=headers,
+        mirror_headers=mirror_headers, progress=progress,
+    )  # fmt: skip
     path = _fetch_checkpoint(source, model_dir, options)
     loaded: dict[str, Any] = load_file(path, map_location, weights_only)
     return loaded
@@ -120,6 +125,7 @@ def download_url_to_file(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
+    mirror_headers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Download ``url`` to the path ``dst``, as ``torch.hub.download_url_to_file``.
 
@@ -138,8 +144,8 @@ def download_url_to_file(
     prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix else None  # "": no check
     source = _hubfile.Checkpoint(url, mirror_urls(mirrors), sha256)
     options = make_options(
-        connections=connections, retry=retry, timeout=timeout, headers=headers, progress=progress,
-        trust_unvouched=False,
+        connections=connections, retry=retry, timeout=timeout, headers=headers,
+        mirror_headers=mirror_headers, progress=progress, trust_unvouched=False,
     )  # fmt: skip
     _hubfile.get_file(source, Path(dst).expanduser(), prefix, options)
 

@@ -160,8 +160,8 @@ def test_a_plain_http_download_does_not_import_aiohttp(server: FaultServer, tmp_
 
 # The public keyword arguments that make_options turns into one Options (see asyncfetch._options)
 OPTION_KEYWORDS = frozenset(
-    {"connections", "chunk_size", "retry", "timeout", "headers", "progress", "hash", "offline",
-     "verify", "trust_unvouched"}
+    {"connections", "chunk_size", "retry", "timeout", "headers", "mirror_headers", "progress",
+     "hash", "offline", "verify", "trust_unvouched"}
 )  # fmt: skip
 # the public entry points, which keep their keywords and build the Options at the edge
 EDGES = frozenset(

@@ -183,6 +183,7 @@ def fetch_many(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
+    mirror_headers: Mapping[str, Mapping[str, str]] | None = None,
     progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     session: Session | None = None,
@@ -216,7 +217,8 @@ def fetch_many(
         dest_dir: where files without a ``dest`` go (default: the torch.hub checkpoint
             directory); it is created if missing. Relative ``dest`` paths are taken under it
             (without it, under the current directory); their missing directories are created.
-        chunk_size, retry, timeout, headers, hash: as for :func:`asyncfetch.fetch`.
+        chunk_size, retry, timeout, headers, mirror_headers, hash: as for
+            :func:`asyncfetch.fetch` (``headers``' credentials go to each file's own URL).
         progress: called with every file's ProgressEvents (e.g. a :class:`ProgressStream`);
             ``True`` draws a total bar and a bar per file in flight on stderr.
         session: an aiohttp session of your own to use (it is not closed).
@@ -231,7 +233,8 @@ def fetch_many(
             raise InvalidRequest(f"{name} must be a whole number >= 1, got {value!r}")
     options = make_options(
         connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
-        headers=headers, progress=None if progress is True else progress, hash=hash,
+        headers=headers, mirror_headers=mirror_headers,
+        progress=None if progress is True else progress, hash=hash,
     )  # fmt: skip
     settings = _Settings(
         options=options,

@@ -45,6 +45,14 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     where.add_argument("-o", "--output", type=Path, help="the output file path")
     where.add_argument("--dir", type=Path, help="directory to put the file in (name from URL)")
     get.add_argument("--mirror", action="append", default=[], help="another URL of the file")
+    get.add_argument(
+        "-H", "--header", action="append", default=[], type=options.header,
+        help="'Name: value' for the URL's origin (Authorization and Cookie go nowhere else)",
+    )  # fmt: skip
+    get.add_argument(
+        "--mirror-header", nargs=2, action="append", default=[], metavar=("MIRROR", "HEADER"),
+        help="'Name: value' for every request to MIRROR's origin (scheme, host, port) only",
+    )  # fmt: skip
     get.add_argument("--sha256", help="expected SHA-256 (64 hex digits)")
     get.add_argument("--connections", type=options.positive_int, default=16, help="default: 16")
     get.add_argument("--chunk-size", type=options.chunk_size, help="bytes per request, e.g. 8M")
@@ -87,6 +95,8 @@ def _get_url(args: argparse.Namespace, dest: Path) -> int:
             chunk_size=args.chunk_size,
             retry=RetryPolicy.coerce(args.retries),
             timeout=Timeouts.coerce(args.timeout),
+            headers=dict(args.header),
+            mirror_headers=options.headers_by_url(args.mirror_header),
             progress=progress,
             hash=not args.no_hash,
             offline=True if args.offline else None,
@@ -114,6 +124,8 @@ def _get_name(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
         retry=RetryPolicy.coerce(args.retries),
         timeout=Timeouts.coerce(args.timeout),
+        headers=dict(args.header),
+        mirror_headers=options.headers_by_url(args.mirror_header),
         progress=_progress_for(args, dest.name) is not None,
         hash=not args.no_hash,
         offline=True if args.offline else None,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import check_chunk_size, parse_size
-from .._errors import FetchError
+from .._errors import FetchError, InvalidRequest
 from .._transport.netpolicy import parse_networks
 from .._userinfo import redact
 
@@ -56,6 +56,28 @@ def positive_int(text: str) -> int:
 def retries(text: str) -> int:
     """A number of retries, 0 or more (argparse type)."""
     return whole_number(text, 0)
+
+
+def header(text: str) -> tuple[str, str]:
+    """``'Name: value'`` as (name, value), as curl's ``-H`` takes it (argparse type)."""
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip() or name != name.strip() or " " in name:
+        raise argparse.ArgumentTypeError(
+            "a header is 'Name: value', e.g. 'Authorization: Bearer ...'"
+        )
+    return name, value.strip()
+
+
+def headers_by_url(pairs: list[list[str]]) -> dict[str, dict[str, str]]:
+    """``--mirror-header URL 'Name: value'`` pairs as ``{URL: {name: value}}``."""
+    by_url: dict[str, dict[str, str]] = {}
+    for url, text in pairs:
+        try:
+            name, value = header(text)
+        except argparse.ArgumentTypeError as exc:
+            raise InvalidRequest(f"--mirror-header {url}: {exc}") from None
+        by_url.setdefault(url, {})[name] = value
+    return by_url
 
 
 def seconds(text: str) -> float:

@@ -57,6 +57,7 @@ class Download:
         self.request = request
         self.options = request.options
         self.transport = transport
+        transport.asks_for(request.url)  # the caller's credentials are for it, not the mirrors
         self.board = MirrorBoard.of(list(request.urls))
         self.final_urls: dict[str, str] = {}
         self.validators: dict[str, str | None] = {}

@@ -39,6 +39,7 @@ async def fetch(
     retry: RetryPolicy | int | None = None,
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
+    mirror_headers: Mapping[str, Mapping[str, str]] | None = None,
     progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     offline: bool | None = None,
@@ -72,7 +73,10 @@ async def fetch(
             small first, growing to 16 MiB).
         retry: a RetryPolicy, or a number of retries.
         timeout: a Timeouts, or seconds for both connect and read-idle.
-        headers: extra request headers (e.g. Authorization).
+        headers: extra request headers. ``Authorization`` and ``Cookie`` go only to the
+            origin of ``url``, never to a mirror's or to where a redirect leads.
+        mirror_headers: headers for mirrors, ``{mirror URL: {name: value}}``: each goes to
+            every request to that URL's origin (scheme, host, port), and to no other.
         progress: called with a ProgressEvent as the download goes; ``True`` draws a tqdm
             bar on stderr, as torch.hub does.
         hash: compute the SHA-256 when no ``sha256`` is given.
@@ -91,7 +95,8 @@ async def fetch(
     """
     options = make_options(
         connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
-        headers=headers, progress=progress, hash=hash, offline=offline, verify=verify, url=url,
+        headers=headers, mirror_headers=mirror_headers, progress=progress, hash=hash,
+        offline=offline, verify=verify, url=url,
     )  # fmt: skip
     request = make_request(url, dest, options, mirrors=mirrors, sha256=sha256)
     return await run(request, session=session)

@@ -89,6 +89,8 @@ async def rank_mirrors(
         raise InvalidRequest(f"sample must be at least one byte, got {sample}")
     options = make_options(connections=connections, timeout=timeout, headers=headers)
     transport = Transport(options, session=session)
+    for url in unique:
+        transport.asks_for(url)  # each URL ranked is one asked for: the headers go to each
     async with transport:
         await _warm_up(transport)
         reports = [await _measure(transport, url, sample, connections) for url in unique]

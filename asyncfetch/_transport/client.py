@@ -32,7 +32,13 @@ from .._errors import (
 )
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
-from .._userinfo import carry_userinfo, same_origin, strip_userinfo
+from .._userinfo import (
+    carry_userinfo,
+    origin,
+    same_origin,
+    strip_userinfo,
+    without_credentials,
+)
 from .answers import (
     ERROR_BODY_LIMIT,
     check_answer,
@@ -59,7 +65,6 @@ from .rawhttp import Span as Span
 USER_AGENT = "asyncfetch/0.1"
 SCHEMES = frozenset({"http", "https"})
 _PROBE_RANGE = ByteRange(0, 1)
-_CREDENTIALS = frozenset({"authorization", "cookie"})  # the caller's, for the origin asked
 READ_BUFSIZE = 1 << 18
 WRITE_BATCH = 1 << 20
 
@@ -228,13 +233,14 @@ class Transport:
         self._connections = options.connections
         headers = options.headers or {}
         self._headers = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT, **headers}
-        self._authorized = callers_authorization(self._headers) is not None
+        self._mirror_headers = options.mirror_headers
+        self._origins: set[str] = set()  # where the caller's credential headers may go
         self._session = session
         self._owns_session = session is None
         self._max_redirects = max_redirects
         settings = env_settings()
         fast = session is None and settings.fast_path
-        self._credentials = Credentials(authorized=self._authorized, netrc_path=settings.netrc)
+        self._credentials = Credentials(netrc_path=settings.netrc)
         self._raw = RawClient(timeouts, policy=policy) if fast else None
         self._budget = budget
         self._policy = policy
@@ -279,13 +285,14 @@ class Transport:
         The header asking S3 for its checksum is not signed: a presigned URL a redirect leads
         to may refuse it (400 or 403), and the probe is then made again without it.
         """
-        headers = self._probe_headers(url)
+        base = self._headers_for(url)
+        headers = self._probe_headers(url, base)
         try:
             return await self._probe(url, headers)
         except HTTPStatusError as exc:
-            if exc.status not in _CHECKSUM_REFUSED or headers == self._headers:
+            if exc.status not in _CHECKSUM_REFUSED or headers == base:
                 raise
-        return await self._probe(url, dict(self._headers))
+        return await self._probe(url, base)
 
     async def _probe(self, url: str, headers: dict[str, str]) -> RemoteInfo:
         if self._raw is not None and self._raw.target(url) is not None:
@@ -296,11 +303,11 @@ class Transport:
             return head
         return await self._probe_with_get(url, headers)
 
-    def _probe_headers(self, url: str) -> dict[str, str]:
-        """Our headers, and on an unsigned request the one asking S3 for the file's SHA-256."""
-        if not may_ask_checksum(url, self._headers):
-            return dict(self._headers)
-        return {**self._headers, **CHECKSUM_MODE}
+    def _probe_headers(self, url: str, base: dict[str, str]) -> dict[str, str]:
+        """``base``, and on an unsigned request the one asking S3 for the file's SHA-256."""
+        if not may_ask_checksum(url, base):
+            return dict(base)
+        return {**base, **CHECKSUM_MODE}
 
     async def _raw_head(self, url: str, headers: dict[str, str]) -> RemoteInfo | None:
         """HEAD on the fast path, so a plain-http download never needs aiohttp. None when the
@@ -337,12 +344,22 @@ class Transport:
                 raise
             self._budget.answered(host)
 
-    def _headers_for(self, url: str, asked: str | None) -> dict[str, str]:
-        """Our headers for a request to ``url``, less the credentials when it is not of
-        ``asked``'s origin."""
-        if asked is None or same_origin(asked, url):
-            return dict(self._headers)
-        return {k: v for k, v in self._headers.items() if k.lower() not in _CREDENTIALS}
+    def asks_for(self, url: str) -> None:
+        """``url`` is one a download asks for: the caller's ``Authorization`` and ``Cookie``
+        headers go to its origin (and to no other: a mirror's or a redirect's)."""
+        where = origin(url)
+        if where is not None:
+            self._origins.add(where)
+
+    def _headers_for(self, url: str, asked: str | None = None) -> dict[str, str]:
+        """Our headers for a request to ``url`` (where ``asked`` led, if given): the caller's
+        credentials only when both are of an origin asked for, and the mirror headers of
+        ``url``'s origin."""
+        where = origin(url)
+        trusted = where in self._origins and (asked is None or same_origin(asked, url))
+        headers = dict(self._headers) if trusted else without_credentials(self._headers)
+        headers.update(self._mirror_headers.get(where or "", {}))
+        return headers
 
     def _aio_request(
         self, method: str, url: str, headers: dict[str, str]
@@ -355,7 +372,7 @@ class Transport:
             headers = without_authorization(headers)
             middlewares = (*self._guards, authorize_on(url, auth))
         return self.session.request(
-            method, strip_userinfo(url) if self._authorized else url, headers=headers,
+            method, strip_userinfo(url) if auth is not None else url, headers=headers,
             allow_redirects=True, max_redirects=self._max_redirects, middlewares=middlewares,
         )  # fmt: skip
 

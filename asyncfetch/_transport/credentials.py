@@ -1,10 +1,11 @@
 """Which ``Authorization`` a request carries, on either receive path.
 
 The order, first that applies: the caller's own ``Authorization`` header (only to the origin
-asked for), the URL's userinfo (``http://user:pass@host/``, to the same origin), then the
-netrc file (``$NETRC``, else ``~/.netrc``) entry for the host, as curl and aiohttp (with
-``trust_env``) read it. aiohttp applies the last two itself; the fast path asks
-:class:`Credentials`, so both paths send the same header.
+of the URL asked for, or a mirror's own from ``mirror_headers``), the URL's userinfo
+(``http://user:pass@host/``, to the same origin), then the netrc file (``$NETRC``, else
+``~/.netrc``) entry for the host, as curl and aiohttp (with ``trust_env``) read it. aiohttp
+applies the last two itself; the fast path asks :class:`Credentials`, so both paths send the
+same header.
 """
 
 from __future__ import annotations
@@ -70,14 +71,9 @@ def authorize_on(origin: str, value: str) -> Middleware:
 
 
 class Credentials:
-    """The ``Authorization`` for fast-path requests of one transport (netrc read once a host).
+    """The ``Authorization`` for fast-path requests of one transport (netrc read once a host)."""
 
-    ``authorized``: the caller gave an ``Authorization`` header, which then stands in for the
-    URL's userinfo everywhere (on another origin, where the header is not sent, netrc may).
-    """
-
-    def __init__(self, *, authorized: bool, netrc_path: Path | None) -> None:
-        self._authorized = authorized
+    def __init__(self, *, netrc_path: Path | None) -> None:
         self._netrc_path = netrc_path
         self._by_host: dict[str, str | None] = {}
 
@@ -86,7 +82,7 @@ class Credentials:
         would send: the caller's if present, else the URL's userinfo, else netrc's."""
         if callers_authorization(headers) is not None:
             return headers
-        auth = None if self._authorized else basic_auth(url)
+        auth = basic_auth(url)
         if auth is None:
             auth = await self._netrc(url)
         return headers if auth is None else {**headers, "Authorization": auth}
