@@ -1150,3 +1150,21 @@ def test_a_prefix_lookup_of_a_touched_file_keeps_the_digest_recorded_at_its_down
     assert marker.expected == digest  # the record of the download is kept
     assert marker.corrupt is changed
     assert (hit is not None) is (not changed)  # a changed file is corrupt, whatever its prefix
+
+
+def test_a_marker_with_a_signature_in_it_is_rewritten_and_a_url_signed_again_hits(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", b"signed bytes")
+    dest = tmp_path / "m.bin"
+    asyncfetch.download(url + "?X-Amz-Signature=OLDSECRET", dest)
+    marker = _marker.marker_path(dest)
+    data = json.loads(marker.read_text())
+    assert data["url"].endswith("X-Amz-Signature=***")
+    data["url"] = url + "?X-Amz-Signature=OLDSECRET"  # as an earlier version wrote it
+    marker.write_text(json.dumps(data))
+
+    again = asyncfetch.download(url + "?X-Amz-Signature=NEWSECRET", dest)
+
+    assert again.cached
+    assert "SECRET" not in marker.read_text()
