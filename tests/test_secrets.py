@@ -43,12 +43,20 @@ def leaks(*texts: str) -> list[str]:
 
 
 def files_text(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (names included), as text."""
+    """Every file under ``root`` as text: its name, its bytes and its extended attributes."""
     return {
-        str(path): str(path) + path.read_bytes().decode("latin-1")
+        str(path): str(path) + path.read_bytes().decode("latin-1") + _xattrs(path)
         for path in root.rglob("*")
         if path.is_file()
     }
+
+
+def _xattrs(path: Path) -> str:
+    try:
+        names = os.listxattr(path)
+    except OSError:
+        return ""
+    return "".join(name + os.getxattr(path, name).decode("latin-1") for name in names)
 
 
 @pytest.fixture

@@ -460,6 +460,7 @@ class Download:
     async def _stream_whole(self, sink: PartFile, size: int | None, preferred: str) -> None:
         source = self._choose_source(preferred, ranged=False)
         task = Task(0, 0, size if size is not None else 1 << 62)
+        used = self.final_urls.get(source, source)
         try:
             await self._stream_range(task, source, sink, whole=True)
         except FileChanged as exc:
@@ -467,6 +468,9 @@ class Download:
             if source != self.request.url:
                 self.board.drop(source, str(exc))
                 exc.retryable = self.board.alive(ranged=False)
+            raise
+        except TransportError as exc:
+            await self._resolved_again(source, used, exc)  # then retried, as any retryable
             raise
 
     # blame -------------------------------------------------------------------------------

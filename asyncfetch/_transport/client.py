@@ -358,8 +358,9 @@ class Transport:
         where = origin(url)
         trusted = where in self._origins and (asked is None or same_origin(asked, url))
         headers = dict(self._headers) if trusted else without_credentials(self._headers)
-        headers.update(self._mirror_headers.get(where or "", {}))
-        return headers
+        extra = self._mirror_headers.get(where or "", {})
+        given = {name.lower() for name in extra}  # they replace ours, however spelt
+        return {k: v for k, v in headers.items() if k.lower() not in given} | dict(extra)
 
     def _aio_request(
         self, method: str, url: str, headers: dict[str, str]

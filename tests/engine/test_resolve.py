@@ -86,3 +86,21 @@ def test_expired_url_fails_with_the_servers_message_and_fresh_ones_resume(
     assert results[0].resumed_bytes == 12 * CHUNK
     sent = sum(r.bytes_sent for r in server.gets("m.bin"))
     assert sent <= SIZE + 3  # every byte once (and a 1-byte probe a run)
+
+
+async def test_a_single_stream_resolves_its_expired_url_again_too(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(SIZE, seed=34)
+    server.add_file("m.bin", data)
+    url = server.url(  # the first signed URL breaks at 500K, and has expired when tried again
+        "m.bin", sign=True, no_ranges=True, expires_after=400_000, reset_after=500_000,
+        times=2, rate=1_000_000,
+    )  # fmt: skip
+    retry, _ = no_wait()
+
+    await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(data), retry=retry)
+
+    assert (tmp_path / "m.bin").read_bytes() == data
+    assert [r for r in server.gets("m.bin") if "expired" in r.faults]
+    assert len([r for r in server.gets("m.bin") if "sign" in r.faults]) == 2  # resolved once more
