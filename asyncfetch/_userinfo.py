@@ -157,12 +157,14 @@ def _mask_userinfo(userinfo: str) -> str:
 
 def _mask_params(query: str) -> str:
     """``a=1&X-Amz-Signature=***``: each ``&``-separated pair kept as it was unless its name
-    is one of :data:`SIGNING_PARAMS`."""
+    is one of :data:`SIGNING_PARAMS`, or its value a URL (``next=https://...``: masked too)."""
     pairs = query.split("&")
     for n, pair in enumerate(pairs):
-        name, equals, _ = pair.partition("=")
+        name, equals, value = pair.partition("=")
         if equals and unquote_plus(name).strip().lower() in SIGNING_PARAMS:
             pairs[n] = f"{name}={MASK}"
+        elif "://" in value or "@" in value:
+            pairs[n] = f"{name}={redact(value)}"
     return "&".join(pairs)
 
 

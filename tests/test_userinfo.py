@@ -47,6 +47,11 @@ from asyncfetch._userinfo import (
         ("see http://h/x?Signature=S.", "see http://h/x?Signature=***."),
         ("http://[::1/x?sig=S", "http://***"),  # unparseable: nothing of it shown
         ("a=b c=d", "a=b c=d"),
+        # a URL in a query value, its first parameter included
+        (
+            "http://h/a?next=http://u:p@g/b?sig=S&x=1",
+            "http://h/a?next=http://u:***@g/b?sig=***&x=1",
+        ),
     ],
 )
 def test_redact_masks_credentials_only(text: str, shown: str) -> None:
