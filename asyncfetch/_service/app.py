@@ -62,7 +62,7 @@ from .._models import FetchResult
 from .._options import make_options
 from .._transport.client import Transport
 from .._transport.netpolicy import NetPolicy
-from .._userinfo import redact
+from .._userinfo import redact, url_key
 from .guard import Guard, check_exposure, is_loopback
 from .limits import (
     DEFAULT_MAX_QUEUE,
@@ -319,7 +319,7 @@ class Service:
     def _join_or_start(self, order: Order) -> _Job:
         job = self._running.get(order.name)
         if job is not None and not job.task.done():
-            if job.order.url != order.url:
+            if url_key(job.order.url) != url_key(order.url):  # one signed again joins
                 raise NameInUse(
                     f"{order.name} is being downloaded from {job.order.url} now, not from "
                     f"{order.url}; wait for it to finish and ask again, or use another name",

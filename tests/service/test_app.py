@@ -180,6 +180,24 @@ async def test_a_request_joining_a_download_still_gets_its_digest_checked(
     assert sum(r.bytes_sent for r in file_gets(server, "m.bin")) == len(payload)
 
 
+async def test_the_same_url_signed_again_joins_the_download_under_way(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    first_url = server.url("m.bin", rate=1 << 20, **{"X-Amz-Signature": "FIRST"})
+    first = asyncio.create_task(svc.post({"url": first_url}))
+    await started(server, "m.bin")
+
+    status, answer = await svc.post(
+        {"url": server.url("m.bin", rate=1 << 20, **{"X-Amz-Signature": "SECOND"})}
+    )
+
+    assert status == 200, answer
+    assert (await first)[0] == 200
+    assert sum(r.bytes_sent for r in file_gets(server, "m.bin")) == len(payload)
+    assert all(r.query["X-Amz-Signature"] == "FIRST" for r in file_gets(server, "m.bin"))
+
+
 async def test_another_url_for_a_name_downloading_now_is_409(
     svc: Running, server: FaultServer, payload: bytes
 ) -> None:
