@@ -21,8 +21,9 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 
+from .._userinfo import is_signed
+
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_SIGNED_QUERY = re.compile(r"[?&](x-amz-signature|signature|x-goog-signature)=", re.IGNORECASE)
 
 #: Asks S3 for ``x-amz-checksum-sha256`` (sent on the probe of unsigned requests only).
 CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
@@ -61,7 +62,7 @@ def may_ask_checksum(url: str, headers: Mapping[str, str]) -> bool:
     presigned URL, or the caller's Authorization), where S3 refuses headers not signed."""
     if any(name.lower() == "authorization" for name in headers):
         return False
-    return _SIGNED_QUERY.search(url) is None
+    return not is_signed(url)
 
 
 def _from_repr_digest(value: str) -> str | None:

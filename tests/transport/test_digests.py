@@ -52,3 +52,6 @@ def test_checksum_mode_is_not_added_to_a_signed_request() -> None:
     assert may_ask_checksum("https://b.s3.amazonaws.com/m.bin", {})
     assert not may_ask_checksum("https://b.s3.amazonaws.com/m.bin?X-Amz-Signature=ab", {})
     assert not may_ask_checksum("https://b.s3.amazonaws.com/m.bin", {"Authorization": "AWS4"})
+    # any of the one list of signing parameters marks it signed (an Azure SAS, a token)
+    assert not may_ask_checksum("https://a.blob.core.windows.net/c/m.bin?sv=1&sig=ab", {})
+    assert not may_ask_checksum("https://h/m.bin?Expires=1&Key-Pair-Id=K&Signature=s", {})
