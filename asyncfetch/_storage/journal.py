@@ -13,7 +13,6 @@ import contextlib
 import functools
 import json
 import os
-import secrets
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from .._models import RemoteInfo
 from .._userinfo import url_key
+from .nofollow import read_small, replace_with
 
 JOURNAL_VERSION = 2
 JOURNAL_SUFFIX = ".json"
@@ -97,27 +97,21 @@ def journal_path(part: Path) -> Path:
 
 
 def save(part: Path, journal: Journal) -> None:
-    """Write the journal of ``part`` atomically (blocking; call from a thread)."""
-    target = journal_path(part)
-    temp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    """Write the journal of ``part`` atomically, never through a link (blocking; call from a
+    thread)."""
     data = asdict(journal) | {"version": JOURNAL_VERSION}
-    try:
-        temp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(temp, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
+    replace_with(journal_path(part), json.dumps(data).encode("utf-8"))
 
 
 def load(part: Path) -> Journal | None:
-    """The journal of ``part``, or None when it is missing, truncated or otherwise unusable.
+    """The journal of ``part``, or None when it is missing, truncated or otherwise unusable
+    (a link or anything but a regular file among them: it is not opened).
 
     One written by an earlier version with a secret in its URL (a signature, or a password
     with an ``@`` in it) is written again without it at once.
     """
     try:
-        data: Any = json.loads(journal_path(part).read_text(encoding="utf-8"))
+        data: Any = json.loads(read_small(journal_path(part))[0])
         if data.pop("version") != JOURNAL_VERSION:
             return None
         runs = [(int(s), int(e)) for s, e in data.pop("runs")]
@@ -139,7 +133,7 @@ def _rewrite(part: Path, journal: Journal) -> None:
     with contextlib.suppress(OSError):
         st = journal_path(part).stat()
         save(part, journal)
-        os.utime(journal_path(part), ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.utime(journal_path(part), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
 def remove(part: Path) -> None:

@@ -71,7 +71,7 @@ def _attempt(lock: filelock.BaseFileLock, *, touch: bool = True) -> bool:
         return False
     if touch:
         with contextlib.suppress(OSError):
-            os.utime(lock.lock_file)
+            os.utime(lock.lock_file, follow_symlinks=False)
     return True
 
 
@@ -164,7 +164,7 @@ class TargetLock:
         while True:
             await asyncio.sleep(HEARTBEAT)
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(os.utime, path)
+                await asyncio.to_thread(os.utime, path, follow_symlinks=False)
 
 
 @contextlib.contextmanager

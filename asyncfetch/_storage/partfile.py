@@ -29,8 +29,8 @@ from .journal import Journal
 from .partguard import PartGuard
 from .parts import (
     STALE_AFTER,
-    claim_part,
     forget_part,
+    open_part,
     remove_part,
     runs_on_disk,
 )
@@ -130,16 +130,11 @@ class PartFile:
     @classmethod
     def _open_blocking(cls, dest: Path, info: RemoteInfo, hashing: bool) -> PartFile:
         check_destination(dest, info.url)
-        part: Path | None = None
         try:
-            part, journal = claim_part(dest, info)
-            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            part, fd, journal = open_part(dest, info)
         except OSError as exc:
-            if part is not None:
-                forget_part(part)
             raise _disk_error(exc, dest, info.url) from exc
         if journal is None:
-            os.ftruncate(fd, 0)
             journal = Journal.for_remote(info)
         else:
             fresh = Journal.for_remote(info)
@@ -419,7 +414,7 @@ class PartFile:
 
     def _touch_blocking(self) -> None:
         self._guard.check()
-        os.utime(_journal.journal_path(self.part))
+        os.utime(_journal.journal_path(self.part), follow_symlinks=False)
 
     async def _drain(self) -> None:
         """Let the writes in flight land, and settle the journal saving."""

@@ -38,7 +38,7 @@ class PartGuard:
         self._checked_at = time.time()
         if not self.lost:
             try:
-                now = os.stat(self.part)
+                now = os.lstat(self.part)  # a link to our file put in its place is not it
                 self.lost = (now.st_dev, now.st_ino) != self._identity
             except (FileNotFoundError, NotADirectoryError):
                 self.lost = True

@@ -7,15 +7,19 @@ exactly that token are ``dest``'s parts: ``<dest>.v2.<token>.part`` belongs to t
 live download while this process has it open, or its journal names a running process and was
 touched lately. Abandoned parts are taken by renaming them to a private name: the rename
 decides who takes one, so two downloads never share a part, even where file locks silently
-do nothing.
+do nothing. Only regular files of this user's are taken over; parts are opened without
+following links and new ones created exclusively (see :mod:`.nofollow`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
+import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -25,12 +29,16 @@ from .._models import RemoteInfo
 from .._userinfo import url_key
 from . import journal as _journal
 from .journal import Journal
+from .nofollow import create_new, is_own_file, open_existing
+
+log = logging.getLogger("asyncfetch")
 
 PART_SUFFIX = ".part"
 TOKEN_BYTES = 4
 #: a part's token as a regular expression: what :func:`new_part_name` puts between the names
 TOKEN_RE = f"[0-9a-f]{{{2 * TOKEN_BYTES}}}"
 STALE_AFTER = 120.0
+CREATE_TRIES = 8  # random names taken by something else before one is free: give up
 
 _open_parts: set[Path] = set()  # part files this process is writing now
 _open_parts_lock = threading.Lock()
@@ -58,17 +66,61 @@ def forget_part(part: Path) -> None:
         _open_parts.discard(part)
 
 
-def claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
-    """A fresh part name for this process, taking over abandoned parts of ``dest`` if any.
+def open_part(dest: Path, info: RemoteInfo) -> tuple[Path, int, Journal | None]:
+    """Open the part file this download writes (blocking): an abandoned part of ``dest`` for
+    the same remote file and its journal if there is one (see :func:`claim_part`), else a new
+    empty one with no journal.
+
+    Neither is opened through a link: the part taken over must still be a regular file of
+    this user's once open, and a new one is created exclusively.
+
+    Raises:
+        OSError: the directory refuses.
+    """
+    part, journal = claim_part(dest, info)
+    if part is not None:
+        try:
+            fd = open_existing(part, os.O_RDWR)
+            if is_own_file(os.fstat(fd)):
+                return part, fd, journal
+            os.close(fd)
+        except OSError:
+            pass
+        log.warning("%s changed while it was being taken over; starting a fresh part", part)
+        forget_part(part)  # swapped for something else after its checks: left as it is
+    return (*_create_part(dest), None)
+
+
+def _create_part(dest: Path) -> tuple[Path, int]:
+    """A new, empty part file of ``dest``, created exclusively (never through a link)."""
+    for _ in range(CREATE_TRIES):
+        part = new_part_name(dest)
+        try:
+            return part, create_new(part)
+        except FileExistsError:
+            forget_part(part)  # something has this random name already: pick another
+        except OSError:
+            forget_part(part)
+            raise
+    raise FileExistsError(errno.EEXIST, f"no free part file name after {CREATE_TRIES} tries")
+
+
+def claim_part(dest: Path, info: RemoteInfo) -> tuple[Path | None, Journal | None]:
+    """Take over the abandoned parts of ``dest``; the one to resume with its journal, or
+    (None, None).
 
     Every abandoned part is taken by renaming it to a private name (the rename decides who
     takes it, so two processes never share one, even where file locks silently do nothing).
-    The one holding the most bytes of the same remote file is kept; the others are deleted,
-    so partial files do not pile up.
+    The one holding the most bytes of the same remote file is kept; the others, and any
+    whose journal is unusable, are deleted, so partial files do not pile up. A part or
+    journal that is not a regular file of this user's (a link, a FIFO, another user's
+    crashed download in a shared cache) is never taken: it is left untouched, with a warning.
     """
     claimed: list[tuple[Path, Journal | None]] = []
     for candidate in sorted(glob.glob(part_glob(dest))):
         old = Path(candidate)
+        if not _adoptable(old):
+            continue
         in_use, journal = _ownership(old)
         if in_use:
             continue
@@ -84,12 +136,42 @@ def claim_part(dest: Path, info: RemoteInfo) -> tuple[Path, Journal | None]:
         claimed.append((taken, journal if usable else None))
     best = max(claimed, key=lambda c: _held_bytes(c[1]), default=None)
     for part, _ in claimed:
-        if best is None or part != best[0]:
+        if best is None or best[1] is None or part != best[0]:
             remove_part(part)
             forget_part(part)
     if best is None or best[1] is None:
-        return (best[0] if best else new_part_name(dest)), None
+        return None, None
     return best
+
+
+def _adoptable(part: Path) -> bool:
+    """Whether ``part`` and its journal, if any, are regular files of this user's (warns
+    when not: the part is left as it is)."""
+    for path in (part, _journal.journal_path(part)):
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            if path == part:
+                return False  # taken by another download just now
+            continue
+        except OSError:
+            return False
+        if not is_own_file(st):
+            log.warning(
+                "leaving %s alone: %s; this download starts a fresh part",
+                part,
+                _why_not_own(path, st),
+            )
+            return False
+    return True
+
+
+def _why_not_own(path: Path, st: os.stat_result) -> str:
+    if stat.S_ISLNK(st.st_mode):
+        return f"{path.name} is a symbolic link"
+    if not stat.S_ISREG(st.st_mode):
+        return f"{path.name} is not a regular file"
+    return f"{path.name} belongs to another user (uid {st.st_uid})"
 
 
 def _held_bytes(journal: Journal | None) -> int:
