@@ -9,6 +9,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ._errors import InvalidRequest
 
@@ -24,6 +25,9 @@ MAX_RETRY_AFTER = 300.0
 MIN_CHUNK_SIZE = 64 << 10  # smaller ranged requests only add round trips (1 byte: a crawl)
 
 Sleep = Callable[[float], Awaitable[None]]
+#: where a trust record lives: an extended attribute on the file where it can be set, else the
+#: user's state directory ("auto"); or always the state directory ("state")
+TrustRecord = Literal["auto", "state"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +120,8 @@ def check_connections(connections: int) -> int:
 @dataclass(frozen=True, kw_only=True)
 class EnvSettings:
     """What the environment says (``ASYNCFETCH_*``, ``TORCH_HOME``, ``XDG_CACHE_HOME``,
-    ``XDG_CONFIG_HOME``, ``NETRC``, and torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
+    ``XDG_CONFIG_HOME``, ``XDG_STATE_HOME``, ``NETRC``, and torchrun's ``RANK``,
+    ``LOCAL_RANK``, ``WORLD_SIZE``)."""
 
     offline: bool = False
     fast_path: bool = True
@@ -128,6 +133,8 @@ class EnvSettings:
     world_size: int | None = None
     netrc: Path | None = None  # $NETRC, else ~/.netrc: credentials per host, as aiohttp reads
     service_token: str | None = field(default=None, repr=False)  # asyncfetch serve's token
+    state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/asyncfetch")
+    trust_record: TrustRecord = "auto"  # where trust records go: an xattr if possible, or "state"
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -150,7 +157,16 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         world_size=_int_or_none(env.get("WORLD_SIZE")),
         netrc=_netrc(env),
         service_token=env.get("ASYNCFETCH_SERVICE_TOKEN") or None,
+        state_dir=_state_dir(env),
+        trust_record="state" if env.get("ASYNCFETCH_TRUST_RECORD", "") == "state" else "auto",
     )
+
+
+def _state_dir(env: Mapping[str, str]) -> Path:
+    """$ASYNCFETCH_STATE_DIR, else $XDG_STATE_HOME/asyncfetch, else ~/.local/state/asyncfetch."""
+    if env.get("ASYNCFETCH_STATE_DIR"):
+        return Path(env["ASYNCFETCH_STATE_DIR"]).expanduser()
+    return Path(env.get("XDG_STATE_HOME") or "~/.local/state").expanduser() / "asyncfetch"
 
 
 def _netrc(env: Mapping[str, str]) -> Path | None:

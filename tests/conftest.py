@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,26 @@ def no_users_netrc(
     empty = tmp_path_factory.getbasetemp() / "empty-netrc"
     empty.touch()
     monkeypatch.setenv("NETRC", str(empty))
+
+
+@pytest.fixture(autouse=True)
+def private_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Point ASYNCFETCH_STATE_DIR at a directory of the test's own, so trust records never
+    land in the user's ~/.local/state (nor carry from one test to the next)."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("ASYNCFETCH_STATE_DIR", str(state))
+    return state
+
+
+@pytest.fixture(params=["auto", "state"])
+def trust_record(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with trust records as extended attributes (where the filesystem has
+    them: ``auto``) and in the state directory (``ASYNCFETCH_TRUST_RECORD=state``)."""
+    mode: str = request.param
+    monkeypatch.setenv("ASYNCFETCH_TRUST_RECORD", mode)
+    return mode
 
 
 @pytest.fixture

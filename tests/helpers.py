@@ -10,10 +10,12 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from asyncfetch import RetryPolicy
+from asyncfetch._cache import records as _records
 
 
 class Sleeps:
@@ -47,17 +49,22 @@ def basic(userinfo: str) -> str:
     return "Basic " + base64.b64encode(userinfo.encode()).decode()
 
 
-MARKER_SUFFIX = ".asyncfetch.json"
-
-
 def leftovers(directory: Path) -> list[str]:
-    """Names of files in ``directory``, sorted; a file's cache marker is not listed.
+    """Names of files in ``directory``, sorted (a finished download's marker is not among
+    them: it is kept elsewhere)."""
+    return sorted(p.name for p in directory.iterdir())
 
-    The marker (``<file>.asyncfetch.json``) is bookkeeping beside a finished file; one whose
-    file is gone is listed, as a leftover.
-    """
-    names = {p.name for p in directory.iterdir()}
-    return sorted(n for n in names if n.removesuffix(MARKER_SUFFIX) not in names - {n})
+
+def stored_marker(path: Path) -> dict[str, Any]:
+    """The marker of ``path`` as it is stored (an extended attribute, or a state record)."""
+    found = _records.load(path)
+    assert found is not None, f"no marker for {path}"
+    return found.data
+
+
+def store_marker(path: Path, data: dict[str, Any]) -> None:
+    """Store ``data`` as the marker of ``path``, unchecked (to test malformed ones)."""
+    assert _records.store(path, data)
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

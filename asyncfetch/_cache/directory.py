@@ -407,7 +407,7 @@ def _remove(root: Path, entry: CacheEntry, dry_run: bool) -> bool:
         if entry.state == "partial":
             _journal.remove(entry.path)
         else:  # a leftover .unverified download has a marker too
-            _unlink(_marker.marker_path(entry.path))
+            _marker.remove_marker(entry.path)
     return True
 
 

@@ -1,7 +1,9 @@
-"""The marker beside a cached file, ``<file>.asyncfetch.json`` (torch.hub ignores it).
+"""The marker of a downloaded or checked file: what asyncfetch knows about it.
 
-It holds the file's size and mtime when its SHA-256 was last computed, that digest, the digest
-the file should have, and the URL (a password in it masked) and validators it came from.
+It is kept out of the file's directory (an extended attribute, or the user's state directory:
+see :mod:`.records`), so nothing appears beside the user's file. It holds the file's size and
+mtime when its SHA-256 was last computed, that digest, the digest the file should have, and
+the URL (a password in it masked) and validators it came from.
 :mod:`._cache` decides from it when a file is a hit; ``cache ls/verify/prune`` read and
 update it.
 """
@@ -10,19 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from .._models import RemoteInfo
 from .._userinfo import redact
+from . import records as _records
 
-MARKER_SUFFIX = ".asyncfetch.json"
+MARKER_SUFFIX = _records.LEGACY_SUFFIX
 MARKER_VERSION = 1
 HASH_BLOCK = 4 << 20
 
@@ -69,8 +69,8 @@ class Marker:
 
 
 def marker_path(path: Path) -> Path:
-    """Where the marker of ``path`` lives."""
-    return path.with_name(path.name + MARKER_SUFFIX)
+    """Where earlier versions kept the marker of ``path``, beside it (still read, then moved)."""
+    return _records.legacy_path(path)
 
 
 def recorded_urls(urls: Iterable[str | None]) -> tuple[str, ...]:
@@ -79,21 +79,29 @@ def recorded_urls(urls: Iterable[str | None]) -> tuple[str, ...]:
 
 
 def read_marker(path: Path) -> Marker | None:
-    """The marker of ``path``, or None when missing or unreadable (blocking).
+    """The marker of the file at ``path``, or None when missing or unreadable (blocking).
 
-    One written by an earlier version with a secret in its URL is written again without it.
+    One recorded for the file as it was before a change its size and mtime do not show (a
+    new ctime: see :mod:`.records`) is returned as a marker of a changed file. One an earlier
+    version left beside the file, or wrote with a secret in its URL, is written again where
+    markers live now, without it.
     """
+    found = _records.load(path)
+    if found is None:
+        return None
     try:
-        data: Any = json.loads(marker_path(path).read_text(encoding="utf-8"))
+        data = dict(found.data)
         if data.pop("version") != MARKER_VERSION:
             return None
         marker = Marker(**data)
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
     if not _well_formed(marker):
         return None
-    if marker.url is not None and redact(marker.url) != marker.url:
-        marker = replace(marker, url=redact(marker.url))  # an earlier version's: masked now
+    if not found.current:  # an mtime no file has: it describes the file no more
+        marker = replace(marker, mtime_ns=-1)
+    if found.legacy or (marker.url is not None and redact(marker.url) != marker.url):
+        marker = replace(marker, url=redact(marker.url) if marker.url is not None else None)
         write_marker(path, marker)
     return marker
 
@@ -112,31 +120,19 @@ def _well_formed(marker: Marker) -> bool:
 
 
 def write_marker(path: Path, marker: Marker) -> bool:
-    """Write the marker of ``path`` atomically (blocking); False if the directory refuses."""
-    target = marker_path(path)
-    temp = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    try:
-        url = redact(marker.url) if marker.url is not None else None
-        data = asdict(marker) | {"url": url, "version": MARKER_VERSION}
-        temp.write_text(json.dumps(data), "utf-8")
-        os.replace(temp, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        return False
-    return True
+    """Record ``marker`` for the file at ``path`` (blocking); False if nowhere would take it."""
+    url = redact(marker.url) if marker.url is not None else None
+    return _records.store(path, asdict(marker) | {"url": url, "version": MARKER_VERSION})
 
 
 def move_marker(source: Path, target: Path) -> None:
     """After ``os.replace(source, target)``: the marker goes along (blocking)."""
-    with contextlib.suppress(FileNotFoundError):
-        os.replace(marker_path(source), marker_path(target))
+    _records.rekey(source, target)
 
 
 def remove_marker(path: Path) -> None:
-    """Delete the marker of ``path``, if any (blocking)."""
-    with contextlib.suppress(FileNotFoundError):
-        marker_path(path).unlink()
+    """Forget the marker of ``path``, if any, the file there or gone (blocking)."""
+    _records.drop(path)
 
 
 def hash_file(path: Path) -> str:

@@ -25,7 +25,16 @@ from asyncfetch._options import make_options
 from asyncfetch._storage.journal import Journal, save
 from tests.engine.test_resume import RATE, SIZE, kill_halfway, wait_until
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import cli_env, leftovers, read_only, run_cli, sha256, tmpfs
+from tests.helpers import (
+    cli_env,
+    leftovers,
+    read_only,
+    run_cli,
+    sha256,
+    store_marker,
+    stored_marker,
+    tmpfs,
+)
 from tests.storage.test_lock import held_elsewhere
 
 DATA = make_payload(200_000, seed=41)
@@ -743,14 +752,14 @@ def test_prune_never_touches_a_live_download(server: FaultServer, tmp_path: Path
     assert cache.prune(keep_latest=0, directory=where).freed == len(new)  # free once it is done
 
 
-async def test_a_download_leaves_the_file_and_its_marker(
-    server: FaultServer, tmp_path: Path
+async def test_a_download_leaves_the_file_alone_and_its_marker_elsewhere(
+    server: FaultServer, tmp_path: Path, trust_record: str
 ) -> None:
     url = server.add_file("m.bin", DATA)
     result = await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))
     marker = read_marker(tmp_path / "m.bin")
 
-    assert sorted(os.listdir(tmp_path)) == ["m.bin", "m.bin.asyncfetch.json"]
+    assert os.listdir(tmp_path) == ["m.bin"]
     assert marker is not None
     st = (tmp_path / "m.bin").stat()
     assert (marker.size, marker.mtime_ns) == (st.st_size, st.st_mtime_ns)
@@ -873,7 +882,7 @@ async def test_prune_partials_keeps_the_marker_of_a_json_file(
     assert {e.name: e.state for e in cache.ls(tmp_path)} == {
         "config.json": "verified", "tokenizer.json": "verified"
     }  # fmt: skip
-    assert (tmp_path / "config.json.asyncfetch.json").exists()
+    assert read_marker(tmp_path / "config.json") is not None
 
 
 async def test_verify_records_a_baseline_for_a_file_without_one(
@@ -1096,13 +1105,12 @@ def test_a_cache_dir_that_is_a_file_is_one_line_error(tmp_path: Path, action: li
     ],
 )
 async def test_a_malformed_marker_counts_as_missing(
-    server: FaultServer, tmp_path: Path, edit: dict[str, object]
+    server: FaultServer, tmp_path: Path, edit: dict[str, object], trust_record: str
 ) -> None:
     url = server.add_file("m.bin", DATA)
     await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))
     (tmp_path / "n.bin").write_bytes(DATA)  # another file, to sort against
-    marker = tmp_path / "m.bin.asyncfetch.json"
-    marker.write_text(json.dumps(json.loads(marker.read_text()) | edit))
+    store_marker(tmp_path / "m.bin", stored_marker(tmp_path / "m.bin") | edit)
 
     done = run_cli("cache", "ls", "--dir", str(tmp_path))
 

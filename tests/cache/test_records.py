@@ -1,0 +1,184 @@
+"""Where trust records live: nothing beside the user's file (an extended attribute, or the
+state directory), and markers earlier versions left beside files honoured, then moved."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import asyncfetch
+from asyncfetch import cache
+from asyncfetch._cache import records as _records
+from asyncfetch._cache.marker import read_marker
+from tests.faultserver import FaultServer, make_payload
+from tests.helpers import run_cli, sha256, stored_marker
+
+DATA = make_payload(200_000, seed=41)
+NOBODY = 65534
+
+
+def records_in(state: Path) -> list[str]:
+    where = state / _records.RECORDS
+    return sorted(os.listdir(where)) if where.exists() else []
+
+
+def has_xattr(path: Path) -> bool:
+    return _records.XATTR in os.listxattr(path)
+
+
+def old_marker(path: Path, url: str, digest: str) -> Path:
+    """The marker an earlier version wrote beside ``path`` after a verified download."""
+    st = path.stat()
+    marker = path.with_name(path.name + ".asyncfetch.json")
+    fields = {
+        "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest, "expected": digest,
+        "verified": True, "url": url, "etag": None, "last_modified": None,
+        "fetched_at": time.time(), "last_used": time.time(), "version": 1,
+    }  # fmt: skip
+    marker.write_text(json.dumps(fields))
+    return marker
+
+
+def test_get_leaves_nothing_beside_the_file(
+    server: FaultServer, tmp_path: Path, trust_record: str, private_state_dir: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    out = tmp_path / "out" / "m.bin"
+    out.parent.mkdir()
+    args = ("get", url, "-o", str(out), "--json", "--sha256", sha256(DATA))
+
+    first = run_cli(*args)
+    after_first = os.listdir(out.parent)
+    again = run_cli(*args)
+
+    assert first.returncode == 0, first.stderr
+    assert after_first == ["m.bin"]  # as curl, wget and aria2c leave it: no marker, no lock
+    assert os.listdir(out.parent) == ["m.bin"]
+    assert json.loads(again.stdout)["cached"] is True  # the record elsewhere still vouches
+    assert has_xattr(out) == (trust_record == "auto")  # ext4 and tmpfs here have xattrs
+    assert len(records_in(private_state_dir)) == (trust_record == "state")
+
+
+async def test_the_state_record_is_for_that_file_only(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_TRUST_RECORD", "state")
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+    assert read_marker(dest) is not None
+
+    replaced = tmp_path / "new"
+    replaced.write_bytes(DATA)
+    os.replace(replaced, dest)  # same path, same bytes: another file (inode) all the same
+    assert read_marker(dest) is None
+
+
+async def test_a_state_record_trusts_no_digest_once_the_ctime_moved(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_TRUST_RECORD", "state")
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+    st = dest.stat()
+    with dest.open("r+b") as file:  # same size, and the mtime set back: only the ctime tells
+        file.write(b"\x00" * 100)
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
+    mark = len(server.requests)
+
+    result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+
+    assert not result.cached  # hashed again, found changed, downloaded again
+    assert any(r.method == "GET" for r in server.requests[mark:])
+    assert dest.read_bytes() == DATA
+
+
+async def test_a_record_follows_a_rename_in_the_state_directory(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_state_dir: Path
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_TRUST_RECORD", "state")
+    url = server.add_file("m.bin", DATA)
+    staged, dest = tmp_path / "m.bin.unverified", tmp_path / "m.bin"
+    await asyncfetch.fetch(url, staged, sha256=sha256(DATA))
+    os.replace(staged, dest)
+    asyncfetch._cache.marker.move_marker(staged, dest)
+
+    marker = read_marker(dest)
+    assert marker is not None
+    assert marker.describes(dest.stat())
+    assert marker.verified
+    assert len(records_in(private_state_dir)) == 1
+
+
+async def test_records_of_files_gone_are_swept(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_state_dir: Path
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_TRUST_RECORD", "state")
+    url = server.add_file("m.bin", DATA)
+    for name in ("a.bin", "b.bin", "c.bin"):
+        await asyncfetch.fetch(url, tmp_path / name, sha256=sha256(DATA))
+    (tmp_path / "a.bin").unlink()
+    (tmp_path / "b.bin").unlink()
+    assert len(records_in(private_state_dir)) == 3
+
+    await asyncfetch.fetch(url, tmp_path / "d.bin", sha256=sha256(DATA))
+
+    assert len(records_in(private_state_dir)) == 2  # c.bin's and d.bin's
+    assert read_marker(tmp_path / "c.bin") is not None
+
+
+async def test_prune_forgets_the_records_of_what_it_deletes(
+    server: FaultServer, tmp_path: Path, trust_record: str, private_state_dir: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))
+
+    assert cache.prune(keep_latest=0, directory=tmp_path).freed == len(DATA)
+
+    assert os.listdir(tmp_path) == []
+    assert records_in(private_state_dir) == []
+
+
+async def test_an_earlier_versions_marker_is_honoured_then_moved(
+    server: FaultServer, tmp_path: Path, trust_record: str
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    dest.write_bytes(DATA)
+    old = old_marker(dest, url, sha256(DATA))
+
+    entries = {e.name: e.state for e in cache.ls(tmp_path)}
+
+    assert entries == {"m.bin": "verified"}  # it vouched for the file
+    assert not old.exists()  # and moved
+    assert stored_marker(dest)["expected"] == sha256(DATA)
+    mark = len(server.requests)
+    assert (await asyncfetch.fetch(url, dest, sha256=sha256(DATA))).cached
+    assert server.requests[mark:] == []
+
+
+@pytest.mark.parametrize("planted", ["another-user", "link"])
+async def test_a_marker_planted_beside_a_file_says_nothing(
+    server: FaultServer, tmp_path: Path, planted: str
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    dest.write_bytes(b"\x00" * len(DATA))  # a crashed download's zeros, of the right size
+    marker = old_marker(dest, url, sha256(DATA))  # claims the file is the right one
+    if planted == "another-user":
+        os.chown(marker, NOBODY, NOBODY)
+    else:
+        real = marker.rename(tmp_path / "elsewhere.json")
+        marker.symlink_to(real)
+
+    assert read_marker(dest) is None
+    result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+
+    assert not result.cached
+    assert dest.read_bytes() == DATA
+    assert marker.is_symlink() or marker.stat().st_uid == NOBODY  # theirs: left as it was
