@@ -41,6 +41,7 @@ from filelock import FileLock, Timeout
 
 from .._config import env_settings
 from .._errors import error_from_note, error_note
+from .._storage.nofollow import create_new, read_small
 
 log = logging.getLogger("asyncfetch")
 
@@ -163,7 +164,9 @@ def _note_failure(target: Path, exc: Exception) -> None:
     note = {"pid": os.getpid(), **error_note(exc)}
     tmp = failure_path(target).with_suffix(f".{os.getpid()}.tmp")
     with contextlib.suppress(OSError):
-        tmp.write_text(json.dumps(note))
+        fd = create_new(tmp)  # a predictable name: never written through a link put there
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(json.dumps(note))
         os.replace(tmp, failure_path(target))
 
 
@@ -172,7 +175,7 @@ def _raise_noted_failure(target: Path, since: float) -> None:
     try:
         if path.stat().st_mtime < since - 1.0:
             return  # left over from an earlier run
-        note = json.loads(path.read_text())
+        note = json.loads(read_small(path)[0])
     except (OSError, ValueError):
         return
     if not isinstance(note, dict):

@@ -181,6 +181,21 @@ def test_an_old_failure_note_is_ignored(tmp_path: Path) -> None:
     assert once_per_node(target, download, FOLLOWER, grace=0.1) == "downloaded"
 
 
+def test_a_failure_note_is_never_written_through_a_planted_link(tmp_path: Path) -> None:
+    target = tmp_path / "w.pth"
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    failure_path(target).with_suffix(f".{os.getpid()}.tmp").symlink_to(victim)
+
+    def broken() -> str:
+        raise ValueError("404 from the server")
+
+    with pytest.raises(ValueError, match="404"):
+        once_per_node(target, broken, LEADER)
+
+    assert victim.read_text() == "precious"
+
+
 def test_a_leader_success_clears_an_old_failure_note(tmp_path: Path) -> None:
     target = tmp_path / "w.pth"
     failure_path(target).write_text("{}")
