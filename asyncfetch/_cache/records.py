@@ -33,6 +33,7 @@ LEGACY_SUFFIX = ".asyncfetch.json"
 RECORDS = "records"
 RECORD_VERSION = 1
 SWEEP = 8  # records of other files checked whenever a new one is added
+_HAS_XATTRS = hasattr(os, "setxattr")  # Linux; elsewhere the state directory always
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def load(path: Path) -> Found | None:
     in_state = _read_state(path, st)
     if in_state is not None and in_state.current:
         return in_state  # written after any attribute: that would have changed the ctime
-    if env_settings().trust_record == "auto" and (data := _read_xattr(path)) is not None:
+    if _xattrs() and (data := _read_xattr(path)) is not None:
         return Found(data, current=True)
     return in_state or _read_legacy(path, st)
 
@@ -71,7 +72,7 @@ def store(path: Path, data: dict[str, Any]) -> bool:
     except OSError:
         return False
     blob = json.dumps(data).encode("utf-8")
-    if env_settings().trust_record == "auto" and _write_xattr(path, blob):
+    if _xattrs() and _write_xattr(path, blob):
         _unlink(_state_path(path))  # outdated now; the attribute's ctime would shadow it
     elif not _write_state(path, st, data):
         return False
@@ -95,13 +96,19 @@ def rekey(source: Path, target: Path) -> None:
 
 def drop(path: Path) -> None:
     """Forget the record of ``path`` wherever it is, the file there or gone (blocking)."""
-    with contextlib.suppress(OSError):
-        os.removexattr(path, XATTR)
+    if _HAS_XATTRS:
+        with contextlib.suppress(OSError):
+            os.removexattr(path, XATTR)
     _unlink(_state_path(path))
     _unlink(legacy_path(path))
 
 
 # extended attribute --------------------------------------------------------------------------
+
+
+def _xattrs() -> bool:
+    """Whether records go to extended attributes where the file takes them."""
+    return _HAS_XATTRS and env_settings().trust_record == "auto"
 
 
 def _read_xattr(path: Path) -> dict[str, Any] | None:

@@ -162,6 +162,20 @@ async def test_an_earlier_versions_marker_is_honoured_then_moved(
     assert server.requests[mark:] == []
 
 
+def test_the_file_owners_marker_is_honoured_and_left_to_them(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    dest.write_bytes(DATA)
+    old = old_marker(dest, url, sha256(DATA))
+    os.chown(dest, NOBODY, NOBODY)  # a team member's download in a shared cache
+    os.chown(old, NOBODY, NOBODY)
+
+    assert {e.name: e.state for e in cache.ls(tmp_path)} == {"m.bin": "verified"}
+    assert old.stat().st_uid == NOBODY  # theirs: not moved away from them
+
+
 @pytest.mark.parametrize("planted", ["another-user", "link"])
 async def test_a_marker_planted_beside_a_file_says_nothing(
     server: FaultServer, tmp_path: Path, planted: str
