@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import env_settings
-from .._storage.nofollow import is_own_file, read_small, replace_with
+from .._storage.nofollow import current_uid, is_own_file, read_small, replace_with
 
 XATTR = "user.asyncfetch.marker"
 LEGACY_SUFFIX = ".asyncfetch.json"
@@ -209,7 +209,7 @@ def _read_legacy(path: Path, st: os.stat_result) -> Found | None:
         blob, own = read_small(legacy_path(path))
     except OSError:
         return None
-    if own.st_uid not in (os.geteuid(), st.st_uid):
+    if own.st_uid not in (current_uid(), st.st_uid):
         return None
     data = _as_dict(blob)
     return Found(data, current=True, legacy=True) if data is not None else None

@@ -22,12 +22,18 @@ O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 SMALL_FILE = 1 << 20  # journals and trust records are far smaller
 
 
+def current_uid() -> int:
+    """This process's effective user id (0 where the system has none: Windows reports 0 as
+    every file's owner)."""
+    return os.geteuid() if hasattr(os, "geteuid") else 0
+
+
 def is_own_file(st: os.stat_result) -> bool:
     """Whether ``st`` (from ``lstat`` or ``fstat``) is a regular file of this process's user.
 
     Root included: root could write anyone's file, but must not adopt it.
     """
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
+    return stat.S_ISREG(st.st_mode) and st.st_uid == current_uid()
 
 
 def open_existing(path: Path, flags: int) -> int:
