@@ -3,9 +3,12 @@ state directory), and markers earlier versions left beside files honoured, then 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -196,3 +199,34 @@ async def test_a_marker_planted_beside_a_file_says_nothing(
     assert not result.cached
     assert dest.read_bytes() == DATA
     assert marker.is_symlink() or marker.stat().st_uid == NOBODY  # theirs: left as it was
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """``chattr +i`` on ``path`` for the block: even root cannot set an attribute on it (the
+    test is skipped where that is not allowed)."""
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make {path} immutable: {made.stderr!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+async def test_a_file_that_refuses_an_attribute_gets_a_state_record(
+    server: FaultServer, tmp_path: Path, private_state_dir: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    await asyncfetch.fetch(url, dest, hash=False)  # recorded as an attribute, no digest
+    assert has_xattr(dest)
+
+    with immutable(dest):
+        [result] = cache.verify(directory=tmp_path)  # records a baseline: refused on the file
+        entries = {e.name: e.state for e in cache.ls(tmp_path)}
+
+    assert result.status == "unchecked"  # nothing to compare with before
+    assert entries == {"m.bin": "recorded"}  # the baseline, read back from the state directory
+    assert len(records_in(private_state_dir)) == 1
+    assert os.listdir(tmp_path) == ["m.bin"]
