@@ -1160,19 +1160,24 @@ def test_a_prefix_lookup_of_a_touched_file_keeps_the_digest_recorded_at_its_down
     assert (hit is not None) is (not changed)  # a changed file is corrupt, whatever its prefix
 
 
+@pytest.mark.parametrize("where", ["stored", "beside"])
 def test_a_marker_with_a_signature_in_it_is_rewritten_and_a_url_signed_again_hits(
-    server: FaultServer, tmp_path: Path
+    server: FaultServer, tmp_path: Path, where: str
 ) -> None:
     url = server.add_file("m.bin", b"signed bytes")
     dest = tmp_path / "m.bin"
     asyncfetch.download(url + "?X-Amz-Signature=OLDSECRET", dest)
-    marker = _marker.marker_path(dest)
-    data = json.loads(marker.read_text())
+    data = stored_marker(dest)
     assert data["url"].endswith("X-Amz-Signature=***")
     data["url"] = url + "?X-Amz-Signature=OLDSECRET"  # as an earlier version wrote it
-    marker.write_text(json.dumps(data))
+    if where == "stored":
+        store_marker(dest, data)
+    else:  # the marker file an earlier version kept beside the file
+        _marker.remove_marker(dest)
+        _marker.marker_path(dest).write_text(json.dumps(data))
 
     again = asyncfetch.download(url + "?X-Amz-Signature=NEWSECRET", dest)
 
     assert again.cached
-    assert "SECRET" not in marker.read_text()
+    assert "SECRET" not in json.dumps(stored_marker(dest))
+    assert os.listdir(tmp_path) == ["m.bin"]
