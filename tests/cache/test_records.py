@@ -215,8 +215,9 @@ def immutable(path: Path) -> Iterator[None]:
 
 
 async def test_a_file_that_refuses_an_attribute_gets_a_state_record(
-    server: FaultServer, tmp_path: Path, private_state_dir: Path
+    server: FaultServer, tmp_path: Path, private_state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ASYNCFETCH_TRUST_RECORD", "auto")
     url = server.add_file("m.bin", DATA)
     dest = tmp_path / "m.bin"
     await asyncfetch.fetch(url, dest, hash=False)  # recorded as an attribute, no digest
