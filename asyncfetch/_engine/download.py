@@ -275,11 +275,13 @@ class Download:
         try:
             async for attempt in policy:
                 with attempt:
-                    if task.pos >= task.stop:
-                        return  # a thief took the rest while this worker waited to retry
-                    source = self._choose_source(home)
-                    task.begin(time.monotonic())
-                    await self._attempt_task(task, source, sink)
+                    # an answer shorter than asked (a valid 206 for the range's start) is
+                    # progress: the rest is asked for at once, not as a retry; the loop also
+                    # ends when a thief took the rest while this worker waited to retry
+                    while task.pos < task.stop:
+                        source = self._choose_source(home)
+                        task.begin(time.monotonic())
+                        await self._attempt_task(task, source, sink)
         except TransportError as exc:
             raise self._exhausted(task, exc, policy.statistics.get("attempt_number", 1)) from exc
 
@@ -414,7 +416,7 @@ class Download:
                     await asyncio.shield(self._keep_leftover(body, task, sink, source))
                 raise
             if not batch:
-                if to_eof or task.pos >= task.stop:
+                if to_eof or task.pos >= task.stop or _ended_short(body, task):
                     break
                 raise TruncatedBody(
                     f"{body.url}: body ended at byte {task.pos}, expected up to {task.stop}",
@@ -526,6 +528,13 @@ def emit_safely(request: Request, event: ProgressEvent) -> None:
             "place at %s): %s: %s",
             name, event.kind, event.url, request.dest, type(exc).__name__, exc,
         )  # fmt: skip
+
+
+def _ended_short(body: Body, task: Task) -> bool:
+    """Whether ``body`` ended cleanly at its own end, short of ``task.stop``: a 206 that
+    answered the start of the range asked, with at least one byte."""
+    asked, size = body.byte_range, body.size
+    return asked is not None and size is not None and size > 0 and task.pos == asked.start + size
 
 
 async def _run_all(coroutines: Sequence[Awaitable[None]]) -> None:

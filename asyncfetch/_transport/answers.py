@@ -43,7 +43,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "¹".isdigit() too, and float() refuses it
         return float(value)
     import email.utils  # only for the rare HTTP-date form (~10 ms to import)
 

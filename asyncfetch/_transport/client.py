@@ -320,10 +320,7 @@ class Transport:
                 raise status_error(head.status, head.reason, head.headers, url)
         if head is None or head.status != 200 or is_encoded(head.headers):
             return None
-        length = head.headers.get("content-length", "")
-        return _info_from_headers(
-            url, url, [head.headers], int(length) if length.isdigit() else None
-        )
+        return _info_from_headers(url, url, [head.headers], head.content_length)
 
     @asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[float]:

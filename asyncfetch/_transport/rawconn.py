@@ -7,6 +7,7 @@ pauses only while both are taken. :mod:`._rawhttp` pools these connections.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -47,28 +48,100 @@ class Head:
     headers: dict[str, str]
     keep_alive: bool
 
+    @property
+    def content_length(self) -> int | None:
+        """The Content-Length (checked by :func:`parse_head`), or None when absent."""
+        length = self.headers.get("content-length")
+        return int(length) if length is not None else None
+
+
+# RFC 9112's grammar, in bytes (a str pattern's \s and \d would take non-ASCII characters),
+# as h11 reads it: lines end in CRLF or a bare LF, obsolete line folding joins a header line
+# to the one before, and field values are anything but NUL and whitespace inside OWS.
+_HEAD_END = re.compile(rb"\n\r?\n")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: ([^\x00\n\r\x0b\x0c]*))?")
+_FIELD = re.compile(
+    rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*"
+)
+_FOLD = re.compile(rb"[ \t]+")
+_DIGITS = re.compile(rb"[0-9]{1,20}")
+
 
 def parse_head(data: bytes) -> Head:
-    """Parse an HTTP/1.x answer head (without the blank line); raises ValueError if malformed."""
-    status_line, *lines = data.decode("latin-1").split("\r\n")
-    version, _, rest = status_line.partition(" ")
-    code, _, reason = rest.partition(" ")
-    if version not in ("HTTP/1.1", "HTTP/1.0") or len(code) != 3 or not code.isdigit():
-        raise ValueError(f"bad status line {status_line!r}")
+    """Parse an HTTP/1.x answer head (without the blank line); raises ValueError if malformed.
+
+    Lines may end in CRLF or a bare LF. A Content-Length must be ASCII digits; repeated ones
+    (or a list) must agree, and are kept once.
+    """
+    lines = [line[:-1] if line.endswith(b"\r") else line for line in data.split(b"\n")]
+    status = _STATUS_LINE.fullmatch(lines[0])
+    if status is None:
+        raise ValueError(f"bad status line {lines[0]!r}")
     headers: dict[str, str] = {}
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon or not name or name != name.strip():
+    for line in _unfold(lines[1:]):
+        field = _FIELD.fullmatch(line)
+        if field is None:
             raise ValueError(f"bad header line {line!r}")
-        key, value = name.lower(), value.strip()
-        if key in headers and key == "content-length" and headers[key] != value:
-            raise ValueError("conflicting Content-Length headers")
-        headers[key] = (
-            f"{headers[key]}, {value}" if key in headers and key != "content-length" else value
-        )
+        key, value = field[1].decode("ascii").lower(), field[2].decode("latin-1")
+        if key == "content-length":
+            value = _one_length(value, headers.get(key))
+        elif key in headers:
+            value = f"{headers[key]}, {value}"
+        headers[key] = value
     tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-    keep_alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
-    return Head(int(code), reason, headers, keep_alive)
+    keep_alive = "keep-alive" in tokens if status[1] == b"0" else "close" not in tokens
+    code = int(status[2])
+    if code < 100:
+        raise ValueError(f"bad status line {lines[0]!r}")
+    return Head(code, (status[3] or b"").decode("latin-1"), headers, keep_alive)
+
+
+def _unfold(lines: list[bytes]) -> list[bytes]:
+    """Header lines with obsolete line folding undone (a line starting with whitespace
+    continues the one before, joined by one space)."""
+    joined: list[bytes] = []
+    for line in lines:
+        fold = _FOLD.match(line)
+        if fold is None:
+            joined.append(line)
+        elif not joined:
+            raise ValueError("bad header line: a continuation line comes first")
+        else:
+            joined[-1] += b" " + line[fold.end() :]
+    return joined
+
+
+def _one_length(value: str, before: str | None) -> str:
+    """The one Content-Length that ``value`` (and an earlier one, ``before``) give."""
+    lengths = {part.strip(" \t") for part in value.split(",")}
+    length = lengths.pop()
+    if lengths or (before is not None and before != length):
+        raise ValueError("conflicting Content-Length headers")
+    if not _DIGITS.fullmatch(length.encode("latin-1")):
+        raise ValueError(f"bad Content-Length {value!r}")
+    return length
+
+
+def find_head(data: bytes | bytearray) -> tuple[Head, int] | None:
+    """The final answer head at the start of ``data`` and where its body begins, skipping
+    interim (1xx) answers; None while the head is incomplete.
+
+    Raises:
+        ValueError: the head is malformed, or an interim answer is 101 (no upgrade was asked).
+    """
+    pos = 0
+    while True:
+        if data.startswith(b"\n", pos) or data.startswith(b"\r\n", pos):
+            raise ValueError("bad status line: the answer begins with an empty line")
+        end = _HEAD_END.search(data, pos)
+        if end is None:
+            return None
+        head = parse_head(bytes(data[pos : end.start()]))
+        if not 100 <= head.status < 200:
+            return head, end.end()
+        if head.status == 101:
+            raise ValueError("101 Switching Protocols, although no upgrade was asked for")
+        pos = end.end()
 
 
 class Stale(Exception):
@@ -289,17 +362,17 @@ class Connection(asyncio.BufferedProtocol):
 
     def _head_bytes(self, nbytes: int) -> None:
         self._head += self._scratch[:nbytes]
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._head) > HEAD_LIMIT:
-                self.fail(ProtocolError(f"{self.url}: answer head too large", url=self.url))
-            return
         try:
-            self._head_result = parse_head(bytes(self._head[:end]))
+            found = find_head(self._head)
         except ValueError as exc:
             self.fail(ProtocolError(f"{self.url}: malformed HTTP answer: {exc}", url=self.url))
             return
-        self._early = bytes(self._head[end + 4 :])
+        if found is None:
+            if len(self._head) > HEAD_LIMIT:
+                self.fail(ProtocolError(f"{self.url}: answer head too large", url=self.url))
+            return
+        self._head_result, end = found
+        self._early = bytes(self._head[end:])
         if not self._head_result.keep_alive:
             self.keep_alive = False  # "Connection: close": the server may linger, don't wait
         self.state = HEAD_DONE

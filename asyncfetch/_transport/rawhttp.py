@@ -330,20 +330,20 @@ def _body_place(
     headers = head.headers
     if head.status >= 400:
         raise status_error(head.status, head.reason, headers, url)
-    length = headers.get("content-length", "")
+    length = head.content_length
     if head.status >= 300 or "transfer-encoding" in headers or is_encoded(headers):
         return None
-    if not length.isdigit():
+    if length is None:
         return None
     check_answer(head.status, head.reason, headers, url, byte_range, size)
     got = parse_content_range(headers.get("content-range"))
-    if byte_range is not None and got is not None and got[1] - got[0] != int(length):
+    if byte_range is not None and got is not None and got[1] - got[0] != length:
         raise ProtocolError(
             f"{url}: Content-Range {headers['content-range']!r} and Content-Length {length} "
             "disagree",
             url=url,
         )
-    return int(length)
+    return length
 
 
 def _close_opened(opening: asyncio.Task[tuple[asyncio.Transport, Connection]]) -> None:

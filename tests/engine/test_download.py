@@ -14,10 +14,12 @@ import asyncfetch
 from asyncfetch import IntegrityError, ProtocolError, cache
 from asyncfetch._cli.main import main as cli_main
 from tests.faultserver import FaultServer, make_payload
+from tests.faultserver.rawserver import RawServer, serve_file
 from tests.helpers import leftovers, no_wait, sha256
 
 MakeServer = Callable[[], FaultServer]
 MiB = 1 << 20
+KiB = 1 << 10
 DATA = make_payload(2 * MiB + 5555, seed=41)
 WRONG = sha256(b"another file")
 
@@ -279,3 +281,39 @@ async def test_a_cached_file_is_no_hit_when_the_announced_digest_is_another(
     assert not result.cached
     assert (tmp_path / "m.bin").read_bytes() == newer
     assert (await asyncfetch.fetch(url, tmp_path / "m.bin")).cached  # and now it is one
+
+
+# answers shorter than asked ------------------------------------------------------------------
+
+SHORT_DATA = make_payload(300 * KiB + 7)
+
+
+@pytest.mark.parametrize("fast", ["1", "0"])
+async def test_a_shorter_206_is_progress_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: str
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", fast)
+    policy, sleeps = no_wait(attempts=1)  # a single failure would end the download
+    with RawServer(serve_file(SHORT_DATA, most=20 * KiB)) as server:
+        result = await asyncfetch.fetch(
+            server.url(), tmp_path / "f", chunk_size=128 * KiB, connections=2, retry=policy
+        )
+    assert (tmp_path / "f").read_bytes() == SHORT_DATA
+    assert result.retries == 0
+    assert sleeps.waits == []
+    assert served(server, most=20 * KiB) == [(0, len(SHORT_DATA))]  # no byte asked for twice
+
+
+def served(server: RawServer, most: int) -> list[tuple[int, int]]:
+    """The byte runs the server's ranged answers covered, merged; asserts none overlap."""
+    runs: list[tuple[int, int]] = []
+    for request in sorted(server.gets(), key=lambda r: r.range or (0, 0)):
+        assert request.range is not None
+        start, end = request.range
+        stop = min(len(SHORT_DATA), start + most, len(SHORT_DATA) if end is None else end + 1)
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], stop)
+        else:
+            assert not runs or runs[-1][1] < start, "a byte was asked for twice"
+            runs.append((start, stop))
+    return runs

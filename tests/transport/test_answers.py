@@ -1,10 +1,20 @@
-"""Error answers: the server's own short message, and what to do next."""
+"""Answers on both receive paths (_answers): the server's own short message in an error, what
+to do next, and Retry-After as servers really send it."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from asyncfetch._transport.answers import server_message, status_error
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import asyncfetch
+from asyncfetch import HTTPStatusError
+from asyncfetch._transport.answers import parse_retry_after, server_message, status_error
+from tests.faultserver import FaultServer, make_payload
+from tests.faultserver.rawserver import RawServer, serve_file
+from tests.helpers import no_wait
 
 S3_EXPIRED = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
@@ -45,3 +55,44 @@ def test_a_signed_url_refused_says_a_fresh_one_resumes() -> None:
         str(plain)
         == "https://h/k: HTTP 403 Forbidden (the file may not exist or needs credentials)"
     )
+
+
+# Retry-After --------------------------------------------------------------------------------------
+
+DATA = make_payload(4096)
+
+
+@given(st.text(max_size=40))
+def test_retry_after_never_raises(value: str) -> None:
+    seconds = parse_retry_after(value, now=0.0)
+    assert seconds is None or seconds >= 0
+
+
+@pytest.mark.parametrize("value", ["\xb9", "\u0661\u0662", "1\xb2"])  # ¹, Arabic-Indic 12, 1²
+def test_retry_after_in_other_digits_is_ignored(value: str) -> None:
+    assert parse_retry_after(value) is None
+    assert parse_retry_after(" 12 ") == 12.0
+
+
+async def test_a_superscript_retry_after_on_the_fast_path(tmp_path: Path) -> None:
+    policy, sleeps = no_wait(attempts=2)
+    answers = serve_file(DATA, status=503, extra=["Retry-After: \xb9"])  # ¹ in latin-1
+    with RawServer(answers) as server, pytest.raises(HTTPStatusError, match="503") as caught:
+        await asyncfetch.fetch(server.url(), tmp_path / "f", retry=policy)
+    assert caught.value.retry_after is None
+    assert len(server.requests) >= 2  # retried, with the backoff: no Retry-After was read
+    assert sleeps.waits
+    assert all(w < 5 for w in sleeps.waits)
+
+
+async def test_a_superscript_retry_after_through_aiohttp(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", "0")
+    server.add_file("f", DATA)
+    policy, _ = no_wait(attempts=2)
+    with pytest.raises(HTTPStatusError, match="503") as caught:
+        await asyncfetch.fetch(
+            server.url("f", status=503, retry_after="\xb9"), tmp_path / "f", retry=policy
+        )
+    assert caught.value.retry_after is None
