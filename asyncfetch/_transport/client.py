@@ -59,6 +59,7 @@ from .credentials import (
 )
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
 from .netpolicy import NetPolicy, literal_address, system_resolver
+from .rawconn import HAND_OVER_AFTER
 from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
 
@@ -174,14 +175,18 @@ class AioBody:
             return await self.response.content.readany()
 
     async def next_batch(self) -> list[bytes]:
-        """About WRITE_BATCH bytes, cut at the window's ``stop`` (see :class:`Body`)."""
+        """About WRITE_BATCH bytes, or what came within HAND_OVER_AFTER, cut at the window's
+        ``stop`` (see :class:`Body`)."""
         if self._pending is not None:
             error, self._pending = self._pending, None
             raise error
         batch: list[bytes] = []
         start, batched = self.window.pos, 0
+        due = time.monotonic() + HAND_OVER_AFTER  # a slow link's bytes reach the file soon
         try:
             while start + batched < self.window.stop and batched < WRITE_BATCH:
+                if batch and time.monotonic() >= due:
+                    break
                 chunk = await self.read()
                 if not chunk:
                     break

@@ -16,6 +16,9 @@ from .._errors import ConnectionFailed, FetchTimeout, ProtocolError, TransportEr
 BUFFER_SIZE = 1 << 20
 HEAD_CHUNK = 64 << 10
 HEAD_LIMIT = 64 << 10
+#: A batch waits at most this long to fill: on a slow link, received bytes reach the part
+#: file (and, a second later, its journal) instead of sitting in a buffer for many seconds.
+HAND_OVER_AFTER = 0.5
 
 IDLE, HEAD, HEAD_DONE, BODY, DONE = "idle", "head", "head-done", "body", "done"
 SCRATCH, BUFFER, SPILL = 0, 1, 2  # where get_buffer sent the next read
@@ -280,11 +283,14 @@ class Connection(asyncio.BufferedProtocol):
         """The next received bytes, to be written at the window's ``pos``; None at the end.
 
         The view stays valid until the next call; bytes past ``window.stop`` are dropped.
+        A buffer that does not fill within HAND_OVER_AFTER is handed over as it is.
         """
+        due = self._loop.time() + HAND_OVER_AFTER
         while True:
             filled = self._pos - self._fill_start
             final = self.state == DONE or self._pos >= self._limit()
-            if filled > 0 and (final or filled >= len(self._bufs[0]) or self._error):
+            late = self._loop.time() >= due
+            if filled > 0 and (final or filled >= len(self._bufs[0]) or self._error or late):
                 view = self._lend(filled)
                 if view:
                     return view
@@ -293,7 +299,9 @@ class Connection(asyncio.BufferedProtocol):
                 return None
             if self._error is not None:
                 raise self._error
-            await self._wait()
+            if late:
+                due = self._loop.time() + HAND_OVER_AFTER  # nothing came: look again later
+            await self._wait(due - self._loop.time())
 
     def leftover(self) -> tuple[int, bytes]:
         """Stop receiving; (offset, copy) of what was received and not yet lent out."""
@@ -395,12 +403,16 @@ class Connection(asyncio.BufferedProtocol):
             url=self.url,
         )
 
-    async def _wait(self) -> None:
+    async def _wait(self, timeout: float | None = None) -> None:
+        """Until woken, or ``timeout`` seconds."""
         self._waiter = self._loop.create_future()
+        timer = self._loop.call_later(timeout, self._wake) if timeout is not None else None
         try:
             await self._waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -27,15 +27,16 @@ CHUNK = "256K"
 FAST = ("--connections", "16", "--chunk-size", "128K")  # a rerun: 16 throttled requests at once
 
 
-def start_get(url: str, dest: Path, *extra: str) -> subprocess.Popen[str]:
-    """``python -m asyncfetch get URL -o DEST --json`` in the background."""
+def start_get(url: str, dest: Path, *extra: str, **env: str) -> subprocess.Popen[str]:
+    """``python -m asyncfetch get URL -o DEST --json`` in the background (``env``: more
+    environment variables)."""
     args = ["get", url, "-o", str(dest), "--json", "--no-progress", *extra]
     return subprocess.Popen(
         [sys.executable, "-m", "asyncfetch", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=cli_env(**env),
     )
 
 
@@ -188,3 +189,37 @@ def test_corrupt_journal_after_a_kill_starts_over_without_crashing(
     assert dest.read_bytes() == data
     assert result["resumed_bytes"] == 0
     assert leftovers(tmp_path) == ["big.bin"]
+
+
+SLOW_LINK = 131072  # bytes/s per connection
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fast_path", ["1", "0"])
+def test_a_slow_link_killed_after_seconds_resumes_from_its_last_second(
+    server: FaultServer, tmp_path: Path, fast_path: str
+) -> None:
+    data = make_payload(8 << 20, seed=14)
+    server.add_file("slow.bin", data)
+    url = server.url("slow.bin", rate=SLOW_LINK, times=4)  # the rerun's answers come at once
+    dest = tmp_path / "slow.bin"
+    env = {"ASYNCFETCH_FAST_PATH": fast_path}
+    child = start_get(url, dest, "--connections", "4", "--chunk-size", "2M", **env)
+    try:
+        wait_until(lambda: len(gets_after(server, "slow.bin", 0)) >= 4 or child.poll() is not None)
+        time.sleep(3)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL, "the download ended before it was killed"
+
+    sent = sum(r.bytes_sent for r in gets_after(server, "slow.bin", 0))
+    kept = journaled(dest)
+    second = 4 * SLOW_LINK  # what the four connections receive in a second
+    assert kept >= second  # received bytes reached the part and the journal within seconds
+    assert sent - kept <= 2.5 * second
+    mark = len(server.requests)
+    result = finish(start_get(url, dest, "--connections", "4", **env))
+    assert dest.read_bytes() == data
+    assert result["resumed_bytes"] == kept
+    assert sum(r.bytes_sent for r in gets_after(server, "slow.bin", mark)) == len(data) - kept
