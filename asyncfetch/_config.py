@@ -15,6 +15,10 @@ from ._errors import InvalidRequest
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
+# curl has no default low-speed limit; this one only cuts what no honest link does: under
+# 100 bytes/s per connection for a whole minute (16 connections: under 13 kbit/s in all)
+DEFAULT_LOW_SPEED = 100.0
+DEFAULT_LOW_SPEED_TIME = 60.0
 DEFAULT_CONNECTIONS = 16
 DEFAULT_ATTEMPTS = 5
 DEFAULT_BACKOFF_INITIAL = 0.5
@@ -32,23 +36,45 @@ TrustRecord = Literal["auto", "state"]
 
 @dataclass(frozen=True, kw_only=True)
 class Timeouts:
-    """Per-connection timeouts, in seconds. There is no total timeout.
+    """Per-connection timeouts, in seconds, and the low-speed limit. There is no total timeout.
 
     Args:
         connect: to open a connection (TCP and TLS).
         read: the longest silence while reading a body; a slow but live download never trips it.
+        head: the longest wait from sending a request to the end of the answer's head (status
+            line and headers, redirects included), however it trickles; None: twice ``read``.
+        low_speed: bytes per second a connection must receive, on average over
+            ``low_speed_time`` seconds, or it is cut and the range retried from the byte it
+            reached (curl's ``--speed-limit``); 0 switches the limit off. Time the download
+            spends not reading (a slow disk) does not count.
+        low_speed_time: the window of the low-speed limit (curl's ``--speed-time``).
     """
 
     connect: float = DEFAULT_CONNECT_TIMEOUT
     read: float = DEFAULT_READ_TIMEOUT
+    head: float | None = None
+    low_speed: float = DEFAULT_LOW_SPEED
+    low_speed_time: float = DEFAULT_LOW_SPEED_TIME
 
     def __post_init__(self) -> None:
-        for name, value in (("connect", self.connect), ("read", self.read)):
+        positive = [("connect", self.connect), ("read", self.read)]
+        positive += [("head", self.head)] if self.head is not None else []
+        for name, value in [*positive, ("low_speed_time", self.low_speed_time)]:
             if not _positive_seconds(value):
                 raise InvalidRequest(
                     f"the {name} timeout must be a positive, finite number of seconds, "
                     f"got {value!r}"
                 )
+        if not (_positive_seconds(self.low_speed) or self.low_speed == 0):
+            raise InvalidRequest(
+                f"low_speed must be a finite number of bytes per second, 0 for no limit, "
+                f"got {self.low_speed!r}"
+            )
+
+    @property
+    def head_deadline(self) -> float:
+        """Seconds an answer's head may take: ``head``, or twice ``read``."""
+        return self.head if self.head is not None else 2 * self.read
 
     @classmethod
     def coerce(cls, value: Timeouts | float | None) -> Timeouts:

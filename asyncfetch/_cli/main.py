@@ -60,6 +60,12 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument(
         "--timeout", type=options.seconds, help="connect and read-idle timeout, seconds"
     )
+    get.add_argument(
+        "--speed-limit", type=options.speed, metavar="BYTES",
+        help="a connection receiving less per second over --speed-time is cut and retried "
+        "from the byte it reached, as curl's (e.g. 10K; default 100; 0: off)",
+    )  # fmt: skip
+    get.add_argument("--speed-time", type=options.seconds, metavar="SECONDS", help="default: 60")
     get.add_argument("--no-hash", action="store_true", help="skip SHA-256 (no --sha256 only)")
     get.add_argument("--offline", action="store_true", help="use the cache only, no network")
     get.add_argument("--verify", action="store_true", help="re-hash a cached file, never trust")
@@ -94,7 +100,7 @@ def _get_url(args: argparse.Namespace, dest: Path) -> int:
             connections=args.connections,
             chunk_size=args.chunk_size,
             retry=RetryPolicy.coerce(args.retries),
-            timeout=Timeouts.coerce(args.timeout),
+            timeout=_timeouts(args),
             headers=dict(args.header),
             mirror_headers=options.headers_by_url(args.mirror_header),
             progress=progress,
@@ -123,7 +129,7 @@ def _get_name(args: argparse.Namespace) -> int:
         connections=args.connections,
         chunk_size=args.chunk_size,
         retry=RetryPolicy.coerce(args.retries),
-        timeout=Timeouts.coerce(args.timeout),
+        timeout=_timeouts(args),
         headers=dict(args.header),
         mirror_headers=options.headers_by_url(args.mirror_header),
         progress=_progress_for(args, dest.name) is not None,
@@ -135,6 +141,16 @@ def _get_name(args: argparse.Namespace) -> int:
     result = _hubfile.get_file(source, dest, prefix, fetch_options)
     _print_result(result, args.json, source.url)
     return EXIT_OK
+
+
+def _timeouts(args: argparse.Namespace) -> Timeouts:
+    """``--timeout``, ``--speed-limit`` and ``--speed-time`` as one Timeouts."""
+    timeouts = Timeouts.coerce(args.timeout)
+    if args.speed_limit is not None:
+        timeouts = dataclasses.replace(timeouts, low_speed=float(args.speed_limit))
+    if args.speed_time is not None:
+        timeouts = dataclasses.replace(timeouts, low_speed_time=args.speed_time)
+    return timeouts
 
 
 def _progress_for(args: argparse.Namespace, name: str) -> ProgressCallback | None:

@@ -15,7 +15,7 @@ import contextvars
 import socket
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
 from .._errors import (
     ConnectionFailed,
+    FetchError,
     FetchTimeout,
     HTTPStatusError,
     InvalidRequest,
@@ -58,6 +59,7 @@ from .credentials import (
     without_authorization,
 )
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
+from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy, literal_address, system_resolver
 from .rawconn import HAND_OVER_AFTER
 from .rawhttp import RawBody, RawClient, Window
@@ -103,6 +105,8 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
 
     try:
         yield
+    except FetchError:
+        raise  # ours already (a low-speed cut, a head deadline, an error status)
     except aiohttp.TooManyRedirects as exc:
         raise TooManyRedirects(
             f"{url}: too many redirects ({len(exc.history)}); the server may loop", url=url
@@ -166,13 +170,28 @@ class AioBody:
     window: Window = field(default_factory=Span)
     sent_at: float = 0.0
     encoding: str = ""
+    speed: LowSpeed | None = None  # the low-speed limit, if on
     _pending: TransportError | None = None
     _held: tuple[int, bytes] = (0, b"")
+    _received: int = 0
+    _returned_at: float = field(default_factory=time.monotonic)
 
     async def read(self) -> bytes:
-        """The next chunk of bytes as it arrived; ``b""`` at the end."""
+        """The next chunk of bytes as it arrived; ``b""`` at the end.
+
+        Raises:
+            FetchTimeout: the body comes slower than the low-speed limit.
+        """
+        if self.speed is not None:
+            now = time.monotonic()
+            self.speed.skip(now - self._returned_at)  # the caller was busy: not our wait
+            if not self.speed.check(now, self._received):
+                raise self.speed.error(self.url, self.window.reached)
         async with translate_errors(self.url):
-            return await self.response.content.readany()
+            chunk = await self.response.content.readany()
+        self._received += len(chunk)
+        self._returned_at = time.monotonic()
+        return chunk
 
     async def next_batch(self) -> list[bytes]:
         """About WRITE_BATCH bytes, or what came within HAND_OVER_AFTER, cut at the window's
@@ -459,11 +478,14 @@ class Transport:
                     finally:
                         self._raw.finish(raw.connection)
                     return
-            async with translate_errors(url), self._aio_request("GET", url, headers) as response:
+            timely = _head_within(self._timeouts, url, self._aio_request("GET", url, headers))
+            async with translate_errors(url), timely as response:
                 await _check_response(response, url, byte_range, size)
                 span = window or Span()
+                speed = LowSpeed.of(self._timeouts, time.monotonic())
                 body = AioBody(response, url, byte_range, response.content_length, span,
-                               sent_at=sent_at, encoding=_encoding(response.headers))  # fmt: skip
+                               sent_at=sent_at, encoding=_encoding(response.headers),
+                               speed=speed)  # fmt: skip
                 yield body
 
     async def _raw_open(
@@ -485,6 +507,35 @@ class Transport:
             if exc.status in (401, 403):
                 return None
             raise
+
+
+@asynccontextmanager
+async def _head_within(
+    timeouts: Timeouts, url: str, request: AbstractAsyncContextManager[aiohttp.ClientResponse]
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Enter ``request`` (send it, follow redirects, read the answer's head) within the head
+    deadline, however slowly the head trickles in (Python 3.11+; 3.10 has the read timeout
+    only). In this task: a helper task would start reading the body a turn later, and aiohttp
+    drops what it holds once the connection breaks."""
+    limit = asyncio.timeout(timeouts.head_deadline) if hasattr(asyncio, "timeout") else None
+    try:
+        async with limit or nullcontext():
+            response = await request.__aenter__()
+    except TimeoutError:
+        if limit is None or not limit.expired():
+            raise  # aiohttp's own connect or read timeout
+        raise FetchTimeout(
+            f"{url}: timed out: no complete answer head within {timeouts.head_deadline:g} s "
+            "(the server stalls or trickles)",
+            url=url,
+        ) from None
+    try:
+        yield response
+    except BaseException as exc:
+        if not await request.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await request.__aexit__(None, None, None)
 
 
 def _open_session(

@@ -11,7 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from .._config import Timeouts
 from .._errors import ConnectionFailed, FetchTimeout, ProtocolError, TransportError, TruncatedBody
+from .lowspeed import LowSpeed
 
 BUFFER_SIZE = 1 << 20
 HEAD_CHUNK = 64 << 10
@@ -170,6 +172,8 @@ class Connection(asyncio.BufferedProtocol):
         self.keep_alive = True
         self.paused = False
         self.last_io = 0.0
+        self._sent_at = 0.0
+        self._speed: LowSpeed | None = None
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._window: Window = Span()
@@ -249,7 +253,8 @@ class Connection(asyncio.BufferedProtocol):
         self._head_result = None
         self._error = None
         self.state = HEAD
-        self.last_io = self._loop.time()
+        self.last_io = self._sent_at = self._loop.time()
+        self._speed = None
         self._resume()
         self.transport.write(request)
 
@@ -334,6 +339,21 @@ class Connection(asyncio.BufferedProtocol):
                 f"{self.url}: timed out: no data for {limit:g} s {where} (the server stalled)",
                 url=self.url,
             ))  # fmt: skip
+
+    def check_pace(self, now: float, timeouts: Timeouts) -> None:
+        """Fail the exchange if its answer's head is overdue, or its body comes in slower than
+        the low-speed limit (not counting time paused for the consumer)."""
+        if self.state == HEAD and now - self._sent_at > timeouts.head_deadline:
+            self.fail(FetchTimeout(
+                f"{self.url}: timed out: no complete answer head within "
+                f"{timeouts.head_deadline:g} s (the server stalls or trickles)",
+                url=self.url,
+            ))  # fmt: skip
+        elif self.state == BODY:
+            if self._speed is None or self.paused:
+                self._speed = LowSpeed.of(timeouts, now, self._pos)  # measure from here
+            elif not self._speed.check(now, self._pos):
+                self.fail(self._speed.error(self.url, self._pos))
 
     def release_state(self) -> None:
         """Back to idle between exchanges."""

@@ -8,8 +8,10 @@ chunked or encoded answers, redirects) goes to aiohttp, and :meth:`RawClient.ope
 returning None.
 
 Keep-alive connections are pooled per (host, port). One watchdog per client aborts
-connections that stay silent longer than the read timeout. With a :class:`NetPolicy` a new
-connection goes only to an address the policy allows, resolved once and connected to as is.
+connections that stay silent longer than the read timeout, take longer than the head deadline
+to answer, or receive slower than the low-speed limit (:mod:`.lowspeed`). With a
+:class:`NetPolicy` a new connection goes only to an address the policy allows, resolved once
+and connected to as is.
 """
 
 from __future__ import annotations
@@ -307,7 +309,9 @@ class RawClient:
 
     def _arm(self) -> None:
         if self._tick is None and self._busy:
-            tick = min(WATCHDOG_TICK, self._timeouts.read / 4)
+            timeouts = self._timeouts
+            shortest = min(timeouts.read, timeouts.head_deadline, timeouts.low_speed_time)
+            tick = min(WATCHDOG_TICK, shortest / 4)
             self._tick = asyncio.get_running_loop().call_later(tick, self._watch)
 
     def _watch(self) -> None:
@@ -315,6 +319,7 @@ class RawClient:
         now = asyncio.get_running_loop().time()
         for connection in list(self._busy):
             connection.check_idle(now, self._timeouts.read)
+            connection.check_pace(now, self._timeouts)
         self._arm()
 
 

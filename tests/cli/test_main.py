@@ -275,3 +275,23 @@ def test_sigterm_stops_get_like_ctrl_c_and_a_rerun_resumes(
     assert sum(r.bytes_sent for r in rerun) == len(data) - kept
     assert out.read_bytes() == data
     assert leftovers(tmp_path) == ["big.bin"]
+
+
+def test_get_speed_limit_cuts_a_trickle_and_resumes_it(server: FaultServer, tmp_path: Path) -> None:
+    data = make_payload(256 << 10, seed=5)
+    server.add_file("m.bin", data)
+    url = server.url("m.bin", rate=2000, times=1)  # the first answer trickles (2 minutes)
+    dest = tmp_path / "m.bin"
+    done = run_cli("get", url, "-o", str(dest), "--connections", "1", "--speed-limit", "10K",
+                   "--speed-time", "1", "--json", timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert dest.read_bytes() == data
+    second = [r for r in server.gets("m.bin") if r.range != (0, 0)][1]
+    assert second.range is not None
+    assert second.range[0] > 0  # resumed from the byte reached
+
+
+def test_get_refuses_a_speed_limit_that_is_no_speed() -> None:
+    done = run_cli("get", "http://127.0.0.1:9/f", "--speed-limit", "fast")
+    assert done.returncode == 2
+    assert "argument --speed-limit: unknown size" in done.stderr
