@@ -15,12 +15,13 @@ from types import FrameType
 from .. import _api
 from .._cache.lookup import cached_path, checkpoints_dir, ensure_dir
 from .._config import RetryPolicy, Timeouts
+from .._engine.download import RERUN_STARTS_OVER
 from .._engine.progress import ProgressBar
 from .._engine.rank import MirrorReport, rank_mirrors
 from .._errors import FetchError
 from .._hub import files as _hubfile
 from .._hub import registry as _registry
-from .._models import FetchResult, ProgressCallback
+from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._options import make_options
 from .._sync import run_sync
 from . import batch as _cli_batch
@@ -35,6 +36,7 @@ from .options import (
 )
 
 Handler = Callable[[argparse.Namespace], int]
+RESUME_NOTE = "run the same command again to resume"
 
 
 def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -91,6 +93,7 @@ def _get(args: argparse.Namespace) -> int:
 
 def _get_url(args: argparse.Namespace, dest: Path) -> int:
     progress = _progress_for(args, dest.name)
+    watch = _StopWatch(progress)
     try:
         result = _api.download(
             args.url,
@@ -103,11 +106,14 @@ def _get_url(args: argparse.Namespace, dest: Path) -> int:
             timeout=_timeouts(args),
             headers=dict(args.header),
             mirror_headers=options.headers_by_url(args.mirror_header),
-            progress=progress,
+            progress=watch,
             hash=not args.no_hash,
             offline=True if args.offline else None,
             verify=args.verify,
         )
+    except KeyboardInterrupt:
+        args.stop_note = watch.stop_note
+        raise
     finally:
         if isinstance(progress, ProgressBar):
             progress.close()
@@ -141,6 +147,20 @@ def _get_name(args: argparse.Namespace) -> int:
     result = _hubfile.get_file(source, dest, prefix, fetch_options)
     _print_result(result, args.json, source.url)
     return EXIT_OK
+
+
+class _StopWatch:
+    """A progress callback that passes events on and keeps what a stop means for a rerun."""
+
+    def __init__(self, progress: ProgressCallback | None) -> None:
+        self._progress = progress
+        self.stop_note = RESUME_NOTE
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.kind == "failed" and event.message.endswith(RERUN_STARTS_OVER):
+            self.stop_note = event.message.removeprefix("stopped; ")
+        if self._progress is not None:
+            self._progress(event)
 
 
 def _timeouts(args: argparse.Namespace) -> Timeouts:
@@ -332,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         stopped = "terminated" if terminated else "interrupted"
-        print(f"asyncfetch: {stopped}; run the same command again to resume", file=sys.stderr)
+        note = getattr(args, "stop_note", RESUME_NOTE)
+        print(f"asyncfetch: {stopped}; {note}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
 
 

@@ -36,6 +36,9 @@ from .samples import check_mirrors
 log = logging.getLogger("asyncfetch")
 
 STEAL_POLL = 0.25
+#: How the ``failed`` event's message ends when a download that cannot resume is stopped
+#: (Ctrl-C): "stopped; the server does not support ranges, so a rerun starts over".
+RERUN_STARTS_OVER = "so a rerun starts over"
 
 Checked = Literal["caller", "server"]
 """Where the SHA-256 a file was checked against came from: the caller, or the primary URL's
@@ -72,6 +75,7 @@ class Download:
         self._task_ended: asyncio.Future[None] | None = None  # what idle workers wait for
         self._resolves = Resolves()
         self._resolving: dict[str, asyncio.Lock] = {}
+        self.no_resume: str | None = None  # why a stop cannot resume, when it cannot
 
     async def run(self) -> FetchResult:
         """Probe, download, verify, rename; emit events up to the rename; return the result.
@@ -95,7 +99,7 @@ class Download:
                         url=again.error.url,
                     ) from None
         except BaseException as exc:
-            self._emit("failed", message=str(exc) or type(exc).__name__)
+            self._emit("failed", message=self._failure(exc))
             raise
         return FetchResult(
             path=self.request.dest,
@@ -156,6 +160,7 @@ class Download:
             if info.accepts_ranges and info.size is not None:
                 await self._download_ranges_or_stream(sink, info.size)
             else:
+                self._warn_if_starting_over(sink, info)
                 await self._download_stream(sink, info.size, info.url)
             size = info.size if info.size is not None and not self.encoding else sink.written
             digest = await sink.finalize(size, self.expected, self._repair_for(sink, size))
@@ -180,6 +185,21 @@ class Download:
             f"{redact(self.request.url)} announced)",
             url=error.url, expected=error.expected, actual=error.actual,
         )  # fmt: skip
+
+    def _warn_if_starting_over(self, sink: PartFile, info: RemoteInfo) -> None:
+        """Say so when the bytes an earlier run left are dropped: one stream starts at 0."""
+        what = "does not say the file's size" if info.accepts_ranges else "does not support ranges"
+        self.no_resume = f"the server {what}"
+        if sink.written:
+            log.warning("%s: starting over: %s (%d bytes from an earlier run dropped)",
+                        redact(info.url), self.no_resume, sink.written)  # fmt: skip
+
+    def _failure(self, exc: BaseException) -> str:
+        """The ``failed`` event's message; for a stop, it says when a rerun cannot resume."""
+        stopped = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+        if stopped and self.no_resume is not None:
+            return f"stopped; {self.no_resume}, {RERUN_STARTS_OVER}"
+        return str(exc) or type(exc).__name__
 
     def finish(self, result: FetchResult) -> None:
         """Emit ``verified`` (when a digest was computed) and ``done`` for a file in place.

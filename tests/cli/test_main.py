@@ -13,6 +13,7 @@ import pytest
 
 from asyncfetch._storage.journal import load
 from tests.faultserver import FaultServer, make_payload
+from tests.faultserver.rawserver import RawServer, serve_file
 from tests.helpers import (
     SPECIAL_KINDS,
     leftovers,
@@ -295,3 +296,36 @@ def test_get_refuses_a_speed_limit_that_is_no_speed() -> None:
     done = run_cli("get", "http://127.0.0.1:9/f", "--speed-limit", "fast")
     assert done.returncode == 2
     assert "argument --speed-limit: unknown size" in done.stderr
+
+
+def test_ctrl_c_without_ranges_says_a_rerun_starts_over_and_the_rerun_says_so(
+    tmp_path: Path,
+) -> None:
+    data = make_payload(2 << 20, seed=6)
+    out = tmp_path / "big.bin"
+
+    def written() -> int:
+        return sum(Path(p).stat().st_size for p in glob.glob(f"{out}.*.part"))
+
+    with RawServer(serve_file(data, ranges=False, rate=200_000)) as server:
+        args = ["get", server.url(), "-o", str(out), "--json"]
+        done = signal_when(  # Ctrl-C once 200 KB are in the part
+            [sys.executable, "-m", "asyncfetch", *args],
+            signal.SIGINT,
+            lambda: written() >= 200_000,
+            timeout=30,
+        )
+        assert done.returncode == 130, done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            "asyncfetch: interrupted; the server does not support ranges, so a rerun starts over"
+        )
+        assert written()  # the part is kept all the same: a mirror may serve ranges later
+
+        server.answer = serve_file(data, ranges=False)  # at full speed now
+        mark = len(server.requests)
+        rerun = run_cli(*args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "starting over: the server does not support ranges" in rerun.stderr
+    assert out.read_bytes() == data
+    assert json.loads(rerun.stdout)["resumed_bytes"] == 0
+    assert not any(r.range and r.range[0] > 0 for r in server.requests[mark:])  # from byte 0

@@ -50,10 +50,11 @@ Answer = Callable[[RawRequest], Iterable[bytes | float]]
 
 
 class RawServer:
-    """A started-on-enter loopback server answering each request with ``answer``'s bytes."""
+    """A started-on-enter loopback server answering each request with ``answer``'s bytes
+    (which a test may replace between requests)."""
 
     def __init__(self, answer: Answer) -> None:
-        self._answer = answer
+        self.answer = answer
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(ACCEPT_POLL_S)
         self.port: int = self._listener.getsockname()[1]
@@ -125,7 +126,7 @@ class RawServer:
             sock.close()
 
     def _send(self, sock: socket.socket, request: RawRequest) -> None:
-        for item in self._answer(request):
+        for item in self.answer(request):
             if self._stopping.is_set():
                 return
             if isinstance(item, float):
