@@ -3,7 +3,8 @@ may wait for a slot (past that, 429 with ``Retry-After``), and the speed under w
 download gives its slot back (a source that trickles would hold it for ever: the read
 timeout only notices silence).
 
-The speed floor is the service's own until ``get`` has a low-speed rule to share.
+The speed floor is ``get``'s low-speed rule (``_transport/lowspeed``) applied to a whole
+download, checked once a second.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from typing import Any, TypeVar
 
 from .._errors import FetchError, FetchTimeout, InvalidRequest
 from .._models import ProgressEvent
+from .._transport.lowspeed import LowSpeed
 
 DEFAULT_MAX_QUEUE = 64
 DEFAULT_MIN_SPEED = 1024  # bytes/s
 DEFAULT_MIN_SPEED_WINDOW = 60.0  # seconds
 QUEUE_RETRY_AFTER = 10  # seconds
+CHECK_EVERY = 1.0  # seconds between looks at the meter
 
 T = TypeVar("T")
 
@@ -85,19 +88,22 @@ async def within_floor(
     work: Coroutine[Any, Any, T], floor: SpeedFloor | None, meter: Meter, url: str
 ) -> T:
     """Run ``work``; when ``meter`` shows fewer bytes than ``floor`` asks over a window
-    before the body is complete, cancel it (its part file stays) and raise TooSlow."""
+    before the body is complete, cancel it (its part file stays) and raise TooSlow.
+
+    The rule is ``get``'s low-speed rule (:class:`~asyncfetch._transport.lowspeed.LowSpeed`)
+    applied to the whole download: ``get`` retries one slow connection, the service frees
+    the slot a slow download holds."""
     task = asyncio.ensure_future(work)
     if floor is None:
         return await task
-    least = floor.bytes_per_s * floor.window
+    loop = asyncio.get_running_loop()
+    watch = LowSpeed(floor.bytes_per_s, floor.window, loop.time(), meter.received)
     try:
         while True:
-            before = meter.received
-            done, _ = await asyncio.wait({task}, timeout=floor.window)
+            done, _ = await asyncio.wait({task}, timeout=min(floor.window, CHECK_EVERY))
             if done:
                 return task.result()
-            gained = meter.received - before
-            if gained < least and not meter.complete:
+            if not watch.check(loop.time(), meter.received) and not meter.complete:
                 break
     except BaseException:
         await _stop(task)
@@ -106,8 +112,8 @@ async def within_floor(
     if not task.cancelled() and task.exception() is None:
         return task.result()  # it finished as it was stopped
     raise TooSlow(
-        f"{url}: only {gained} bytes in {floor.window:g} s, under the service's floor of "
-        f"{floor.bytes_per_s} bytes/s; the download stopped to free its slot and resumes "
+        f"{url}: under the service's floor of {floor.bytes_per_s} bytes/s for {floor.window:g} s"
+        "; the download stopped to free its slot and resumes "
         "from its part file when asked again",
         url=url,
     )
