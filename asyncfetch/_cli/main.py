@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -15,7 +16,7 @@ from types import FrameType
 from .. import _api
 from .._cache.lookup import cached_path, checkpoints_dir, ensure_dir
 from .._config import RetryPolicy, Timeouts
-from .._engine.progress import ProgressBar
+from .._engine.progress import BarSafeHandler, ProgressBar
 from .._engine.rank import MirrorReport, rank_mirrors
 from .._errors import FetchError
 from .._hub import files as _hubfile
@@ -306,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asyncfetch`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    if handler is not _serve:  # the service logs JSON lines of its own
+        _log_through_bars()
     terminated: list[int] = []
     sigterm = _sigterm_as_sigint(terminated) if getattr(args, "resumable", False) else None
     try:
@@ -318,6 +321,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopped = "terminated" if terminated else "interrupted"
         print(f"asyncfetch: {stopped}; run the same command again to resume", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _log_through_bars() -> None:
+    """The library's warnings (a retry and its wait, a dropped mirror) on stderr, one line
+    each, never inside a progress bar's line."""
+    logger = logging.getLogger("asyncfetch")
+    if not any(isinstance(h, BarSafeHandler) for h in logger.handlers):
+        logger.addHandler(BarSafeHandler())
 
 
 @contextlib.contextmanager
