@@ -40,12 +40,16 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     get = commands.add_parser("get", help="download one file, verified")
-    get.add_argument("url", help="the file's URL, or a name in the model registry")
+    get.add_argument(
+        "url", type=options.url_or_name, help="the file's URL, or a name in the model registry"
+    )
     get.add_argument("--registry", type=Path, help="registry TOML file for names (see README)")
     where = get.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", type=Path, help="the output file path")
     where.add_argument("--dir", type=Path, help="directory to put the file in (name from URL)")
-    get.add_argument("--mirror", action="append", default=[], help="another URL of the file")
+    get.add_argument(
+        "--mirror", action="append", default=[], type=options.url, help="another URL of the file"
+    )
     get.add_argument(
         "-H", "--header", action="append", default=[], type=options.header,
         help="'Name: value' for the URL's origin (Authorization and Cookie go nowhere else)",
@@ -54,7 +58,7 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--mirror-header", nargs=2, action="append", default=[], metavar=("MIRROR", "HEADER"),
         help="'Name: value' for every request to MIRROR's origin (scheme, host, port) only",
     )  # fmt: skip
-    get.add_argument("--sha256", help="expected SHA-256 (64 hex digits)")
+    get.add_argument("--sha256", type=options.sha256, help="expected SHA-256 (64 hex digits)")
     get.add_argument("--connections", type=options.positive_int, default=16, help="default: 16")
     get.add_argument("--chunk-size", type=options.chunk_size, help="bytes per request, e.g. 8M")
     get.add_argument("--retries", type=options.retries, help="retries per stuck range (default 4)")
@@ -157,7 +161,9 @@ def _print_result(result: FetchResult, as_json: bool, url: str | None = None) ->
 
 def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mirrors = commands.add_parser("mirrors", help="rank mirrors of one file by measured speed")
-    mirrors.add_argument("urls", nargs="+", metavar="URL", help="URLs of the same file")
+    mirrors.add_argument(
+        "urls", nargs="+", metavar="URL", type=options.url, help="URLs of the same file"
+    )
     mirrors.add_argument("--sample", type=options.size, default=8 << 20, help="bytes to time (8M)")
     mirrors.add_argument("--connections", type=options.positive_int, default=4, help="default: 4")
     mirrors.add_argument(
