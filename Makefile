@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test check lint typecheck bench clean
+.PHONY: help install demo test check lint typecheck bench soak clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test: check  ## lint, type-check and run the test suite
 bench: $(STAMP)  ## asyncfetch against its peers on nginx (installs nginx, aria2, curl)
 	bash benchmarks/setup.sh $(VENV)
 	$(BIN)/python -m benchmarks
+
+soak: $(STAMP)  ## 1,000 downloads through the fault server (30% faulty); no leak, no wrong file (~10-20 min)
+	$(BIN)/python -m benchmarks.soak
 
 clean:  ## remove the venv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -128,6 +128,11 @@ class ProgressEvent:
         done: bytes on disk so far (resumed ones included).
         delta: for ``bytes``, how many arrived since the last event.
         message: for ``retry``, ``source_switched`` and ``failed``, what and why.
+        attempt: for ``retry``, the try that failed (counted since the last that made
+            progress; 0 for a download that starts over because the file changed).
+        of: for ``retry``, the tries allowed without progress.
+        wait: for ``retry``, seconds until the next try.
+        error: for ``retry``, what failed.
     """
 
     kind: EventKind
@@ -136,10 +141,15 @@ class ProgressEvent:
     done: int = 0
     delta: int = 0
     message: str = ""
+    attempt: int = 0
+    of: int = 0
+    wait: float = 0.0
+    error: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "url", redact(self.url))
         object.__setattr__(self, "message", redact(self.message))
+        object.__setattr__(self, "error", redact(self.error))
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

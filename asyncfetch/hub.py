@@ -29,6 +29,7 @@ from ._hub import adapt as _adapt
 from ._hub import files as _hubfile
 from ._hub.adapt import LoadReport
 from ._hub.distributed import NodeRole, role_from_env
+from ._hub.urlerrors import as_urllib_errors, default_timeout
 from ._options import Options, make_options
 from ._userinfo import redact
 
@@ -91,21 +92,25 @@ def load_state_dict_from_url(
         connections: parallel connections in all.
         registry: the registry file to look names up in (default: see the README).
         retry: a RetryPolicy or a number of retries.
-        timeout: a Timeouts, or seconds for connect and read-idle.
+        timeout: a Timeouts, or seconds for connect and read-idle (default:
+            ``socket.getdefaulttimeout()`` when set, as for torch.hub).
         headers: extra request headers (``Authorization`` and ``Cookie`` only to ``url``'s
             origin).
         mirror_headers: headers for mirrors, ``{mirror URL: {name: value}}``, each only to
             that URL's origin.
 
     Raises:
-        FetchError: the download failed or did not verify (a subclass says how).
+        FetchError: the download failed or did not verify (a subclass says how). As for
+            torch.hub, a failed connection is also a ``urllib.error.URLError``, an error
+            status also a ``urllib.error.HTTPError`` (with ``code``), a timeout also a
+            ``TimeoutError``.
     """
     source = _hubfile.resolve(
         url, mirrors=mirrors, sha256=sha256, file_name=file_name, check_hash=check_hash,
         registry=registry,
     )  # fmt: skip
     options = make_options(
-        connections=connections, retry=retry, timeout=timeout, headers=headers,
+        connections=connections, retry=retry, timeout=_timeout(timeout), headers=headers,
         mirror_headers=mirror_headers, progress=progress,
     )  # fmt: skip
     path = _fetch_checkpoint(source, model_dir, options)
@@ -139,15 +144,17 @@ def download_url_to_file(
     Raises:
         IntegrityError: the digest does not match ``sha256`` (a ValueError); for
             ``hash_prefix``, a HashPrefixMismatch, also a RuntimeError, as torch.hub raises.
-        FetchError: the download failed.
+        FetchError: the download failed (also a ``URLError``, ``HTTPError`` or
+            ``TimeoutError``, as for :func:`load_state_dict_from_url`).
     """
     prefix = _hubfile.check_prefix(hash_prefix, url) if hash_prefix else None  # "": no check
     source = _hubfile.Checkpoint(url, mirror_urls(mirrors), sha256)
     options = make_options(
-        connections=connections, retry=retry, timeout=timeout, headers=headers,
+        connections=connections, retry=retry, timeout=_timeout(timeout), headers=headers,
         mirror_headers=mirror_headers, progress=progress, trust_unvouched=False,
     )  # fmt: skip
-    _hubfile.get_file(source, Path(dst).expanduser(), prefix, options)
+    with as_urllib_errors():
+        _hubfile.get_file(source, Path(dst).expanduser(), prefix, options)
 
 
 def load_pretrained(
@@ -200,7 +207,7 @@ def load_pretrained(
             source, mirrors=mirrors, sha256=sha256, file_name=file_name,
             check_hash=check_hash, registry=registry,
         )  # fmt: skip
-        options = make_options(connections=connections, progress=progress)
+        options = make_options(connections=connections, timeout=_timeout(None), progress=progress)
         path, label = _fetch_checkpoint(found, model_dir, options), redact(found.url)
     checkpoint = load_file(path, map_location, weights_only)
     state = _adapt.unwrap(checkpoint, checkpoint_key, source=label)
@@ -219,8 +226,14 @@ def load_pretrained(
 def _fetch_checkpoint(source: _hubfile.Checkpoint, model_dir: str | None, options: Options) -> Path:
     directory = model_dir if model_dir is not None else _hub_checkpoints()
     path = cached_path(source.url, directory, source.file_name)
-    _hubfile.ensure_cached(source, path, options, _node_role())
+    with as_urllib_errors():
+        _hubfile.ensure_cached(source, path, options, _node_role())
     return path
+
+
+def _timeout(timeout: Timeouts | float | None) -> Timeouts | float | None:
+    """``timeout``, else ``socket.setdefaulttimeout``'s, which torch.hub's callers set."""
+    return timeout if timeout is not None else default_timeout()
 
 
 def _hub_checkpoints() -> Path:

@@ -49,19 +49,21 @@ def run(args: argparse.Namespace) -> int:
     """Download the manifest's files; print the table (or JSON) and one line per failure."""
     sources = read_manifest(args.manifest)
     progress = BatchProgress(len(sources)) if options.wants_bars(args) else None
+    items: list[BatchItem] = []
     try:
-        items = run_sync(_run_batch(args, sources, progress))
+        run_sync(_run_batch(args, sources, progress, items))
+    except KeyboardInterrupt:
+        if progress is not None:
+            progress.close()
+        _report_interrupted(items, len(sources))
+        raise
     finally:
         if progress is not None:
             progress.close()
     if not args.json:
         print(_summary(items), flush=True)
     failed = [item for item in items if not item.ok]
-    for item in failed:
-        message, url = options.error_text(item.error), redact(item.url)
-        if url not in message:
-            message = f"{url}: {message}"
-        print(f"asyncfetch: error: {message}", file=sys.stderr)
+    _name_failures(failed)
     if args.fail_fast and failed and len(items) < len(sources):
         done = len(items) - len(failed)
         print(f"asyncfetch: stopped after the first failure with {done} of {len(sources)} files "
@@ -69,10 +71,32 @@ def run(args: argparse.Namespace) -> int:
     return options.EXIT_FAILED if failed else options.EXIT_OK
 
 
+def _name_failures(failed: list[BatchItem]) -> None:
+    """One ``asyncfetch: error:`` line on stderr per failed file, naming its URL."""
+    for item in failed:
+        message, url = options.error_text(item.error), redact(item.url)
+        if url not in message:
+            message = f"{url}: {message}"
+        print(f"asyncfetch: error: {message}", file=sys.stderr)
+
+
+def _report_interrupted(items: list[BatchItem], total: int) -> None:
+    """After Ctrl-C (or SIGTERM): how many files are in place, failed (each named) and were
+    interrupted or not started, on stderr; main() then says how to resume."""
+    good = sum(item.ok for item in items)
+    failed = [item for item in items if not item.ok]
+    print(f"asyncfetch: {good} of {total} files ok, {len(failed)} failed, "
+          f"{total - len(items)} interrupted or not started", file=sys.stderr)  # fmt: skip
+    _name_failures(failed)
+
+
 async def _run_batch(
-    args: argparse.Namespace, sources: list[Source], progress: BatchProgress | None
-) -> list[BatchItem]:
-    items: list[BatchItem] = []
+    args: argparse.Namespace,
+    sources: list[Source],
+    progress: BatchProgress | None,
+    items: list[BatchItem],
+) -> None:
+    """Download into ``items`` as files finish (so an interruption keeps what finished)."""
     batch = fetch_many(
         sources, max_files=args.jobs, connections=args.connections, per_host=args.per_host,
         dest_dir=args.dir, chunk_size=args.chunk_size, retry=RetryPolicy.coerce(args.retries),
@@ -85,7 +109,6 @@ async def _run_batch(
                 print(json.dumps(_item_json(item)), flush=True)
             if args.fail_fast and not item.ok:
                 break
-    return items
 
 
 def _item_json(item: BatchItem) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import cache
 from .._config import parse_duration, parse_size
-from .._errors import FetchError
+from .._errors import FetchError, InvalidRequest
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -43,7 +43,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     prune.add_argument("--partials", action="store_true", help="abandoned partial downloads")
     prune.add_argument("--dry-run", action="store_true", help="only say what would go")
-    prune.set_defaults(handler=_prune)
+    prune.set_defaults(handler=_prune, usage=prune)
 
 
 def _count(text: str) -> int:
@@ -72,7 +72,17 @@ def _path(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check_dir(directory: Path | None) -> None:
+    """A ``--dir`` given must be a directory: a typo must not read as an empty cache."""
+    if directory is not None and not directory.expanduser().exists():
+        raise InvalidRequest(
+            f"{directory}: no such cache directory; check --dir (without it, the cache is "
+            f"{cache.path(None)})"
+        )
+
+
 def _ls(args: argparse.Namespace) -> int:
+    _check_dir(args.dir)
     entries = cache.ls(args.dir)
     if args.json:
         for entry in entries:
@@ -93,6 +103,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    _check_dir(args.dir)
     results = cache.verify(args.names, args.dir)
     for result in results:
         if args.json:
@@ -113,6 +124,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    criteria = (args.keep_latest, args.max_size, args.older_than)
+    if all(c is None for c in criteria) and not args.partials:
+        args.usage.error(  # exits 2, as argparse does for any usage error
+            "say what to prune: --keep-latest N, --max-size SIZE, --older-than DURATION or "
+            "--partials"
+        )
+    _check_dir(args.dir)
     report = cache.prune(
         keep_latest=args.keep_latest,
         max_size=args.max_size,

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +17,7 @@ from .. import _api
 from .._cache.lookup import cached_path, checkpoints_dir, ensure_dir
 from .._config import RetryPolicy, Timeouts
 from .._engine.download import RERUN_STARTS_OVER
-from .._engine.progress import ProgressBar
+from .._engine.progress import BarSafeHandler, ProgressBar
 from .._engine.rank import MirrorReport, rank_mirrors
 from .._errors import FetchError
 from .._hub import files as _hubfile
@@ -41,12 +42,16 @@ RESUME_NOTE = "run the same command again to resume"
 
 def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     get = commands.add_parser("get", help="download one file, verified")
-    get.add_argument("url", help="the file's URL, or a name in the model registry")
+    get.add_argument(
+        "url", type=options.url_or_name, help="the file's URL, or a name in the model registry"
+    )
     get.add_argument("--registry", type=Path, help="registry TOML file for names (see README)")
     where = get.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", type=Path, help="the output file path")
     where.add_argument("--dir", type=Path, help="directory to put the file in (name from URL)")
-    get.add_argument("--mirror", action="append", default=[], help="another URL of the file")
+    get.add_argument(
+        "--mirror", action="append", default=[], type=options.url, help="another URL of the file"
+    )
     get.add_argument(
         "-H", "--header", action="append", default=[], type=options.header,
         help="'Name: value' for the URL's origin (Authorization and Cookie go nowhere else)",
@@ -55,7 +60,7 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--mirror-header", nargs=2, action="append", default=[], metavar=("MIRROR", "HEADER"),
         help="'Name: value' for every request to MIRROR's origin (scheme, host, port) only",
     )  # fmt: skip
-    get.add_argument("--sha256", help="expected SHA-256 (64 hex digits)")
+    get.add_argument("--sha256", type=options.sha256, help="expected SHA-256 (64 hex digits)")
     get.add_argument("--connections", type=options.positive_int, default=16, help="default: 16")
     get.add_argument("--chunk-size", type=options.chunk_size, help="bytes per request, e.g. 8M")
     get.add_argument("--retries", type=options.retries, help="retries per stuck range (default 4)")
@@ -192,7 +197,9 @@ def _print_result(result: FetchResult, as_json: bool, url: str | None = None) ->
 
 def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mirrors = commands.add_parser("mirrors", help="rank mirrors of one file by measured speed")
-    mirrors.add_argument("urls", nargs="+", metavar="URL", help="URLs of the same file")
+    mirrors.add_argument(
+        "urls", nargs="+", metavar="URL", type=options.url, help="URLs of the same file"
+    )
     mirrors.add_argument("--sample", type=options.size, default=8 << 20, help="bytes to time (8M)")
     mirrors.add_argument("--connections", type=options.positive_int, default=4, help="default: 4")
     mirrors.add_argument(
@@ -342,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asyncfetch`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
+    if handler is not _serve:  # the service logs JSON lines of its own
+        _log_through_bars()
     terminated: list[int] = []
     sigterm = _sigterm_as_sigint(terminated) if getattr(args, "resumable", False) else None
     try:
@@ -355,6 +364,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = getattr(args, "stop_note", RESUME_NOTE)
         print(f"asyncfetch: {stopped}; {note}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _log_through_bars() -> None:
+    """The library's warnings (a retry and its wait, a dropped mirror) on stderr, one line
+    each, never inside a progress bar's line."""
+    logger = logging.getLogger("asyncfetch")
+    if not any(isinstance(h, BarSafeHandler) for h in logger.handlers):
+        logger.addHandler(BarSafeHandler())
 
 
 @contextlib.contextmanager

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from .._config import check_chunk_size, parse_size
 from .._errors import FetchError, InvalidRequest
+from .._hub.registry import looks_like_name
+from .._transport.client import check_url
 from .._transport.netpolicy import parse_networks
 from .._userinfo import redact
 
@@ -19,6 +22,31 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+_SHA256 = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
+
+
+def sha256(text: str) -> str:
+    """A SHA-256 as 64 hex digits, in lower case; upper case, spaces around it and a
+    ``sha256:`` prefix are accepted (argparse type)."""
+    found = _SHA256.fullmatch(text.strip().lower())
+    if found is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a SHA-256 (64 hex digits)")
+    return found.group(1)
+
+
+def url(text: str) -> str:
+    """An absolute http(s) URL (argparse type)."""
+    try:
+        return check_url(text)
+    except FetchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def url_or_name(text: str) -> str:
+    """An absolute http(s) URL, or a name to look up in the model registry (argparse type)."""
+    return text if looks_like_name(text) else url(text)
 
 
 def size(text: str) -> int:

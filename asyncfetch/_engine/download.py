@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -30,7 +31,7 @@ from .planner import Scheduler, Task, plan_chunks
 from .probe import Probed, probe_sources
 from .request import Request
 from .resolve import Resolves, refused, resolve_again
-from .retry import is_retryable, retrying
+from .retry import RetryNotice, is_retryable, retrying
 from .samples import check_mirrors
 
 log = logging.getLogger("asyncfetch")
@@ -225,7 +226,7 @@ class Download:
     async def _probe_sources(self) -> RemoteInfo:
         probed = await probe_sources(
             self.transport, self.request.urls, self.board, self.options.retry,
-            sha256=self.request.sha256,
+            sha256=self.request.sha256, on_retry=self._retry_event,
         )  # fmt: skip
         self.probed = probed
         self.final_urls = {url: info.final_url for url, info in probed.sources.items()}
@@ -291,7 +292,10 @@ class Download:
 
     async def _fetch_task(self, task: Task, home: str, sink: PartFile) -> None:
         """Fetch ``task`` with retries, switching sources as needed."""
-        policy = retrying(self.options.retry, progress=lambda: task.pos, wait_hint=self._wait_hint)
+        policy = retrying(
+            self.options.retry, progress=lambda: task.pos, wait_hint=self._wait_hint,
+            on_retry=self._retry_event,
+        )  # fmt: skip
         try:
             async for attempt in policy:
                 with attempt:
@@ -352,8 +356,7 @@ class Download:
                     self.transport, source, self.size, self.validators.get(source)
                 )
         log.info("%s; resolved %s again", exc, redact(source))
-        self.retries += 1
-        self._emit("retry", message=f"{exc}; resolved {source} again")
+        self.retries += 1  # the retry loop sends the retry event, with its wait (0)
         exc.retryable, exc.retry_after = True, 0.0
         return True
 
@@ -361,8 +364,7 @@ class Download:
         """Record a failed attempt; returns True if ``source`` is dropped for good."""
         if isinstance(exc, RangeNotHonoured) and len(self.board.sources) == 1:
             return False  # the whole download falls back to one stream
-        self.retries += 1
-        self._emit("retry", message=str(exc))
+        self.retries += 1  # the retry event comes from the retry loop, with its wait
         if exc.retryable:
             self.board.record_failure(source, str(exc), time.monotonic(), exc.retry_after)
             return False
@@ -472,7 +474,8 @@ class Download:
         self, sink: PartFile, size: int | None, source: str | None = None
     ) -> None:
         """One connection, from byte 0; each retry starts over (the server cannot resume)."""
-        async for attempt in retrying(self.options.retry, progress=lambda: 0):
+        policy = retrying(self.options.retry, progress=lambda: 0, on_retry=self._retry_event)
+        async for attempt in policy:
             with attempt:
                 if sink.written:
                     await sink.restart()
@@ -527,6 +530,14 @@ class Download:
         callback = self.request.progress
         if callback is not None:
             callback(self._event(kind, delta=delta, message=message))
+
+    def _retry_event(self, notice: RetryNotice) -> None:
+        callback = self.request.progress
+        if callback is not None:
+            event = self._event("retry", message=str(notice))
+            callback(dataclasses.replace(
+                event, attempt=notice.attempt, of=notice.of, wait=notice.wait, error=notice.error
+            ))  # fmt: skip
 
     def _event(self, kind: EventKind, *, delta: int = 0, message: str = "") -> ProgressEvent:
         return ProgressEvent(kind, self.request.url, self.size, self.done, delta, message)

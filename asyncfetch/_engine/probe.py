@@ -13,7 +13,7 @@ from .._models import RemoteInfo
 from .._transport.client import Transport
 from .._userinfo import redact
 from .mirrors import MirrorBoard
-from .retry import is_retryable, retrying
+from .retry import OnRetry, is_retryable, retrying
 
 log = logging.getLogger("asyncfetch")
 
@@ -35,6 +35,7 @@ async def probe_sources(
     policy: RetryPolicy,
     *,
     sha256: str | None = None,
+    on_retry: OnRetry | None = None,
 ) -> Probed:
     """Probe all sources at once; retry (with backoff) only while the primary (or, with the
     caller's ``sha256``, any source) does not answer.
@@ -45,7 +46,7 @@ async def probe_sources(
     primary, mirrors are used only with ``sha256`` to check their bytes against.
     """
     try:
-        async for attempt in retrying(policy, progress=lambda: 0):
+        async for attempt in retrying(policy, progress=lambda: 0, on_retry=on_retry):
             with attempt:
                 infos = await _probe_round(transport, urls, board, trusted=sha256 is not None)
     except _NoSourceAnswered as exc:

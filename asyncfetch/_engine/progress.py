@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sys
 import threading
 from collections import deque
@@ -217,6 +218,26 @@ class ProgressStream:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class BarSafeHandler(logging.Handler):
+    """A logging handler for the command line: each record one line on stderr, through
+    ``tqdm.write`` so that it never lands inside a progress bar's line (the bars are cleared
+    and drawn again below it), warnings prefixed ``asyncfetch: warning:``."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(logging.WARNING)
+        self._stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            level = "warning" if record.levelno < logging.ERROR else "error"
+            text = " ".join(self.format(record).split())  # one line, whatever the message
+            tqdm.write(f"asyncfetch: {level}: {text}", file=self._stream or sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 def _set_done(future: asyncio.Future[None]) -> None:

@@ -1,18 +1,50 @@
 """RetryPolicy → tenacity: which failures are worth retrying, how long to wait, when to stop.
 
+Every wait is visible: before it, a warning is logged on the ``asyncfetch`` logger (what
+failed, attempt k of n, the wait) and the caller's ``on_retry`` gets a :class:`RetryNotice`
+(the download turns it into a ``retry`` progress event). A permanent failure (an HTTP 401,
+403 or 404, a certificate that does not verify: ``retryable`` False) is not retried at all.
+
 The only module that touches tenacity.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import tenacity
 
 from .._config import MAX_RETRY_AFTER, RetryPolicy
 from .._errors import TransportError
 
+log = logging.getLogger("asyncfetch")
+
 WaitHint = Callable[[BaseException], float | None]
+
+
+@dataclass(frozen=True)
+class RetryNotice:
+    """A failed try that will be tried again after ``wait`` seconds.
+
+    Attributes:
+        attempt: the try that failed, counted since the last one that made progress.
+        of: the tries allowed without progress (the policy's ``attempts``).
+        wait: seconds until the next try.
+        error: what failed (the error's message, which names the URL).
+    """
+
+    attempt: int
+    of: int
+    wait: float
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.error}; attempt {self.attempt} of {self.of}, waiting {self.wait:.1f} s"
+
+
+OnRetry = Callable[[RetryNotice], None]
 
 #: What tries must gain, together, to count as progress: a server or proxy that cuts every
 #: answer after a few bytes would otherwise keep a download going (and never failing) for ever.
@@ -53,6 +85,7 @@ def retrying(
     *,
     progress: Callable[[], int],
     wait_hint: WaitHint | None = None,
+    on_retry: OnRetry | None = None,
 ) -> tenacity.AsyncRetrying:
     """A tenacity loop for one byte range.
 
@@ -65,6 +98,7 @@ def retrying(
         progress: how far the range has got; tries that gain MIN_PROGRESS do not count.
         wait_hint: given the last error, a wait to use instead of the backoff (for example 0
             when another source can take over), or None for the backoff.
+        on_retry: told about each wait, after it is logged.
     """
     fruitless = _Fruitless(progress)
     jitter = tenacity.wait_random(0, policy.jitter)
@@ -83,10 +117,23 @@ def retrying(
     def stop(state: tenacity.RetryCallState) -> bool:
         return policy.attempts == 1 or fruitless.count(state) >= policy.attempts
 
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        notice = RetryNotice(
+            attempt=max(fruitless.count(state), 1),
+            of=policy.attempts,
+            wait=state.next_action.sleep if state.next_action else 0.0,
+            error=(str(error) or type(error).__name__) if error else "",
+        )
+        log.warning("%s", notice)
+        if on_retry is not None:
+            on_retry(notice)
+
     return tenacity.AsyncRetrying(
         stop=stop,
         wait=wait,
         retry=tenacity.retry_if_exception(is_retryable),
         sleep=policy.sleep,
+        before_sleep=before_sleep,
         reraise=True,
     )

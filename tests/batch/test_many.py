@@ -488,7 +488,10 @@ def test_cli_batch_interrupt_keeps_partials_and_a_rerun_resumes(
         proc.wait(10)
 
     assert proc.returncode == status, stderr
-    assert stderr == f"asyncfetch: {stopped}; run the same command again to resume\n"
+    assert stderr == (
+        "asyncfetch: 0 of 3 files ok, 0 failed, 3 interrupted or not started\n"
+        f"asyncfetch: {stopped}; run the same command again to resume\n"
+    )
     assert stdout == ""
     names = leftovers(out)
     assert not any(name in names for name in files)  # nothing incomplete at a target

@@ -714,7 +714,7 @@ def test_prune_needs_a_criterion(tmp_path: Path) -> None:
     with pytest.raises(InvalidRequest, match="say what to prune"):
         cache.prune(directory=tmp_path)
     done = run_cli("cache", "prune", "--dir", str(tmp_path))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a usage error, as the README says
     assert "say what to prune" in done.stderr
     bad = run_cli("cache", "prune", "--max-size", "lots", "--dir", str(tmp_path))
     assert bad.returncode == 2

@@ -144,11 +144,8 @@ def test_credentials_in_the_url_are_used_and_never_shown(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["get", "not a url", "-o", "{tmp}/x"], "is not a full URL"),
-        (["get", "ftp://127.0.0.1/x", "-o", "{tmp}/x"], "unsupported scheme"),
         (["get", "http://127.0.0.1:9/x", "-o", "{tmp}/missing/x"], "does not exist"),
         (["get", "http://127.0.0.1:9/x", "-o", "{tmp}"], "is a directory"),
-        (["get", "http://127.0.0.1:9/x", "-o", "{tmp}/x", "--sha256", "abc"], "64 hex digits"),
     ],
 )
 def test_bad_input_is_a_one_line_error(tmp_path: Path, args: list[str], message: str) -> None:
@@ -166,8 +163,11 @@ def test_a_malformed_url_is_a_one_line_error_wherever_it_goes(
     url = "http://[::1"
     args = (a.replace("{tmp}", str(tmp_path)) for a in where)
     done = run_cli("get", url, *args, TORCH_HOME=str(tmp_path / "torch"))
-    assert done.returncode == 1, done.stderr
-    assert done.stderr == f"asyncfetch: error: {url!r} is not a valid URL: Invalid IPv6 URL\n"
+    assert done.returncode == 2, done.stderr  # a usage error
+    assert done.stderr.startswith("usage: asyncfetch get")
+    assert done.stderr.endswith(
+        f"error: argument url: {url!r} is not a valid URL: Invalid IPv6 URL\n"
+    )
     assert leftovers(tmp_path) == []  # no cache directory made for it either
 
 
