@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from .._cache import lookup as _cache
 from .._cache import marker as _marker
+from .._cache.lookup import in_hub_cache
 from .._config import RetryPolicy, Timeouts
+from .._expectation import HashPrefix, Nothing, expect_sha256
 from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._options import make_options
 from .._storage.destination import check_destination, check_target_kind
@@ -98,7 +100,8 @@ async def fetch(
         headers=headers, mirror_headers=mirror_headers, progress=progress, hash=hash,
         offline=offline, verify=verify, url=url,
     )  # fmt: skip
-    request = make_request(url, dest, options, mirrors=mirrors, sha256=sha256)
+    expected = expect_sha256(sha256, url)
+    request = make_request(url, dest, options, mirrors=mirrors, expected=expected)
     return await run(request, session=session)
 
 
@@ -119,8 +122,9 @@ async def run(
     if hit is not None:
         return _hit_result(request, hit, started)
     check_destination(request.dest, request.url)
-    async with TargetLock(request.dest):
-        hit = await _local_hit(request)  # another process or thread may have just fetched it
+    async with TargetLock(request.dest) as lock:
+        # another process or thread may have just fetched it
+        hit = await _local_hit(request, waited=lock.waited)
         if hit is not None:
             return _hit_result(request, hit, started)
         opened: contextlib.AbstractAsyncContextManager[Transport] = (
@@ -154,8 +158,12 @@ async def _probe_and_download(
     return result
 
 
-async def _local_hit(request: Request) -> _cache.Hit | None:
-    """A hit decided from the disk alone (``sha256`` given, or offline); raises offline misses."""
+async def _local_hit(request: Request, waited: bool | None = None) -> _cache.Hit | None:
+    """A hit decided from the disk alone (a digest or prefix expected, or offline); raises
+    offline misses. ``waited``: asked under the target's lock, after waiting for it or not
+    (None: before taking it)."""
+    if isinstance(request.expected, HashPrefix):
+        return await asyncio.to_thread(_prefixed_hit, request, request.expected.prefix, waited)
     return await asyncio.to_thread(
         _cache.find_local,
         request.dest,
@@ -168,10 +176,31 @@ async def _local_hit(request: Request) -> _cache.Hit | None:
     )
 
 
+def _prefixed_hit(request: Request, prefix: str, waited: bool | None) -> _cache.Hit | None:
+    """torch.hub's ``check_hash``: a file whose digest starts with ``prefix`` (blocking).
+
+    Before the lock only, unless the caller trusts no file it finds (``download_url_to_file``
+    always downloads, as torch.hub's, except offline); under it, only after waiting for
+    another download of the same file, which may have just put it in place.
+    """
+    options = request.options
+    if waited is None:
+        if options.trust_unvouched is False and not options.offline:
+            return None
+        verify, offline = options.verify, options.offline
+    elif waited:
+        verify, offline = False, False
+    else:
+        return None
+    return _cache.find_prefixed(
+        request.dest, url=request.url, prefix=prefix, verify=verify, offline=offline
+    )
+
+
 async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None:
-    """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged, and
+    """Expecting nothing, an existing ``dest`` is a hit if a probe shows it unchanged, and
     has the SHA-256 the primary announces, if it announces one."""
-    if request.sha256 is not None or not request.dest.exists():
+    if not isinstance(request.expected, Nothing) or not request.dest.exists():
         return None
     if not await asyncio.to_thread(_worth_a_probe, request):
         return None
@@ -183,9 +212,9 @@ async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None
         urls=request.urls,
         verify=request.options.verify,
         hashing=request.options.hashing,
-        trust_unvouched=request.trust_unvouched,
+        trust_unvouched=_trusts_unvouched(request),
     )
-    announced = download.expected
+    announced = download.expected.digest
     return hit if hit is None or announced is None or hit.sha256 == announced else None
 
 
@@ -196,7 +225,7 @@ def _worth_a_probe(request: Request) -> bool:
     always; else only if asyncfetch's marker vouches for it as the URL's and still describes
     it, or has the digest that a file changed since must still have.
     """
-    if request.trust_unvouched and not request.options.verify:
+    if _trusts_unvouched(request) and not request.options.verify:
         return True
     marker = _marker.read_marker(request.dest)
     if marker is None or not _cache.vouches_for(marker, _marker.recorded_urls(request.urls)):
@@ -206,6 +235,13 @@ def _worth_a_probe(request: Request) -> bool:
     except OSError:
         return False
     return unchanged or marker.expected is not None
+
+
+def _trusts_unvouched(request: Request) -> bool:
+    """Whether a file no marker vouches for may be a hit; by default, only in torch.hub's
+    cache directory (blocking: resolves links)."""
+    trust = request.options.trust_unvouched
+    return in_hub_cache(request.dest) if trust is None else trust
 
 
 def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:

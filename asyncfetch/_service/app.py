@@ -58,6 +58,7 @@ from .._errors import (
     RetriesExhausted,
     TransportError,
 )
+from .._expectation import expect_sha256
 from .._models import FetchResult
 from .._options import make_options
 from .._transport.client import Transport
@@ -369,7 +370,7 @@ class Service:
             self.cache_dir / order.name,
             options,
             mirrors=order.mirrors,
-            sha256=order.sha256,
+            expected=expect_sha256(order.sha256, order.url),
         )
         async with Transport(request.options, policy=self._net) as transport:
             return await run(request, transport=transport)
