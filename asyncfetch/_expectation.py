@@ -6,8 +6,10 @@ finished download against it before the one rename to the target, and the cache'
 checks a file already on disk against it.
 
 Adding a kind (say, a digest the primary server announced): a frozen dataclass with the same
-members (``digest``, ``admits``, ``describe``, ``mismatch``), added to the ``Expectation``
-union; nothing that checks one needs to change.
+members (``digest``, ``admits``, ``mismatch``), added to the ``Expectation``
+union. The part file's finish needs no change; the cache's ``judge`` treats any kind with a
+``digest`` as a full SHA-256 (and records it as a caller's: change that there if it should
+not vouch as one).
 """
 
 from __future__ import annotations
@@ -37,10 +39,6 @@ class Sha256:
         """Whether a file whose SHA-256 is ``digest`` is the one expected."""
         return digest == self.hex
 
-    def describe(self) -> str:
-        """What a file must have, to end the sentence ``PATH does not have ...``."""
-        return f"the SHA-256 {self.hex}"
-
     def mismatch(self, url: str, digest: str | None) -> IntegrityError:
         """The error for a download whose SHA-256 is ``digest`` instead (it was discarded)."""
         return IntegrityError(
@@ -68,10 +66,6 @@ class HashPrefix:
         """Whether a file whose SHA-256 is ``digest`` is the one expected."""
         return digest is not None and digest.startswith(self.prefix)
 
-    def describe(self) -> str:
-        """What a file must have, to end the sentence ``PATH does not have ...``."""
-        return f"a SHA-256 starting with {self.prefix}"
-
     def mismatch(self, url: str, digest: str | None) -> IntegrityError:
         """torch.hub's error (a RuntimeError too) for a download whose SHA-256 is ``digest``."""
         return HashPrefixMismatch(
@@ -95,10 +89,6 @@ class Nothing:
     def admits(self, digest: str | None) -> bool:
         """Always: nothing is expected."""
         return True
-
-    def describe(self) -> str:
-        """What a file must have: nothing in particular."""
-        return "any content"
 
     def mismatch(self, url: str, digest: str | None) -> IntegrityError:
         """Never raised (every digest is admitted); here for a uniform interface."""

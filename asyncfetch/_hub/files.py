@@ -179,49 +179,29 @@ def ensure_cached(
 
     An existing file is used as is, except that with a ``sha256`` it is verified first, and
     with ``check_hash`` its SHA-256 must start with the prefix in its name (torch.hub does not
-    check a cached file again; asyncfetch does); if not, it is downloaded again. Returns the
-    FetchResult of a download, None for a hit.
+    check a cached file again; asyncfetch does); if not, it is downloaded again. A file whose
+    marker vouches for its digest (unchanged since it was computed) is not re-hashed; one
+    without is hashed once and given a marker (see :func:`asyncfetch._cache.lookup.judge`).
+    Returns the FetchResult of a download, None for a hit.
     """
     hash_prefix = hash_prefix_of(path.name, source.url) if source.check_hash else None
     path.parent.mkdir(parents=True, exist_ok=True)
     check_target_kind(path, source.url)
 
+    expected = _expectation(source, hash_prefix)
+    urls = (source.url, *source.mirrors)
+
     def ensure() -> FetchResult | None:
-        if path.exists() and cached_file_ok(path, source.sha256, hash_prefix, source.url):
+        verdict = _cache.judge(path, expected, urls=urls, options=options, any_file=True)
+        if verdict.good:
             return None
+        if verdict.found:
+            log.warning("%s %s; downloading it again", path, verdict.reason)
         print(f'Downloading: "{redact(source.url)}" to {path}', file=sys.stderr, flush=True)
         return get_file(source, path, hash_prefix, options)
 
     with _thread_lock(path):
         return once_per_node(path, ensure, role)
-
-
-def cached_file_ok(
-    path: Path, sha256: str | None, hash_prefix: str | None = None, url: str | None = None
-) -> bool:
-    """Whether the cached ``path`` may be used: with ``sha256``, if it matches; with only
-    ``hash_prefix``, if its SHA-256 starts with it; always without either.
-
-    A file whose marker vouches for its digest (unchanged since it was computed) is not
-    re-hashed; one without is hashed once and given a marker. See
-    :func:`asyncfetch._cache.lookup.has_digest` and :func:`asyncfetch._cache.lookup.find_prefixed`.
-    """
-    if sha256 is not None:
-        if _cache.has_digest(path, sha256.lower()):
-            return True
-        log.warning("%s does not match its sha256 %s; downloading it again", path, sha256)
-        return False
-    if hash_prefix is None:
-        return True
-    hit = _cache.find_prefixed(path, url=url, prefix=hash_prefix, verify=False, offline=False)
-    if hit is not None:
-        return True
-    log.warning(
-        "%s does not have a SHA-256 starting with %s, the prefix in its name; downloading it again",
-        path,
-        hash_prefix,
-    )
-    return False
 
 
 _thread_locks: dict[Path, threading.Lock] = {}
