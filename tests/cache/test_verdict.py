@@ -65,25 +65,30 @@ def make_state(path: Path, state: str) -> None:
 
 PROBED = RemoteInfo(URL, URL, len(DATA), True, ETAG, None)  # same size and ETag as downloaded
 
-# column -> (expectation, options, what a probe found, torch.hub's any-file rule)
-COLUMNS: dict[str, tuple[Expectation, Options, RemoteInfo | None, bool]] = {
-    "sha256": (Sha256(DIGEST), Options(), None, False),
-    "other sha256": (Sha256(WRONG), Options(), None, False),
-    "sha256, verify": (Sha256(DIGEST), Options(verify=True), None, False),
-    "prefix": (HashPrefix(DIGEST[:8]), Options(), None, False),
-    "other prefix": (HashPrefix(WRONG[:8]), Options(), None, False),
+# column -> (expectation, options, what a probe found, the SHA-256 the primary announced,
+# torch.hub's any-file rule)
+Column = tuple[Expectation, Options, RemoteInfo | None, str | None, bool]
+COLUMNS: dict[str, Column] = {
+    "sha256": (Sha256(DIGEST), Options(), None, None, False),
+    "other sha256": (Sha256(WRONG), Options(), None, None, False),
+    "sha256, verify": (Sha256(DIGEST), Options(verify=True), None, None, False),
+    "prefix": (HashPrefix(DIGEST[:8]), Options(), None, None, False),
+    "other prefix": (HashPrefix(WRONG[:8]), Options(), None, None, False),
     "prefix, download_url_to_file": (
         HashPrefix(DIGEST[:8]),
         Options(trust_unvouched=False),
         None,
+        None,
         False,
     ),  # fmt: skip
-    "nothing, torch.hub cache": (NOTHING, Options(), None, True),
-    "nothing, offline": (NOTHING, Options(offline=True), None, False),
-    "nothing, offline, verify": (NOTHING, Options(offline=True, verify=True), None, False),
-    "nothing, before a probe": (NOTHING, Options(trust_unvouched=False), None, False),
-    "nothing, probed": (NOTHING, Options(trust_unvouched=False), PROBED, False),
-    "nothing, probed, trusting": (NOTHING, Options(trust_unvouched=True), PROBED, False),
+    "nothing, torch.hub cache": (NOTHING, Options(), None, None, True),
+    "nothing, offline": (NOTHING, Options(offline=True), None, None, False),
+    "nothing, offline, verify": (NOTHING, Options(offline=True, verify=True), None, None, False),
+    "nothing, before a probe": (NOTHING, Options(trust_unvouched=False), None, None, False),
+    "nothing, probed": (NOTHING, Options(trust_unvouched=False), PROBED, None, False),
+    "nothing, probed, trusting": (NOTHING, Options(trust_unvouched=True), PROBED, None, False),
+    "nothing, probed, announced": (NOTHING, Options(), PROBED, DIGEST, False),
+    "nothing, probed, other announced": (NOTHING, Options(), PROBED, WRONG, False),
 }
 
 # what "good: X" / "bad: X" / "probe: X" mean: verdict.good, or verdict.probe (worth a probe),
@@ -102,26 +107,36 @@ UNVOUCHED = "bad: is not vouched for"
 WORTH_A_PROBE = "probe: a probe tells"
 SERVERS = "good: is the server's file"
 ELSEWHERE = "bad: was downloaded from another URL"
+NOT_ANNOUNCED = "bad: the server announces"
 
 TABLE: dict[str, tuple[str, ...]] = {
     # columns:          sha256 / other / verify, prefix / other / download_url_to_file,
-    #                   hub cache, offline / offline verify, before a probe, probed / trusting
+    #                   hub cache, offline / offline verify, before a probe,
+    #                   probed / trusting / announced / other announced
     "missing": (MISSING, MISSING, MISSING, MISSING, MISSING, MISSING,
-                MISSING, MISSING, MISSING, MISSING, MISSING, MISSING),
+                MISSING, MISSING, MISSING, MISSING,
+                MISSING, MISSING, MISSING, MISSING),
     "unmarked": (HAS, HAS_NOT, HAS, PREFIXED, NOT_PREFIXED, NEVER,
-                 AS_IS, OFFLINE, UNVERIFIABLE, UNVOUCHED, UNVOUCHED, SERVERS),
+                 AS_IS, OFFLINE, UNVERIFIABLE, UNVOUCHED,
+                 UNVOUCHED, SERVERS, UNVOUCHED, UNVOUCHED),
     "downloaded": (HAS, HAS_NOT, HAS, PREFIXED, NOT_PREFIXED, NEVER,
-                   AS_IS, OFFLINE, OFFLINE, WORTH_A_PROBE, SERVERS, SERVERS),
+                   AS_IS, OFFLINE, OFFLINE, WORTH_A_PROBE,
+                   SERVERS, SERVERS, SERVERS, NOT_ANNOUNCED),
     "touched": (HAS, HAS_NOT, HAS, PREFIXED, NOT_PREFIXED, NEVER,
-                AS_IS, OFFLINE, OFFLINE, WORTH_A_PROBE, SERVERS, SERVERS),
+                AS_IS, OFFLINE, OFFLINE, WORTH_A_PROBE,
+                SERVERS, SERVERS, SERVERS, NOT_ANNOUNCED),
     "changed": (HAS_NOT, HAS_NOT, HAS_NOT, NOT_PREFIXED, NOT_PREFIXED, NEVER,
-                AS_IS, CORRUPT, CORRUPT, WORTH_A_PROBE, CORRUPT, CORRUPT),
+                AS_IS, CORRUPT, CORRUPT, WORTH_A_PROBE,
+                CORRUPT, CORRUPT, CORRUPT, CORRUPT),
     "from another URL": (HAS, HAS_NOT, HAS, PREFIXED, NOT_PREFIXED, NEVER,
-                         AS_IS, OFFLINE, UNVERIFIABLE, UNVOUCHED, ELSEWHERE, ELSEWHERE),
+                         AS_IS, OFFLINE, UNVERIFIABLE, UNVOUCHED,
+                         ELSEWHERE, ELSEWHERE, ELSEWHERE, ELSEWHERE),
     "baseline": (HAS, HAS_NOT, HAS, PREFIXED, NOT_PREFIXED, NEVER,
-                 AS_IS, OFFLINE, UNVERIFIABLE, UNVOUCHED, UNVOUCHED, SERVERS),
+                 AS_IS, OFFLINE, UNVERIFIABLE, UNVOUCHED,
+                 UNVOUCHED, SERVERS, UNVOUCHED, UNVOUCHED),
     "baseline, changed": (HAS_NOT, HAS_NOT, HAS_NOT, NOT_PREFIXED, NOT_PREFIXED, NEVER,
-                          AS_IS, CORRUPT, UNVERIFIABLE, UNVOUCHED, UNVOUCHED, CORRUPT),
+                          AS_IS, CORRUPT, UNVERIFIABLE, UNVOUCHED,
+                          UNVOUCHED, CORRUPT, UNVOUCHED, UNVOUCHED),
 }  # fmt: skip
 
 CASES = [
@@ -135,9 +150,12 @@ CASES = [
 def test_verdict(tmp_path: Path, state: str, column: str, outcome: str) -> None:
     path = tmp_path / "m.bin"
     make_state(path, state)
-    expected, options, remote, any_file = COLUMNS[column]
+    expected, options, remote, announced, any_file = COLUMNS[column]
 
-    verdict = judge(path, expected, urls=(URL,), options=options, remote=remote, any_file=any_file)
+    verdict = judge(
+        path, expected, urls=(URL,), options=options, remote=remote, announced=announced,
+        any_file=any_file,
+    )  # fmt: skip
 
     kind, reason = outcome.split(": ", 1)
     assert (verdict.good, verdict.probe) == (kind == "good", kind == "probe"), verdict
