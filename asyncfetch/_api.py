@@ -8,6 +8,7 @@ from os import PathLike
 from ._config import RetryPolicy, Timeouts
 from ._engine.fetch import run
 from ._engine.request import make_request
+from ._expectation import expect_sha256
 from ._models import FetchResult, ProgressCallback
 from ._options import make_options
 from ._sync import run_sync
@@ -40,4 +41,5 @@ def download(
         headers=headers, mirror_headers=mirror_headers, progress=progress, hash=hash,
         offline=offline, verify=verify, url=url,
     )  # fmt: skip
-    return run_sync(run(make_request(url, dest, options, mirrors=mirrors, sha256=sha256)))
+    expected = expect_sha256(sha256, url)
+    return run_sync(run(make_request(url, dest, options, mirrors=mirrors, expected=expected)))

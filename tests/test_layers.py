@@ -16,7 +16,9 @@ PACKAGE = Path(asyncfetch.__file__).parent
 # The floor plan: vocabulary → storage and transport → cache → engine → batch → facades → entry
 # points. A unit is a top-level module or a subpackage; nothing imports a unit of a higher layer.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["_userinfo", "_errors", "_config", "_models", "_options", "_sync"], 0),
+    **dict.fromkeys(
+        ["_userinfo", "_errors", "_config", "_models", "_expectation", "_options", "_sync"], 0
+    ),
     **dict.fromkeys(["_storage", "_transport"], 1),
     "_cache": 2,
     "_engine": 3,

@@ -31,6 +31,7 @@ from .._engine.fetch import run
 from .._engine.progress import BatchProgress
 from .._engine.request import make_request
 from .._errors import InvalidRequest
+from .._expectation import expect_sha256
 from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._options import Options, make_options
 from .._transport.budget import ConnectionBudget, host_key
@@ -362,8 +363,9 @@ class _Batch:
             source = Source.coerce(raw)
             dest, ours = self._resolve(source)
             options = replace(self.options, connections=self._per_file(source), progress=relay)
+            expected = expect_sha256(source.sha256, source.url)
             request = make_request(
-                source.url, dest, options, mirrors=source.mirrors, sha256=source.sha256
+                source.url, dest, options, mirrors=source.mirrors, expected=expected
             )
             dest = request.dest
             self._claim(request.dest, source.url)

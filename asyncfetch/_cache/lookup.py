@@ -8,21 +8,32 @@ re-reading it; anything else (no marker, a changed file, ``verify=True``) re-has
 changed since asyncfetch downloaded it is the same file only if it still has the digest
 recorded then.
 
-When is an existing file a hit?
+When is an existing file a hit? One function decides, :func:`judge`, and says why in a
+:class:`Verdict`; offline, a file that is not one is an OfflineError with that reason.
 
-- ``sha256`` given: when its digest (the marker's, or re-hashed) is that digest. No network.
-- offline: whenever it exists (and matches ``sha256`` if given, and is not found corrupt).
-  A file changed since its marker's digest (of a download, or verify's baseline of a file
-  asyncfetch never downloaded) is hashed again and must still have it. With ``verify``, only
-  a file its marker vouches for (below).
-- otherwise, after a probe: same size as the server says, and its marker vouches for it as
-  one of the URLs' (:func:`vouches_for`: asyncfetch downloaded it from there, or a caller's
-  SHA-256 matched it) with validators (ETag, Last-Modified) that agree (changed since: and it
-  still has the digest recorded). Any other file (no marker, or one that vouches for nothing:
-  verify's baseline, the record of a file used as torch.hub's) only in torch.hub's cache
-  directory (torch.hub may have made it), never with ``verify`` (nothing says what it should
-  be), when it is not older than the server's Last-Modified, and, with a baseline, while it
-  still has that digest. Using it so records its digest but vouches for nothing.
+- a full SHA-256 expected: when its digest (the marker's, or re-hashed) is that digest. No
+  network.
+- a SHA-256 prefix expected (torch.hub's ``check_hash``, ``hash_prefix``): when its digest
+  (the marker's, or re-hashed; a changed file must still have the digest recorded at its
+  download) starts with the prefix. No network. ``download_url_to_file`` (which trusts no file
+  it finds) reuses none online, as torch.hub's, but one another download just put in place
+  while it waited for the lock.
+- nothing expected, in torch.hub's cache as ``load_state_dict_from_url`` uses it: any file.
+- nothing expected, offline: whenever it exists (and is not found corrupt). A file changed
+  since its marker's digest (of a download, or verify's baseline of a file asyncfetch never
+  downloaded) is hashed again and must still have it. With ``verify``, only a file its
+  marker vouches for (below).
+- nothing expected, otherwise, after a probe: same size as the server says, and its marker
+  vouches for it as one of the URLs' (:func:`vouches_for`: asyncfetch downloaded it from
+  there, or a caller's SHA-256 matched it) with validators (ETag, Last-Modified) that agree
+  (changed since: and it still has the digest recorded). Any other file (no marker, or one
+  that vouches for nothing: verify's baseline, the record of a file used as torch.hub's) only
+  where ``trust_unvouched`` (by default: in torch.hub's cache directory, where torch.hub may
+  have made it), never with ``verify`` (nothing says what it should be), when it is not
+  older than the server's Last-Modified, and, with a baseline, while it still has that
+  digest. Using it so records its digest but vouches for nothing. When the primary announces
+  a SHA-256, the file must have it too. The verdict before the probe says whether one is
+  worth making.
 """
 
 from __future__ import annotations
@@ -39,7 +50,9 @@ from pathlib import Path
 
 from .._config import env_settings
 from .._errors import DestinationError, InvalidRequest, OfflineError
+from .._expectation import Expectation, HashPrefix
 from .._models import FetchResult, RemoteInfo
+from .._options import Options
 from .marker import Marker, hash_file, read_marker, recorded_urls, write_marker
 
 #: Asked for torch.hub's checkpoint directory as this process's torch.hub has it (after
@@ -150,14 +163,6 @@ def _stat_file(path: Path, url: str | None) -> os.stat_result | None:
     return st
 
 
-def _stat_cached(path: Path, url: str | None, *, offline: bool) -> os.stat_result | None:
-    """``path``'s stat, or None when there is no file (offline, an OfflineError instead)."""
-    st = _stat_file(path, url)
-    if st is None:
-        _raise_if_offline(offline, path, url, "is not in the cache")
-    return st
-
-
 def _fresh(marker: Marker | None, st: os.stat_result) -> Marker | None:
     return marker if marker is not None and marker.describes(st) else None
 
@@ -197,111 +202,232 @@ def _use(path: Path, marker: Marker) -> Hit:
     return Hit(path, marker.size, marker.sha256)
 
 
-def find_local(
-    path: Path,
-    *,
-    url: str | None,
-    sha256: str | None,
-    verify: bool,
-    offline: bool,
-    hashing: bool,
-    mirrors: tuple[str, ...] = (),
-) -> Hit | None:
-    """A hit that needs no network: ``sha256`` given, or offline (blocking).
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a file on disk is already the one asked for, and why (see :func:`judge`).
 
-    Returns None when the network must decide (or fetch). Offline, a miss raises; a file
-    changed since its download from ``url`` or one of ``mirrors`` (as online) must still have
-    the digest recorded then.
+    Attributes:
+        good: use it as it is (``hit`` says how; its marker is updated).
+        reason: why, as the end of a sentence that begins with the path.
+        hit: the file as a hit, when good.
+        found: whether there is a file at all.
+        probe: not good yet, but a probe of the server may make it so: judge it again with
+            what the probe found.
+    """
+
+    good: bool
+    reason: str
+    hit: Hit | None = None
+    found: bool = True
+    probe: bool = False
+
+
+_UNVOUCHED = "is not vouched for by asyncfetch's marker as this URL's download"
+_UNVERIFIABLE = "cannot be verified: asyncfetch did not download it and no sha256 was given"
+
+
+def _bad(reason: str, *, probe: bool = False) -> Verdict:
+    return Verdict(False, reason, probe=probe)
+
+
+def judge(
+    path: Path,
+    expected: Expectation,
+    *,
+    urls: tuple[str, ...],
+    options: Options,
+    remote: RemoteInfo | None = None,
+    announced: str | None = None,
+    waited: bool | None = None,
+    any_file: bool = False,
+) -> Verdict:
+    """Decide whether the file at ``path`` is already the one asked for (blocking).
+
+    The one place that decides it; see the module docstring for the rules. No network:
+    ``remote`` is what a probe found, when the verdict asked for one.
+
+    Args:
+        path: the file.
+        expected: what its bytes must be.
+        urls: the URL it is for, then its mirrors (as the markers record them).
+        options: ``verify``, ``offline``, ``hashing`` and ``trust_unvouched`` count.
+        remote: what probing ``urls`` found (only counts when nothing is expected).
+        announced: the SHA-256 the primary URL announced, if it did: a file ``remote`` shows
+            unchanged must have it too.
+        waited: asked under the target's lock after waiting for another download of it
+            (True) or not (False); None: before taking the lock.
+        any_file: torch.hub's rule for its cache: with nothing expected, any file will do.
 
     Raises:
-        OfflineError: offline, and the file is missing or not the one expected.
-        DestinationError: ``path`` is a directory.
+        DestinationError: ``path`` is a directory, or cannot be read.
     """
-    st = _stat_cached(path, url, offline=offline)
+    url = urls[0] if urls else None
+    st = _stat_file(path, url)
     if st is None:
-        return None
+        return Verdict(False, "is not in the cache", found=False)
+    if isinstance(expected, HashPrefix) and not _worth_judging_prefix(options, waited):
+        why = "was looked at before the lock" if waited is False else "is never reused here"
+        return _bad(f"{why} (download_url_to_file downloads again, as torch.hub's does)")
     marker = read_marker(path)
+    if expected.digest is not None:  # a full SHA-256
+        return _judge_digest(path, st, marker, url, expected.digest, verify=options.verify)
+    if isinstance(expected, HashPrefix):
+        verify = options.verify and waited is None  # a file just put in place is not re-read
+        return _judge_prefix(path, st, marker, url, expected.prefix, verify=verify)
+    if any_file:
+        return Verdict(
+            True, "is used as it is, as torch.hub uses its cache", Hit(path, st.st_size, None)
+        )
+    if options.offline:
+        return _judge_offline(path, st, marker, urls, options)
+    trust = in_hub_cache(path) if options.trust_unvouched is None else options.trust_unvouched
+    if remote is None:
+        return _worth_a_probe(st, marker, urls, trust=trust, verify=options.verify)
+    return _judge_remote(path, st, marker, remote, urls, options, trust, announced)
+
+
+def _worth_judging_prefix(options: Options, waited: bool | None) -> bool:
+    """For a prefix: before the lock, unless the caller reuses no file it finds online
+    (``download_url_to_file``); under the lock, only after waiting for another download,
+    which may have just put the file in place."""
+    if waited is None:
+        return options.trust_unvouched is not False or options.offline
+    return waited
+
+
+def _judge_digest(
+    path: Path,
+    st: os.stat_result,
+    marker: Marker | None,
+    url: str | None,
+    sha256: str,
+    *,
+    verify: bool,
+) -> Verdict:
+    """Good when the file's digest, the marker's or re-hashed, is ``sha256``."""
     fresh = _fresh(marker, st)
-    if sha256 is not None:
-        return _check_digest(path, st, fresh, url, sha256, verify=verify, offline=offline)
-    if not offline:
-        return None
-    known = recorded_urls((url, *mirrors))
-    if verify and not vouches_for(marker, known):
-        why = "cannot be verified: asyncfetch did not download it and no sha256 was given"
-        _raise_if_offline(offline, path, url, why)
+    if fresh is not None and fresh.sha256 and not verify:
+        marker = fresh
+    else:
+        marker = replace(rehash(path, st, fresh), url=(fresh and fresh.url) or url)
+        write_marker(path, marker)  # the next look needs no re-hash, good or bad
+    if marker.sha256 != sha256:
+        return _bad(f"does not have the SHA-256 {sha256}")
+    hit = _use(path, replace(marker, expected=sha256, verified=True))
+    return Verdict(True, f"has the SHA-256 {sha256}", hit)
+
+
+def _judge_prefix(
+    path: Path,
+    st: os.stat_result,
+    recorded: Marker | None,
+    url: str | None,
+    prefix: str,
+    *,
+    verify: bool,
+) -> Verdict:
+    """Good when the file's digest, the marker's or re-hashed, starts with ``prefix``."""
+    marker = _fresh(recorded, st)
+    if verify or marker is None or not marker.sha256:
+        # a changed file is compared with the digest recorded at its download (``corrupt``)
+        marker = replace(rehash(path, st, recorded), url=(recorded and recorded.url) or url)
+        write_marker(path, marker)  # the next look needs no re-hash, good or bad
+    if marker.corrupt or not str(marker.sha256).startswith(prefix):
+        return _bad(f"does not have a SHA-256 starting with {prefix} (it has {marker.sha256})")
+    return Verdict(True, f"has a SHA-256 starting with {prefix}", _use(path, marker))
+
+
+def _judge_offline(
+    path: Path, st: os.stat_result, marker: Marker | None, urls: tuple[str, ...], options: Options
+) -> Verdict:
+    """Offline, expecting nothing: good unless found corrupt (or, with ``verify``, unless its
+    marker vouches for it); a file changed since its recorded digest must still have it."""
+    fresh = _fresh(marker, st)
+    known = recorded_urls(urls)
+    if options.verify and not vouches_for(marker, known):
+        return _bad(_UNVERIFIABLE)
     changed = _changed_download(marker, st, known, None) or (
         fresh is None and _baseline(marker)  # must still have verify's (or a caller's) digest
     )
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
-    if changed or verify or (hashing and not (fresh and fresh.sha256)):
+    if changed or options.verify or (options.hashing and not (fresh and fresh.sha256)):
         fresh = rehash(path, st, fresh)
     if fresh is not None and fresh.corrupt:
         write_marker(path, fresh)
-        why = f"is corrupt (SHA-256 {fresh.sha256}, not {fresh.expected})"
-        _raise_if_offline(offline, path, url, why)
-        return None
-    marker = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
-    return _use(path, replace(marker, url=marker.url or url))
+        return _bad(f"is corrupt (SHA-256 {fresh.sha256}, not {fresh.expected})")
+    used = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
+    hit = _use(path, replace(used, url=used.url or (urls[0] if urls else None)))
+    return Verdict(True, "is used as it is, offline", hit)
 
 
-def _check_digest(
+def _worth_a_probe(
+    st: os.stat_result, marker: Marker | None, urls: tuple[str, ...], *, trust: bool, verify: bool
+) -> Verdict:
+    """Online, expecting nothing, before a probe: whether a probe can make the file good.
+
+    Where a file no marker vouches for may be (``trust``, without ``verify``), always; else
+    only if asyncfetch's marker vouches for it as the URL's and still describes it, or has
+    the digest that a file changed since must still have.
+    """
+    if trust and not verify:
+        return _bad("may be the server's file: a probe tells", probe=True)
+    if marker is None or not vouches_for(marker, recorded_urls(urls)):
+        return _bad(_UNVOUCHED if not verify else _UNVERIFIABLE)
+    if marker.describes(st) or marker.expected is not None:
+        return _bad("is this URL's download: a probe tells if the server still has it", probe=True)
+    return _bad("changed since its download, and no digest was recorded to check it by")
+
+
+def _judge_remote(
     path: Path,
     st: os.stat_result,
-    fresh: Marker | None,
-    url: str | None,
-    sha256: str,
-    *,
-    verify: bool,
-    offline: bool,
-) -> Hit | None:
-    """A hit when the file's digest, the marker's or re-hashed, is ``sha256``."""
-    if fresh is not None and fresh.sha256 and not verify:
-        marker = fresh
-    else:
-        marker = replace(rehash(path, st, fresh), url=(fresh and fresh.url) or url)
-        write_marker(path, marker)  # the next look needs no re-hash, hit or miss
-    if marker.sha256 != sha256:
-        _raise_if_offline(offline, path, url, f"does not have the SHA-256 {sha256}")
-        return None
-    return _use(path, replace(marker, expected=sha256, verified=True))
+    marker: Marker | None,
+    info: RemoteInfo,
+    urls: tuple[str, ...],
+    options: Options,
+    trust: bool,
+    announced: str | None,
+) -> Verdict:
+    """Expecting nothing, after a probe: the rules of the module docstring's last item."""
+    if info.size is None or st.st_size != info.size:
+        return _bad("does not have the size the server says")
+    known = recorded_urls(urls)
+    if marker is not None and marker.url in known and not _validators_agree(marker, info):
+        return _bad("is another version than the server has now (ETag or Last-Modified)")
+    fresh = _fresh(marker, st)
+    if fresh is not None and fresh.url is not None and fresh.url not in known:
+        return _bad("was downloaded from another URL")
+    changed = _changed_download(marker, st, known, info)
+    if changed:
+        fresh = marker  # hashed below and compared with the digest recorded at the download
+    elif not (fresh is not None and vouches_for(fresh, known)):
+        if not trust or options.verify:
+            return _bad(_UNVERIFIABLE if options.verify else _UNVOUCHED)
+        if not _maybe_torch_hubs(marker, info, st):
+            return _bad("is not torch.hub's copy of the server's file (older, or changed since)")
+        if marker is not None and marker.expected is not None:  # a baseline: must still
+            changed, fresh = fresh is None, marker  # have the digest recorded by verify
+    if changed or options.verify or (options.hashing and not (fresh and fresh.sha256)):
+        fresh = rehash(path, st, fresh)
+    if fresh is not None and fresh.corrupt:
+        write_marker(path, fresh)
+        return _bad(f"is corrupt (SHA-256 {fresh.sha256}, not {fresh.expected})")
+    used = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
+    if announced is not None and used.sha256 != announced:
+        return _bad(f"does not have the SHA-256 {announced} the server announces")
+    used = replace(used, url=info.url, etag=info.etag, last_modified=info.last_modified)
+    return Verdict(True, "is the server's file (same size and validators)", _use(path, used))
 
 
-def find_prefixed(
-    path: Path, *, url: str | None, prefix: str, verify: bool, offline: bool
-) -> Hit | None:
-    """A hit for a file checked only by a SHA-256 prefix (torch.hub's ``check_hash``): its
-    digest, the marker's or re-hashed, starts with ``prefix`` (blocking). No network.
-
-    Raises:
-        OfflineError: offline, and the file is missing or its digest does not fit.
-        DestinationError: ``path`` is a directory.
-    """
-    st = _stat_cached(path, url, offline=offline)
-    if st is None:
-        return None
-    recorded = read_marker(path)
-    marker = _fresh(recorded, st)
-    if verify or marker is None or not marker.sha256:
-        # a changed file is compared with the digest recorded at its download (``corrupt``)
-        marker = replace(rehash(path, st, recorded), url=(recorded and recorded.url) or url)
-        write_marker(path, marker)  # the next look needs no re-hash, hit or miss
-    if marker.corrupt or not str(marker.sha256).startswith(prefix):
-        why = f"does not have a SHA-256 starting with {prefix} (it has {marker.sha256})"
-        _raise_if_offline(offline, path, url, why)
-        return None
-    return _use(path, marker)
-
-
-def _raise_if_offline(offline: bool, path: Path, url: str | None, why: str) -> None:
-    if offline:
-        raise OfflineError(
-            f"offline mode ({_offline_cause()}) and {path} {why}; download it while online "
-            f"(it is looked for at exactly this path), or turn offline mode off",
-            path=str(path),
-            url=url,
-        )
+def offline_error(path: Path, url: str | None, why: str) -> OfflineError:
+    """The error for a file offline mode cannot use: ``path`` ``why``."""
+    return OfflineError(
+        f"offline mode ({_offline_cause()}) and {path} {why}; download it while online "
+        f"(it is looked for at exactly this path), or turn offline mode off",
+        path=str(path),
+        url=url,
+    )
 
 
 def _offline_cause() -> str:
@@ -309,52 +435,6 @@ def _offline_cause() -> str:
     if env_settings().offline:
         return "ASYNCFETCH_OFFLINE is set"
     return "--offline / offline=True"
-
-
-def find_remote(
-    path: Path,
-    info: RemoteInfo,
-    *,
-    urls: tuple[str, ...],
-    verify: bool,
-    hashing: bool,
-    trust_unvouched: bool = True,
-) -> Hit | None:
-    """A hit for a download without ``sha256``, given what probing the URL found (blocking).
-
-    A file whose marker vouches for it (:func:`vouches_for`) is a hit when the validators
-    agree; changed since, it is hashed again (even with ``hashing`` off) and must still have
-    the digest recorded then. Any other file is one torch.hub may have made: a hit only with
-    ``trust_unvouched`` (torch.hub's cache) and without ``verify`` (nothing says what it should
-    be), when it is not older than the server's Last-Modified (and, if ``cache verify``
-    recorded a baseline, still has that digest). That hit's marker vouches for nothing.
-    """
-    st = _stat_file(path, info.url)
-    if st is None or info.size is None or st.st_size != info.size:
-        return None
-    marker = read_marker(path)
-    known = recorded_urls(urls)
-    if marker is not None and marker.url in known and not _validators_agree(marker, info):
-        return None  # the server has another version than the one downloaded here
-    fresh = _fresh(marker, st)
-    if fresh is not None and fresh.url is not None and fresh.url not in known:
-        return None  # asyncfetch had it from another URL
-    changed = _changed_download(marker, st, known, info)
-    if changed:
-        fresh = marker  # hashed below and compared with the digest recorded at the download
-    elif not (fresh is not None and vouches_for(fresh, known)):
-        if not trust_unvouched or verify or not _maybe_torch_hubs(marker, info, st):
-            return None
-        if marker is not None and marker.expected is not None:  # a baseline: must still
-            changed, fresh = fresh is None, marker  # have the digest recorded by verify
-    if changed or verify or (hashing and not (fresh and fresh.sha256)):
-        fresh = rehash(path, st, fresh)
-    if fresh is not None and fresh.corrupt:
-        write_marker(path, fresh)
-        return None
-    marker = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
-    marker = replace(marker, url=info.url, etag=info.etag, last_modified=info.last_modified)
-    return _use(path, marker)
 
 
 def _maybe_torch_hubs(marker: Marker | None, info: RemoteInfo, st: os.stat_result) -> bool:
@@ -376,16 +456,6 @@ def vouches_for(marker: Marker | None, urls: tuple[str, ...]) -> bool:
         and marker.url in urls
         and (marker.verified or marker.fetched_at is not None)
     )
-
-
-def has_digest(path: Path, sha256: str, *, url: str | None = None, verify: bool = False) -> bool:
-    """Whether the file at ``path`` has the SHA-256 ``sha256`` (blocking).
-
-    Trusted from its marker while its size and mtime are unchanged (no re-hash), else
-    re-hashed once and the marker updated. False when there is no such file.
-    """
-    hit = find_local(path, url=url, sha256=sha256, verify=verify, offline=False, hashing=True)
-    return hit is not None
 
 
 def _validators_agree(marker: Marker, info: RemoteInfo) -> bool:

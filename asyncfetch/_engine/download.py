@@ -19,6 +19,7 @@ from .._errors import (
     TransportError,
     TruncatedBody,
 )
+from .._expectation import Expectation, Sha256
 from .._models import ByteRange, EventKind, FetchResult, ProgressEvent, RemoteInfo
 from .._storage.extents import Extents
 from .._storage.partfile import PartFile, Repair
@@ -113,21 +114,26 @@ class Download:
         )
 
     @property
-    def expected(self) -> str | None:
-        """The SHA-256 the file must have: the caller's, else the one the primary announced."""
-        return self.request.sha256 or (self.probed.announced if self.probed else None)
+    def expected(self) -> Expectation:
+        """What the file must be: the caller's expectation, or the SHA-256 the primary
+        announced where the caller expects no full one (and the announced one fits it)."""
+        announced = self.probed.announced if self.probed else None
+        mine = self.request.expected
+        if announced is not None and mine.digest is None and mine.admits(announced):
+            return Sha256(announced)
+        return mine
 
     @property
     def checked_against(self) -> Checked | None:
         """Where :attr:`expected` came from, or None when there is none."""
         if self.request.sha256 is not None:
             return "caller"
-        return "server" if self.expected is not None else None
+        return "server" if self.expected.digest is not None else None
 
     async def _probe_and_fill(self) -> tuple[PartFile, str | None]:
         info = self.info or await self._probe_sources()
         await self._check_mirrors()
-        hashing = self.options.hashing or self.expected is not None
+        hashing = self.options.hashing or self.expected.digest is not None
         sink = await PartFile.open(self.request.dest, info, hashing=hashing)
         return sink, await self._fill_and_finish(sink, info)
 
@@ -501,8 +507,9 @@ class Download:
     # blame -------------------------------------------------------------------------------
 
     def _repair_for(self, sink: PartFile, size: int) -> Repair | None:
-        if self.encoding and self.expected is not None:
-            return functools.partial(keep_decoded_if_matching, sink, self.encoding, self.expected)
+        digest = self.expected.digest
+        if self.encoding and digest is not None:
+            return functools.partial(keep_decoded_if_matching, sink, self.encoding, digest)
         blame = self._blame()
         if blame is None or len(blame.contributors()) < 2:
             return None
@@ -520,9 +527,10 @@ class Download:
         return repair
 
     def _blame(self) -> Blame | None:
-        if self.expected is None:
+        digest = self.expected.digest
+        if digest is None:
             return None
-        return Blame(self.served, self.board, self.expected)
+        return Blame(self.served, self.board, digest)
 
     # events ------------------------------------------------------------------------------
 

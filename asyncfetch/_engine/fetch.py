@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from .._cache import lookup as _cache
 from .._cache import marker as _marker
 from .._config import RetryPolicy, Timeouts
-from .._models import FetchResult, ProgressCallback, ProgressEvent
+from .._expectation import expect_sha256
+from .._models import FetchResult, ProgressCallback, ProgressEvent, RemoteInfo
 from .._options import make_options
 from .._storage.destination import check_destination, check_target_kind
 from .._storage.lock import TargetLock
@@ -98,7 +99,8 @@ async def fetch(
         headers=headers, mirror_headers=mirror_headers, progress=progress, hash=hash,
         offline=offline, verify=verify, url=url,
     )  # fmt: skip
-    request = make_request(url, dest, options, mirrors=mirrors, sha256=sha256)
+    expected = expect_sha256(sha256, url)
+    request = make_request(url, dest, options, mirrors=mirrors, expected=expected)
     return await run(request, session=session)
 
 
@@ -115,31 +117,35 @@ async def run(
     """
     started = time.monotonic()
     check_target_kind(request.dest, request.url)  # a FIFO or a device is never opened
-    hit = await _local_hit(request)
-    if hit is not None:
-        return _hit_result(request, hit, started)
+    verdict = await _judge(request)
+    if verdict.hit is not None:
+        return _hit_result(request, verdict.hit, started)
     check_destination(request.dest, request.url)
-    async with TargetLock(request.dest):
-        hit = await _local_hit(request)  # another process or thread may have just fetched it
-        if hit is not None:
-            return _hit_result(request, hit, started)
+    async with TargetLock(request.dest) as lock:
+        # another process or thread may have just fetched it
+        verdict = await _judge(request, waited=lock.waited)
+        if verdict.hit is not None:
+            return _hit_result(request, verdict.hit, started)
         opened: contextlib.AbstractAsyncContextManager[Transport] = (
             contextlib.nullcontext(transport)
             if transport is not None
             else Transport(request.options, session=session)
         )
         async with opened as shared:
-            return await _probe_and_download(request, shared, started)
+            return await _probe_and_download(request, shared, started, probe=verdict.probe)
 
 
 async def _probe_and_download(
-    request: Request, transport: Transport, started: float
+    request: Request, transport: Transport, started: float, *, probe: bool
 ) -> FetchResult:
-    """Under the lock: an existing target the probe shows unchanged, else a download."""
+    """Under the lock: an existing target the probe shows unchanged (where the verdict asked
+    for a probe), else a download."""
     download = Download(request, transport)
-    hit = await _remote_hit(request, download)
-    if hit is not None:
-        return _hit_result(request, hit, started)
+    if probe:
+        info = await download.probe()
+        verdict = await _judge(request, remote=info, announced=download.expected.digest)
+        if verdict.hit is not None:
+            return _hit_result(request, verdict.hit, started)
     result = await download.run()
     await asyncio.to_thread(
         _marker.record_download,
@@ -154,58 +160,28 @@ async def _probe_and_download(
     return result
 
 
-async def _local_hit(request: Request) -> _cache.Hit | None:
-    """A hit decided from the disk alone (``sha256`` given, or offline); raises offline misses."""
-    return await asyncio.to_thread(
-        _cache.find_local,
+async def _judge(
+    request: Request,
+    *,
+    waited: bool | None = None,
+    remote: RemoteInfo | None = None,
+    announced: str | None = None,
+) -> _cache.Verdict:
+    """The cache's verdict on ``dest`` (see :func:`asyncfetch._cache.lookup.judge`); offline,
+    a file that is not good is an OfflineError saying why."""
+    verdict = await asyncio.to_thread(
+        _cache.judge,
         request.dest,
-        url=request.url,
-        sha256=request.sha256,
-        verify=request.options.verify,
-        offline=request.options.offline,
-        hashing=request.options.hashing,
-        mirrors=request.urls[1:],
-    )
-
-
-async def _remote_hit(request: Request, download: Download) -> _cache.Hit | None:
-    """Without ``sha256``, an existing ``dest`` is a hit if a probe shows it unchanged, and
-    has the SHA-256 the primary announces, if it announces one."""
-    if request.sha256 is not None or not request.dest.exists():
-        return None
-    if not await asyncio.to_thread(_worth_a_probe, request):
-        return None
-    info = await download.probe()
-    hit = await asyncio.to_thread(
-        _cache.find_remote,
-        request.dest,
-        info,
+        request.expected,
         urls=request.urls,
-        verify=request.options.verify,
-        hashing=request.options.hashing,
-        trust_unvouched=request.trust_unvouched,
+        options=request.options,
+        remote=remote,
+        announced=announced,
+        waited=waited,
     )
-    announced = download.expected
-    return hit if hit is None or announced is None or hit.sha256 == announced else None
-
-
-def _worth_a_probe(request: Request) -> bool:
-    """Whether a probe can make ``dest`` a hit (blocking; see :func:`_cache.find_remote`).
-
-    Where a file no marker vouches for may be one (``trust_unvouched``, without ``verify``),
-    always; else only if asyncfetch's marker vouches for it as the URL's and still describes
-    it, or has the digest that a file changed since must still have.
-    """
-    if request.trust_unvouched and not request.options.verify:
-        return True
-    marker = _marker.read_marker(request.dest)
-    if marker is None or not _cache.vouches_for(marker, _marker.recorded_urls(request.urls)):
-        return False
-    try:
-        unchanged = marker.describes(request.dest.stat())
-    except OSError:
-        return False
-    return unchanged or marker.expected is not None
+    if not verdict.good and request.options.offline:
+        raise _cache.offline_error(request.dest, request.url, verdict.reason)
+    return verdict
 
 
 def _hit_result(request: Request, hit: _cache.Hit, started: float) -> FetchResult:

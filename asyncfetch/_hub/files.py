@@ -5,31 +5,25 @@ once per node.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import logging
-import os
 import re
 import sys
 import threading
-import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import Any
 
 from .._cache import lookup as _cache
-from .._cache import marker as _marker
 from .._engine.fetch import run
 from .._engine.progress import ProgressBar
-from .._engine.request import Request, check_sha256, make_request, mirror_urls
-from .._errors import HashPrefixMismatch, IntegrityError, InvalidRequest
+from .._engine.request import make_request, mirror_urls
+from .._errors import IntegrityError, InvalidRequest
+from .._expectation import NOTHING, Expectation, HashPrefix, Sha256, check_sha256
 from .._models import FetchResult
 from .._options import Options
 from .._storage.destination import check_target_kind
-from .._storage.lock import TargetLock
 from .._sync import run_sync
 from .._userinfo import redact
 from . import registry as _registry
@@ -39,7 +33,7 @@ log = logging.getLogger("asyncfetch")
 
 HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")  # torch.hub's: NAME-<hex>.EXT
 MIN_PREFIX = 8
-UNVERIFIED_SUFFIX = ".unverified"
+UNVERIFIED_SUFFIX = ".unverified"  # earlier versions staged check_hash downloads here
 _HEX = re.compile(r"[0-9a-fA-F]{1,64}")
 
 
@@ -133,113 +127,42 @@ def get_file(
     An intact file already at ``dest`` is used as :func:`asyncfetch.fetch` would use it. With
     only a prefix, that is when its digest (the marker's, or re-hashed) starts with the
     prefix, unless ``options.trust_unvouched`` is off (``download_url_to_file``, which always
-    downloads, as torch.hub's does, except offline); else the file is downloaded under
-    ``dest`` + ``.unverified`` (resumable there) and renamed to ``dest`` once its digest
-    starts with the prefix.
+    downloads, as torch.hub's does, except offline); else the file is downloaded and renamed
+    to ``dest`` once its digest starts with the prefix.
 
     Raises:
         IntegrityError: the digest does not match (a HashPrefixMismatch, also a RuntimeError,
             for ``hash_prefix``); nothing is left at ``dest``.
         OfflineError: offline, and ``dest`` is missing or not the file asked for.
     """
-    check_target_kind(dest, source.url)  # checked here too: a staged file is renamed onto it
     if hash_prefix and source.sha256 and not source.sha256.startswith(hash_prefix):
         raise InvalidRequest(
             f"{source.url}: the file name's hash prefix {hash_prefix} contradicts sha256 "
             f"{source.sha256}; fix one of them" + (f" in {source.origin}" if source.origin else ""),
             url=source.url,
         )
-    if hash_prefix is None or source.sha256 is not None:
-        return _download(source, dest, options)
-    started = time.monotonic()
-    if options.trust_unvouched is False and not options.offline:
-        return _download_staged(source, dest, hash_prefix, options)  # as torch.hub: always
-    hit = _cache.find_prefixed(
-        dest, url=source.url, prefix=hash_prefix, verify=options.verify, offline=options.offline
-    )
-    if hit is not None:
-        return hit.result(started)
-    return _download_staged(source, dest, hash_prefix, options)
-
-
-def _download_staged(
-    source: Checkpoint, dest: Path, hash_prefix: str, options: Options
-) -> FetchResult:
-    """Download to ``dest`` + ``.unverified``; rename it to ``dest`` if the prefix matches.
-
-    All under ``dest``'s lock, so that another process or thread doing the same waits for
-    the rename and then finds the file in place, instead of downloading it again.
-    """
-    target = dest.with_name(dest.name + UNVERIFIED_SUFFIX)
-    staged = dataclasses.replace(options, hashing=True, offline=False)  # offline missed already
-
-    async def locked(request: Request) -> FetchResult:
-        started = time.monotonic()
-        async with TargetLock(dest) as lock:
-            if lock.waited:  # someone else had it: maybe they just put it in place
-                hit = await asyncio.to_thread(
-                    _cache.find_prefixed,
-                    dest, url=source.url, prefix=hash_prefix, verify=False, offline=False,
-                )  # fmt: skip
-                if hit is not None:
-                    return hit.result(started)
-            result = await run(request)
-            return await asyncio.to_thread(
-                _publish, source, result, request.dest, dest, hash_prefix
-            )
-
-    return _download(source, target, staged, locked)
-
-
-def _publish(
-    source: Checkpoint, result: FetchResult, target: Path, dest: Path, hash_prefix: str
-) -> FetchResult:
-    """Rename the staged download ``target`` to ``dest`` if its digest starts with
-    ``hash_prefix``, else delete it and raise HashPrefixMismatch (blocking)."""
-    if result.sha256 is None or not result.sha256.startswith(hash_prefix):
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        _marker.remove_marker(target)
-        raise HashPrefixMismatch(
-            f"{source.url}: invalid hash value: SHA-256 {result.sha256} does not start with "
-            f"{hash_prefix}; the download was discarded (the server sent other bytes)"
-            f"{_fix_in(source)}",
-            url=source.url,
-            expected=hash_prefix,
-            actual=result.sha256 or "",
-        )
-    try:
-        os.replace(target, dest)
-    except FileNotFoundError:
-        if not dest.exists():
-            raise
-        # another process or thread checked the same download and moved it first
-    _marker.move_marker(target, dest)
-    return dataclasses.replace(result, path=dest)
-
-
-def _download(
-    source: Checkpoint,
-    dest: Path,
-    options: Options,
-    runner: Callable[[Request], Coroutine[Any, Any, FetchResult]] = run,
-) -> FetchResult:
+    expected = _expectation(source, hash_prefix)
     bar = ProgressBar(dest.name) if options.progress else None
     try:
         drawn = dataclasses.replace(options, progress=bar)
-        request = make_request(
-            source.url, dest, drawn, mirrors=source.mirrors, sha256=source.sha256
-        )
-        return run_sync(runner(request))
+        request = make_request(source.url, dest, drawn, mirrors=source.mirrors, expected=expected)
+        return run_sync(run(request))
     except IntegrityError as exc:
-        if source.origin is None or exc.expected != source.sha256:
+        if source.origin is None or exc.expected != (source.sha256 or hash_prefix):
             raise
-        raise IntegrityError(
+        raise type(exc)(
             f"{exc}{_fix_in(source)}", url=exc.url, expected=exc.expected, actual=exc.actual
         ) from None
     finally:
         if bar is not None:
             bar.close()
+
+
+def _expectation(source: Checkpoint, hash_prefix: str | None) -> Expectation:
+    """The full SHA-256 when there is one (a prefix was checked against it), else the prefix."""
+    if source.sha256 is not None:
+        return Sha256(source.sha256)
+    return HashPrefix(hash_prefix) if hash_prefix else NOTHING
 
 
 def _fix_in(source: Checkpoint) -> str:
@@ -256,49 +179,29 @@ def ensure_cached(
 
     An existing file is used as is, except that with a ``sha256`` it is verified first, and
     with ``check_hash`` its SHA-256 must start with the prefix in its name (torch.hub does not
-    check a cached file again; asyncfetch does); if not, it is downloaded again. Returns the
-    FetchResult of a download, None for a hit.
+    check a cached file again; asyncfetch does); if not, it is downloaded again. A file whose
+    marker vouches for its digest (unchanged since it was computed) is not re-hashed; one
+    without is hashed once and given a marker (see :func:`asyncfetch._cache.lookup.judge`).
+    Returns the FetchResult of a download, None for a hit.
     """
     hash_prefix = hash_prefix_of(path.name, source.url) if source.check_hash else None
     path.parent.mkdir(parents=True, exist_ok=True)
     check_target_kind(path, source.url)
 
+    expected = _expectation(source, hash_prefix)
+    urls = (source.url, *source.mirrors)
+
     def ensure() -> FetchResult | None:
-        if path.exists() and cached_file_ok(path, source.sha256, hash_prefix, source.url):
+        verdict = _cache.judge(path, expected, urls=urls, options=options, any_file=True)
+        if verdict.good:
             return None
+        if verdict.found:
+            log.warning("%s %s; downloading it again", path, verdict.reason)
         print(f'Downloading: "{redact(source.url)}" to {path}', file=sys.stderr, flush=True)
         return get_file(source, path, hash_prefix, options)
 
     with _thread_lock(path):
         return once_per_node(path, ensure, role)
-
-
-def cached_file_ok(
-    path: Path, sha256: str | None, hash_prefix: str | None = None, url: str | None = None
-) -> bool:
-    """Whether the cached ``path`` may be used: with ``sha256``, if it matches; with only
-    ``hash_prefix``, if its SHA-256 starts with it; always without either.
-
-    A file whose marker vouches for its digest (unchanged since it was computed) is not
-    re-hashed; one without is hashed once and given a marker. See
-    :func:`asyncfetch._cache.lookup.has_digest` and :func:`asyncfetch._cache.lookup.find_prefixed`.
-    """
-    if sha256 is not None:
-        if _cache.has_digest(path, sha256.lower()):
-            return True
-        log.warning("%s does not match its sha256 %s; downloading it again", path, sha256)
-        return False
-    if hash_prefix is None:
-        return True
-    hit = _cache.find_prefixed(path, url=url, prefix=hash_prefix, verify=False, offline=False)
-    if hit is not None:
-        return True
-    log.warning(
-        "%s does not have a SHA-256 starting with %s, the prefix in its name; downloading it again",
-        path,
-        hash_prefix,
-    )
-    return False
 
 
 _thread_locks: dict[Path, threading.Lock] = {}

@@ -44,7 +44,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._cache.lookup import has_digest
+from .._cache.lookup import judge
 from .._cache.marker import read_marker
 from .._config import RetryPolicy, Timeouts
 from .._engine.fetch import run
@@ -58,8 +58,9 @@ from .._errors import (
     RetriesExhausted,
     TransportError,
 )
+from .._expectation import Sha256, expect_sha256
 from .._models import FetchResult
-from .._options import make_options
+from .._options import Options, make_options
 from .._transport.client import Transport
 from .._transport.netpolicy import NetPolicy
 from .._userinfo import redact, url_key
@@ -151,6 +152,12 @@ def is_corrupt(path: Path) -> bool:
     """
     marker = read_marker(path)
     return marker is not None and marker.corrupt
+
+
+def _has_digest(path: Path, sha256: str) -> bool:
+    """Whether the file at ``path`` has the SHA-256 ``sha256``, as the cache judges it (its
+    marker's digest while it describes the file, else re-hashed once; blocking)."""
+    return judge(path, Sha256(sha256.lower()), urls=(), options=Options()).good
 
 
 def _file_in_the_way(directory: Path) -> Path | None:
@@ -369,7 +376,7 @@ class Service:
             self.cache_dir / order.name,
             options,
             mirrors=order.mirrors,
-            sha256=order.sha256,
+            expected=expect_sha256(order.sha256, order.url),
         )
         async with Transport(request.options, policy=self._net) as transport:
             return await run(request, transport=transport)
@@ -384,7 +391,7 @@ class Service:
         marker = read_marker(path)
         if marker is not None and marker.url == redact(order.url):
             return None
-        if order.sha256 is not None and has_digest(path, order.sha256):
+        if order.sha256 is not None and _has_digest(path, order.sha256):
             return None
         return marker.url if marker is not None and marker.url else "an unknown source"
 

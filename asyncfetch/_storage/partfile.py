@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from .._errors import DestinationError, IntegrityError
+from .._expectation import Expectation
 from .._models import ByteRange, RemoteInfo
 from . import journal as _journal
-from .destination import check_destination
 from .extents import Extents
 from .hasher import PrefixHasher
 from .journal import Journal
@@ -121,7 +121,11 @@ class PartFile:
 
     @classmethod
     async def open(cls, dest: Path, info: RemoteInfo, *, hashing: bool) -> PartFile:
-        """Open a part file for ``dest``, resuming an abandoned one for the same remote file."""
+        """Open a part file for ``dest``, resuming an abandoned one for the same remote file.
+
+        ``dest``'s directory is the caller's to check (the engine's ``check_destination``,
+        once per download, before it takes the target's lock).
+        """
         loop = asyncio.get_running_loop()
         sink = await loop.run_in_executor(None, cls._open_blocking, dest, info, hashing)
         sink._keepalive = loop.create_task(sink._keep_alive())
@@ -129,7 +133,6 @@ class PartFile:
 
     @classmethod
     def _open_blocking(cls, dest: Path, info: RemoteInfo, hashing: bool) -> PartFile:
-        check_destination(dest, info.url)
         try:
             part, fd, journal = open_part(dest, info)
         except OSError as exc:
@@ -196,21 +199,24 @@ class PartFile:
         await asyncio.to_thread(self._save_journal_blocking, sync=False)  # names nothing now
 
     async def finalize(
-        self, size: int, expected_sha256: str | None, repair: Repair | None = None
+        self, size: int, expected: Expectation, repair: Repair | None = None
     ) -> str | None:
-        """Check size and digest, then move the part to the target name.
+        """Check size and digest against what is expected, then move the part to the target
+        name: the one verify-then-rename step of every download.
 
         Args:
             size: the file's size.
-            expected_sha256: the digest it must have, if known.
-            repair: called with the wrong digest when it does not match; it may rewrite bad
-                ranges and return the digest after (see :meth:`rehash`).
+            expected: what the caller expects of the bytes (a SHA-256, a prefix, nothing).
+            repair: called with the wrong digest when a full one is expected and does not
+                match; it may rewrite bad ranges and return the digest after (see
+                :meth:`rehash`).
 
         Returns:
             The SHA-256 as hex, or None when hashing is off.
 
         Raises:
-            IntegrityError: size or digest differ (the part is deleted: its bytes are wrong).
+            IntegrityError: size or digest differ (for a prefix, a HashPrefixMismatch); the
+                part is deleted when the digest differs: its bytes are wrong.
         """
         await self._drain()
         url = self._journal.url
@@ -222,18 +228,12 @@ class PartFile:
                 actual=str(self._extents.total()),
             )
         digest = await self._digest(size)
-        if expected_sha256 and digest != expected_sha256 and repair is not None:
+        if expected.digest and digest != expected.digest and repair is not None:
             digest = await repair(digest or "")  # may rewrite ranges
         await self._stop()  # no writes from here on
-        if expected_sha256 and digest != expected_sha256.lower():
+        if not expected.admits(digest):
             await self.discard()
-            raise IntegrityError(
-                f"{url}: SHA-256 mismatch: expected {expected_sha256}, got {digest}; the "
-                "download was discarded (the server or a mirror sent different bytes)",
-                url=url,
-                expected=expected_sha256,
-                actual=digest or "",
-            )
+            raise expected.mismatch(url, digest)
         await _settle(asyncio.get_running_loop().run_in_executor(None, self._commit_blocking))
         return digest
 

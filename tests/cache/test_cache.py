@@ -21,6 +21,7 @@ from asyncfetch._cache.lookup import cached_path
 from asyncfetch._cache.marker import read_marker, write_marker
 from asyncfetch._engine.fetch import run
 from asyncfetch._engine.request import make_request
+from asyncfetch._expectation import HashPrefix
 from asyncfetch._options import make_options
 from asyncfetch._storage.journal import Journal, save
 from tests.engine.test_resume import RATE, SIZE, kill_halfway, wait_until
@@ -1151,7 +1152,8 @@ def test_a_prefix_lookup_of_a_touched_file_keeps_the_digest_recorded_at_its_down
         dest.write_bytes(flipped(DATA))
     later(dest)
 
-    hit = _cache.find_prefixed(dest, url=None, prefix=digest[:1], verify=False, offline=False)
+    verdict = _cache.judge(dest, HashPrefix(digest[:1]), urls=(), options=make_options())
+    hit = verdict.hit
 
     marker = read_marker(dest)
     assert marker is not None

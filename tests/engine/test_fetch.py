@@ -667,3 +667,29 @@ async def test_a_target_that_is_not_a_regular_file_is_refused_untouched(
     assert special.stat().st_mode == kinds  # still the FIFO or device
     assert os.listdir(tmp_path) == ["special"]  # nothing written beside it
     assert server.requests == []
+
+
+async def test_a_hash_prefix_is_checked_by_the_one_finish_and_a_mismatch_fails(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    from asyncfetch._engine.fetch import run
+    from asyncfetch._engine.request import make_request
+    from asyncfetch._expectation import HashPrefix
+    from asyncfetch._options import make_options
+
+    data = make_payload(300_000, seed=61)
+    url = server.add_file("m.bin", data)
+    wrong = "0" if not sha256(data).startswith("0") else "f"
+    events: list[asyncfetch.ProgressEvent] = []
+    options = make_options(progress=events.append, connections=4, chunk_size=64 << 10)
+    request = make_request(url, tmp_path / "m.bin", options, expected=HashPrefix(wrong))
+
+    with pytest.raises(asyncfetch.HashPrefixMismatch, match=f"does not start with {wrong}"):
+        await run(request)
+
+    assert events[-1].kind == "failed"  # not done: nothing was put in place
+    assert "done" not in [e.kind for e in events]
+    assert leftovers(tmp_path) == []  # no target, no staged copy, no part, no marker
+    right = make_request(url, tmp_path / "m.bin", options, expected=HashPrefix(sha256(data)[:8]))
+    assert (await run(right)).sha256 == sha256(data)
+    assert leftovers(tmp_path) == ["m.bin"]

@@ -12,6 +12,7 @@ import pytest
 import asyncfetch
 from asyncfetch import InvalidRequest, RetryPolicy, Timeouts
 from asyncfetch._engine.request import make_request
+from asyncfetch._expectation import expect_sha256
 from asyncfetch._options import make_options
 from tests.faultserver import FaultServer, make_payload
 
@@ -55,7 +56,7 @@ def test_a_size_string_is_a_chunk_size() -> None:
 @pytest.mark.parametrize("digest", [b"0" * 64, "0" * 63, 42])
 def test_sha256_must_be_a_str_of_64_hex_digits(digest: object) -> None:
     with pytest.raises(InvalidRequest, match="sha256 must be a str of 64 hex digits"):
-        make_request(URL, "m.bin", make_options(), sha256=digest)  # type: ignore[arg-type]
+        expect_sha256(digest)  # type: ignore[arg-type]
 
 
 def test_hub_refuses_a_bytes_sha256(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
-from asyncfetch import DestinationError, RemoteInfo
+from asyncfetch import DestinationError, IntegrityError, RemoteInfo
+from asyncfetch._expectation import NOTHING, HashPrefix, Sha256
 from asyncfetch._storage import partfile as _sink
 from asyncfetch._storage.journal import Journal, journal_path, load, save
 from asyncfetch._storage.partfile import PartFile
@@ -60,11 +61,39 @@ async def test_resumed_bytes_are_hashed_from_disk(tmp_path: Path) -> None:
     assert sink.resumed_bytes == 120_000
     assert sink.missing(len(DATA))[0].start == 120_000
     await sink.write(120_000, [DATA[120_000:]])
-    digest = await sink.finalize(len(DATA), sha256(DATA))
+    digest = await sink.finalize(len(DATA), Sha256(sha256(DATA)))
 
     assert digest == sha256(DATA)
     assert dest.read_bytes() == DATA
     assert leftovers(tmp_path) == ["f.bin"]
+
+
+@pytest.mark.parametrize("kind", ["sha256", "prefix"])
+async def test_finalize_checks_the_expectation_before_the_one_rename(
+    tmp_path: Path, kind: str
+) -> None:
+    digest = sha256(DATA)
+    wrong = "0" * 64 if digest[0] != "0" else "f" * 64
+    right, other = (
+        (Sha256(digest), Sha256(wrong))
+        if kind == "sha256"
+        else (HashPrefix(digest[:8]), HashPrefix(wrong[:8]))
+    )
+    error = IntegrityError if kind == "sha256" else asyncfetch.HashPrefixMismatch
+    for expected, dest in ((other, tmp_path / "bad.bin"), (right, tmp_path / "good.bin")):
+        sink = await PartFile.open(dest, info(), hashing=True)
+        await sink.write(0, [DATA])
+        if expected is other:
+            with pytest.raises(error, match=wrong[:8]) as caught:
+                await sink.finalize(len(DATA), expected)
+            assert type(caught.value) is error
+            assert (caught.value.expected, caught.value.actual) in {
+                (wrong, digest), (wrong[:8], digest)
+            }  # fmt: skip
+        else:
+            assert await sink.finalize(len(DATA), expected) == digest
+    assert leftovers(tmp_path) == ["good.bin"]  # the bad part is gone, the good one renamed
+    assert (tmp_path / "good.bin").read_bytes() == DATA
 
 
 async def test_the_fullest_abandoned_part_is_kept_and_the_others_deleted(tmp_path: Path) -> None:
@@ -107,7 +136,7 @@ async def test_a_damaged_journal_means_starting_over(tmp_path: Path, damage: str
 
     sink = await PartFile.open(dest, info(), hashing=True)
     await sink.write(0, [DATA])
-    assert await sink.finalize(len(DATA), sha256(DATA)) == sha256(DATA)
+    assert await sink.finalize(len(DATA), Sha256(sha256(DATA))) == sha256(DATA)
     assert leftovers(tmp_path) == ["f.bin"]  # the old part was taken over, not left behind
 
 
@@ -184,7 +213,7 @@ async def test_journal_runs_past_the_end_of_the_part_are_dropped(tmp_path: Path)
     sink = await PartFile.open(dest, info(), hashing=True)
     assert sink.resumed_bytes == 60_000
     await sink.write(60_000, [DATA[60_000:]])
-    assert await sink.finalize(len(DATA), None) == sha256(DATA)
+    assert await sink.finalize(len(DATA), NOTHING) == sha256(DATA)
 
 
 async def test_journal_is_saved_after_enough_bytes(
@@ -287,14 +316,14 @@ async def test_a_stalled_owner_never_truncates_what_a_takeover_finished(tmp_path
     dest = tmp_path / "f.bin"
     first, second = await stall_and_take_over(dest)
     await second.write(50_000, [DATA[50_000:]])
-    assert await second.finalize(len(DATA), sha256(DATA)) == sha256(DATA)
+    assert await second.finalize(len(DATA), Sha256(sha256(DATA))) == sha256(DATA)
 
     with pytest.raises(DestinationError, match="took over"):
         await first.restart()  # a stream that cannot resume starts over: not in dest
     with pytest.raises(DestinationError, match="took over"):
         await first.write(0, [b"x" * 1000])
     with pytest.raises(DestinationError, match="took over"):
-        await first.finalize(50_000, None)  # as if the file were that long
+        await first.finalize(50_000, NOTHING)  # as if the file were that long
     await first.close()
     assert dest.read_bytes() == DATA
     assert leftovers(tmp_path) == ["f.bin"]  # no journal of the old owner left behind
@@ -308,7 +337,7 @@ async def test_a_stalled_owner_stops_writing_into_a_part_taken_over(tmp_path: Pa
         await first.write(0, [b"x" * 1000])
     await first.discard()  # deletes nothing of the second one's
     await second.write(50_000, [DATA[50_000:]])
-    assert await second.finalize(len(DATA), sha256(DATA)) == sha256(DATA)
+    assert await second.finalize(len(DATA), Sha256(sha256(DATA))) == sha256(DATA)
     assert leftovers(tmp_path) == ["f.bin"]
 
 
