@@ -29,7 +29,8 @@ LAYERS: dict[str, int] = {
 
 # each outside library is touched by the modules named here only
 OWNERS: dict[str, set[str]] = {
-    "aiohttp": {"_transport.client", "_service.app"},  # the client; the service's server side
+    # the client; the service's server side (its app, and the /v1 routes' handlers)
+    "aiohttp": {"_transport.client", "_service.app", "_service.routes"},
     "tenacity": {"_engine.retry"},
     "torch": {"hub", "_hub.distributed"},
     "safetensors": {"hub"},

@@ -262,6 +262,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--port", type=options.port, default=8765, help="default: 8765; 0: any free port"
     )
     serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
+    serve.add_argument(
+        "--state-dir", type=Path, metavar="DIR", help="where the job store lives, on a local "
+        "disk (default: $ASYNCFETCH_STATE_DIR/service, $XDG_STATE_HOME/asyncfetch/service); "
+        "one service per state dir",
+    )  # fmt: skip
     serve.add_argument("--max-downloads", type=options.positive_int, default=4, help="at once (4)")
     serve.add_argument(
         "--max-queue", type=options.count, default=64, help="downloads waiting for a slot; "
@@ -323,6 +328,7 @@ def _serve(args: argparse.Namespace) -> int:
         floor=floor if args.min_speed else None,
         guard=guard,
         net=NetPolicy(allow_private=args.allow_private, allowed=tuple(args.allow_net)),
+        state_dir=args.state_dir or env_settings().state_dir / "service",
     )
     log_json_lines()
     run_sync(_service.serve(service, host=args.host, port=args.port))

@@ -2,9 +2,10 @@
 
 Routes::
 
-    POST /fetch           {"url", "mirrors", "sha256", "name", "replace"} → download into the
-                          cache dir, answer the FetchResult as JSON (the fields of ``get --json``)
-    GET|HEAD /files/NAME  a complete cached file, with Range, ETag and Last-Modified
+    /v1/jobs, /v1/files   jobs kept in SQLite, files with their digest (see :mod:`.routes`)
+    POST /fetch           {"url", "mirrors", "sha256", "name", "replace"} → a job, waited for:
+                          the FetchResult as JSON (the fields of ``get --json``)
+    GET|HEAD /files/NAME  the same as /v1/files/NAME
     GET /cache            the complete cached files (name, size, mtime, state) and running
                           downloads
     GET /health           {"ok": true}
@@ -37,7 +38,7 @@ import logging
 import os
 import signal
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,13 @@ from .._errors import (
     TransportError,
 )
 from .._expectation import Sha256, expect_sha256
-from .._models import FetchResult
+from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._options import Options, make_options
 from .._transport.client import Transport
 from .._transport.netpolicy import NetPolicy
 from .._userinfo import redact, url_key
 from .guard import Guard, check_exposure, is_loopback
+from .jobs import Jobs
 from .limits import (
     DEFAULT_MAX_QUEUE,
     QUEUE_RETRY_AFTER,
@@ -82,13 +84,15 @@ from .orders import (
     is_servable_name,
     parse_order,
 )
+from .routes import MAX_BODY, V1
+from .routes import error_response as _error
+from .store import DB_NAME, Store, lock_state_dir
 
 log = logging.getLogger("asyncfetch.serve")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 DEFAULT_MAX_DOWNLOADS = 4
-MAX_BODY = 64 * 1024
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 
 
@@ -119,13 +123,6 @@ def status_for(exc: FetchError) -> int:
     if isinstance(exc, TransportError | RetriesExhausted):
         return 502
     return 500
-
-
-def _error(
-    status: int, message: str, kind: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    body = {"error": " ".join(message.split()), "type": kind}
-    return web.json_response(body, status=status, headers=headers)
 
 
 @web.middleware
@@ -169,11 +166,12 @@ def _file_in_the_way(directory: Path) -> Path | None:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """A download running now, and the request that started it."""
+class _Download:
+    """A download running now, the request that started it, and the jobs following it."""
 
     order: Order
     task: asyncio.Task[FetchResult]
+    listeners: list[ProgressCallback] = field(default_factory=list)
 
 
 class Service:
@@ -188,6 +186,7 @@ class Service:
         net: where downloads may connect (default: not to the local network).
         retry: the retry policy of each download.
         timeout: the timeouts of each download.
+        state_dir: where the job store lives (locked while the service runs); None: in memory.
     """
 
     def __init__(
@@ -201,6 +200,7 @@ class Service:
         net: NetPolicy | None = None,
         retry: RetryPolicy | None = None,
         timeout: Timeouts | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         if max_downloads < 1:
             raise InvalidRequest(f"max_downloads must be at least 1, got {max_downloads}")
@@ -212,10 +212,14 @@ class Service:
         self._floor = floor
         self._most = max_downloads + max_queue
         self._slots = asyncio.Semaphore(max_downloads)
-        self._running: dict[str, _Job] = {}
+        self._running: dict[str, _Download] = {}
         self._stopping = False
         self._retry = retry
         self._timeout = timeout
+        self.state_dir = Path(state_dir).expanduser().absolute() if state_dir else None
+        self._lock: int | None = None
+        store = Store(self.state_dir / DB_NAME if self.state_dir else None)
+        self.jobs = Jobs(store, self.download, most=self._most, status_for=status_for)
 
     def app(self) -> web.Application:
         """The aiohttp application serving the routes."""
@@ -229,8 +233,10 @@ class Service:
             return await handler(request)
 
         app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors, guarded])
+        v1 = V1(self, status_for)
+        v1.add_to(app)
         app.router.add_post("/fetch", self._post_fetch)
-        app.router.add_get("/files/{name}", self._get_file)
+        app.router.add_get("/files/{name}", v1.get_file)
         app.router.add_get("/cache", self._get_cache)
         app.router.add_get("/health", self._get_health)
         app.on_startup.append(self._on_startup)
@@ -239,6 +245,27 @@ class Service:
 
     async def _on_startup(self, _app: web.Application) -> None:
         await asyncio.to_thread(self.make_cache_dir)
+        await self.open()
+
+    async def open(self) -> None:
+        """Lock the state dir, open the job store and resume the jobs left unfinished.
+
+        Raises:
+            InvalidRequest: another service uses the state dir.
+        """
+        if self.state_dir is not None and self._lock is None:
+            self._lock = await asyncio.to_thread(lock_state_dir, self.state_dir)
+        await self.jobs.store.open()
+        await self.jobs.start()
+
+    async def close(self) -> None:
+        """Stop the jobs (left unfinished for the next service), close the store, unlock."""
+        self._stopping = True
+        await self.jobs.stop()
+        await self.jobs.store.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def make_cache_dir(self) -> None:
         """Create the cache dir if missing (blocking).
@@ -267,11 +294,14 @@ class Service:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.close()
 
     async def _post_fetch(self, request: web.Request) -> web.Response:
+        """A job, waited for: the same as ``POST /v1/jobs`` then following it to its end."""
         try:
             order = parse_order(await request.read())
-            result = await self.download(order)
+            [(job, _)] = await self.jobs.submit([order])
+            ended = await self.jobs.wait(job.id)
         except web.HTTPRequestEntityTooLarge:
             return _error(
                 413, f"the body is over {MAX_BODY} bytes; send {ORDER_SHAPE}", "InvalidRequest"
@@ -288,16 +318,25 @@ class Service:
         except Exception as exc:
             log.exception("fetch failed unexpectedly")
             return _error(500, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+        if ended is None or ended.state != "done" or ended.result is None:
+            status = ended.status if ended is not None and ended.status else 500
+            error = ended.error if ended is not None and ended.error else "the job vanished"
+            kind = ended.error_type if ended is not None and ended.error_type else "Unknown"
+            return _error(status, error, kind)
         href = "/files/" + urllib.parse.quote(order.name, safe="")
-        return web.json_response(result.as_json(order.url) | {"name": order.name, "href": href})
+        return web.json_response(ended.result | {"href": href, "job": ended.id})
 
-    async def download(self, order: Order) -> FetchResult:
+    async def download(self, order: Order, listener: ProgressCallback | None = None) -> FetchResult:
         """Download ``order`` into the cache dir, or join the download of the same file running now.
 
         The download runs as its own task: a caller that goes away does not cancel it. A caller
         that joined a download checked against another SHA-256 is judged by its own: the result
         is compared with it, and if the other digest was wrong, or the cache held a file with
         the other digest but not with this one, the file is downloaded again.
+
+        ``listener`` gets the download's progress events (a ``started`` one when it has a
+        slot); when the last caller with a listener is cancelled, so is the download (its part
+        file stays).
 
         Raises:
             NameInUse: ``order.name`` is being downloaded from another URL now.
@@ -307,8 +346,13 @@ class Service:
         """
         while True:
             job = self._join_or_start(order)
+            if listener is not None:
+                job.listeners.append(listener)
             try:
                 result = await asyncio.shield(job.task)
+            except asyncio.CancelledError:
+                self._leave(job, listener)
+                raise
             except IntegrityError as exc:
                 other = job.order.sha256
                 if other is not None and other != order.sha256 and exc.expected == other:
@@ -318,12 +362,23 @@ class Service:
                 if order.replace and not job.order.replace:
                     continue  # the other request did not ask to replace the file; this one does
                 raise
+            finally:
+                if listener in job.listeners:
+                    job.listeners.remove(listener)
             if job.order is not order and hit_for_another_digest(order, result):
                 continue  # the cache had the other request's file, not ours: download ours
             check_digest(order, result)
             return result
 
-    def _join_or_start(self, order: Order) -> _Job:
+    def _leave(self, job: _Download, listener: ProgressCallback | None) -> None:
+        """A caller with ``listener`` was cancelled: stop the download if it was the last."""
+        if listener is None or listener not in job.listeners:
+            return
+        job.listeners.remove(listener)
+        if not job.listeners and not self._stopping:
+            job.task.cancel()
+
+    def _join_or_start(self, order: Order) -> _Download:
         job = self._running.get(order.name)
         if job is not None and not job.task.done():
             if url_key(job.order.url) != url_key(order.url):  # one signed again joins
@@ -340,13 +395,24 @@ class Service:
                 url=order.url,
                 retry_after=QUEUE_RETRY_AFTER,
             )
-        task = asyncio.create_task(self._fetch(order), name=f"asyncfetch serve {order.name}")
-        job = self._running[order.name] = _Job(order, task)
+        listeners: list[ProgressCallback] = []
+        task = asyncio.create_task(
+            self._fetch(order, listeners), name=f"asyncfetch serve {order.name}"
+        )
+        job = self._running[order.name] = _Download(order, task, listeners)
         task.add_done_callback(lambda done: self._forget(order.name, done))
         return job
 
-    async def _fetch(self, order: Order) -> FetchResult:
+    async def _fetch(self, order: Order, listeners: list[ProgressCallback]) -> FetchResult:
         async with self._slots:
+            meter = Meter()
+
+            def progress(event: ProgressEvent) -> None:
+                meter(event)
+                for listener in list(listeners):
+                    listener(event)
+
+            progress(ProgressEvent("started", order.url))
             await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
             holder = await asyncio.to_thread(self.holder_of, order)
             if holder is not None and not order.replace:
@@ -357,17 +423,18 @@ class Service:
                     url=order.url,
                 )
             log.info("downloading %s to %s", redact(order.url), self.cache_dir / order.name)
-            meter = Meter()
-            work = self._run(order, meter, replacing=holder is not None)
+            work = self._run(order, progress, replacing=holder is not None)
             return await within_floor(work, self._floor, meter, order.url)
 
-    async def _run(self, order: Order, meter: Meter, *, replacing: bool) -> FetchResult:
+    async def _run(
+        self, order: Order, progress: ProgressCallback, *, replacing: bool
+    ) -> FetchResult:
         """Download ``order`` through a transport that connects only where the policy allows;
         ``replacing``: the file at the name is another one, never a hit."""
         options = make_options(
             retry=self._retry,
             timeout=self._timeout,
-            progress=meter,
+            progress=progress,
             verify=replacing,
             url=order.url,
         )
@@ -401,17 +468,6 @@ class Service:
             del self._running[name]
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" noise when every waiter left
-
-    async def _get_file(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        found = await asyncio.to_thread(self.lookup, name)
-        if found is None:
-            return _error(404, f"{name} is not a complete file in the cache", "NotFound")
-        path, corrupt = found
-        if corrupt:
-            return _error(409, f"{name} is corrupt (`asyncfetch cache verify` found another "
-                          "SHA-256 than recorded); POST /fetch it again", "Corrupt")  # fmt: skip
-        return web.FileResponse(path)
 
     def lookup(self, name: str) -> tuple[Path, bool] | None:
         """The complete cached file called ``name`` and whether it is corrupt, or None

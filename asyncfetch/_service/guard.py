@@ -10,7 +10,7 @@ Every request but ``GET /health`` must:
 - carry no ``Origin`` but the service's own (``http://`` + its ``Host``): browsers send one
   with every cross-site POST and script request, programs (curl, ``asyncfetch get``) none;
 - with a token, carry ``Authorization: Bearer TOKEN`` (compared in constant time), except
-  ``GET``/``HEAD /files/NAME`` with ``public_files`` (a LAN mirror);
+  ``GET``/``HEAD /files/NAME`` and ``/v1/files/NAME`` with ``public_files`` (a LAN mirror);
 - send a ``POST`` body as ``application/json``, a type no web page can send without the
   preflight the service never grants.
 
@@ -147,7 +147,8 @@ class Guard:
     def _check_token(self, method: str, path: str, authorization: str | None) -> Refusal | None:
         if self.token is None:
             return None
-        if self.public_files and method in ("GET", "HEAD") and path.startswith("/files/"):
+        public = path.startswith(("/files/", "/v1/files/"))
+        if self.public_files and method in ("GET", "HEAD") and public:
             return None
         scheme, _, given = (authorization or "").strip().partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(

@@ -74,7 +74,35 @@ class Order:
 
 def parse_order(body: bytes) -> Order:
     """Check a ``POST /fetch`` body; raises InvalidRequest saying what is wrong."""
-    data = _json_object(body)
+    data = _json_value(body)
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"the body is not a JSON object; send {ORDER_SHAPE}")
+    return _order_of(data)
+
+
+def parse_orders(body: bytes) -> tuple[list[Order], bool]:
+    """Check a ``POST /v1/jobs`` body, one order or a list of them; returns the orders and
+    whether it was a list. Raises InvalidRequest saying what is wrong (with which item)."""
+    data = _json_value(body)
+    if isinstance(data, dict):
+        return [_order_of(data)], False
+    if not isinstance(data, list) or not data:
+        raise InvalidRequest(f"the body is neither an order nor a list of them; send {ORDER_SHAPE}"
+                             " or a non-empty list of such objects")  # fmt: skip
+    orders = []
+    for number, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise InvalidRequest(
+                f"item {number} of the list is not a JSON object; send {ORDER_SHAPE}"
+            )
+        try:
+            orders.append(_order_of(item))
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"item {number} of the list: {exc}", url=exc.url) from None
+    return orders, True
+
+
+def _order_of(data: dict[str, Any]) -> Order:
     unknown = sorted(set(data) - _ORDER_KEYS)
     if unknown:
         raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; send {ORDER_SHAPE}")
@@ -96,8 +124,8 @@ def parse_order(body: bytes) -> Order:
     return Order(url, tuple(mirrors), sha256.lower() if sha256 else None, name, replace)
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
-    """The JSON object in ``body``, all of its strings text (no lone surrogate escapes)."""
+def _json_value(body: bytes) -> Any:
+    """The JSON value in ``body``, all of its strings text (no lone surrogate escapes)."""
     try:
         data: Any = json.loads(body)
         json.dumps(data, ensure_ascii=False).encode()  # a lone "\ud800" is no character
@@ -110,8 +138,6 @@ def _json_object(body: bytes) -> dict[str, Any]:
         ) from None
     except ValueError as exc:  # UnicodeDecodeError too
         raise InvalidRequest(f"the body is not JSON ({exc}); send {ORDER_SHAPE}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"the body is not a JSON object; send {ORDER_SHAPE}")
     return data
 
 

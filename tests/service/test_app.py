@@ -527,10 +527,10 @@ def serve_process(
     cache_dir: Path, *options: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``python -m asyncfetch serve --port 0 --allow-private ...``, its URL (on 127.0.0.1);
-    killed at exit if still running."""
+    its state dir is ``state`` beside the cache dir; killed at exit if still running."""
     process = subprocess.Popen(
         [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(cache_dir),
-         "--allow-private", *options],
+         "--state-dir", str(cache_dir.parent / "state"), "--allow-private", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -611,20 +611,22 @@ def test_a_bad_port_is_a_usage_error(tmp_path: Path) -> None:
 def test_port_in_use_is_a_one_line_error(tmp_path: Path, server: FaultServer) -> None:
     port = server.base_url.rsplit(":", 1)[1]
     done = subprocess.run(
-        [sys.executable, "-m", "asyncfetch", "serve", "--port", port, "--cache-dir", str(tmp_path)],
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", port, "--cache-dir", str(tmp_path),
+         "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=30, env=cli_env(), check=False,
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.startswith("asyncfetch: error: cannot listen on 127.0.0.1:" + port)
     assert done.stderr.count("\n") == 1
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == ["state"]  # the service's lock and job store
 
 
 def test_a_cache_dir_under_a_file_is_a_one_line_error(tmp_path: Path) -> None:
     (tmp_path / "afile").write_bytes(b"")
     wanted = tmp_path / "afile" / "sub"
     done = subprocess.run(
-        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(wanted)],
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir", str(wanted),
+         "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=30, env=cli_env(), check=False,
     )  # fmt: skip
     assert done.returncode == 1

@@ -1,0 +1,212 @@
+"""``asyncfetch serve``'s ``/v1`` routes: jobs (:mod:`.jobs`) and files that carry their digest.
+
+Routes::
+
+    POST /v1/jobs           an order ({"url", "mirrors", "sha256", "name", "replace"}) or a
+                            list of them → 202 with the job(s), once committed to the store
+                            (200 when every one is a job already queued or running)
+    GET /v1/jobs            jobs, oldest first (?state=queued,running&limit=N)
+    GET /v1/jobs/ID         a job: state, bytes, size, speed, bytes per source, error
+    DELETE /v1/jobs/ID      cancel it (its part file stays); 409 when it has ended
+    GET|HEAD /v1/files/NAME a complete file, with Range; its ``ETag`` is its SHA-256 and
+                            ``Repr-Digest: sha-256=:BASE64:`` (RFC 9530) announces it
+
+The ETag is the file's digest, so a client comparing a mirror's ETag with the primary's, or with
+the SHA-256 it asked for, can tell the mirror serves that file; under the "never a wrong file"
+rule a client takes a mirror's digest only as evidence of agreement with the primary's or its
+own, never as the expectation. Conditional requests (``If-None-Match``, ``If-Match``, an
+entity-tag ``If-Range``) are judged against that ETag, not aiohttp's mtime-and-size one.
+
+This module and :mod:`.app` are the ones that import ``aiohttp.web``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import hdrs, web
+from aiohttp.helpers import ETag
+
+from .._cache.marker import hash_file, read_marker
+from .._errors import FetchError
+from .jobs import view
+from .limits import QueueFull
+from .orders import ORDER_SHAPE, parse_orders
+from .store import STATES
+
+if TYPE_CHECKING:
+    from .app import Service
+
+MAX_BODY = 64 * 1024
+MAX_LISTED = 1000
+
+
+def error_response(
+    status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The service's JSON error answer: ``{"error": message on one line, "type": kind}``."""
+    body = {"error": " ".join(message.split()), "type": kind}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _failure(exc: FetchError, status_for: Any) -> web.Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+    return error_response(status_for(exc), str(exc), type(exc).__name__, headers)
+
+
+class V1:
+    """The ``/v1`` handlers of one service."""
+
+    def __init__(self, service: Service, status_for: Any) -> None:
+        self.service = service
+        self.jobs = service.jobs
+        self._status_for = status_for
+        self._digests: dict[tuple[int, int, int, int], str] = {}
+
+    def add_to(self, app: web.Application) -> None:
+        """Add the routes to ``app``."""
+        app.router.add_post("/v1/jobs", self.post_jobs)
+        app.router.add_get("/v1/jobs", self.get_jobs)
+        app.router.add_get("/v1/jobs/{id}", self.get_job)
+        app.router.add_delete("/v1/jobs/{id}", self.delete_job)
+        app.router.add_get("/v1/files/{name}", self.get_file)
+
+    async def post_jobs(self, request: web.Request) -> web.Response:
+        """Accept one order or a list of them as jobs."""
+        try:
+            orders, many = parse_orders(await request.read())
+            answers = await self.jobs.submit(orders)
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(
+                413, f"the body is over {MAX_BODY} bytes; send {ORDER_SHAPE}", "InvalidRequest"
+            )
+        except FetchError as exc:
+            return _failure(exc, self._status_for)
+        views = [view(row, self.jobs.live.get(row.id)) | {"new": new} for row, new in answers]
+        status = 202 if any(new for _, new in answers) else 200
+        if many:
+            return web.json_response({"jobs": views}, status=status)
+        return web.json_response(views[0], status=status, headers={"Location": views[0]["href"]})
+
+    async def get_jobs(self, request: web.Request) -> web.Response:
+        """List jobs, oldest first, filtered by ``?state=`` (comma-separated)."""
+        wanted = tuple(s for s in request.query.get("state", "").split(",") if s) or STATES
+        unknown = sorted(set(wanted) - set(STATES))
+        if unknown:
+            return error_response(400, f"unknown state(s) {', '.join(unknown)}; use "
+                                  f"{', '.join(STATES)}", "InvalidRequest")  # fmt: skip
+        try:
+            limit = min(int(request.query.get("limit", MAX_LISTED)), MAX_LISTED)
+        except ValueError:
+            return error_response(400, "limit must be a whole number", "InvalidRequest")
+        store = self.jobs.store
+        rows = await store.call(lambda: store.jobs(wanted, limit))
+        return web.json_response({"jobs": [view(r, self.jobs.live.get(r.id)) for r in rows]})
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        """One job."""
+        row = await self.jobs.get(request.match_info["id"])
+        if row is None:
+            return _no_job(request.match_info["id"])
+        return web.json_response(view(row, self.jobs.live.get(row.id)))
+
+    async def delete_job(self, request: web.Request) -> web.Response:
+        """Cancel a job (its part file stays for a later job to resume)."""
+        id_ = request.match_info["id"]
+        row, cancelled = await self.jobs.cancel(id_)
+        if row is None:
+            return _no_job(id_)
+        if not cancelled:
+            return error_response(409, f"job {id_} has ended ({row.state}); nothing to cancel",
+                                  "JobEnded")  # fmt: skip
+        return web.json_response(view(row, None))
+
+    async def get_file(self, request: web.Request) -> web.StreamResponse:
+        """A complete cached file, its SHA-256 as ETag and Repr-Digest."""
+        name = request.match_info["name"]
+        found = await asyncio.to_thread(self.service.lookup, name)
+        if found is None:
+            return error_response(404, f"{name} is not a complete file in the cache", "NotFound")
+        path, corrupt = found
+        if corrupt:
+            return error_response(409, f"{name} is corrupt (`asyncfetch cache verify` found "
+                                  "another SHA-256 than recorded); fetch it again",
+                                  "Corrupt")  # fmt: skip
+        try:
+            sha256 = await asyncio.to_thread(self.digest_of, path)
+        except OSError:
+            return error_response(404, f"{name} is not a complete file in the cache", "NotFound")
+        return DigestFileResponse(path, sha256)
+
+    def digest_of(self, path: Path) -> str:
+        """``path``'s SHA-256: its marker's when it describes the file as it is, else hashed
+        once per version of the file (blocking)."""
+        st = path.stat()
+        marker = read_marker(path)
+        if marker is not None and marker.sha256 and marker.describes(st):
+            return marker.sha256
+        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if version not in self._digests:
+            self._digests[version] = hash_file(path)
+        return self._digests[version]
+
+
+def _no_job(id_: str) -> web.Response:
+    return error_response(404, f"no job {id_!r}; GET /v1/jobs lists them", "NotFound")
+
+
+class DigestFileResponse(web.FileResponse):
+    """A FileResponse whose ETag is the file's SHA-256, with a ``Repr-Digest`` header."""
+
+    def __init__(self, path: Path, sha256: str) -> None:
+        super().__init__(path)
+        self._tag = sha256
+        raw = bytes.fromhex(sha256)
+        self.headers["Repr-Digest"] = f"sha-256=:{base64.b64encode(raw).decode()}:"
+
+    @property
+    def etag(self) -> ETag | None:
+        """The file's SHA-256 as a strong entity-tag."""
+        return ETag(value=self._tag)
+
+    @etag.setter
+    def etag(self, _value: object) -> None:  # aiohttp sets its mtime-size one: ours instead
+        web.StreamResponse.etag.fset(self, ETag(value=self._tag))  # type: ignore[attr-defined]
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        """Judge the conditional headers against the digest, then send as FileResponse."""
+        ours = f'"{self._tag}"'
+        if_match = request.headers.get(hdrs.IF_MATCH)
+        if if_match is not None and not _matches(if_match, ours, weak=False):
+            self.set_status(412)
+            self.etag = None
+            return await web.StreamResponse.prepare(self, request)
+        if_none = request.headers.get(hdrs.IF_NONE_MATCH)
+        if if_none is not None and _matches(if_none, ours, weak=True):
+            self.set_status(304)
+            self.etag = None
+            return await web.StreamResponse.prepare(self, request)
+        drop = {"if-match", "if-none-match"}
+        if if_match is not None:
+            drop.add("if-unmodified-since")
+        if if_none is not None:
+            drop.add("if-modified-since")
+        if_range = request.headers.get(hdrs.IF_RANGE, "").strip()
+        if if_range.startswith(('"', "W/")):  # an entity-tag, which aiohttp would ignore
+            drop.add("if-range")
+            if if_range != ours:
+                drop.add("range")  # another version: the whole file (200)
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
+        return await super().prepare(request.clone(headers=headers))
+
+
+def _matches(header: str, ours: str, *, weak: bool) -> bool:
+    """Whether an If-Match / If-None-Match list holds ``ours`` (``*`` holds anything)."""
+    for tag in (t.strip() for t in header.split(",")):
+        if tag == "*" or tag == ours or (weak and tag.removeprefix("W/") == ours):
+            return True
+    return False
