@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._hub.adapt import LoadReport
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
+from ._service.client import Job, ServiceClient, ServiceError, SyncServiceClient
 from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
 
 __version__ = "0.1.0"
@@ -49,6 +50,7 @@ __all__ = [
     "HashPrefixMismatch",
     "IntegrityError",
     "InvalidRequest",
+    "Job",
     "LoadReport",
     "MirrorReport",
     "OfflineError",
@@ -58,7 +60,10 @@ __all__ = [
     "RemoteInfo",
     "RetriesExhausted",
     "RetryPolicy",
+    "ServiceClient",
+    "ServiceError",
     "Source",
+    "SyncServiceClient",
     "Timeouts",
     "TooManyRedirects",
     "TransportError",

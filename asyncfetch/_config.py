@@ -161,6 +161,7 @@ class EnvSettings:
     service_token: str | None = field(default=None, repr=False)  # asyncfetch serve's token
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/asyncfetch")
     trust_record: TrustRecord = "auto"  # where trust records go: an xattr if possible, or "state"
+    service_url: str = "http://127.0.0.1:8765"  # the service submit and jobs talk to
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -185,6 +186,7 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         service_token=env.get("ASYNCFETCH_SERVICE_TOKEN") or None,
         state_dir=_state_dir(env),
         trust_record="state" if env.get("ASYNCFETCH_TRUST_RECORD", "") == "state" else "auto",
+        service_url=env.get("ASYNCFETCH_SERVICE") or "http://127.0.0.1:8765",
     )
 
 

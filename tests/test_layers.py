@@ -29,8 +29,9 @@ LAYERS: dict[str, int] = {
 
 # each outside library is touched by the modules named here only
 OWNERS: dict[str, set[str]] = {
-    # the client; the service's server side (its app, and the /v1 routes' handlers)
-    "aiohttp": {"_transport.client", "_service.app", "_service.routes"},
+    # the downloads' client; the service's server side (its app, the /v1 routes' handlers);
+    # the service's JSON client (small API calls to one service, not ranged downloads)
+    "aiohttp": {"_transport.client", "_service.app", "_service.routes", "_service.client"},
     "tenacity": {"_engine.retry"},
     "torch": {"hub", "_hub.distributed"},
     "safetensors": {"hub"},

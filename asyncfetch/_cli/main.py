@@ -28,6 +28,7 @@ from .._sync import run_sync
 from . import batch as _cli_batch
 from . import cache as _cli_cache
 from . import options
+from . import service as _cli_service
 from .options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_batch.add_parser(commands)
     _add_mirrors(commands)
     _add_serve(commands)
+    _cli_service.add_parsers(commands)
     _cli_cache.add_parser(commands)
     return parser
 

@@ -255,7 +255,9 @@ async def test_post_fetch_is_a_job_waited_for(
 
 
 @contextlib.contextmanager
-def serve_process(cache_dir: Path, *options: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serve_process(
+    cache_dir: Path, *options: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``python -m asyncfetch serve`` with its state dir ``state`` beside the cache dir, its
     log appended to ``serve.log`` there (a pipe nobody reads would fill and stop it); killed at
     exit if still running."""
@@ -264,7 +266,7 @@ def serve_process(cache_dir: Path, *options: str) -> Iterator[tuple[subprocess.P
             [sys.executable, "-m", "asyncfetch", "serve", "--port", "0",
              "--cache-dir", str(cache_dir), "--state-dir", str(cache_dir.parent / "state"),
              "--allow-private", *options],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=cli_env(),
+            stdout=subprocess.PIPE, stderr=log, text=True, env=env or cli_env(),
         )  # fmt: skip
     try:
         assert process.stdout is not None

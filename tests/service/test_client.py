@@ -1,0 +1,107 @@
+"""``asyncfetch.ServiceClient`` (async and sync) and ``asyncfetch submit`` / ``jobs`` against a
+running ``asyncfetch serve`` on loopback, a FaultServer upstream."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from asyncfetch import ServiceClient, ServiceError, SyncServiceClient
+from asyncfetch._service.guard import Guard
+from tests.faultserver import FaultServer
+from tests.helpers import cli_env, sha256
+from tests.service.test_app import running
+from tests.service.test_jobs import serve_process
+
+TOKEN = "k" * 32
+
+
+async def test_submit_wait_list_and_cancel(
+    tmp_path: Path, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    server.add_file("slow.bin", payload)
+    async with (
+        running(tmp_path / "cache", guard=Guard(token=TOKEN)) as svc,
+        ServiceClient(svc.url, token=TOKEN) as service,
+    ):
+        job = await service.submit(url, sha256=sha256(payload))
+        assert job.state in ("queued", "running")
+        done = await service.wait(job.id, poll=0.05, timeout=30)
+        assert (done.state, done.bytes, done.total) == ("done", len(payload), len(payload))
+        assert done.file == "/v1/files/m.bin"
+        slow = await service.submit(server.url("slow.bin", rate=128 << 10))
+        cancelled = await service.cancel(slow.id)
+        assert cancelled.state == "cancelled"
+        assert [j.id for j in await service.jobs("done")] == [job.id]
+        assert [j.id for j in await service.jobs()] == [job.id, slow.id]
+        with pytest.raises(ServiceError) as bad:
+            await service.submit(url, sha256="abc")
+        assert (bad.value.status, bad.value.kind) == (400, "InvalidRequest")
+        assert "64 hex digits" in str(bad.value)
+        async with ServiceClient(svc.url) as anonymous:
+            with pytest.raises(ServiceError) as refused:
+                await anonymous.jobs()
+        assert refused.value.status == 401
+    copy = pickle.loads(pickle.dumps(refused.value))
+    assert (copy.status, copy.kind, str(copy)) == (401, "Unauthorized", str(refused.value))
+
+
+def test_an_unreachable_service_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(ServiceError) as unreachable:
+        SyncServiceClient("http://127.0.0.1:9", timeout=5).jobs()
+    assert unreachable.value.kind == "Unreachable"
+    assert "http://127.0.0.1:9" in str(unreachable.value)
+
+
+def test_the_sync_twin_submits_and_waits(
+    tmp_path: Path, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    with serve_process(tmp_path / "cache") as (process, service_url):
+        service = SyncServiceClient(service_url)
+        job = service.wait(service.submit(url).id, poll=0.05, timeout=30)
+        with urllib.request.urlopen(service_url + str(job.file), timeout=30) as answer:  # noqa: S310
+            assert answer.read() == payload
+        process.terminate()
+    assert job.state == "done"
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncfetch", *args],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+
+
+def test_submit_wait_and_jobs_from_the_command_line(
+    tmp_path: Path, server: FaultServer, payload: bytes
+) -> None:
+    url = server.add_file("m.bin", payload)
+    env = cli_env(ASYNCFETCH_SERVICE_TOKEN=TOKEN)
+    with serve_process(tmp_path / "cache", env=env) as (process, service_url):
+        done = _cli("submit", url, "--sha256", sha256(payload), "--service", service_url,
+                    "--wait", "--json", env=env)  # fmt: skip
+        failed = _cli("submit", server.url("missing.bin"), "--wait", env=env | {
+            "ASYNCFETCH_SERVICE": service_url})  # fmt: skip
+        listed = _cli("jobs", "--service", service_url, "--state", "done", env=env)
+        refused = _cli("jobs", "--service", service_url, env=cli_env())
+        process.terminate()
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert (job["state"], job["bytes"], job["file"]) == ("done", len(payload), "/v1/files/m.bin")
+    assert failed.returncode == 1
+    assert " failed " in failed.stdout
+    assert "404" in failed.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.split()[:2] == [job["id"], "done"]
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("asyncfetch: error: GET ")
+    assert "401" in refused.stderr
+    assert TOKEN not in refused.stderr + done.stdout + failed.stdout
