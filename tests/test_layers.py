@@ -38,6 +38,7 @@ OWNERS: dict[str, set[str]] = {
     "filelock": {"_storage.lock", "_hub.distributed"},
     "tqdm": {"_engine.progress"},
     "uvloop": {"_sync", "_transport.rawhttp"},
+    "prometheus_client": {"_service.metrics"},
 }
 
 

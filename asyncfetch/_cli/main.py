@@ -291,6 +291,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(a LAN mirror for `get --mirror`)",
     )  # fmt: skip
     access.add_argument(
+        "--public-metrics", action="store_true", help="serve GET /metrics without the token "
+        "(a Prometheus scraper)",
+    )  # fmt: skip
+    access.add_argument(
         "--allowed-host", action="append", default=[], metavar="NAME", help="a name clients "
         "reach the service by (localhost and IP addresses always do); repeatable",
     )  # fmt: skip
@@ -319,6 +323,7 @@ def _serve(args: argparse.Namespace) -> int:
     guard = Guard(
         token=load_token(args.token_file, env_settings().service_token),
         public_files=args.public_files,
+        public_metrics=args.public_metrics,
         hosts=(*args.allowed_host, *bound),
     )
     floor = SpeedFloor(bytes_per_s=args.min_speed, window=args.min_speed_window)

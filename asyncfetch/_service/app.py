@@ -40,7 +40,7 @@ import signal
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -88,7 +88,11 @@ from .routes import MAX_BODY, V1
 from .routes import error_response as _error
 from .store import DB_NAME, Store, lock_state_dir
 
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
 log = logging.getLogger("asyncfetch.serve")
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -219,7 +223,12 @@ class Service:
         self.state_dir = Path(state_dir).expanduser().absolute() if state_dir else None
         self._lock: int | None = None
         store = Store(self.state_dir / DB_NAME if self.state_dir else None)
-        self.jobs = Jobs(store, self.download, most=self._most, status_for=status_for)
+        self.metrics = _metrics(self)
+        watch = self.metrics.observe if self.metrics else None
+        on_end = self.metrics.ended if self.metrics else None
+        self.jobs = Jobs(store, self.download, most=self._most, status_for=status_for,
+                         watch=watch, on_end=on_end)  # fmt: skip
+        self._counts: dict[str, int] = {}
 
     def app(self) -> web.Application:
         """The aiohttp application serving the routes."""
@@ -232,13 +241,23 @@ class Service:
                 return _error(refusal.status, refusal.message, refusal.kind, {**refusal.headers})
             return await handler(request)
 
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors, guarded])
+        @web.middleware
+        async def counted(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if self.metrics is None:
+                return await handler(request)
+            with self.metrics.in_flight.track_inprogress():
+                return await handler(request)
+
+        app = web.Application(
+            client_max_size=MAX_BODY, middlewares=[counted, _json_errors, guarded]
+        )
         v1 = V1(self, status_for)
         v1.add_to(app)
         app.router.add_post("/fetch", self._post_fetch)
         app.router.add_get("/files/{name}", v1.get_file)
         app.router.add_get("/cache", self._get_cache)
         app.router.add_get("/health", self._get_health)
+        app.router.add_get("/metrics", self._get_metrics)
         app.on_startup.append(self._on_startup)
         app.on_shutdown.append(self._on_shutdown)
         return app
@@ -514,6 +533,30 @@ class Service:
 
     async def _get_health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    async def _get_metrics(self, _request: web.Request) -> web.Response:
+        if self.metrics is None:
+            return _error(501, "metrics need prometheus-client: pip install 'asyncfetch[serve]'",
+                          "NotImplemented")  # fmt: skip
+        store = self.jobs.store
+        self._counts = await store.call(store.counts)
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    def snapshot(self) -> tuple[dict[str, int], int, int]:
+        """Jobs by state (as of the last scrape), queued and running now."""
+        running = self.jobs.running
+        return self._counts, self.jobs.unfinished - running, running
+
+
+def _metrics(service: Service) -> Metrics | None:
+    """The service's metrics, or None without prometheus-client (the ``serve`` extra)."""
+    try:
+        from .metrics import Metrics
+    except ImportError:
+        log.warning("GET /metrics answers 501: install prometheus-client (the serve extra)")
+        return None
+    return Metrics(service.snapshot)
 
 
 def base_url(address: Any) -> str:

@@ -95,11 +95,13 @@ class Guard:
     Args:
         token: the bearer token routes need, or None (only on a loopback address).
         public_files: ``GET``/``HEAD /files/NAME`` without the token (a LAN mirror).
+        public_metrics: ``GET /metrics`` without the token (a Prometheus scraper).
         hosts: names clients may reach the service by, besides localhost and IP addresses.
     """
 
     token: str | None = field(default=None, repr=False)
     public_files: bool = False
+    public_metrics: bool = False
     hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -149,6 +151,8 @@ class Guard:
             return None
         public = path.startswith(("/files/", "/v1/files/"))
         if self.public_files and method in ("GET", "HEAD") and public:
+            return None
+        if self.public_metrics and method in ("GET", "HEAD") and path == "/metrics":
             return None
         scheme, _, given = (authorization or "").strip().partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(

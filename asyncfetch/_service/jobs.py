@@ -87,6 +87,8 @@ class Jobs:
         download: runs one order, reporting progress to the callback it is given.
         most: jobs that may be unfinished at once (running and queued); more are refused.
         status_for: the HTTP status that answers a failed download.
+        watch: also gets every progress event of every job (metrics).
+        on_end: called with the state a job ended in and its bytes by source (metrics).
     """
 
     def __init__(
@@ -96,11 +98,15 @@ class Jobs:
         *,
         most: int,
         status_for: Callable[[FetchError], int],
+        watch: ProgressCallback | None = None,
+        on_end: Callable[[str, dict[str, int]], None] | None = None,
     ) -> None:
         self.store = store
         self._download = download
         self._most = most
         self._status_for = status_for
+        self._watch = watch
+        self._on_end = on_end
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._orders: dict[str, Order] = {}
         self.live: dict[str, Live] = {}
@@ -127,6 +133,11 @@ class Jobs:
     def unfinished(self) -> int:
         """Jobs queued or running now."""
         return len(self._tasks)
+
+    @property
+    def running(self) -> int:
+        """Jobs holding a download slot now."""
+        return sum(live.began for live in self.live.values())
 
     async def submit(self, orders: list[Order]) -> list[tuple[JobRow, bool]]:
         """Accept ``orders`` as jobs, committed to the store before this returns: each is the
@@ -176,6 +187,8 @@ class Jobs:
         task = self._tasks.get(id_)
         if task is not None:
             task.cancel()
+        if self._on_end is not None:
+            self._on_end("cancelled", {})
         log.info("job %s cancelled", id_)
         return row, True
 
@@ -197,6 +210,8 @@ class Jobs:
 
         def on_event(event: ProgressEvent) -> None:
             live(event)
+            if self._watch is not None:
+                self._watch(event)
             if event.kind == "started" and not live.began:
                 live.began = True
                 self._later(
@@ -225,9 +240,11 @@ class Jobs:
 
     async def _end(self, id_: str, state: State, **fields: Any) -> None:
         await asyncio.gather(*self._pending, return_exceptions=True)  # "started" first
-        await self.store.call(
+        row = await self.store.call(
             lambda: self.store.move(id_, state, only_from=("queued", "running"), **fields)
         )
+        if row is not None and self._on_end is not None:
+            self._on_end(state, dict((row.result or {}).get("bytes_by_mirror", {})))
 
     def _later(self, function: Callable[[], Any]) -> None:
         """Hand ``function`` to the store's thread in turn (so events keep their order),
