@@ -31,7 +31,13 @@ LAYERS: dict[str, int] = {
 OWNERS: dict[str, set[str]] = {
     # the downloads' client; the service's server side (its app, the /v1 routes' handlers);
     # the service's JSON client (small API calls to one service, not ranged downloads)
-    "aiohttp": {"_transport.client", "_service.app", "_service.routes", "_service.client"},
+    "aiohttp": {
+        "_transport.client",
+        "_service.app",
+        "_service.routes",
+        "_service.client",
+        "_service.events",
+    },
     "tenacity": {"_engine.retry"},
     "torch": {"hub", "_hub.distributed"},
     "safetensors": {"hub"},

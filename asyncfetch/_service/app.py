@@ -262,6 +262,11 @@ class Service:
         app.on_shutdown.append(self._on_shutdown)
         return app
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the service is stopping."""
+        return self._stopping
+
     async def _on_startup(self, _app: web.Application) -> None:
         await asyncio.to_thread(self.make_cache_dir)
         await self.open()

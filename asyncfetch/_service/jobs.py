@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -34,6 +35,8 @@ from .store import JobRow, NewJob, NoRoom, State, Store
 
 log = logging.getLogger("asyncfetch.serve")
 
+#: the kinds of event that end a job
+ENDED_STATES = frozenset({"done", "failed", "cancelled"})
 #: seconds over which a running job's speed is averaged
 SPEED_WINDOW = 5.0
 
@@ -79,6 +82,23 @@ class Live:
         return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+class Bell:
+    """Wakes every waiter when an event has been stored (the event streams)."""
+
+    def __init__(self) -> None:
+        self._rung = asyncio.Event()
+
+    def ring(self) -> None:
+        """Wake the waiters."""
+        self._rung.set()
+        self._rung = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        """Return when rung, or after ``timeout`` seconds."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._rung.wait(), timeout)
+
+
 class Jobs:
     """The jobs of one service: accepts, runs, cancels and recovers them.
 
@@ -111,10 +131,12 @@ class Jobs:
         self._orders: dict[str, Order] = {}
         self.live: dict[str, Live] = {}
         self._pending: set[asyncio.Future[Any]] = set()
+        self.bell = Bell()
 
     async def start(self) -> int:
         """Run the jobs the last service left unfinished; returns how many."""
         rows = await self.store.call(self.store.requeue)
+        self.bell.ring()
         for row in rows:
             self._launch(row)
         if rows:
@@ -157,6 +179,7 @@ class Jobs:
                 url=orders[0].url if orders else None,
                 retry_after=QUEUE_RETRY_AFTER,
             ) from None
+        self.bell.ring()
         for row, created in answers:
             if created:
                 self._launch(row)
@@ -184,6 +207,7 @@ class Jobs:
         )
         if row is None:
             return await self.get(id_), False
+        self.bell.ring()
         task = self._tasks.get(id_)
         if task is not None:
             task.cancel()
@@ -243,6 +267,7 @@ class Jobs:
         row = await self.store.call(
             lambda: self.store.move(id_, state, only_from=("queued", "running"), **fields)
         )
+        self.bell.ring()
         if row is not None and self._on_end is not None:
             self._on_end(state, dict((row.result or {}).get("bytes_by_mirror", {})))
 
@@ -252,6 +277,7 @@ class Jobs:
         future = asyncio.ensure_future(self.store.call(function))
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
+        future.add_done_callback(lambda _: self.bell.ring())
 
 
 def _event_data(event: ProgressEvent) -> dict[str, Any]:

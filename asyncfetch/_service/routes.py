@@ -33,6 +33,7 @@ from aiohttp.helpers import ETag
 
 from .._cache.marker import hash_file, read_marker
 from .._errors import FetchError
+from .events import EventStreams
 from .jobs import view
 from .limits import QueueFull
 from .orders import ORDER_SHAPE, parse_orders
@@ -74,6 +75,9 @@ class V1:
         app.router.add_get("/v1/jobs/{id}", self.get_job)
         app.router.add_delete("/v1/jobs/{id}", self.delete_job)
         app.router.add_get("/v1/files/{name}", self.get_file)
+        streams = EventStreams(self.jobs, lambda: self.service.stopping)
+        app.router.add_get("/v1/jobs/{id}/events", streams.job_events)
+        app.router.add_get("/v1/events", streams.all_events)
 
     async def post_jobs(self, request: web.Request) -> web.Response:
         """Accept one order or a list of them as jobs."""
