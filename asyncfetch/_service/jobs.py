@@ -28,7 +28,7 @@ from typing import Any
 
 from .._errors import FetchError
 from .._models import FetchResult, ProgressCallback, ProgressEvent
-from .._userinfo import redact
+from .._userinfo import redact, url_key
 from .limits import QUEUE_RETRY_AFTER, QueueFull
 from .orders import Order
 from .store import JobRow, NewJob, NoRoom, State, Store
@@ -44,9 +44,9 @@ Download = Callable[[Order, ProgressCallback], Awaitable[FetchResult]]
 
 
 def job_key(order: Order) -> str:
-    """Which submissions are the same job: the URL with its credentials masked, the SHA-256
-    asked for and the name."""
-    return json.dumps([redact(order.url), order.sha256, order.name])
+    """Which submissions are the same job: the URL without its secrets (password, signature,
+    expiry: a URL signed again is the same file), the SHA-256 asked for and the name."""
+    return json.dumps([url_key(order.url), order.sha256, order.name])
 
 
 def file_href(name: str) -> str:

@@ -381,3 +381,19 @@ def test_kill_9_at_random_moments_loses_no_job_and_runs_none_twice_at_once(
             assert kinds[-1] == "done"
     finally:
         db.close()
+
+
+async def test_the_same_url_signed_again_is_the_same_job(
+    svc: Running, server: FaultServer, payload: bytes
+) -> None:
+    server.add_file("m.bin", payload)
+    url = server.url("m.bin", rate=512 << 10)
+    status, first = await submit(svc, {"url": f"{url}&X-Amz-Signature=one"})
+    assert status == 202
+
+    status, again = await submit(svc, {"url": f"{url}&X-Amz-Signature=two"})
+
+    assert (status, again["id"]) == (200, first["id"])
+    assert "two" not in json.dumps(again)
+    assert "one" not in json.dumps(again)
+    assert (await ended(svc, first["id"]))["state"] == "done"
