@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test check lint typecheck bench soak clean
+.PHONY: help install demo test check lint typecheck bench soak browser screenshot bench-service clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,8 +31,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict asyncfetch
 
-test: check  ## lint, type-check and run the test suite
+test: check browser  ## lint, type-check and run the test suite
 	$(BIN)/python -m pytest -q
+
+# The status page's test drives chromium through chromedriver (Debian's packages). Installed
+# quietly where apt-get can (root, e.g. CI); elsewhere the test is skipped, saying why (not under
+# CI=true: there a skip fails the run).
+browser:  ## chromium and chromedriver for the status page test, where apt-get can install them
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium and chromium-driver (apt-get)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium chromium-driver) >/dev/null \
+	      || echo "make: could not install chromium; the status page test will be skipped"; \
+	  else echo "make: no chromium and no apt-get as root; the status page test will be skipped"; fi; }
+
+screenshot: $(STAMP) browser  ## docs/img/status-page.png: the status page with a few jobs
+	$(BIN)/python benchmarks/screenshot.py
 
 bench: $(STAMP)  ## asyncfetch against its peers on nginx (installs nginx, aria2, curl)
 	bash benchmarks/setup.sh $(VENV)

@@ -10,6 +10,7 @@ Every request but ``GET /health`` must:
 - carry no ``Origin`` but the service's own (``http://`` + its ``Host``): browsers send one
   with every cross-site POST and script request, programs (curl, ``asyncfetch get``) none;
 - with a token, carry ``Authorization: Bearer TOKEN`` (compared in constant time), except
+  ``GET /`` (the status page: static HTML whose script asks for the token and sends it), and
   ``GET``/``HEAD /files/NAME`` and ``/v1/files/NAME`` with ``public_files`` (a LAN mirror);
 - send a ``POST`` body as ``application/json``, a type no web page can send without the
   preflight the service never grants.
@@ -154,6 +155,8 @@ class Guard:
             return None
         if self.public_metrics and method in ("GET", "HEAD") and path == "/metrics":
             return None
+        if path == "/" and method in ("GET", "HEAD"):
+            return None  # the status page: static, no data; its script sends the token
         scheme, _, given = (authorization or "").strip().partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(
             given.strip().encode("utf-8", "surrogateescape"), self.token.encode()

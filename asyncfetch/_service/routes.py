@@ -8,6 +8,7 @@ Routes::
     GET /v1/jobs            jobs, oldest first (?state=queued,running&limit=N)
     GET /v1/jobs/ID         a job: state, bytes, size, speed, bytes per source, error
     DELETE /v1/jobs/ID      cancel it (its part file stays); 409 when it has ended
+    GET /                   the status page (static/index.html): live jobs, submit, cancel
     GET|HEAD /v1/files/NAME a complete file, with Range; its ``ETag`` is its SHA-256 and
                             ``Repr-Digest: sha-256=:BASE64:`` (RFC 9530) announces it
 
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +46,13 @@ if TYPE_CHECKING:
     from .app import Service
 
 MAX_BODY = 64 * 1024
+#: the page runs only its own inline script, talks only to the service, and cannot be framed
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src "
+    "'unsafe-inline'; connect-src 'self'; form-action 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
 MAX_LISTED = 1000
 
 
@@ -75,6 +85,7 @@ class V1:
         app.router.add_get("/v1/jobs/{id}", self.get_job)
         app.router.add_delete("/v1/jobs/{id}", self.delete_job)
         app.router.add_get("/v1/files/{name}", self.get_file)
+        app.router.add_get("/", self.get_page)
         streams = EventStreams(self.jobs, lambda: self.service.stopping)
         app.router.add_get("/v1/jobs/{id}/events", streams.job_events)
         app.router.add_get("/v1/events", streams.all_events)
@@ -129,6 +140,11 @@ class V1:
                                   "JobEnded")  # fmt: skip
         return web.json_response(view(row, None))
 
+    async def get_page(self, _request: web.Request) -> web.Response:
+        """The status page: jobs with live progress, a form to submit a URL, cancel buttons."""
+        return web.Response(body=_page(), content_type="text/html", charset="utf-8",
+                            headers=PAGE_HEADERS)  # fmt: skip
+
     async def get_file(self, request: web.Request) -> web.StreamResponse:
         """A complete cached file, its SHA-256 as ETag and Repr-Digest."""
         name = request.match_info["name"]
@@ -157,6 +173,12 @@ class V1:
         if version not in self._digests:
             self._digests[version] = hash_file(path)
         return self._digests[version]
+
+
+@functools.cache
+def _page() -> bytes:
+    """The status page's HTML (package data; read once)."""
+    return resources.files(__package__).joinpath("static/index.html").read_bytes()
 
 
 def _no_job(id_: str) -> web.Response:
