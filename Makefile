@@ -46,6 +46,9 @@ browser:  ## chromium and chromedriver for the status page test, where apt-get c
 	      || echo "make: could not install chromium; the status page test will be skipped"; \
 	  else echo "make: no chromium and no apt-get as root; the status page test will be skipped"; fi; }
 
+bench-service: $(STAMP)  ## asyncfetch serve under load: 500 jobs, 100 Range readers, 2 kill -9s
+	$(BIN)/python benchmarks/service_load.py
+
 screenshot: $(STAMP) browser  ## docs/img/status-page.png: the status page with a few jobs
 	$(BIN)/python benchmarks/screenshot.py
 
