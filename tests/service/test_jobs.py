@@ -397,3 +397,32 @@ async def test_the_same_url_signed_again_is_the_same_job(
     assert "two" not in json.dumps(again)
     assert "one" not in json.dumps(again)
     assert (await ended(svc, first["id"]))["state"] == "done"
+
+
+@pytest.mark.parametrize("cached", ["same", "other"])
+def test_get_takes_the_services_digest_only_as_agreement_with_the_primarys(
+    tmp_path: Path, server: FaultServer, payload: bytes, cached: str
+) -> None:
+    server.add_file("m.bin", payload)
+    primary = server.url("m.bin", rate=1 << 20, digest="repr")  # announces its SHA-256
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    other = bytes(b ^ 0xFF for b in payload)  # the same size, other bytes, its own digest
+    (cache / "m.bin").write_bytes(payload if cached == "same" else other)
+    with serve_process(cache) as (process, service_url):
+        mirror = f"{service_url}/v1/files/m.bin"
+        done = subprocess.run(
+            [sys.executable, "-m", "asyncfetch", "get", primary, "--mirror", mirror,
+             "-o", str(tmp_path / "out.bin"), "--json", "--no-progress"],
+            capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
+        )  # fmt: skip
+        process.terminate()
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.bin").read_bytes() == payload
+    from_mirror = json.loads(done.stdout)["bytes_by_mirror"].get(mirror, 0)
+    if cached == "same":
+        assert from_mirror > 0  # its Repr-Digest agrees with the primary's: used
+        assert "different files" not in done.stderr
+    else:
+        assert from_mirror == 0  # announces another digest: never used
+        assert f"{mirror} announces SHA-256 {sha256(other)}" in done.stderr  # its Repr-Digest
