@@ -12,6 +12,7 @@ from ._engine.progress import BatchProgress, ProgressStream
 from ._engine.rank import MirrorReport, rank_mirrors
 from ._errors import (
     AddressBlocked,
+    CertificateError,
     CheckpointMismatch,
     ConnectionFailed,
     DestinationError,
@@ -19,6 +20,7 @@ from ._errors import (
     FetchTimeout,
     HashPrefixMismatch,
     HTTPStatusError,
+    InsecureWarning,
     IntegrityError,
     InvalidRequest,
     OfflineError,
@@ -40,6 +42,7 @@ __all__ = [
     "BatchItem",
     "BatchProgress",
     "ByteRange",
+    "CertificateError",
     "CheckpointMismatch",
     "ConnectionFailed",
     "DestinationError",
@@ -48,6 +51,7 @@ __all__ = [
     "FetchTimeout",
     "HTTPStatusError",
     "HashPrefixMismatch",
+    "InsecureWarning",
     "IntegrityError",
     "InvalidRequest",
     "Job",

@@ -30,6 +30,8 @@ def download(
     hash: bool = True,
     offline: bool | None = None,
     verify: bool = False,
+    cacert: str | PathLike[str] | None = None,
+    insecure: bool = False,
 ) -> FetchResult:
     """Download ``url`` to ``dest``: the blocking form of :func:`asyncfetch.fetch`.
 
@@ -39,7 +41,7 @@ def download(
     options = make_options(
         connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
         headers=headers, mirror_headers=mirror_headers, progress=progress, hash=hash,
-        offline=offline, verify=verify, url=url,
+        offline=offline, verify=verify, cacert=cacert, insecure=insecure, url=url,
     )  # fmt: skip
     expected = expect_sha256(sha256, url)
     return run_sync(run(make_request(url, dest, options, mirrors=mirrors, expected=expected)))

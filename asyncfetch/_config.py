@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Literal
 
@@ -144,10 +145,77 @@ def check_connections(connections: int) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
+class CABundle:
+    """Certificates to trust instead of the system store, and who asked for them.
+
+    Args:
+        origin: how the user named it, for messages (``--cacert ca.pem``,
+            ``REQUESTS_CA_BUNDLE=/etc/corp.pem``).
+        cafile: a PEM file of one or more CA certificates.
+        capath: a directory of them under OpenSSL's hashed names (``c_rehash``).
+    """
+
+    origin: str
+    cafile: Path | None = None
+    capath: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TLSTrust:
+    """Which servers' certificates to trust, as the caller asked (the environment is read
+    later, see :func:`asyncfetch._transport.tls.ssl_context`).
+
+    Args:
+        cacert: a PEM file (or hashed directory) of CA certificates to trust instead of the
+            system store and of any bundle the environment names.
+        insecure: check no certificate at all (``--insecure``); never a default.
+    """
+
+    cacert: Path | None = None
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.insecure, bool):
+            raise InvalidRequest(f"insecure must be True or False, got {self.insecure!r}")
+        if self.cacert is not None and self.insecure:
+            raise InvalidRequest(
+                "give cacert (--cacert) or insecure (--insecure), not both: insecure checks "
+                "no certificate at all"
+            )
+
+    @classmethod
+    def coerce(cls, cacert: str | PathLike[str] | None, insecure: bool = False) -> TLSTrust:
+        """From the caller's ``cacert=`` (a path, or None) and ``insecure=``.
+
+        Raises:
+            InvalidRequest: for a ``cacert`` that is not a path, or both given.
+        """
+        if cacert is not None and (not isinstance(cacert, (str, PathLike)) or cacert == ""):
+            raise InvalidRequest(f"cacert must be the path of a PEM file, got {cacert!r}")
+        path = Path(cacert).expanduser() if cacert is not None else None
+        return cls(cacert=path, insecure=insecure)
+
+    @property
+    def bundle(self) -> CABundle | None:
+        """The caller's ``cacert`` as a bundle (a directory as a hashed one)."""
+        if self.cacert is None:
+            return None
+        return ca_bundle(f"cacert={self.cacert}", self.cacert)
+
+
+def ca_bundle(origin: str, path: Path) -> CABundle:
+    """``path`` as a bundle: a directory is a hashed one, anything else a file (requests'
+    rule; a missing path is reported when the bundle is loaded)."""
+    if path.is_dir():
+        return CABundle(origin=origin, capath=path)
+    return CABundle(origin=origin, cafile=path)
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnvSettings:
     """What the environment says (``ASYNCFETCH_*``, ``TORCH_HOME``, ``XDG_CACHE_HOME``,
-    ``XDG_CONFIG_HOME``, ``XDG_STATE_HOME``, ``NETRC``, and torchrun's ``RANK``,
-    ``LOCAL_RANK``, ``WORLD_SIZE``)."""
+    ``XDG_CONFIG_HOME``, ``XDG_STATE_HOME``, ``NETRC``, the CA bundle variables, and
+    torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
 
     offline: bool = False
     fast_path: bool = True
@@ -162,6 +230,7 @@ class EnvSettings:
     state_dir: Path = field(default_factory=lambda: Path.home() / ".local/state/asyncfetch")
     trust_record: TrustRecord = "auto"  # where trust records go: an xattr if possible, or "state"
     service_url: str = "http://127.0.0.1:8765"  # the service submit and jobs talk to
+    ca_bundle: CABundle | None = None  # see _ca_bundle: None is the system store
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -187,6 +256,30 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         state_dir=_state_dir(env),
         trust_record="state" if env.get("ASYNCFETCH_TRUST_RECORD", "") == "state" else "auto",
         service_url=env.get("ASYNCFETCH_SERVICE") or "http://127.0.0.1:8765",
+        ca_bundle=_ca_bundle(env),
+    )
+
+
+#: The variables naming a CA bundle file (or hashed directory), the first set one wins (an
+#: empty one is skipped): requests' own, then curl's (which requests reads too); after them
+#: OpenSSL's SSL_CERT_FILE and SSL_CERT_DIR, together.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+def _ca_bundle(env: Mapping[str, str]) -> CABundle | None:
+    """The CA bundle the environment names, or None for the system store."""
+    for name in CA_BUNDLE_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            return ca_bundle(f"{name}={value}", Path(value).expanduser())
+    named = {name: env.get(name, "").strip() for name in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    if not any(named.values()):
+        return None
+    cafile, capath = named["SSL_CERT_FILE"], named["SSL_CERT_DIR"]
+    return CABundle(
+        origin=" and ".join(f"{name}={value}" for name, value in named.items() if value),
+        cafile=Path(cafile).expanduser() if cafile else None,
+        capath=Path(capath).expanduser() if capath else None,
     )
 
 

@@ -13,6 +13,8 @@
     ├── TransportError                     one request failed (``retryable`` says if worth retrying)
     │   ├── HTTPStatusError                the server answered with an error status
     │   ├── ConnectionFailed (ConnectionError)  refused, reset, DNS, TLS
+    │   ├── CertificateError (ssl.SSLCertVerificationError)  the server's TLS certificate is
+    │   │                                  not trusted (never retried)
     │   ├── FetchTimeout (TimeoutError)    connect or read-idle timeout
     │   ├── TruncatedBody                  the body ended before the promised length
     │   ├── ProtocolError                  the answer does not fit the request (wrong range, ...)
@@ -22,6 +24,9 @@
     ├── RetriesExhausted                   a byte range failed on every attempt and every source
     └── CheckpointMismatch (ValueError)    a checkpoint's weights do not fit the model
 
+With ``insecure=True`` (``--insecure``) an :class:`InsecureWarning` (a UserWarning) says that no
+certificate is checked.
+
 Every error carries its context as attributes (``url``, ``path``, ``byte_range``, ``attempts``,
 ...), says in its message what happened and what to do next, and survives pickling. A password
 in a URL is masked (``user:***@``) in the message and the attributes.
@@ -29,6 +34,7 @@ in a URL is masked (``user:***@``) in the message and the attributes.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 from ._userinfo import redact
@@ -151,6 +157,31 @@ class ConnectionFailed(TransportError, ConnectionError):
     """The connection could not be made, or broke (refused, reset, DNS, TLS)."""
 
 
+class CertificateError(TransportError, ssl.SSLCertVerificationError):
+    """The server's TLS certificate could not be verified: signed by a CA that is not
+    trusted (a private CA, a TLS-inspecting proxy's), expired, or for another host.
+
+    Never retried: another try meets the same certificate. Also an
+    ``ssl.SSLCertVerificationError`` (so an ``ssl.SSLError``), so ``except ssl.SSLError``
+    written for other clients still catches it.
+
+    Attributes:
+        verify_message: OpenSSL's words for what failed (``unable to get local issuer
+            certificate``, ``Hostname mismatch, ...``), as in ``ssl.SSLCertVerificationError``.
+        verify_code: OpenSSL's code for it (1, unspecified, when not known).
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None, verify_message: str, verify_code: int
+    ) -> None:
+        super().__init__(message, url=url, retryable=False)
+        self.verify_message = verify_message
+        self.verify_code = verify_code
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # ssl.SSLError's shows the args tuple
+
+
 class FetchTimeout(TransportError, TimeoutError):
     """No connection within the connect timeout, or no bytes within the read timeout."""
 
@@ -219,6 +250,11 @@ class CheckpointMismatch(FetchError, ValueError):
     def __init__(self, message: str, *, url: str | None = None, report: Any = None) -> None:
         super().__init__(message, url=url)
         self.report = report
+
+
+class InsecureWarning(UserWarning):
+    """A download runs with ``insecure=True`` (``--insecure``): no TLS certificate is checked,
+    so anyone on the way can read and change what is downloaded."""
 
 
 # carrying an error to another process --------------------------------------------------------

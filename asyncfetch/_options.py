@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from os import PathLike
 from typing import cast
 
 from ._config import (
     DEFAULT_CONNECTIONS,
     RetryPolicy,
     Timeouts,
+    TLSTrust,
     check_chunk_size,
     check_connections,
     env_settings,
@@ -61,6 +63,8 @@ class Options:
             vouches for is downloaded again.
         trust_unvouched: whether an existing file no asyncfetch marker vouches for may be a
             hit (as torch.hub's cache file); None: only in torch.hub's cache directory.
+        tls: which TLS certificates to trust (``cacert``, ``insecure``; with the
+            environment, see :mod:`asyncfetch._transport.tls`).
     """
 
     connections: int = DEFAULT_CONNECTIONS
@@ -74,6 +78,7 @@ class Options:
     offline: bool = False
     verify: bool = False
     trust_unvouched: bool | None = None
+    tls: TLSTrust = field(default_factory=TLSTrust)
 
     @property
     def callback(self) -> ProgressCallback | None:
@@ -94,6 +99,8 @@ def make_options(
     offline: bool | None = None,
     verify: bool = False,
     trust_unvouched: bool | None = None,
+    cacert: str | PathLike[str] | None = None,
+    insecure: bool = False,
     url: str | None = None,
 ) -> Options:
     """Check the public keyword arguments and bundle them into an Options.
@@ -117,6 +124,7 @@ def make_options(
             offline=env_settings().offline if offline is None else offline,
             verify=verify,
             trust_unvouched=trust_unvouched,
+            tls=TLSTrust.coerce(cacert, insecure),
         )
     except InvalidRequest as exc:
         if url is None or exc.url is not None:

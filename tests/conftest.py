@@ -1,4 +1,10 @@
-"""Shared fixtures: a fault-injecting file server, extra servers as mirrors, a test payload."""
+"""Shared fixtures: a fault-injecting file server, extra servers as mirrors, a test payload.
+
+The servers speak http unless the module overrides the ``scheme`` fixture (see
+:func:`tests.helpers.over_http_and_https`); an https server's test CA is trusted through
+``REQUESTS_CA_BUNDLE``, as a user trusts a private CA, so every entry point (the CLI in a
+child process too) trusts it without being told.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.faultserver import FaultServer, make_payload
+from tests.faultserver.tls import ca_path
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,20 +64,48 @@ def trust_record(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     return mode
 
 
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    """A started FaultServer, stopped after the test."""
-    with FaultServer() as started:
-        yield started
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+@pytest.fixture(autouse=True)
+def no_users_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the variables that name a CA bundle, so the machine's never take part (an https
+    server fixture then sets one to the test CA)."""
+    for name in CA_BUNDLE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[[], FaultServer]]:
-    """Factory of further started FaultServers (stand-ins for mirrors), all stopped at teardown."""
+def scheme() -> str:
+    """The scheme the ``server`` fixtures speak: http, unless a module overrides it."""
+    return "http"
+
+
+def _trusted(server: FaultServer, monkeypatch: pytest.MonkeyPatch) -> FaultServer:
+    """``server``, its test CA trusted through REQUESTS_CA_BUNDLE when it speaks https."""
+    if server.scheme == "https":
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_path()))
+    return server
+
+
+@pytest.fixture
+def server(scheme: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultServer]:
+    """A started FaultServer speaking ``scheme``, stopped after the test."""
+    with FaultServer(tls=scheme == "https") as started:
+        yield _trusted(started, monkeypatch)
+
+
+@pytest.fixture
+def make_server(
+    scheme: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], FaultServer]]:
+    """Factory of further started FaultServers (stand-ins for mirrors) speaking ``scheme``,
+    all stopped at teardown."""
     with contextlib.ExitStack() as stack:
 
         def factory() -> FaultServer:
-            return stack.enter_context(FaultServer())
+            started = stack.enter_context(FaultServer(tls=scheme == "https"))
+            return _trusted(started, monkeypatch)
 
         yield factory
 

@@ -18,6 +18,36 @@ from asyncfetch import RetryPolicy
 from asyncfetch._cache import records as _records
 
 
+@pytest.fixture(params=["http", "https"], name="scheme")
+def over_http_and_https(request: pytest.FixtureRequest) -> str:
+    """The ``scheme`` fixture for a module whose server tests all run over http and https:
+    import it there (``from tests.helpers import over_http_and_https``)."""
+    scheme: str = request.param
+    return scheme
+
+
+#: (scheme, receive path) of every way a download can go: plain http on the fast path
+#: (rawhttp) and on aiohttp (ASYNCFETCH_FAST_PATH=0), https on aiohttp, its only path yet.
+RECEIVE_PATHS = [
+    pytest.param(("http", "fast"), id="http-fast"),
+    pytest.param(("http", "aiohttp"), id="http-aiohttp"),
+    pytest.param(("https", "aiohttp"), id="https"),
+]
+
+
+@pytest.fixture(params=RECEIVE_PATHS, name="scheme")
+def over_every_receive_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ``scheme`` fixture for a module whose server tests all run over every receive path
+    (:data:`RECEIVE_PATHS`): import it there, as :func:`over_http_and_https`."""
+    scheme, path = request.param
+    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", "1" if path == "fast" else "0")
+    return str(scheme)
+
+
+#: Runs a test of such a module over http only (on the fast path); say why where it is used.
+http_only = pytest.mark.parametrize("scheme", ["http"])
+
+
 class Sleeps:
     """A sleep for RetryPolicy that records the waits and returns at once."""
 

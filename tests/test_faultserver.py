@@ -1,10 +1,12 @@
-"""Tests of the fault-injecting test server itself (tests/faultserver/)."""
+"""Tests of the fault-injecting test server itself (tests/faultserver/), over http and https."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import gzip
+import http.client
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +19,8 @@ import pytest
 from multidict import CIMultiDictProxy
 
 from tests.faultserver import FaultServer, make_payload
+from tests.faultserver.tls import ca_path
+from tests.helpers import over_http_and_https  # noqa: F401 (the scheme fixture)
 
 
 @dataclass
@@ -29,10 +33,20 @@ class Got:
     error: Exception | None = None
 
 
+def trusting(scheme: str) -> ssl.SSLContext | None:
+    """A client context that trusts the test CA, for https (None: the default, for http)."""
+    return ssl.create_default_context(cafile=ca_path()) if scheme == "https" else None
+
+
+def connector(scheme: str) -> aiohttp.TCPConnector:
+    """An aiohttp connector that trusts the test CA."""
+    return aiohttp.TCPConnector(ssl=trusting(scheme) or True)
+
+
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """An aiohttp client session (default headers: it accepts gzip)."""
-    async with aiohttp.ClientSession() as client:
+async def session(scheme: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session (default headers: it accepts gzip) that trusts the test CA."""
+    async with aiohttp.ClientSession(connector=connector(scheme)) as client:
         yield client
 
 
@@ -191,7 +205,7 @@ async def test_custom_validators_and_unknown_file(
 def test_sync_client_from_a_plain_test(server: FaultServer, payload: bytes) -> None:
     url = server.add_file("f.bin", payload)
     request = urllib.request.Request(url, headers={"Range": "bytes=100-199"})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=5, context=trusting(server.scheme)) as response:
         assert response.status == 206
         assert response.read() == payload[100:200]
 
@@ -497,7 +511,7 @@ async def test_stall_after_stops_sending_until_the_client_leaves(
 ) -> None:
     server.add_file("f.bin", payload)
     timeout = aiohttp.ClientTimeout(sock_read=0.2)
-    async with aiohttp.ClientSession(timeout=timeout) as client:
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector(server.scheme)) as client:
         got = await fetch(client, server.url("f.bin", stall_after=1000))
     assert isinstance(got.error, aiohttp.ServerTimeoutError)
     assert got.body == payload[:1000]
@@ -544,7 +558,7 @@ def test_gzip_body_is_real_gzip(server: FaultServer) -> None:
     data = make_payload(1000) * 50
     server.add_file("f", data)
     request = urllib.request.Request(server.url("f", gzip=1), headers={"Accept-Encoding": "gzip"})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=5, context=trusting(server.scheme)) as response:
         raw = response.read()
     assert len(raw) < len(data)
     assert gzip.decompress(raw) == data
@@ -588,9 +602,12 @@ async def test_client_going_away_mid_body_is_recorded(
 
 def test_sync_client_sees_a_reset(server: FaultServer, payload: bytes) -> None:
     server.add_file("f.bin", payload)
+    url = server.url("f.bin", reset_after=10)
+    # under TLS the ssl module reads the reset as a ragged EOF: the body is just short
+    short = ConnectionResetError if server.scheme == "http" else http.client.IncompleteRead
     with (
-        urllib.request.urlopen(server.url("f.bin", reset_after=10), timeout=5) as response,
-        pytest.raises(ConnectionResetError),
+        urllib.request.urlopen(url, timeout=5, context=trusting(server.scheme)) as response,
+        pytest.raises(short),
     ):
         response.read()
 
@@ -598,7 +615,9 @@ def test_sync_client_sees_a_reset(server: FaultServer, payload: bytes) -> None:
 def test_sync_client_sees_a_status(server: FaultServer) -> None:
     server.add_file("f", b"x")
     with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(server.url("f", status=503, retry_after=3), timeout=5)
+        urllib.request.urlopen(
+            server.url("f", status=503, retry_after=3), timeout=5, context=trusting(server.scheme)
+        )
     assert info.value.code == 503
     assert info.value.headers["Retry-After"] == "3"
     info.value.close()
@@ -624,3 +643,19 @@ def test_lifecycle_errors() -> None:
     idle.stop()  # harmless before start
     with idle, pytest.raises(RuntimeError, match="already started"):
         idle.start()
+
+
+async def test_a_tls_server_gives_https_urls_and_counts_handshakes(payload: bytes) -> None:
+    with FaultServer(tls=True) as tls:
+        url = tls.add_file("f.bin", payload)
+        assert url.startswith("https://127.0.0.1:")
+        assert tls.ca_path.read_text().startswith("-----BEGIN CERTIFICATE-----")
+        async with aiohttp.ClientSession() as untrusting:
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                await fetch(untrusting, url)
+        assert (tls.handshakes, tls.requests) == (1, [])  # a failed handshake is no request
+        async with aiohttp.ClientSession(connector=connector("https")) as trusting_it:
+            assert (await fetch(trusting_it, url)).body == payload
+        assert tls.handshakes == 2
+    with FaultServer() as plain, pytest.raises(RuntimeError, match="no certificate"):
+        _ = plain.ca_path

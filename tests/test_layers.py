@@ -45,6 +45,7 @@ OWNERS: dict[str, set[str]] = {
     "tqdm": {"_engine.progress"},
     "uvloop": {"_sync", "_transport.rawhttp"},
     "prometheus_client": {"_service.metrics"},
+    "truststore": {"_transport.tls"},
 }
 
 

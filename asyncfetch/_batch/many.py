@@ -188,6 +188,8 @@ def fetch_many(
     progress: ProgressCallback | bool | None = None,
     hash: bool = True,
     session: Session | None = None,
+    cacert: str | PathLike[str] | None = None,
+    insecure: bool = False,
 ) -> AsyncGenerator[BatchItem, None]:
     """Download many files at once; yield a BatchItem for each as it completes.
 
@@ -218,7 +220,7 @@ def fetch_many(
         dest_dir: where files without a ``dest`` go (default: the torch.hub checkpoint
             directory); it is created if missing. Relative ``dest`` paths are taken under it
             (without it, under the current directory); their missing directories are created.
-        chunk_size, retry, timeout, headers, mirror_headers, hash: as for
+        chunk_size, retry, timeout, headers, mirror_headers, hash, cacert, insecure: as for
             :func:`asyncfetch.fetch` (``headers``' credentials go to each file's own URL).
         progress: called with every file's ProgressEvents (e.g. a :class:`ProgressStream`);
             ``True`` draws a total bar and a bar per file in flight on stderr.
@@ -235,7 +237,8 @@ def fetch_many(
     options = make_options(
         connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
         headers=headers, mirror_headers=mirror_headers,
-        progress=None if progress is True else progress, hash=hash,
+        progress=None if progress is True else progress, hash=hash, cacert=cacert,
+        insecure=insecure,
     )  # fmt: skip
     settings = _Settings(
         options=options,

@@ -41,6 +41,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--timeout", type=options.seconds, help="connect and read-idle timeout, seconds"
     )
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
+    options.add_tls_flags(batch)
     options.add_output_flags(batch)
     batch.set_defaults(handler=run, resumable=True)
 
@@ -100,7 +101,8 @@ async def _run_batch(
     batch = fetch_many(
         sources, max_files=args.jobs, connections=args.connections, per_host=args.per_host,
         dest_dir=args.dir, chunk_size=args.chunk_size, retry=RetryPolicy.coerce(args.retries),
-        timeout=Timeouts.coerce(args.timeout), progress=progress,
+        timeout=Timeouts.coerce(args.timeout), progress=progress, cacert=args.cacert,
+        insecure=args.insecure,
     )  # fmt: skip
     async with contextlib.aclosing(batch):
         async for item in batch:

@@ -77,6 +77,7 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--no-hash", action="store_true", help="skip SHA-256 (no --sha256 only)")
     get.add_argument("--offline", action="store_true", help="use the cache only, no network")
     get.add_argument("--verify", action="store_true", help="re-hash a cached file, never trust")
+    options.add_tls_flags(get)
     options.add_output_flags(get)
     get.set_defaults(handler=_get, resumable=True)
 
@@ -116,6 +117,8 @@ def _get_url(args: argparse.Namespace, dest: Path) -> int:
             hash=not args.no_hash,
             offline=True if args.offline else None,
             verify=args.verify,
+            cacert=args.cacert,
+            insecure=args.insecure,
         )
     except KeyboardInterrupt:
         args.stop_note = watch.stop_note
@@ -148,6 +151,8 @@ def _get_name(args: argparse.Namespace) -> int:
         hash=not args.no_hash,
         offline=True if args.offline else None,
         verify=args.verify,
+        cacert=args.cacert,
+        insecure=args.insecure,
         url=source.url,
     )
     result = _hubfile.get_file(source, dest, prefix, fetch_options)
@@ -207,6 +212,7 @@ def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--timeout", type=options.seconds, help="connect and read-idle timeout, seconds"
     )
     mirrors.add_argument("--json", action="store_true", help="print one JSON object per URL")
+    options.add_tls_flags(mirrors)
     mirrors.set_defaults(handler=_mirrors)
 
 
@@ -217,6 +223,8 @@ def _mirrors(args: argparse.Namespace) -> int:
             sample=args.sample,
             connections=args.connections,
             timeout=Timeouts.coerce(args.timeout),
+            cacert=args.cacert,
+            insecure=args.insecure,
         )  # fmt: skip
     )
     if args.json:
@@ -366,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log_through_bars()
     terminated: list[int] = []
     sigterm = _sigterm_as_sigint(terminated) if getattr(args, "resumable", False) else None
+    options.warn_if_insecure(args)
     try:
         with sigterm or contextlib.nullcontext():
             return handler(args)

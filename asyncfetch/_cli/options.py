@@ -145,6 +145,33 @@ def port(text: str) -> int:
     return int(text)
 
 
+def add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cacert FILE`` / ``--insecure`` (the TLS trust, see :mod:`.._transport.tls`)."""
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--cacert", type=Path, metavar="FILE",
+        help="trust the CA certificates in FILE (PEM) instead of the system store and of "
+        "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, SSL_CERT_FILE",
+    )  # fmt: skip
+    trust.add_argument(
+        "--insecure", action="store_true", help="do not check TLS certificates (unsafe; warns)"
+    )
+
+
+INSECURE_WARNING = "warning: --insecure: certificates are not checked"
+
+
+def warn_if_insecure(args: argparse.Namespace) -> None:
+    """With ``--insecure``, say so on stderr (every run), in place of the library's warning."""
+    if getattr(args, "insecure", False):
+        import warnings
+
+        from .._errors import InsecureWarning
+
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
+        warnings.simplefilter("ignore", InsecureWarning)
+
+
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     """Add ``--progress`` / ``--no-progress`` and ``--json`` to ``parser``."""
     bars = parser.add_mutually_exclusive_group()

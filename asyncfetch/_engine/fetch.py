@@ -46,6 +46,8 @@ async def fetch(
     offline: bool | None = None,
     verify: bool = False,
     session: Session | None = None,
+    cacert: str | PathLike[str] | None = None,
+    insecure: bool = False,
 ) -> FetchResult:
     """Download ``url`` to ``dest`` over parallel ranged connections, verified.
 
@@ -85,7 +87,11 @@ async def fetch(
             variable ``ASYNCFETCH_OFFLINE`` says).
         verify: re-hash an existing ``dest`` even when its marker vouches for it; a file no
             marker vouches for (nothing says what it should be) is downloaded again.
-        session: an aiohttp session of your own to use (it is not closed).
+        session: an aiohttp session of your own to use (it is not closed; it keeps its own
+            TLS settings unless ``cacert`` or ``insecure`` is given).
+        cacert: a PEM file of CA certificates to trust instead of the system store and of
+            ``REQUESTS_CA_BUNDLE`` and the like (a private or TLS-inspecting proxy's CA).
+        insecure: check no TLS certificate (an InsecureWarning says so); only when asked.
 
     Returns:
         A FetchResult.
@@ -97,7 +103,7 @@ async def fetch(
     options = make_options(
         connections=connections, chunk_size=chunk_size, retry=retry, timeout=timeout,
         headers=headers, mirror_headers=mirror_headers, progress=progress, hash=hash,
-        offline=offline, verify=verify, url=url,
+        offline=offline, verify=verify, cacert=cacert, insecure=insecure, url=url,
     )  # fmt: skip
     expected = expect_sha256(sha256, url)
     request = make_request(url, dest, options, mirrors=mirrors, expected=expected)

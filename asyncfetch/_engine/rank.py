@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from os import PathLike
 from typing import TYPE_CHECKING
 
 from .._config import Timeouts
@@ -72,6 +73,8 @@ async def rank_mirrors(
     timeout: Timeouts | float | None = None,
     headers: Mapping[str, str] | None = None,
     session: Session | None = None,
+    cacert: str | PathLike[str] | None = None,
+    insecure: bool = False,
 ) -> list[MirrorReport]:
     """Measure every URL of one file, one after the other, and rank them fastest first.
 
@@ -80,14 +83,17 @@ async def rank_mirrors(
     timed before the client is warmed up and the URL's connections are open, so each URL is
     measured alike wherever it is in the list. Sources whose size or sample bytes differ
     from the majority (without one, from the first URL) are marked ``agrees=False``, with
-    the reason in ``disagreement``, and ranked last, as are those that failed.
+    the reason in ``disagreement``, and ranked last, as are those that failed. ``cacert`` and
+    ``insecure``: as for :func:`asyncfetch.fetch`.
     """
     unique = list(dict.fromkeys(check_url(u) for u in urls))
     if not unique:
         raise InvalidRequest("rank_mirrors needs at least one URL")
     if sample < 1:
         raise InvalidRequest(f"sample must be at least one byte, got {sample}")
-    options = make_options(connections=connections, timeout=timeout, headers=headers)
+    options = make_options(
+        connections=connections, timeout=timeout, headers=headers, cacert=cacert, insecure=insecure
+    )
     transport = Transport(options, session=session)
     for url in unique:
         transport.asks_for(url)  # each URL ranked is one asked for: the headers go to each

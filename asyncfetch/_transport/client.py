@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
+from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, TLSTrust, env_settings
 from .._errors import (
     ConnectionFailed,
     FetchError,
@@ -64,6 +65,7 @@ from .netpolicy import NetPolicy, literal_address, system_resolver
 from .rawconn import HAND_OVER_AFTER
 from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
+from .tls import certificate_error, described, ssl_context
 
 USER_AGENT = "asyncfetch/0.1"
 SCHEMES = frozenset({"http", "https"})
@@ -99,14 +101,20 @@ def check_url(url: str) -> str:
 
 
 @asynccontextmanager
-async def translate_errors(url: str) -> AsyncIterator[None]:
-    """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first."""
+async def translate_errors(url: str, trusted: str | None = None) -> AsyncIterator[None]:
+    """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first.
+
+    ``trusted``: what the TLS check trusted (see :func:`.tls.described`), for the message of
+    a certificate error.
+    """
     import aiohttp
 
     try:
         yield
     except FetchError:
         raise  # ours already (a low-speed cut, a head deadline, an error status)
+    except aiohttp.ClientConnectorCertificateError as exc:
+        raise certificate_error(url, exc.certificate_error, trusted) from None
     except aiohttp.TooManyRedirects as exc:
         raise TooManyRedirects(
             f"{url}: too many redirects ({len(exc.history)}); the server may loop", url=url
@@ -236,10 +244,13 @@ class Transport:
     """One aiohttp session for a download (or a batch), with the options' timeouts, connection
     count and headers.
 
-    Pass ``session`` to use an application's own ``aiohttp.ClientSession``; it is not closed.
-    With a ``budget``, every request holds one of its slots while it runs, and a 429 or a
-    ``Retry-After`` pauses that host for every download sharing the budget. With a ``policy``,
-    requests go only to the addresses it allows (not with a caller's ``session``).
+    Pass ``session`` to use an application's own ``aiohttp.ClientSession``; it is not closed,
+    and keeps its own TLS settings unless the options ask for a CA bundle or ``insecure``.
+    ``options.tls`` (with the environment, see :mod:`.tls`) makes the one ``ssl.SSLContext``
+    every TLS connection of this Transport uses: :attr:`ssl_context`. With a ``budget``, every
+    request holds one of its slots while it runs, and a 429 or a ``Retry-After`` pauses that
+    host for every download sharing the budget. With a ``policy``, requests go only to the
+    addresses it allows (not with a caller's ``session``).
     """
 
     def __init__(
@@ -263,6 +274,11 @@ class Transport:
         self._owns_session = session is None
         self._max_redirects = max_redirects
         settings = env_settings()
+        trust = options.tls
+        self.ssl_context: ssl.SSLContext = ssl_context(trust, settings)
+        """The context every TLS connection of this Transport uses, built once."""
+        self._trusted = described(trust, settings)
+        self._ssl_asked = trust != TLSTrust()  # a caller's session gets it only when asked
         fast = session is None and settings.fast_path
         self._credentials = Credentials(netrc_path=settings.netrc)
         self._raw = RawClient(timeouts, policy=policy) if fast else None
@@ -298,7 +314,7 @@ class Transport:
             raise RuntimeError("Transport used outside 'async with'")
         if self._session is None:
             self._session = _open_session(
-                self._timeouts, self._connections, self._policy, self._guards
+                self._timeouts, self._connections, self.ssl_context, self._policy, self._guards
             )
         return self._session
 
@@ -393,15 +409,17 @@ class Transport:
         if auth is not None and self._owns_session:  # a caller's session: its own middlewares
             headers = without_authorization(headers)
             middlewares = (*self._guards, authorize_on(url, auth))
+        ssl_context = self.ssl_context if self._ssl_asked and not self._owns_session else True
         return self.session.request(
             method, strip_userinfo(url) if auth is not None else url, headers=headers,
             allow_redirects=True, max_redirects=self._max_redirects, middlewares=middlewares,
+            ssl=ssl_context,
         )  # fmt: skip
 
     async def _head(self, url: str, headers: dict[str, str]) -> RemoteInfo | None:
         async with (
             self._slot(url),
-            translate_errors(url),
+            translate_errors(url, self._trusted),
             self._aio_request("HEAD", url, headers) as response,
         ):
             if response.status >= 400:
@@ -415,7 +433,7 @@ class Transport:
         headers = {**headers, "Range": _PROBE_RANGE.header()}
         async with (
             self._slot(url),
-            translate_errors(url),
+            translate_errors(url, self._trusted),
             self._aio_request("GET", url, headers) as response,
         ):
             if response.status >= 400:
@@ -479,7 +497,7 @@ class Transport:
                         self._raw.finish(raw.connection)
                     return
             timely = _head_within(self._timeouts, url, self._aio_request("GET", url, headers))
-            async with translate_errors(url), timely as response:
+            async with translate_errors(url, self._trusted), timely as response:
                 await _check_response(response, url, byte_range, size)
                 span = window or Span()
                 speed = LowSpeed.of(self._timeouts, time.monotonic())
@@ -541,6 +559,7 @@ async def _head_within(
 def _open_session(
     timeouts: Timeouts,
     connections: int,
+    ssl_context: ssl.SSLContext,
     policy: NetPolicy | None = None,
     middlewares: tuple[Middleware, ...] = (),
 ) -> aiohttp.ClientSession:
@@ -548,7 +567,9 @@ def _open_session(
 
     resolver = _policy_resolver(policy) if policy is not None else None
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=connections + 2, ttl_dns_cache=300, resolver=resolver),
+        connector=aiohttp.TCPConnector(
+            limit=connections + 2, ttl_dns_cache=300, resolver=resolver, ssl=ssl_context
+        ),
         middlewares=middlewares,
         timeout=aiohttp.ClientTimeout(
             total=None, sock_connect=timeouts.connect, sock_read=timeouts.read

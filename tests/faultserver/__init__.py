@@ -10,6 +10,12 @@ can all use it. Faults are switched on per request with query parameters, which
         url = server.url("model.bin", status=503, retry_after=1, times=2)
         # two answers of 503 with "Retry-After: 1", then the file
 
+``FaultServer(tls=True)`` speaks HTTPS instead, with a certificate for 127.0.0.1, localhost and
+::1 signed by a test CA (trustme; one per process) whose PEM file is ``server.ca_path``: a
+client trusts it only when told to (``cacert=``, ``REQUESTS_CA_BUNDLE``, ...).
+``server.handshakes`` counts TLS handshakes, failed ones too (they never become requests).
+Every fault works alike over TLS; a reset reaches Python's ssl module as a ragged EOF.
+
 Without faults GET and HEAD send Content-Length, Accept-Ranges, ETag and Last-Modified; one
 ``Range: bytes=a-b | a- | -n`` gets 206 with Content-Range, an unsatisfiable one 416 with
 ``Content-Range: bytes */SIZE``; malformed and multi-range headers are ignored (200); an

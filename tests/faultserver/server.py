@@ -16,11 +16,13 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
+from . import tls
 from .bodies import (
     File,
     Plan,
@@ -68,11 +70,16 @@ class FaultServer:
     Args:
         host: address to bind; the port is chosen by the OS.
         chunk_size: body bytes per write.
+        tls: speak HTTPS, with a certificate from the test CA (:attr:`ca_path`).
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", chunk_size: int = CHUNK_SIZE, tls: bool = False
+    ) -> None:
         self._host = host
         self._chunk_size = chunk_size
+        self._tls = tls
+        self._handshakes = 0
         self._lock = threading.Lock()
         self._files: dict[str, File] = {}
         self._generation: dict[str, int] = {}
@@ -171,7 +178,8 @@ class FaultServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, 0)
+        context = tls.server_context(self._count_handshake) if self._tls else None
+        site = web.TCPSite(self._runner, self._host, 0, ssl_context=context)
         await site.start()
         self._port = self._runner.addresses[0][1]
 
@@ -187,10 +195,33 @@ class FaultServer:
 
     @property
     def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``; raises RuntimeError before start()."""
+        """``http://127.0.0.1:PORT`` (``https://`` with ``tls``); RuntimeError before start()."""
         if self._port is None:
             raise RuntimeError("FaultServer not started")
-        return f"http://{self._host}:{self._port}"
+        return f"{self.scheme}://{self._host}:{self._port}"
+
+    @property
+    def scheme(self) -> str:
+        """``https`` for a TLS server, else ``http``."""
+        return "https" if self._tls else "http"
+
+    @property
+    def ca_path(self) -> Path:
+        """The PEM file of the CA that signed a TLS server's certificate: what a client must
+        trust (``cacert=``, ``REQUESTS_CA_BUNDLE``, ...). The same CA for every server of the
+        process. Raises RuntimeError for a plain-http server."""
+        if not self._tls:
+            raise RuntimeError("a plain-http FaultServer has no certificate")
+        return tls.ca_path()
+
+    @property
+    def handshakes(self) -> int:
+        """TLS handshakes begun (ClientHellos received), failed ones included."""
+        return self._handshakes
+
+    def _count_handshake(self) -> None:
+        with self._lock:
+            self._handshakes += 1
 
     def add_file(
         self, name: str, data: bytes, *, etag: str | None = None, last_modified: str | None = None
