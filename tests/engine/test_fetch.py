@@ -1,4 +1,5 @@
-"""fetch(): ranged downloads against the fault-injecting server."""
+"""fetch(): ranged downloads against the fault-injecting server, over every receive path
+(http on the fast path and on aiohttp, https; see tests.helpers.RECEIVE_PATHS)."""
 
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ from tests.faultserver import FaultServer, make_payload
 from tests.helpers import (
     SPECIAL_KINDS,
     basic,
+    http_only,
     leftovers,
     make_special,
     no_wait,
+    over_every_receive_path,  # noqa: F401 (the scheme fixture)
     sha256,
     stored_marker,
     with_credentials,
@@ -367,6 +370,7 @@ async def test_progress_events_in_order(
     assert events[-1].done == len(payload) == events[-1].total
 
 
+@http_only  # a plain forward proxy; the fault server does not tunnel CONNECT for https
 async def test_proxy_from_environment_is_used(
     make_server: object, payload: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,4 +1,5 @@
-"""One file from several loopback servers: sharing, health, consistency and blame."""
+"""One file from several loopback servers: sharing, health, consistency and blame; over every
+receive path (see tests.helpers.RECEIVE_PATHS)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from asyncfetch._engine.request import make_request
 from asyncfetch._engine.samples import WINDOW
 from asyncfetch._options import make_options
 from tests.faultserver import FaultServer, make_payload
-from tests.helpers import leftovers, no_wait, sha256
+from tests.helpers import (
+    leftovers,
+    no_wait,
+    over_every_receive_path,  # noqa: F401 (the scheme fixture)
+    sha256,
+)
 
 MakeServer = Callable[[], FaultServer]
 KiB = 1024

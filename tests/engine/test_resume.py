@@ -1,4 +1,5 @@
-"""Resume across restarts: kill -9 a real downloading process, run again, read the server log."""
+"""Resume across restarts: kill -9 a real downloading process, run again, read the server log;
+over every receive path (see tests.helpers.RECEIVE_PATHS)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from asyncfetch import ProgressEvent
 from asyncfetch._storage.journal import load
 from asyncfetch._storage.parts import part_glob
 from tests.faultserver import FaultServer, RequestRecord, make_payload
-from tests.helpers import cli_env, leftovers, sha256
+from tests.helpers import (
+    cli_env,
+    leftovers,
+    over_every_receive_path,  # noqa: F401 (the scheme fixture)
+    sha256,
+)
 
 SIZE = 2 << 20
 RATE = 400_000  # bytes/s per request: 2 connections take ~2.6 s for the file

@@ -1,7 +1,9 @@
-"""The aiohttp receive path: the engine tests again with the fast path switched off, and the
-choice between the two paths."""
+"""The aiohttp receive path and the choice between the two paths (the engine tests run on
+each path themselves: see tests.helpers.RECEIVE_PATHS)."""
 
 from __future__ import annotations
+
+import ssl
 
 import aiohttp
 import pytest
@@ -10,11 +12,8 @@ from asyncfetch._models import ByteRange
 from asyncfetch._options import Options
 from asyncfetch._transport.client import AioBody, Transport
 from asyncfetch._transport.rawhttp import RawBody, Span
-from tests.engine import test_fetch as test_engine
 from tests.faultserver import FaultServer
-
-# Every engine test, collected here once more, runs on aiohttp (see the autouse fixture).
-globals().update({k: v for k, v in vars(test_engine).items() if k.startswith("test_")})
+from tests.helpers import http_only, over_http_and_https  # noqa: F401 (the scheme fixture)
 
 
 @pytest.fixture(autouse=True)
@@ -39,12 +38,14 @@ async def test_a_callers_session_always_uses_aiohttp(
 ) -> None:
     monkeypatch.setenv("ASYNCFETCH_FAST_PATH", switch)
     url = server.add_file("m.bin", payload)
-    async with aiohttp.ClientSession() as session:
+    ssl_context = ssl.create_default_context(cafile=server.ca_path) if "https" in url else True
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context)) as session:
         transport = Transport(Options(connections=1), session=session)
         async with transport, transport.open(url, ByteRange(0, 10), window=Span()) as body:
             assert isinstance(body, AioBody)
 
 
+@http_only  # the choice of the plain-http fast path; and no CONNECT in the fault server
 async def test_a_proxied_url_uses_aiohttp(
     server: FaultServer, payload: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
