@@ -26,12 +26,13 @@ def over_http_and_https(request: pytest.FixtureRequest) -> str:
     return scheme
 
 
-#: (scheme, receive path) of every way a download can go: plain http on the fast path
-#: (rawhttp) and on aiohttp (ASYNCFETCH_FAST_PATH=0), https on aiohttp, its only path yet.
+#: (scheme, receive path) of every way a download can go: http and https, each on the fast
+#: path (rawhttp) and on aiohttp (ASYNCFETCH_FAST_PATH=0).
 RECEIVE_PATHS = [
     pytest.param(("http", "fast"), id="http-fast"),
     pytest.param(("http", "aiohttp"), id="http-aiohttp"),
-    pytest.param(("https", "aiohttp"), id="https"),
+    pytest.param(("https", "fast"), id="https-fast"),
+    pytest.param(("https", "aiohttp"), id="https-aiohttp"),
 ]
 
 

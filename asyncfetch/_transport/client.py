@@ -281,7 +281,11 @@ class Transport:
         self._ssl_asked = trust != TLSTrust()  # a caller's session gets it only when asked
         fast = session is None and settings.fast_path
         self._credentials = Credentials(netrc_path=settings.netrc)
-        self._raw = RawClient(timeouts, policy=policy) if fast else None
+        self._raw = (
+            RawClient(timeouts, policy=policy, ssl_context=self.ssl_context, trusted=self._trusted)
+            if fast
+            else None
+        )
         self._budget = budget
         self._policy = policy
         self._guards: tuple[Middleware, ...] = (
@@ -350,7 +354,7 @@ class Transport:
         return {**base, **CHECKSUM_MODE}
 
     async def _raw_head(self, url: str, headers: dict[str, str]) -> RemoteInfo | None:
-        """HEAD on the fast path, so a plain-http download never needs aiohttp. None when the
+        """HEAD on the fast path, so an http(s) download never needs aiohttp. None when the
         answer is refused, a redirect or encoded: the 1-byte GET (through aiohttp, which
         follows redirects) tells the rest."""
         assert self._raw is not None
@@ -469,8 +473,9 @@ class Transport:
         caller's ``Authorization`` and ``Cookie`` headers go only to ``asked``'s origin (as
         aiohttp does on the redirect itself), so a token never reaches another host.
 
-        With a ``window`` (where the bytes go; the engine's task) a plain-http URL without a
-        proxy takes the fast path (:mod:`._rawhttp`); everything else goes through aiohttp,
+        With a ``window`` (where the bytes go; the engine's task) an http or https URL without
+        a proxy takes the fast path (:mod:`._rawhttp`, with :attr:`ssl_context` for https);
+        everything else goes through aiohttp,
         and so does any request with ``fast=False`` (a body of unknown length: chunked, or
         read to EOF, which only aiohttp handles).
 

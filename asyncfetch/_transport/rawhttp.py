@@ -1,17 +1,18 @@
-"""The fast receive path: ranged GETs over plain http on an ``asyncio.BufferedProtocol``.
+"""The fast receive path: ranged GETs over http and https on an ``asyncio.BufferedProtocol``.
 
 The event loop receives straight into two preallocated buffers per connection (no bytes
 objects, no joins). A full buffer is lent to the engine, which writes it at its file offset in
 the I/O pool while the other buffer fills; reading pauses only while both are taken. It is
-used for ``http://`` URLs without a proxy; anything it does not handle (https, proxies,
-chunked or encoded answers, redirects) goes to aiohttp, and :meth:`RawClient.open` says so by
-returning None.
+used for ``http://`` URLs, and ``https://`` ones when given the Transport's ``ssl.SSLContext``
+(the event loop's TLS under the same protocol), without a proxy; anything it does not handle
+(proxies, chunked or encoded answers, redirects) goes to aiohttp, and :meth:`RawClient.open`
+says so by returning None.
 
-Keep-alive connections are pooled per (host, port). One watchdog per client aborts
+Keep-alive connections are pooled per (scheme, host, port). One watchdog per client aborts
 connections that stay silent longer than the read timeout, take longer than the head deadline
 to answer, or receive slower than the low-speed limit (:mod:`.lowspeed`). With a
 :class:`NetPolicy` a new connection goes only to an address the policy allows, resolved once
-and connected to as is.
+and connected to as is (over TLS still checked against, and naming, the URL's host).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -39,6 +41,7 @@ from .rawconn import (
     Window,
     parse_head,
 )
+from .tls import certificate_error
 
 __all__ = [
     "Head",
@@ -57,12 +60,18 @@ IDLE_PER_HOST = 32
 
 @dataclass(frozen=True)
 class Target:
-    """Where a plain-http URL's requests go."""
+    """Where a URL's requests go."""
 
     host: str
     port: int
     netloc: str
     path: str
+    tls: bool = False
+
+    @property
+    def pool_key(self) -> tuple[str, int]:
+        """Which pooled connections may carry its requests: never a plain one for https."""
+        return (f"https://{self.host}" if self.tls else self.host, self.port)
 
     def request(self, headers: Mapping[str, str], method: str = "GET") -> bytes | None:
         """The request bytes, or None when a header cannot be sent as is."""
@@ -78,32 +87,34 @@ class Target:
 
 
 def plain_target(url: str) -> Target | None:
-    """The Target of a plain ``http://`` URL this client can send as is, else None.
+    """The Target of an ``http://`` or ``https://`` URL this client can send as is, else None.
 
     A userinfo is left out of the Host header; the caller sends it as an Authorization header.
     """
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not path.isascii() or any(c.isspace() or not c.isprintable() for c in path):
         return None  # aiohttp quotes such paths; leave them to it
+    tls = parts.scheme == "https"
     try:
-        port = parts.port or 80
+        port = parts.port or (443 if tls else 80)
     except ValueError:
         return None
-    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path)
+    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path, tls)
 
 
-def proxied(host: str) -> bool:
-    """Whether aiohttp with ``trust_env`` would send a request to ``host`` via a proxy."""
+def proxied(host: str, scheme: str = "http") -> bool:
+    """Whether aiohttp with ``trust_env`` would send a ``scheme`` request to ``host`` via a
+    proxy."""
     if sys.platform.startswith("linux") and not any(
         name.lower().endswith("_proxy") for name in os.environ
     ):
         return False  # what getproxies() finds on Linux, without importing urllib.request
     import urllib.request
 
-    return "http" in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+    return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
 
 
 class RawBody:
@@ -145,31 +156,42 @@ class RawBody:
 
 
 class RawClient:
-    """Plain-http GETs on pooled BufferedProtocol connections, with a read-idle watchdog.
+    """GETs on pooled BufferedProtocol connections, with a read-idle watchdog.
 
-    ``policy``: where new connections may go (None: anywhere).
+    ``policy``: where new connections may go (None: anywhere). ``ssl_context``: for https URLs
+    (without one they are left to aiohttp); ``trusted``: what it trusts, for the message of a
+    certificate error (see :mod:`.tls`).
     """
 
     def __init__(
-        self, timeouts: Timeouts, *, bufsize: int = BUFFER_SIZE, policy: NetPolicy | None = None
+        self,
+        timeouts: Timeouts,
+        *,
+        bufsize: int = BUFFER_SIZE,
+        policy: NetPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        trusted: str | None = None,
     ) -> None:
         self._timeouts = timeouts
         self._bufsize = bufsize
         self._policy = policy
+        self._ssl = ssl_context
+        self._trusted = trusted
         self._idle: dict[tuple[str, int], list[Connection]] = {}
         self._busy: set[Connection] = set()
         self._tick: asyncio.TimerHandle | None = None
-        self._bypass: dict[str, bool] = {}
+        self._bypass: dict[tuple[str, str], bool] = {}
         self._general: set[str] = set()  # URLs whose answers need aiohttp (chunked, encoded)
 
     def target(self, url: str) -> Target | None:
         """Where to send ``url``'s requests, or None when this client is not for it."""
         target = plain_target(url)
-        if target is None or url in self._general:
+        if target is None or url in self._general or target.tls and self._ssl is None:
             return None
-        if target.host not in self._bypass:
-            self._bypass[target.host] = proxied(target.host)
-        return None if self._bypass[target.host] else target
+        scheme = "https" if target.tls else "http"
+        if (scheme, target.host) not in self._bypass:
+            self._bypass[scheme, target.host] = proxied(target.host, scheme)
+        return None if self._bypass[scheme, target.host] else target
 
     async def open(
         self,
@@ -266,7 +288,7 @@ class RawClient:
                 raise
 
     async def _acquire(self, target: Target, url: str) -> Connection:
-        idle = self._idle.get((target.host, target.port), [])
+        idle = self._idle.get(target.pool_key, [])
         while idle:
             connection = idle.pop()
             if not connection.closed:
@@ -286,9 +308,11 @@ class RawClient:
             raise FetchTimeout(f"{url}: no connection within {self._timeouts.connect:g} s", url=url)
         try:
             _, connection = opening.result()
+        except ssl.SSLCertVerificationError as exc:  # before OSError: it is one
+            raise certificate_error(url, exc, self._trusted) from None
         except OSError as exc:
             raise ConnectionFailed(f"{url}: connection failed ({exc})", url=url) from None
-        connection.key = (target.host, target.port)
+        connection.key = target.pool_key
         return connection
 
     async def _connect(self, target: Target, url: str) -> tuple[asyncio.Transport, Connection]:
@@ -299,13 +323,19 @@ class RawClient:
         def factory() -> Connection:
             return Connection(loop, self._bufsize)
 
+        def to(host: str) -> Awaitable[tuple[asyncio.Transport, Connection]]:
+            return loop.create_connection(
+                factory, host, target.port, ssl=self._ssl if target.tls else None,
+                server_hostname=target.host if target.tls else None,
+            )  # fmt: skip
+
         if self._policy is None:
-            return await loop.create_connection(factory, target.host, target.port)
+            return await to(target.host)
         *others, last = await self._policy.addresses(target.host, target.port, url=url)
         for address in others:
             with contextlib.suppress(OSError):
-                return await loop.create_connection(factory, address, target.port)
-        return await loop.create_connection(factory, last, target.port)
+                return await to(address)
+        return await to(last)
 
     def _arm(self) -> None:
         if self._tick is None and self._busy:

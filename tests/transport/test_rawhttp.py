@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,14 @@ from asyncfetch._transport.answers import RangeNotHonoured
 from asyncfetch._transport.client import AioBody, Transport
 from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head, proxied
 from tests.faultserver import FaultServer
-from tests.helpers import Sleeps, basic, no_wait, with_credentials
+from tests.faultserver.tls import ca_path
+from tests.helpers import (
+    Sleeps,
+    basic,
+    no_wait,
+    over_http_and_https,  # noqa: F401 (the scheme fixture)
+    with_credentials,
+)
 
 KiB = 1024
 CHUNK = 256 * KiB
@@ -40,9 +48,14 @@ async def read_all(body: RawBody) -> bytes:
     return bytes(got)
 
 
+def trusting(scheme: str) -> ssl.SSLContext | None:
+    """A context that trusts the test CA for https (None: plain http only)."""
+    return ssl.create_default_context(cafile=ca_path()) if scheme == "https" else None
+
+
 @pytest.fixture
-async def client() -> AsyncIterator[RawClient]:
-    raw = RawClient(Timeouts(connect=2, read=0.3), bufsize=64 * KiB)
+async def client(scheme: str) -> AsyncIterator[RawClient]:
+    raw = RawClient(Timeouts(connect=2, read=0.3), bufsize=64 * KiB, ssl_context=trusting(scheme))
     try:
         yield raw
     finally:
@@ -114,7 +127,7 @@ async def test_chunked_answer_is_left_to_aiohttp(server: FaultServer, payload: b
     assert len(server.gets("m.bin")) == 3  # one raw try, then aiohttp twice
 
 
-async def test_plain_http_takes_the_fast_path(server: FaultServer, payload: bytes) -> None:
+async def test_http_and_https_take_the_fast_path(server: FaultServer, payload: bytes) -> None:
     url = server.add_file("m.bin", payload)
     async with (
         Transport(Options(connections=1)) as transport,
@@ -137,7 +150,7 @@ async def test_credentials_in_the_url_go_as_basic_auth_on_the_fast_path(
         assert await body.read() == payload[:10]
     [record] = server.gets("m.bin")
     assert record.headers["Authorization"] == basic("user:pa ss")
-    assert record.headers["Host"] == server.base_url.removeprefix("http://")
+    assert record.headers["Host"] == server.base_url.split("://")[1]
 
 
 @pytest.mark.parametrize(
@@ -406,6 +419,18 @@ def test_proxy_rules_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert not proxied("example.org")
 
 
+def test_https_proxy_rules_are_https_proxys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    assert not proxied("example.org", "https")
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    assert proxied("example.org", "https")
+    client = RawClient(Timeouts(), ssl_context=ssl.create_default_context())
+    assert client.target("https://example.org/m.bin") is None  # left to aiohttp's CONNECT
+    assert RawClient(Timeouts()).target("https://127.0.0.1/m.bin") is None  # no context
+
+
 def test_bytes_arriving_while_both_buffers_are_taken_are_kept(
     server: FaultServer, payload: bytes
 ) -> None:
@@ -413,7 +438,9 @@ def test_bytes_arriving_while_both_buffers_are_taken_are_kept(
     url = server.add_file("m.bin", payload)
 
     async def slow_consumer() -> bytes:
-        client = RawClient(Timeouts(connect=2, read=5), bufsize=64 * KiB)
+        client = RawClient(
+            Timeouts(connect=2, read=5), bufsize=64 * KiB, ssl_context=trusting(server.scheme)
+        )
         window = Span(stop=len(payload))
         body = await client.open(url, HEADERS, None, window)
         assert body is not None

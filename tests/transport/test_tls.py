@@ -59,9 +59,11 @@ def hashed_dir(ca: Path, folder: Path) -> Path:
 # a private CA nobody was told to trust ------------------------------------------------------
 
 
+@pytest.mark.parametrize("fast_path", ["1", "0"])
 async def test_untrusted_ca_fails_at_once_with_the_hint(
-    https_server: FaultServer, tmp_path: Path
+    https_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_path: str
 ) -> None:
+    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", fast_path)
     url = https_server.url("m.bin")
     started = time.monotonic()
 
