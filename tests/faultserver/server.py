@@ -187,7 +187,11 @@ class FaultServer:
         assert self._stopping is not None
         assert self._runner is not None
         self._stopping.set()
-        for transport in list(self._live.values()):
+        with self._lock:
+            # over TLS the idle keep-alive ones too: closed gently, each would wait for a
+            # close_notify that the stopped loop never reads, and leak its socket
+            doomed = [*self._live.values(), *(self._connection_ids if self._tls else ())]
+        for transport in doomed:
             transport.abort()
         await self._runner.cleanup()
 
