@@ -112,7 +112,10 @@ def _run(args: argparse.Namespace, scenarios: list[Scenario], only_tools: set[st
     started = time.monotonic()
     try:
         with Nginx(data_dir, served_root(data_dir), servers) as nginx:
-            ctx = Context(args.python, data_dir, nginx, files, args.runs, child_env())
+            env = (
+                child_env() | nginx.trust_env()
+            )  # https servers: their CA, in place of the system's
+            ctx = Context(args.python, data_dir, nginx, files, args.runs, env)
             idle_mb, idle_what = measure_idle(ctx)
             for scenario in scenarios:
                 result = run_scenario(scenario, ctx, only_tools)

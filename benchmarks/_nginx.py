@@ -1,7 +1,10 @@
 """One nginx child process serving the data dir on several free 127.0.0.1 ports.
 
 Each :class:`ServerSpec` becomes one ``server`` block on its own port: unthrottled, or capped
-per connection with ``limit_rate``, each with its own access log (``_accesslog`` reads them).
+per connection with ``limit_rate``, over http or https, each with its own access log
+(``_accesslog`` reads them). For https, a CA and a certificate for 127.0.0.1 are generated
+with openssl into the data dir; tools trust the CA through ``SSL_CERT_FILE`` and its kin
+(:meth:`Nginx.trust_env`).
 nginx runs in the foreground (``daemon off``) in its own process group, with its pid, logs and
 temp paths inside the data dir, and :class:`Nginx` stops it (and any worker left behind) on
 exit, exceptions and Ctrl-C included.
@@ -29,6 +32,12 @@ from benchmarks._measure import kill_group
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.05
+CA_CERT = "ca.pem"
+SERVER_CERT = "server.pem"
+SERVER_KEY = "server.key"
+# Where clients look for a CA bundle: Python's ssl and hf_transfer read SSL_CERT_FILE, requests
+# and asyncfetch REQUESTS_CA_BUNDLE first, curl CURL_CA_BUNDLE (set on many machines already).
+CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,12 @@ class ServerSpec:
     Args:
         name: the key scenarios use to pick this server.
         rate: nginx ``limit_rate`` in bytes per second per request; ``None`` for unthrottled.
+        tls: serve https (with the generated certificate) instead of http.
     """
 
     name: str
     rate: int | None = None
+    tls: bool = False
 
 
 def find_nginx() -> str | None:
@@ -59,9 +70,7 @@ def free_port() -> int:
 
 def render_config(prefix: Path, root: Path, ports: dict[str, int], specs: list[ServerSpec]) -> str:
     """Return an nginx.conf: one server block per spec, all serving ``root``."""
-    servers = "\n".join(
-        _server_block(spec, ports[spec.name], root, access_log(prefix, spec.name)) for spec in specs
-    )
+    servers = "\n".join(_server_block(spec, ports[spec.name], root, prefix) for spec in specs)
     # Running as root, workers would switch to "nobody", who may not read the data dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
     return f"""{user}worker_processes 1;
@@ -85,17 +94,41 @@ http {{
 """
 
 
+def make_certificates(prefix: Path) -> Path:
+    """Generate a CA and a certificate for 127.0.0.1 signed by it in ``prefix``; return the
+    CA's file (what a client must trust). Valid for two days: each run makes new ones."""
+    ca_key, ca, csr = prefix / "ca.key", prefix / CA_CERT, prefix / "server.csr"
+    ext = prefix / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for argv in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "2", "-subj", "/CN=asyncfetch bench CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", prefix / SERVER_KEY, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", prefix / SERVER_CERT, "-days", "2", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True)
+    return ca
+
+
 def access_log(prefix: Path, server: str) -> Path:
     """Where the server named ``server`` logs its requests."""
     return prefix / f"access-{server}.log"
 
 
-def _server_block(spec: ServerSpec, port: int, root: Path, log_path: Path) -> str:
+def _server_block(spec: ServerSpec, port: int, root: Path, prefix: Path) -> str:
     limit = f"limit_rate {spec.rate};" if spec.rate else "limit_rate 0;"
+    tls = (
+        f" ssl;\n        ssl_certificate {prefix / SERVER_CERT};"
+        f"\n        ssl_certificate_key {prefix / SERVER_KEY}"
+        if spec.tls
+        else ""
+    )
     return f"""    server {{  # {spec.name}
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
         root {root};
-        access_log {log_path} bench;
+        access_log {access_log(prefix, spec.name)} bench;
         location / {{ {limit} }}
     }}"""
 
@@ -109,10 +142,18 @@ class Nginx:
         self._specs = specs
         self._ports: dict[str, int] = {}
         self._proc: subprocess.Popen[bytes] | None = None
+        self._tls = {spec.name: spec.tls for spec in specs}
+        self._ca: Path | None = None
 
     def url(self, server: str, name: str) -> str:
         """Return the URL of file ``name`` on server ``server``."""
-        return f"http://127.0.0.1:{self._ports[server]}/{name}"
+        scheme = "https" if self._tls.get(server) else "http"
+        return f"{scheme}://127.0.0.1:{self._ports[server]}/{name}"
+
+    def trust_env(self) -> dict[str, str]:
+        """Environment variables that make clients trust the generated CA (none without
+        https servers)."""
+        return {name: str(self._ca) for name in CA_VARIABLES} if self._ca else {}
 
     def access_log(self, server: str) -> Path:
         """Return the access log of server ``server``."""
@@ -139,6 +180,8 @@ class Nginx:
         if exe is None:
             raise RuntimeError("nginx not found; run: bash benchmarks/setup.sh .venv")
         (self._prefix / "tmp").mkdir(parents=True, exist_ok=True)
+        if any(self._tls.values()):
+            self._ca = make_certificates(self._prefix)
         self._ports = {spec.name: free_port() for spec in self._specs}
         for spec in self._specs:  # each nginx run starts fresh logs
             access_log(self._prefix, spec.name).unlink(missing_ok=True)

@@ -20,6 +20,7 @@ BATCH_FILES = 64
 
 SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec("unthrottled"),
+    ServerSpec("https", tls=True),
     ServerSpec("capped-10MB", rate=CAP_RATE),
     ServerSpec("mirror-4MB", rate=SLOW_MIRROR_RATE),
     ServerSpec("mirror-12MB", rate=FAST_MIRROR_RATE),
@@ -27,6 +28,7 @@ SERVERS: tuple[ServerSpec, ...] = (
 
 FILES: tuple[DataFile, ...] = (
     DataFile("1g.bin", 1 * GIB),
+    DataFile("2g.bin", 2 * GIB),
     DataFile("4g.bin", 4 * GIB),
     DataFile("batch-64x16m", BATCH_FILE_SIZE, count=BATCH_FILES),
     DataFile("ckpt-500m.pt", 500_000_000, kind="checkpoint"),
@@ -72,6 +74,10 @@ class Scenario:
 VERIFIED = ("asyncfetch", "torch.hub hash_prefix", "aria2c --checksum", "hashonly")
 UNVERIFIED = ("asyncfetch --no-hash", "torch.hub", "aria2c", "hf_transfer", "curl",
               "curl + fsync")  # fmt: skip
+HTTPS_VERIFIED = ("asyncfetch", "hashonly", "curl + fsync", "torch.hub hash_prefix")
+HTTPS_UNVERIFIED = ("asyncfetch --no-hash", "curl", "curl + fsync", "hf_transfer",
+                    "hf_transfer + fsync", "torch.hub")  # fmt: skip
+DURABLE_2G = ("asyncfetch --no-hash", "hf_transfer", "hf_transfer + fsync", "curl + fsync")
 CAPPED = ("asyncfetch", "asyncfetch --no-hash", "aria2c --checksum", "hf_transfer",
           "hf_transfer x100")  # fmt: skip
 MIRRORS = ("asyncfetch --mirror", "aria2c --checksum 2 URIs", "asyncfetch mirrors")
@@ -85,6 +91,12 @@ SCENARIOS: tuple[Scenario, ...] = (
              "unthrottled loopback, 1 GiB, no verification"),
     Scenario("unverified-4g", "unthrottled", "4g.bin", UNVERIFIED,
              "unthrottled loopback, 4 GiB, no verification"),
+    Scenario("https-verified-1g", "https", "1g.bin", HTTPS_VERIFIED,
+             "https on loopback (generated CA, trusted via SSL_CERT_FILE), 1 GiB, SHA-256"),
+    Scenario("https-unverified-1g", "https", "1g.bin", HTTPS_UNVERIFIED,
+             "https on loopback (generated CA, trusted via SSL_CERT_FILE), 1 GiB, no hash"),
+    Scenario("durable-2g", "unthrottled", "2g.bin", DURABLE_2G,
+             "unthrottled loopback http, 2 GiB, no verification, durable vs durable"),
     Scenario("capped-1g", "capped-10MB", "1g.bin", CAPPED,
              f"nginx limit_rate {CAP_RATE / 1e6:g} MB/s per connection, 1 GiB"),
     Scenario("mirrors-1g", "mirror-4MB", "1g.bin", MIRRORS,

@@ -34,6 +34,7 @@ BATCH_CAP_B_S = CAP_RATE * CONNECTIONS
 BATCH_VS_TORCH_HUB = 10.0
 RESUME_MAX_SHARE = 0.55
 CACHE_HIT_FACTOR = 1.05
+HTTPS_CPU_VS_CURL = 1.5
 
 Results = dict[str, ScenarioResult]
 
@@ -211,6 +212,38 @@ def _cache_hit(results: Results) -> Verdict:
     return Verdict(name, detail, a <= CACHE_HIT_FACTOR * t)
 
 
+def _https_verified(results: Results) -> Verdict:
+    """https, ``--sha256``: wall <= 1.05x the slower of hashonly and curl + fsync."""
+    scenario = "https-verified-1g"
+    ceiling_of = "max(hashonly, curl + fsync)"
+    name = f"{scenario}: {VERIFIED_ROW} wall <= {HASH_CEILING_FACTOR:.2f} x {ceiling_of}"
+    a = _median(results, scenario, VERIFIED_ROW, "wall_s")
+    h = _median(results, scenario, "hashonly", "wall_s")
+    c = _median(results, scenario, "curl + fsync", "wall_s")
+    if a is None or h is None or c is None:
+        return Verdict(name, "not measured", None)
+    ceiling = max(h, c)
+    detail = (
+        f"{a:.2f} s / {ceiling:.2f} s = {a / ceiling:.2f}x (target <= {HASH_CEILING_FACTOR:.2f}x)"
+    )
+    return Verdict(name, detail, a <= HASH_CEILING_FACTOR * ceiling)
+
+
+def _cpu_per_gb(scenario: str, ours: str, peer: str, factor: float) -> Callable[[Results], Verdict]:
+    """``ours`` spends at most ``factor`` x ``peer``'s CPU seconds per GB (medians)."""
+
+    def check(results: Results) -> Verdict:
+        name = f"{scenario}: {ours} CPU s/GB <= {factor:g}x {peer}'s"
+        a = _median(results, scenario, ours, "cpu_s")
+        b = _median(results, scenario, peer, "cpu_s")
+        if a is None or b is None:
+            return Verdict(name, "not measured", None)
+        detail = f"{a:.2f} s / {b:.2f} s = {a / b:.2f}x (target <= {factor:g}x)"
+        return Verdict(name, detail, a <= factor * b)
+
+    return check
+
+
 def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -234,6 +267,10 @@ def evaluate(results: Results, idle_mb: float | None) -> list[Verdict]:
         _faster("batch-64x16m", BATCH_ROW, "torch.hub hash_prefix loop", BATCH_VS_TORCH_HUB),
         _faster("batch-64x16m", BATCH_ROW, "aria2c -i -j16 -x1 --checksum"),
         _cache_hit,
+        _https_verified,
+        _faster("https-unverified-1g", UNVERIFIED_ROW, "curl + fsync"),
+        _cpu_per_gb("https-unverified-1g", UNVERIFIED_ROW, "curl", HTTPS_CPU_VS_CURL),
+        _faster("durable-2g", UNVERIFIED_ROW, "hf_transfer + fsync"),
         _rss_over_idle(idle_mb),
         _rss_independent_of_size,
     ]  # fmt: skip

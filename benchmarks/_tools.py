@@ -132,6 +132,12 @@ def curl_fsync_argv(job: Job) -> list[str]:
     return ["sh", "-c", script, "curl+fsync", str(job.dest), job.url]
 
 
+def hf_transfer_fsync_argv(job: Job) -> list[str]:
+    """hf_transfer, then ``sync --data`` of its file (durable, as asyncfetch's finish)."""
+    script = 'dest="$1"; shift; "$@" && sync --data "$dest"'
+    return ["sh", "-c", script, "hf_transfer+fsync", str(job.dest), *hf_transfer_argv(job)]
+
+
 def hashonly_argv(job: Job) -> list[str]:
     """SHA-256 of the page-cached source file: the ceiling for any verified download."""
     return [job.python, "-c", HASHONLY_SNIPPET, str(job.source), str(HASHONLY_BLOCK)]
@@ -169,6 +175,8 @@ TOOLS: dict[str, Tool] = {
         Tool("hf_transfer", hf_transfer_argv, False, (PY, "-c", "import hf_transfer")),
         Tool("hf_transfer x100", lambda j: hf_transfer_argv(j, max_files=HF_HUB_MAX_FILES),
              False, (PY, "-c", "import hf_transfer")),
+        Tool("hf_transfer + fsync", hf_transfer_fsync_argv, False,
+             (PY, "-c", "import hf_transfer")),
         Tool("curl", curl_argv, False, ("curl", "--version")),
         Tool("curl + fsync", curl_fsync_argv, False, ("sync", "--version")),
         Tool("hashonly", hashonly_argv, True, (PY, "-c", "import hashlib"), writes_file=False,
