@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, env_settings
+from .._config import DEFAULT_MAX_REDIRECTS, ProxyEnv, Timeouts, env_settings
 from .._errors import (
     ConnectionFailed,
     FetchError,
     FetchTimeout,
     HTTPStatusError,
     InvalidRequest,
+    ProtocolError,
     TooManyRedirects,
     TransportError,
     TruncatedBody,
@@ -34,8 +35,10 @@ from .._errors import (
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
 from .._userinfo import (
+    basic_credentials,
     carry_userinfo,
     origin,
+    redact_url,
     same_origin,
     strip_userinfo,
     without_credentials,
@@ -45,6 +48,7 @@ from .answers import (
     check_answer,
     is_encoded,
     parse_content_range,
+    proxy_auth_hint,
     status_error,
 )
 from .answers import FileChanged as FileChanged
@@ -61,6 +65,7 @@ from .credentials import (
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
 from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy, literal_address, system_resolver
+from .proxies import proxy_for
 from .rawconn import HAND_OVER_AFTER
 from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
@@ -99,8 +104,12 @@ def check_url(url: str) -> str:
 
 
 @asynccontextmanager
-async def translate_errors(url: str) -> AsyncIterator[None]:
-    """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first."""
+async def translate_errors(url: str, proxy: str | None = None) -> AsyncIterator[None]:
+    """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first.
+
+    ``proxy``: the proxy the request goes through, named (masked) when it refused the
+    request or sent something that is not HTTP (an error page; never shown raw).
+    """
     import aiohttp
 
     try:
@@ -111,6 +120,10 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         raise TooManyRedirects(
             f"{url}: too many redirects ({len(exc.history)}); the server may loop", url=url
         ) from None
+    except aiohttp.ClientHttpProxyError as exc:  # the proxy refused a CONNECT
+        raise _proxy_refused(url, proxy, exc.status, exc.message) from None
+    except aiohttp.ClientResponseError as exc:  # the parser's: the answer is not HTTP
+        raise _not_http(url, proxy, exc.message) from None
     except aiohttp.InvalidURL as exc:
         raise InvalidRequest(f"{url}: invalid URL ({exc})", url=url) from None
     except aiohttp.ClientPayloadError as exc:
@@ -123,7 +136,39 @@ async def translate_errors(url: str) -> AsyncIterator[None]:
         raise TransportError(f"{url}: {type(exc).__name__}: {exc}", url=url) from None
 
 
-async def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError:
+def _proxy_refused(url: str, proxy: str | None, status: int, reason: str) -> TransportError:
+    """The error for a proxy's refusal of a tunnel (CONNECT): a 407 asks for credentials."""
+    if status == 407:
+        return HTTPStatusError(
+            f"{url}: HTTP 407 {reason} ({proxy_auth_hint(proxy)})", url=url, status=407
+        )
+    where = f"the proxy {redact_url(proxy)}" if proxy else "the proxy"
+    return HTTPStatusError(
+        f"{url}: {where} refused to connect to the host: HTTP {status} {reason} (check the "
+        "proxy's access rules, or list this host in no_proxy)",
+        url=url,
+        status=status,
+    )
+
+
+def _not_http(url: str, proxy: str | None, message: str) -> TransportError:
+    """The error for an answer aiohttp could not parse; its bytes are not shown (a proxy's
+    HTML error page, say), only the parser's first line."""
+    first = message.splitlines()[0].rstrip(":") if message else "malformed answer"
+    if proxy is None:
+        return ProtocolError(f"{url}: the answer is not valid HTTP ({first})", url=url)
+    return ProtocolError(
+        f"{url}: the proxy {redact_url(proxy)} answered with something that is not valid HTTP "
+        f"({first}; often a proxy's error page: access denied or credentials needed): check "
+        "the proxy's address, credentials and access rules, or list this host in no_proxy",
+        url=url,
+        retryable=False,
+    )
+
+
+async def _status_error(
+    response: aiohttp.ClientResponse, url: str, proxy: str | None = None
+) -> HTTPStatusError:
     """The error for an error answer, with the server's message from the start of its body."""
     import aiohttp
 
@@ -131,7 +176,7 @@ async def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatu
         body = await response.content.read(ERROR_BODY_LIMIT)
     except (aiohttp.ClientError, asyncio.TimeoutError):
         body = b""
-    return status_error(response.status, response.reason, response.headers, url, body)
+    return status_error(response.status, response.reason, response.headers, url, body, proxy=proxy)
 
 
 class Body(Protocol):
@@ -265,11 +310,13 @@ class Transport:
         settings = env_settings()
         fast = session is None and settings.fast_path
         self._credentials = Credentials(netrc_path=settings.netrc)
-        self._raw = RawClient(timeouts, policy=policy) if fast else None
+        self._proxies = settings.proxies
+        self._raw = RawClient(timeouts, policy=policy, proxies=settings.proxies) if fast else None
         self._budget = budget
         self._policy = policy
         self._guards: tuple[Middleware, ...] = (
-            (_policy_middleware(policy),) if policy is not None else ()
+            _proxy_middleware(settings.proxies),
+            *((_policy_middleware(policy),) if policy is not None else ()),
         )
         self._entered = False
 
@@ -319,7 +366,8 @@ class Transport:
         return await self._probe(url, base)
 
     async def _probe(self, url: str, headers: dict[str, str]) -> RemoteInfo:
-        if self._raw is not None and self._raw.target(url) is not None:
+        direct = self._proxy(url) is None  # a proxy's refusal is aiohttp's to read and name
+        if self._raw is not None and direct and self._raw.target(url) is not None:
             head = await self._raw_head(url, headers)
         else:
             head = await self._head(url, headers)
@@ -341,7 +389,9 @@ class Transport:
         async with self._slot(url):
             head = await self._raw.head(url, await self._credentials.headers(url, headers))
             if head is not None and head.status >= 400 and head.status not in _HEAD_REFUSED:
-                raise status_error(head.status, head.reason, head.headers, url)
+                raise status_error(
+                    head.status, head.reason, head.headers, url, proxy=self._proxy(url)
+                )
         if head is None or head.status != 200 or is_encoded(head.headers):
             return None
         return _info_from_headers(url, url, [head.headers], head.content_length)
@@ -364,6 +414,10 @@ class Transport:
                     self._budget.pause(host, exc.retry_after)
                 raise
             self._budget.answered(host)
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy a request for ``url`` goes through (see :mod:`.proxies`), if any."""
+        return proxy_for(url, self._proxies)
 
     def asks_for(self, url: str) -> None:
         """``url`` is one a download asks for: the caller's ``Authorization`` and ``Cookie``
@@ -401,13 +455,13 @@ class Transport:
     async def _head(self, url: str, headers: dict[str, str]) -> RemoteInfo | None:
         async with (
             self._slot(url),
-            translate_errors(url),
+            translate_errors(url, self._proxy(url)),
             self._aio_request("HEAD", url, headers) as response,
         ):
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
-                raise await _status_error(response, url)
+                raise await _status_error(response, url, self._proxy(url))
             size = None if is_encoded(response.headers) else response.content_length
             return _info_from_headers(url, _final(url, response), _answers(response), size)
 
@@ -415,11 +469,11 @@ class Transport:
         headers = {**headers, "Range": _PROBE_RANGE.header()}
         async with (
             self._slot(url),
-            translate_errors(url),
+            translate_errors(url, self._proxy(url)),
             self._aio_request("GET", url, headers) as response,
         ):
             if response.status >= 400:
-                raise await _status_error(response, url)
+                raise await _status_error(response, url, self._proxy(url))
             if response.status == 206 and not is_encoded(response.headers):
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
@@ -478,9 +532,10 @@ class Transport:
                     finally:
                         self._raw.finish(raw.connection)
                     return
+            proxy = self._proxy(url)
             timely = _head_within(self._timeouts, url, self._aio_request("GET", url, headers))
-            async with translate_errors(url), timely as response:
-                await _check_response(response, url, byte_range, size)
+            async with translate_errors(url, proxy), timely as response:
+                await _check_response(response, url, byte_range, size, proxy)
                 span = window or Span()
                 speed = LowSpeed.of(self._timeouts, time.monotonic())
                 body = AioBody(response, url, byte_range, response.content_length, span,
@@ -504,7 +559,7 @@ class Transport:
                 url, await self._credentials.headers(url, headers), byte_range, window, size
             )
         except HTTPStatusError as exc:
-            if exc.status in (401, 403):
+            if exc.status in (401, 403, 407):  # 407: aiohttp's message names the proxy
                 return None
             raise
 
@@ -559,6 +614,33 @@ def _open_session(
     )
 
 
+def _proxy_middleware(env: ProxyEnv) -> Middleware:
+    """An aiohttp client middleware that sends each request, redirects included, through
+    the proxy :func:`.proxies.proxy_for` chooses for its URL (curl's rules: ``all_proxy``,
+    CIDR ranges in ``no_proxy``), in place of aiohttp's own choice; the proxy's userinfo
+    becomes its ``Proxy-Authorization`` (on the CONNECT of an https request, else on the
+    request itself)."""
+    import yarl
+
+    async def middleware(request: Any, handler: Handler) -> Any:
+        proxy = proxy_for(str(request.url), env)
+        if proxy is None:
+            request.update_proxy(None, None, None)
+            return await handler(request)
+        where = yarl.URL(proxy)
+        tunnel: dict[str, str] | None = None
+        if where.user is not None:
+            value = basic_credentials(where.user, where.password or "")
+            if request.is_ssl():
+                tunnel = {"Proxy-Authorization": value}
+            else:
+                request.headers["Proxy-Authorization"] = value
+        request.update_proxy(where.with_user(None), None, tunnel)
+        return await handler(request)
+
+    return middleware
+
+
 #: the URL of the request aiohttp is connecting for, so the resolver can name it
 _HOP: contextvars.ContextVar[str] = contextvars.ContextVar("asyncfetch_hop", default="")
 
@@ -586,11 +668,12 @@ def _policy_resolver(policy: NetPolicy) -> Any:
     """An aiohttp resolver that gives only the addresses ``policy`` allows (AddressBlocked
     when it allows none); the environment's proxies are resolved as they are."""
     import urllib.parse
-    import urllib.request
 
     import aiohttp.abc
 
-    proxies = {urllib.parse.urlsplit(p).hostname for p in urllib.request.getproxies().values()}
+    env = env_settings().proxies
+    proxies = {urllib.parse.urlsplit(p if "://" in p else f"http://{p}").hostname
+               for p in (env.http, env.https, env.all) if p}  # fmt: skip
 
     class PolicyResolver(aiohttp.abc.AbstractResolver):
         async def resolve(
@@ -627,10 +710,14 @@ def _final(url: str, response: aiohttp.ClientResponse) -> str:
 
 
 async def _check_response(
-    response: aiohttp.ClientResponse, url: str, byte_range: ByteRange | None, size: int | None
+    response: aiohttp.ClientResponse,
+    url: str,
+    byte_range: ByteRange | None,
+    size: int | None,
+    proxy: str | None = None,
 ) -> None:
     if response.status >= 400:
-        raise await _status_error(response, url)
+        raise await _status_error(response, url, proxy)
     check_answer(response.status, response.reason, response.headers, url, byte_range, size)
 
 

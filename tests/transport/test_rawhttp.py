@@ -16,7 +16,7 @@ from asyncfetch._models import ByteRange
 from asyncfetch._options import Options
 from asyncfetch._transport.answers import RangeNotHonoured
 from asyncfetch._transport.client import AioBody, Transport
-from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head, proxied
+from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head
 from tests.faultserver import FaultServer
 from tests.helpers import Sleeps, basic, no_wait, with_credentials
 
@@ -394,16 +394,6 @@ def test_parse_head() -> None:
     for bad in (b"HTTP/2 200 OK", b"HTTP/1.1 20 OK", b"HTTP/1.1 200 OK\r\nno colon"):
         with pytest.raises(ValueError, match="bad"):
             parse_head(bad)
-
-
-def test_proxy_rules_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    assert not proxied("example.org")
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    assert proxied("example.org")
-    monkeypatch.setenv("no_proxy", "example.org")
-    assert not proxied("example.org")
 
 
 def test_bytes_arriving_while_both_buffers_are_taken_are_kept(
