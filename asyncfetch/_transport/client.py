@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._config import DEFAULT_MAX_REDIRECTS, ProxyEnv, Timeouts, env_settings
 from .._errors import (
+    AddressBlocked,
     ConnectionFailed,
     FetchError,
     FetchTimeout,
@@ -63,6 +64,7 @@ from .credentials import (
     without_authorization,
 )
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
+from .localfile import file_path, is_file_url, open_file, probe_file
 from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy, literal_address, system_resolver
 from .proxies import proxy_for
@@ -87,7 +89,14 @@ _CHECKSUM_REFUSED = frozenset({400, 403})  # S3's answers to an unsigned x-amz-*
 
 
 def check_url(url: str) -> str:
-    """Return ``url`` if it is an absolute http(s) URL, else raise InvalidRequest."""
+    """Return ``url`` if it is an absolute http(s) URL or a local ``file://`` one, else raise
+    InvalidRequest."""
+    if isinstance(url, str) and is_file_url(url):
+        if file_path(url) is None:
+            raise InvalidRequest(
+                f"{url!r} is not a local file URL; give one like file:///path/to/file", url=url
+            )
+        return url
     try:
         import yarl  # lazily, as aiohttp (which depends on it)
 
@@ -98,7 +107,8 @@ def check_url(url: str) -> str:
         raise InvalidRequest(f"{url!r} is not a full URL; give one like https://host/file", url=url)
     if parsed.scheme not in SCHEMES:
         raise InvalidRequest(
-            f"{url!r}: unsupported scheme {parsed.scheme!r}; use http:// or https://", url=url
+            f"{url!r}: unsupported scheme {parsed.scheme!r}; use http://, https:// or file://",
+            url=url,
         )
     return url
 
@@ -119,6 +129,14 @@ async def translate_errors(url: str, proxy: str | None = None) -> AsyncIterator[
     except aiohttp.TooManyRedirects as exc:
         raise TooManyRedirects(
             f"{url}: too many redirects ({len(exc.history)}); the server may loop", url=url
+        ) from None
+    except aiohttp.NonHttpUrlRedirectClientError as exc:
+        where = exc.args[0] if exc.args else "a URL"
+        raise TransportError(
+            f"{url}: redirected to {where}, which is not an http(s) URL: refused (a server "
+            "may not send a download to a local file); give that URL yourself if you trust it",
+            url=url,
+            retryable=False,
         ) from None
     except aiohttp.ClientHttpProxyError as exc:  # the proxy refused a CONNECT
         raise _proxy_refused(url, proxy, exc.status, exc.message) from None
@@ -356,6 +374,9 @@ class Transport:
         The header asking S3 for its checksum is not signed: a presigned URL a redirect leads
         to may refuse it (400 or 403), and the probe is then made again without it.
         """
+        if is_file_url(url):
+            self._local(url)
+            return await probe_file(url)
         base = self._headers_for(url)
         headers = self._probe_headers(url, base)
         try:
@@ -414,6 +435,17 @@ class Transport:
                     self._budget.pause(host, exc.retry_after)
                 raise
             self._budget.answered(host)
+
+    def _local(self, url: str) -> None:
+        """Raise AddressBlocked for a ``file://`` URL under an address policy: a service
+        reads no local file for its clients."""
+        if self._policy is not None:
+            raise AddressBlocked(
+                f"{url}: local files are not read under an address policy (asyncfetch serve "
+                "downloads from the network only)",
+                url=url,
+                address="file",
+            )
 
     def _proxy(self, url: str) -> str | None:
         """The proxy a request for ``url`` goes through (see :mod:`.proxies`), if any."""
@@ -517,6 +549,12 @@ class Transport:
                 back.
             ProtocolError: the answer is for another range.
         """
+        if is_file_url(url):
+            self._local(url)
+            async with open_file(url, byte_range, if_range=if_range, window=window,
+                                 size=size) as local:  # fmt: skip
+                yield local
+            return
         headers = self._headers_for(url, asked)
         if byte_range is not None:
             headers["Range"] = byte_range.header()
