@@ -568,6 +568,8 @@ class FaultServer:
         if rate:  # about 20 writes a second
             chunk = max(1, min(chunk, rate // 20))
         response = self._stream_response(plan)
+        if faults.close and self._fire("close", record, faults):
+            response.force_close()  # Connection: close, as an S3 emulator on every answer
         pieces = body_pieces(file.data, plan, flips, chunk)
         try:
             await response.prepare(request)
