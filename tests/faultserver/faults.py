@@ -55,6 +55,7 @@ FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
     "rate": count,
     "delay": seconds,
     "close": flag,
+    "burst": count,
     "times": count,
     "digest": str,
     "digest_of": str,
@@ -91,6 +92,7 @@ class Faults:
     rate: int | None = None
     delay: float = 0.0
     close: bool = False
+    burst: int = 0
     times: int | None = None
     digest: tuple[str, ...] = ()
     digest_of: str | None = None
