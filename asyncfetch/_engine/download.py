@@ -457,8 +457,13 @@ class Download:
         merge the ranges still to fetch into larger ones (see :mod:`.rangecost`)."""
         self._costs.record(cost, nbytes, time.monotonic() - answered)
         scheduler = self._scheduler
-        advice = self._costs.advice(self._chunk_now) if scheduler is not None else None
-        if scheduler is None or advice is None:
+        if scheduler is None:
+            return
+        remaining = sum(task.remaining for task in scheduler)
+        advice = self._costs.advice(
+            self._chunk_now, remaining=remaining, connections=self.options.connections
+        )
+        if advice is None:
             return
         self._chunk_now = advice.chunk
         scheduler.request_cost = advice.cost

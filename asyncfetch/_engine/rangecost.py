@@ -7,8 +7,12 @@ answer for an S3 emulator) and then streams at some rate. A range of ``C`` bytes
 asking. The engine records each range's cost (time to its first byte) and rate (bytes over
 the time after it); once a few ranges agree that the cost is over :data:`TRIGGER_SHARE` of a
 range's time, the ranges still to fetch are merged into ranges large enough that it is under
-:data:`COST_SHARE` — fewer of them, so fewer connections are busy, down to one stream when
-one range holds all that is left.
+:data:`COST_SHARE`. They stay at least as many as the connections (a server that caps each
+connection, or a fast first second such as nginx's ``limit_rate`` burst that makes small ranges
+look cheap to stream, still needs them all) unless the cost is queueing: when requests wait
+for each other (the slowest first byte over :data:`QUEUED` times the quickest, as a server
+that answers one range at a time), more connections only queue, and ranges grow down to one
+stream for all that is left.
 
 Pure logic, no I/O.
 """
@@ -24,6 +28,7 @@ MIN_COST = 0.02  # seconds: less is a loopback's or a LAN's noise, not worth lar
 MIN_SAMPLE_BYTES = 64 << 10  # smaller ranges (a tail piece) say little of the rate
 TRIGGER_SHARE = 0.25  # act when a range's fixed cost is over this share of its time
 COST_SHARE = 0.1  # and make ranges large enough that it is under this share
+QUEUED = 2.0  # the slowest first byte this many times the quickest: requests wait in line
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,16 @@ class Advice:
     cost: float
     rate: float
     before: int
+    queued: bool = False
 
     @property
     def note(self) -> str:
         """One line: what was measured and what changed."""
+        why = "requests queue at the server" if self.queued else "every connection kept"
         return (
             f"fewer, larger: per-request cost {self.cost:.2f} s against "
             f"{self.before / MiB:.1f} MiB ranges at {self.rate / 1e6:.1f} MB/s per connection; "
-            f"ranges of {self.chunk / MiB:.0f} MiB from then on"
+            f"ranges of {self.chunk / MiB:.0f} MiB from then on ({why})"
         )
 
 
@@ -62,10 +69,13 @@ class RangeCost:
         self.rates.append(nbytes / seconds)
         self.sizes.append(nbytes)
 
-    def advice(self, current: int = 0) -> Advice | None:
+    def advice(
+        self, current: int = 0, *, remaining: int | None = None, connections: int = 1
+    ) -> Advice | None:
         """Larger ranges when the ones measured pay a fixed cost over TRIGGER_SHARE of their
-        time (and over MIN_COST), sized so that it falls under COST_SHARE; None otherwise,
-        or when they would not be larger than ``current`` bytes."""
+        time (and over MIN_COST), sized so that it falls under COST_SHARE, and (unless the
+        requests queue) no larger than ``remaining`` bytes over the ``connections``; None
+        otherwise, or when they would not be larger than ``current`` bytes."""
         if len(self.costs) < MIN_SAMPLES:
             return None
         cost = statistics.median(self.costs)
@@ -74,6 +84,9 @@ class RangeCost:
         if cost < MIN_COST or cost / (cost + size / rate) <= TRIGGER_SHARE:
             return None
         chunk = int(cost * rate * (1 - COST_SHARE) / COST_SHARE)
+        queued = max(self.costs) > QUEUED * min(self.costs)
+        if remaining is not None and not queued:
+            chunk = min(chunk, -(-remaining // max(connections, 1)))
         if chunk <= max(current, size):
             return None
-        return Advice(chunk=chunk, cost=cost, rate=rate, before=size)
+        return Advice(chunk=chunk, cost=cost, rate=rate, before=size, queued=queued)
