@@ -212,10 +212,36 @@ def ca_bundle(origin: str, path: Path) -> CABundle:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProxyEnv:
+    """The proxy variables, as read (lower case first, then upper case; empty is unset):
+    ``http_proxy``, ``https_proxy``, ``all_proxy`` and ``no_proxy``. Which one a request uses
+    is :func:`asyncfetch._transport.proxies.proxy_for`'s choice."""
+
+    http: str = field(default="", repr=False)  # may hold a password
+    https: str = field(default="", repr=False)
+    all: str = field(default="", repr=False)
+    no_proxy: str = ""
+
+    @classmethod
+    def read(cls, env: Mapping[str, str]) -> ProxyEnv:
+        """The proxy variables of ``env``."""
+
+        def get(name: str) -> str:
+            return (env.get(name) or env.get(name.upper()) or "").strip()
+
+        return cls(
+            http=get("http_proxy"),
+            https=get("https_proxy"),
+            all=get("all_proxy"),
+            no_proxy=get("no_proxy"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class EnvSettings:
     """What the environment says (``ASYNCFETCH_*``, ``TORCH_HOME``, ``XDG_CACHE_HOME``,
-    ``XDG_CONFIG_HOME``, ``XDG_STATE_HOME``, ``NETRC``, the CA bundle variables, and
-    torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
+    ``XDG_CONFIG_HOME``, ``XDG_STATE_HOME``, ``NETRC``, the CA bundle variables, the proxy
+    variables, and torchrun's ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``)."""
 
     offline: bool = False
     fast_path: bool = True
@@ -231,6 +257,7 @@ class EnvSettings:
     trust_record: TrustRecord = "auto"  # where trust records go: an xattr if possible, or "state"
     service_url: str = "http://127.0.0.1:8765"  # the service submit and jobs talk to
     ca_bundle: CABundle | None = None  # see _ca_bundle: None is the system store
+    proxies: ProxyEnv = field(default_factory=ProxyEnv)
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -256,6 +283,7 @@ def env_settings(environ: Mapping[str, str] | None = None) -> EnvSettings:
         state_dir=_state_dir(env),
         trust_record="state" if env.get("ASYNCFETCH_TRUST_RECORD", "") == "state" else "auto",
         service_url=env.get("ASYNCFETCH_SERVICE") or "http://127.0.0.1:8765",
+        proxies=ProxyEnv.read(env),
         ca_bundle=_ca_bundle(env),
     )
 

@@ -79,6 +79,10 @@ class FetchResult:
             fetched again (0 for a cache hit: nothing was resumed).
         retries: requests that failed and were tried again.
         cached: the file was already there and was used as it is (nothing downloaded).
+        ranges: how ranged requests were adapted to what they cost (``"fewer, larger:
+            per-request cost 0.30 s ..."``), or None when they were not.
+        unused_mirrors: each source dropped, and why (another size, not shown to serve the
+            same file, failed for good).
     """
 
     path: Path
@@ -89,6 +93,8 @@ class FetchResult:
     resumed_bytes: int = 0
     retries: int = 0
     cached: bool = False
+    ranges: str | None = None
+    unused_mirrors: dict[str, str] = field(default_factory=dict)
 
     @property
     def speed(self) -> float:
@@ -111,6 +117,8 @@ class FetchResult:
             "resumed_bytes": self.resumed_bytes,
             "retries": self.retries,
             "cached": self.cached,
+            "ranges": self.ranges,
+            "unused_mirrors": self.unused_mirrors,
         }
 
 

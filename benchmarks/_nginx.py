@@ -9,6 +9,10 @@ nginx runs in the foreground (``daemon off``) in its own process group, with its
 temp paths inside the data dir, and :class:`Nginx` stops it (and any worker left behind) on
 exit, exceptions and Ctrl-C included.
 
+A spec with a ``delay`` (or ``request_delay``) is reached through a delaying TCP proxy
+(:mod:`benchmarks._delayproxy`, its own process) on the spec's port, nginx listening on
+another: a WAN's round trip, or a per-request cost, in front of the server.
+
 Note on ``limit_rate``: nginx allows ``rate * (seconds since the request started + 1)`` bytes,
 so every new request starts with a one-second burst. Clients that send many small Range
 requests can beat the nominal cap; compare tools that use the same range size.
@@ -20,6 +24,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +53,22 @@ class ServerSpec:
         name: the key scenarios use to pick this server.
         rate: nginx ``limit_rate`` in bytes per second per request; ``None`` for unthrottled.
         tls: serve https (with the generated certificate) instead of http.
+        delay: seconds each chunk waits in each direction (half the round trip), in a
+            delaying proxy in front; 0 for none.
+        request_delay: seconds each request waits on top, in that proxy: a fixed cost per
+            request (per range).
     """
 
     name: str
     rate: int | None = None
     tls: bool = False
+    delay: float = 0.0
+    request_delay: float = 0.0
+
+    @property
+    def proxied(self) -> bool:
+        """Whether a delaying proxy stands in front of this server."""
+        return self.delay > 0 or self.request_delay > 0
 
 
 def find_nginx() -> str | None:
@@ -144,6 +160,7 @@ class Nginx:
         self._proc: subprocess.Popen[bytes] | None = None
         self._tls = {spec.name: spec.tls for spec in specs}
         self._ca: Path | None = None
+        self._proxies: list[subprocess.Popen[bytes]] = []
 
     def url(self, server: str, name: str) -> str:
         """Return the URL of file ``name`` on server ``server``."""
@@ -183,10 +200,11 @@ class Nginx:
         if any(self._tls.values()):
             self._ca = make_certificates(self._prefix)
         self._ports = {spec.name: free_port() for spec in self._specs}
+        listen = {s.name: free_port() if s.proxied else self._ports[s.name] for s in self._specs}
         for spec in self._specs:  # each nginx run starts fresh logs
             access_log(self._prefix, spec.name).unlink(missing_ok=True)
         conf = self._prefix / "nginx.conf"
-        conf.write_text(render_config(self._prefix, self._root, self._ports, self._specs))
+        conf.write_text(render_config(self._prefix, self._root, listen, self._specs))
         errlog = self._prefix / "error.log"
         argv = [exe, "-p", str(self._prefix), "-e", str(errlog), "-c", str(conf)]
         with open(self._prefix / "stdout.log", "wb") as out:
@@ -197,9 +215,28 @@ class Nginx:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        pending = dict(self._ports)
+        self._ports = listen  # nginx's own ports first, then the proxies' in front
         self._wait_ready(errlog)
+        self._ports = pending
+        for spec in self._specs:
+            if spec.proxied:
+                self._start_proxy(spec, listen[spec.name])
         ports = ", ".join(f"{name}={port}" for name, port in self._ports.items())
         log(f"nginx: pid {self._proc.pid}, ports {ports}")
+
+    def _start_proxy(self, spec: ServerSpec, target: int) -> None:
+        """A delaying proxy on ``spec``'s port in front of nginx's ``target`` port."""
+        argv = [sys.executable, "-m", "benchmarks._delayproxy", str(self._ports[spec.name]),
+                str(target), str(spec.delay), str(spec.request_delay)]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                start_new_session=True)  # fmt: skip
+        self._proxies.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"the delaying proxy for {spec.name} did not start")
+        log(f"{spec.name}: delaying proxy, {spec.delay * 2000:g} ms round trip, "
+            f"{spec.request_delay * 1000:g} ms per request, pid {proc.pid}")  # fmt: skip
 
     def _wait_ready(self, errlog: Path) -> None:
         assert self._proc is not None
@@ -216,7 +253,12 @@ class Nginx:
             raise RuntimeError(f"nginx did not start (ports {sorted(pending)}):\n{tail}")
 
     def stop(self) -> None:
-        """Stop nginx: SIGTERM (fast shutdown), then SIGKILL its process group if needed."""
+        """Stop nginx: SIGTERM (fast shutdown), then SIGKILL its process group if needed; and
+        the delaying proxies."""
+        proxies, self._proxies = self._proxies, []
+        for proxy in proxies:
+            kill_group(proxy.pid)
+            proxy.wait(timeout=STOP_TIMEOUT_S)
         proc, self._proc = self._proc, None
         if proc is None:
             return

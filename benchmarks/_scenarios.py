@@ -15,6 +15,9 @@ CAP_RATE = 10_000_000  # bytes/s per connection: 16 connections make 160 MB/s
 SLOW_MIRROR_RATE = 4_000_000  # the two mirrors of mirrors-1g, per connection
 FAST_MIRROR_RATE = 12_000_000
 CONNECTIONS = 16
+WAN_RATE = 5_000_000  # wan-512m: per connection, behind a 40 ms round trip
+WAN_HALF_RTT = 0.02
+REQUEST_COST = 0.3  # mirrors-slowreq: seconds each range of the better mirror costs
 BATCH_FILE_SIZE = 16_000_000
 BATCH_FILES = 64
 
@@ -24,11 +27,14 @@ SERVERS: tuple[ServerSpec, ...] = (
     ServerSpec("capped-10MB", rate=CAP_RATE),
     ServerSpec("mirror-4MB", rate=SLOW_MIRROR_RATE),
     ServerSpec("mirror-12MB", rate=FAST_MIRROR_RATE),
+    ServerSpec("wan-5MB", rate=WAN_RATE, delay=WAN_HALF_RTT),
+    ServerSpec("mirror-12MB-slowreq", rate=FAST_MIRROR_RATE, request_delay=REQUEST_COST),
 )
 
 FILES: tuple[DataFile, ...] = (
     DataFile("1g.bin", 1 * GIB),
     DataFile("2g.bin", 2 * GIB),
+    DataFile("512m.bin", GIB // 2),
     DataFile("4g.bin", 4 * GIB),
     DataFile("batch-64x16m", BATCH_FILE_SIZE, count=BATCH_FILES),
     DataFile("ckpt-500m.pt", 500_000_000, kind="checkpoint"),
@@ -81,6 +87,8 @@ DURABLE_2G = ("asyncfetch --no-hash", "hf_transfer", "hf_transfer + fsync", "cur
 CAPPED = ("asyncfetch", "asyncfetch --no-hash", "aria2c --checksum", "hf_transfer",
           "hf_transfer x100")  # fmt: skip
 MIRRORS = ("asyncfetch --mirror", "aria2c --checksum 2 URIs", "asyncfetch mirrors")
+WAN = ("asyncfetch", "asyncfetch --no-hash", "aria2c", "hf_transfer", "curl")
+SLOW_REQUESTS = ("asyncfetch --mirror", "curl")
 BATCH = ("asyncfetch batch", "aria2c -i -j16 -x1 --checksum", "torch.hub hash_prefix loop")
 CACHE_HIT = ("asyncfetch cache hit", "torch.load")
 
@@ -103,6 +111,16 @@ SCENARIOS: tuple[Scenario, ...] = (
              f"two mirrors of 1 GiB, limit_rate {SLOW_MIRROR_RATE / 1e6:g} and "
              f"{FAST_MIRROR_RATE / 1e6:g} MB/s per connection, 16 connections in all",
              mirrors=("mirror-12MB",), reference="asyncfetch --mirror", count_served=True),
+    Scenario("wan-512m", "wan-5MB", "512m.bin", WAN,
+             f"40 ms round trip (a delaying proxy), nginx limit_rate {WAN_RATE / 1e6:g} MB/s "
+             f"per connection, 512 MiB; target: asyncfetch >= 90% of 16 x the cap",
+             timeout_s=400.0),
+    Scenario("mirrors-slowreq", "mirror-12MB-slowreq", "512m.bin", SLOW_REQUESTS,
+             f"two mirrors of 512 MiB, limit_rate {FAST_MIRROR_RATE / 1e6:g} MB/s per "
+             f"connection with {REQUEST_COST:g} s per request, and "
+             f"{SLOW_MIRROR_RATE / 1e6:g} MB/s; target: asyncfetch >= one curl stream from "
+             "the first", mirrors=("mirror-4MB",), reference="asyncfetch --mirror",
+             count_served=True, timeout_s=400.0),
     Scenario("resume-1g", "capped-10MB", "1g.bin", ("asyncfetch rerun after kill",),
              "1 GiB at 10 MB/s per connection, SIGKILLed once its journal shows 50%, rerun",
              count_served=True),

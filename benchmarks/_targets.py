@@ -11,7 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from benchmarks._runner import ScenarioResult
-from benchmarks._scenarios import CAP_RATE, CONNECTIONS, FAST_MIRROR_RATE, SLOW_MIRROR_RATE
+from benchmarks._scenarios import (
+    CAP_RATE,
+    CONNECTIONS,
+    FAST_MIRROR_RATE,
+    SLOW_MIRROR_RATE,
+    WAN_RATE,
+)
 
 VERIFIED_ROW = "asyncfetch"
 UNVERIFIED_ROW = "asyncfetch --no-hash"
@@ -117,14 +123,24 @@ def _near_hash_ceiling(results: Results) -> Verdict:
 
 
 def _near_cap(results: Results) -> Verdict:
-    goal = CAP_SHARE * CAP_MB_S
-    name = f"capped-1g: asyncfetch >= {CAP_SHARE:.0%} of {CAP_MB_S:.0f} MB/s"
-    wall = _median(results, "capped-1g", VERIFIED_ROW, "wall_s")
-    result = results.get("capped-1g")
-    if wall is None or result is None:
-        return Verdict(name, "not measured", None)
-    speed = result.size / 1e6 / wall
-    return Verdict(name, f"{speed:.0f} MB/s (target >= {goal:.0f} MB/s)", speed >= goal)
+    return _near("capped-1g", CAP_RATE)(results)
+
+
+def _near(scenario: str, rate: int) -> Callable[[Results], Verdict]:
+    """asyncfetch (verified) gets at least CAP_SHARE of CONNECTIONS x ``rate``."""
+    cap_mb_s = rate * CONNECTIONS / 1e6
+
+    def check(results: Results) -> Verdict:
+        goal = CAP_SHARE * cap_mb_s
+        name = f"{scenario}: asyncfetch >= {CAP_SHARE:.0%} of {cap_mb_s:.0f} MB/s"
+        wall = _median(results, scenario, VERIFIED_ROW, "wall_s")
+        result = results.get(scenario)
+        if wall is None or result is None:
+            return Verdict(name, "not measured", None)
+        speed = result.size / 1e6 / wall
+        return Verdict(name, f"{speed:.0f} MB/s (target >= {goal:.0f} MB/s)", speed >= goal)
+
+    return check
 
 
 def _rss_over_idle(idle_mb: float | None) -> Callable[[Results], Verdict]:
@@ -262,6 +278,10 @@ def evaluate(results: Results, idle_mb: float | None) -> list[Verdict]:
                     (MIRRORS_FAST_B_S, "all 16 on the 12 MB/s mirror")),
         _faster("mirrors-1g", MIRROR_ROW, "aria2c --checksum 2 URIs"),
         _ranks_fast_first,
+        _near("wan-512m", WAN_RATE),
+        _faster("wan-512m", VERIFIED_ROW, "aria2c"),
+        _faster("wan-512m", VERIFIED_ROW, "hf_transfer"),
+        _faster("mirrors-slowreq", MIRROR_ROW, "curl"),
         _resume_transfers_the_rest,
         _near_ideal("batch-64x16m", BATCH_ROW, BATCH_CAP_B_S, "bytes / 16 x 10 MB/s"),
         _faster("batch-64x16m", BATCH_ROW, "torch.hub hash_prefix loop", BATCH_VS_TORCH_HUB),

@@ -18,7 +18,7 @@ from .._cache.lookup import cached_path, checkpoints_dir, ensure_dir
 from .._config import RetryPolicy, Timeouts
 from .._engine.download import RERUN_STARTS_OVER
 from .._engine.progress import BarSafeHandler, ProgressBar
-from .._engine.rank import MirrorReport, rank_mirrors
+from .._engine.rank import DEFAULT_MAX_SECONDS, MirrorReport, rank_mirrors
 from .._errors import FetchError
 from .._hub import files as _hubfile
 from .._hub import registry as _registry
@@ -211,6 +211,10 @@ def _add_mirrors(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     mirrors.add_argument(
         "--timeout", type=options.seconds, help="connect and read-idle timeout, seconds"
     )
+    mirrors.add_argument(
+        "--max-time", type=options.seconds, default=DEFAULT_MAX_SECONDS,
+        help="seconds to read each URL at most while its rate settles (10)",
+    )  # fmt: skip
     mirrors.add_argument("--json", action="store_true", help="print one JSON object per URL")
     options.add_tls_flags(mirrors)
     mirrors.set_defaults(handler=_mirrors)
@@ -225,6 +229,7 @@ def _mirrors(args: argparse.Namespace) -> int:
             timeout=Timeouts.coerce(args.timeout),
             cacert=args.cacert,
             insecure=args.insecure,
+            max_seconds=args.max_time,
         )  # fmt: skip
     )
     if args.json:
@@ -246,13 +251,16 @@ def _mirrors(args: argparse.Namespace) -> int:
 
 
 def _print_mirror_table(reports: list[MirrorReport]) -> None:
-    print(f"{'#':>2}  {'MB/s':>8}  {'TTFB ms':>8}  {'ranges':>6}  {'size':>12}  {'status':<7}  url")
+    print(f"{'#':>2}  {'MB/s':>8}  {'burst':>8}  {'TTFB ms':>8}  {'ranges':>6}  {'size':>12}  "
+          f"{'status':<7}  url")  # fmt: skip
     for rank, r in enumerate(reports, 1):
         speed = f"{r.speed / 1e6:8.1f}" if r.speed else f"{'-':>8}"
+        burst = f"{r.burst / 1e6:8.1f}" if r.burst else f"{'-':>8}"
         ttfb = f"{r.ttfb * 1000:8.1f}" if r.ttfb is not None else f"{'-':>8}"
         size = f"{r.size:>12}" if r.size is not None else f"{'?':>12}"
         status = "ok" if r.ok else ("error" if r.error else "differs")
-        print(f"{rank:>2}  {speed}  {ttfb}  {'yes' if r.accepts_ranges else 'no':>6}  {size}  "
+        ranges = "yes" if r.accepts_ranges else "no"
+        print(f"{rank:>2}  {speed}  {burst}  {ttfb}  {ranges:>6}  {size}  "
               f"{status:<7}  {r.url}")  # fmt: skip
         if r.error or r.disagreement:
             print(f"    {one_line_text(r.error or r.disagreement or '')}")

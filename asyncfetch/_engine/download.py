@@ -30,6 +30,7 @@ from .decode import keep_decoded_if_matching
 from .mirrors import MirrorBoard
 from .planner import Scheduler, Task, plan_chunks
 from .probe import Probed, probe_sources
+from .rangecost import RangeCost
 from .request import Request
 from .resolve import Resolves, refused, resolve_again
 from .retry import RetryNotice, is_retryable, retrying
@@ -78,6 +79,10 @@ class Download:
         self._resolves = Resolves()
         self._resolving: dict[str, asyncio.Lock] = {}
         self.no_resume: str | None = None  # why a stop cannot resume, when it cannot
+        self._costs = RangeCost()
+        self._chunk_now = 0  # the range size advised so far (0: the plan's)
+        self._scheduler: Scheduler | None = None
+        self.ranges_note: str | None = None  # how ranges were adapted to their cost
 
     async def run(self) -> FetchResult:
         """Probe, download, verify, rename; emit events up to the rename; return the result.
@@ -111,6 +116,8 @@ class Download:
             bytes_by_mirror={redact(u): n for u, n in self.board.bytes_by_source().items()},
             resumed_bytes=sink.resumed_bytes,
             retries=self.retries,
+            ranges=self.ranges_note,
+            unused_mirrors={redact(u): why for u, why in self.board.dropped().items()},
         )
 
     @property
@@ -164,7 +171,7 @@ class Download:
         if sink.written:
             self._emit("bytes")  # delta 0: where a resumed download starts from
         try:
-            if info.accepts_ranges and info.size is not None:
+            if info.size is not None and (info.accepts_ranges or self._ranged_mirrors()):
                 await self._download_ranges_or_stream(sink, info.size)
             else:
                 self._warn_if_starting_over(sink, info)
@@ -182,6 +189,23 @@ class Download:
             await asyncio.shield(sink.close())
             raise
         return digest
+
+    def _ranged_mirrors(self) -> bool:
+        """Whether mirrors serve the ranges a primary without Range support cannot: those
+        still on the board are shown to serve its file (the caller's SHA-256, or the one the
+        primary announced: :mod:`.samples` dropped the others, saying why)."""
+        sources = self.probed.sources if self.probed is not None else {}
+        usable = [
+            url for url, info in sources.items()
+            if url != self.request.url and info.accepts_ranges
+            and self.board.get(url).dropped is None
+        ]  # fmt: skip
+        if usable:
+            log.info(
+                "%s serves no byte ranges; its mirrors %s, shown to serve the same file, "
+                "serve them", redact(self.request.url), ", ".join(map(redact, usable)),
+            )  # fmt: skip
+        return bool(usable)
 
     def _announced_note(self, error: FetchError) -> FetchError:
         """``error``, saying where the SHA-256 came from when the server announced it."""
@@ -259,7 +283,7 @@ class Download:
         chunks = plan_chunks(
             gaps, connections=self.options.connections, chunk_size=self.options.chunk_size
         )
-        scheduler = Scheduler(chunks)
+        scheduler = self._scheduler = Scheduler(chunks)
         count = min(self.options.connections, max(len(chunks), 1))
         await _run_all([self._worker(n, scheduler, sink) for n in range(count)])
 
@@ -418,12 +442,35 @@ class Download:
                 size=self.size,
             ) as body:  # fmt: skip
                 started = body.sent_at  # a wait for a batch's connection slot is not slowness
+                answered = time.monotonic()
                 task.begin(started)
                 if body.encoding:  # kept as sent, whatever its length (see _fill_and_finish)
                     to_eof, task.stop, self.encoding = True, 1 << 62, body.encoding
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
+            if not whole:
+                self._range_done(answered - started, task.pos - before, answered)
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
+
+    def _range_done(self, cost: float, nbytes: int, answered: float) -> None:
+        """Record a whole range's cost and rate; when ranges cost more than they bring,
+        merge the ranges still to fetch into larger ones (see :mod:`.rangecost`)."""
+        self._costs.record(cost, nbytes, time.monotonic() - answered)
+        scheduler = self._scheduler
+        if scheduler is None:
+            return
+        remaining = sum(task.remaining for task in scheduler)
+        advice = self._costs.advice(
+            self._chunk_now, remaining=remaining, connections=self.options.connections
+        )
+        if advice is None:
+            return
+        self._chunk_now = advice.chunk
+        scheduler.request_cost = advice.cost
+        pending = scheduler.coarsen(advice.chunk)
+        self.ranges_note = advice.note + ("; one stream for the rest" if pending <= 1 else "")
+        log.info("%s: ranges cost more than they bring: %s", redact(self.request.url),
+                 self.ranges_note)  # fmt: skip
 
     async def _copy_body(
         self, body: Body, task: Task, sink: PartFile, source: str, *, to_eof: bool = False

@@ -114,6 +114,10 @@ class MirrorBoard:
         """Whether any source (serving ranges, by default) is not dropped."""
         return any(s.alive(ranged=ranged) for s in self.sources)
 
+    def dropped(self) -> dict[str, str]:
+        """Each dropped source, and why it was dropped."""
+        return {s.url: s.dropped for s in self.sources if s.dropped is not None}
+
     def fallback(self) -> str | None:
         """A live source that serves only the whole file, if any."""
         return next((s.url for s in self.sources if s.alive() and not s.ranges), None)

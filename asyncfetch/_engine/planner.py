@@ -113,6 +113,20 @@ class Scheduler:
         self._pending: deque[Task] = deque(Task(c.start, c.start, c.end) for c in chunks)
         self._active: set[Task] = set()
         self._min_split = min_split
+        self.request_cost = 0.0  # seconds a request pays before its first byte, once known
+
+    def coarsen(self, chunk: int) -> int:
+        """Merge adjacent pending tasks into tasks of up to ``chunk`` bytes (ranges cost
+        more than they bring: see :mod:`.rangecost`); returns how many are pending now."""
+        merged: deque[Task] = deque()
+        for task in self._pending:
+            last = merged[-1] if merged else None
+            if last is not None and last.stop == task.pos and task.stop - last.pos <= chunk:
+                last.stop = task.stop
+            else:
+                merged.append(Task(task.pos, task.pos, task.stop))
+        self._pending = merged
+        return len(merged)
 
     def __iter__(self) -> Iterator[Task]:
         return iter(list(self._pending) + list(self._active))
@@ -211,10 +225,11 @@ class Scheduler:
         """Whether a thief should take the second half of the victim's range: only when the
         victim has been watched a moment and would still need a while (a split drops the
         victim's connection at the cut, wasting what the server already sent past it)."""
-        if victim.remaining < 2 * self._min_split or now - victim.began < SPLIT_WATCH:
+        watched = SPLIT_WATCH + self.request_cost  # no byte before its cost is no stall
+        if victim.remaining < 2 * self._min_split or now - victim.began < watched:
             return False
-        speed = victim.rate(now)
-        return speed <= 0 or victim.remaining / speed > SPLIT_AFTER
+        speed = victim.rate(now)  # a split pays a request's cost: worth it for a long tail
+        return speed <= 0 or victim.remaining / speed > max(SPLIT_AFTER, 8 * self.request_cost)
 
     @staticmethod
     def _worth_taking_over(

@@ -65,7 +65,8 @@ async def check_mirrors(
     if first is None or not first.accepts_ranges or first.size is None:
         for url in mirrors:
             _drop(board, url, f"the primary URL {redact(primary)} does not serve byte ranges, "
-                  "so its bytes cannot be compared with the mirror's")  # fmt: skip
+                  "so its bytes cannot be compared with the mirror's; pass sha256= (--sha256) "
+                  "to use the mirror's ranges, checked against it")  # fmt: skip
         return
     windows = pick_windows(first.size)
     try:

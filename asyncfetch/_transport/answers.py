@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from .._errors import HTTPStatusError, ProtocolError
 from .._models import ByteRange
-from .._userinfo import is_signed
+from .._userinfo import is_signed, redact_url
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _XML_MESSAGE = re.compile(r"<Message>([^<]{1,300})</Message>")
@@ -65,15 +65,32 @@ def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None
 
 
 def status_error(
-    status: int, reason: str | None, headers: Mapping[str, str], url: str, body: bytes = b""
+    status: int,
+    reason: str | None,
+    headers: Mapping[str, str],
+    url: str,
+    body: bytes = b"",
+    *,
+    proxy: str | None = None,
 ) -> HTTPStatusError:
     """The HTTPStatusError for an error answer (with the server's Retry-After, if any), its
-    message ending with the server's own, short, when ``body`` (its start) has one."""
+    message ending with the server's own, short, when ``body`` (its start) has one.
+
+    ``proxy``: the proxy the request went through, named (masked) in a 407's message."""
     retry_after = parse_retry_after(headers.get("retry-after"))
     said = server_message(body, headers.get("content-type", ""))
     message = f"{url}: HTTP {status} {reason or ''}".rstrip() + (f": {said}" if said else "")
-    return HTTPStatusError(
-        f"{message} ({_hint(status, url)})", url=url, status=status, retry_after=retry_after
+    hint = proxy_auth_hint(proxy) if status == 407 else _hint(status, url)
+    return HTTPStatusError(f"{message} ({hint})", url=url, status=status, retry_after=retry_after)
+
+
+def proxy_auth_hint(proxy: str | None) -> str:
+    """What a 407 means and what to do, naming the proxy (its password masked)."""
+    where = f"the proxy {redact_url(proxy)}" if proxy else "a proxy on the way"
+    return (
+        f"proxy authentication required by {where}: put the proxy's user name and password "
+        "in its URL, before an @ (in http_proxy, https_proxy or all_proxy), or list this "
+        "host in no_proxy"
     )
 
 

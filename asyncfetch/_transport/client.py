@@ -21,13 +21,15 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, TLSTrust, env_settings
+from .._config import DEFAULT_MAX_REDIRECTS, ProxyEnv, Timeouts, TLSTrust, env_settings
 from .._errors import (
+    AddressBlocked,
     ConnectionFailed,
     FetchError,
     FetchTimeout,
     HTTPStatusError,
     InvalidRequest,
+    ProtocolError,
     TooManyRedirects,
     TransportError,
     TruncatedBody,
@@ -35,8 +37,10 @@ from .._errors import (
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
 from .._userinfo import (
+    basic_credentials,
     carry_userinfo,
     origin,
+    redact_url,
     same_origin,
     strip_userinfo,
     without_credentials,
@@ -46,6 +50,7 @@ from .answers import (
     check_answer,
     is_encoded,
     parse_content_range,
+    proxy_auth_hint,
     status_error,
 )
 from .answers import FileChanged as FileChanged
@@ -60,8 +65,10 @@ from .credentials import (
     without_authorization,
 )
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
+from .localfile import file_path, is_file_url, open_file, probe_file
 from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy, literal_address, system_resolver
+from .proxies import proxy_for
 from .rawconn import HAND_OVER_AFTER
 from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
@@ -84,7 +91,14 @@ _CHECKSUM_REFUSED = frozenset({400, 403})  # S3's answers to an unsigned x-amz-*
 
 
 def check_url(url: str) -> str:
-    """Return ``url`` if it is an absolute http(s) URL, else raise InvalidRequest."""
+    """Return ``url`` if it is an absolute http(s) URL or a local ``file://`` one, else raise
+    InvalidRequest."""
+    if isinstance(url, str) and is_file_url(url):
+        if file_path(url) is None:
+            raise InvalidRequest(
+                f"{url!r} is not a local file URL; give one like file:///path/to/file", url=url
+            )
+        return url
     try:
         import yarl  # lazily, as aiohttp (which depends on it)
 
@@ -95,17 +109,22 @@ def check_url(url: str) -> str:
         raise InvalidRequest(f"{url!r} is not a full URL; give one like https://host/file", url=url)
     if parsed.scheme not in SCHEMES:
         raise InvalidRequest(
-            f"{url!r}: unsupported scheme {parsed.scheme!r}; use http:// or https://", url=url
+            f"{url!r}: unsupported scheme {parsed.scheme!r}; use http://, https:// or file://",
+            url=url,
         )
     return url
 
 
 @asynccontextmanager
-async def translate_errors(url: str, trusted: str | None = None) -> AsyncIterator[None]:
+async def translate_errors(
+    url: str, trusted: str | None = None, proxy: str | None = None
+) -> AsyncIterator[None]:
     """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first.
 
     ``trusted``: what the TLS check trusted (see :func:`.tls.described`), for the message of
-    a certificate error.
+    a certificate error. ``proxy``: the proxy the request goes through, named (masked) when
+    it refused the request or sent something that is not HTTP (an error page; never shown
+    raw).
     """
     import aiohttp
 
@@ -119,6 +138,18 @@ async def translate_errors(url: str, trusted: str | None = None) -> AsyncIterato
         raise TooManyRedirects(
             f"{url}: too many redirects ({len(exc.history)}); the server may loop", url=url
         ) from None
+    except aiohttp.NonHttpUrlRedirectClientError as exc:
+        where = exc.args[0] if exc.args else "a URL"
+        raise TransportError(
+            f"{url}: redirected to {where}, which is not an http(s) URL: refused (a server "
+            "may not send a download to a local file); give that URL yourself if you trust it",
+            url=url,
+            retryable=False,
+        ) from None
+    except aiohttp.ClientHttpProxyError as exc:  # the proxy refused a CONNECT
+        raise _proxy_refused(url, proxy, exc.status, exc.message) from None
+    except aiohttp.ClientResponseError as exc:  # the parser's: the answer is not HTTP
+        raise _not_http(url, proxy, exc.message) from None
     except aiohttp.InvalidURL as exc:
         raise InvalidRequest(f"{url}: invalid URL ({exc})", url=url) from None
     except aiohttp.ClientPayloadError as exc:
@@ -131,7 +162,39 @@ async def translate_errors(url: str, trusted: str | None = None) -> AsyncIterato
         raise TransportError(f"{url}: {type(exc).__name__}: {exc}", url=url) from None
 
 
-async def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatusError:
+def _proxy_refused(url: str, proxy: str | None, status: int, reason: str) -> TransportError:
+    """The error for a proxy's refusal of a tunnel (CONNECT): a 407 asks for credentials."""
+    if status == 407:
+        return HTTPStatusError(
+            f"{url}: HTTP 407 {reason} ({proxy_auth_hint(proxy)})", url=url, status=407
+        )
+    where = f"the proxy {redact_url(proxy)}" if proxy else "the proxy"
+    return HTTPStatusError(
+        f"{url}: {where} refused to connect to the host: HTTP {status} {reason} (check the "
+        "proxy's access rules, or list this host in no_proxy)",
+        url=url,
+        status=status,
+    )
+
+
+def _not_http(url: str, proxy: str | None, message: str) -> TransportError:
+    """The error for an answer aiohttp could not parse; its bytes are not shown (a proxy's
+    HTML error page, say), only the parser's first line."""
+    first = message.splitlines()[0].rstrip(":") if message else "malformed answer"
+    if proxy is None:
+        return ProtocolError(f"{url}: the answer is not valid HTTP ({first})", url=url)
+    return ProtocolError(
+        f"{url}: the proxy {redact_url(proxy)} answered with something that is not valid HTTP "
+        f"({first}; often a proxy's error page: access denied or credentials needed): check "
+        "the proxy's address, credentials and access rules, or list this host in no_proxy",
+        url=url,
+        retryable=False,
+    )
+
+
+async def _status_error(
+    response: aiohttp.ClientResponse, url: str, proxy: str | None = None
+) -> HTTPStatusError:
     """The error for an error answer, with the server's message from the start of its body."""
     import aiohttp
 
@@ -139,7 +202,7 @@ async def _status_error(response: aiohttp.ClientResponse, url: str) -> HTTPStatu
         body = await response.content.read(ERROR_BODY_LIMIT)
     except (aiohttp.ClientError, asyncio.TimeoutError):
         body = b""
-    return status_error(response.status, response.reason, response.headers, url, body)
+    return status_error(response.status, response.reason, response.headers, url, body, proxy=proxy)
 
 
 class Body(Protocol):
@@ -281,15 +344,23 @@ class Transport:
         self._ssl_asked = trust != TLSTrust()  # a caller's session gets it only when asked
         fast = session is None and settings.fast_path
         self._credentials = Credentials(netrc_path=settings.netrc)
+        self._proxies = settings.proxies
         self._raw = (
-            RawClient(timeouts, policy=policy, ssl_context=self.ssl_context, trusted=self._trusted)
+            RawClient(
+                timeouts,
+                policy=policy,
+                ssl_context=self.ssl_context,
+                trusted=self._trusted,
+                proxies=settings.proxies,
+            )
             if fast
             else None
         )
         self._budget = budget
         self._policy = policy
         self._guards: tuple[Middleware, ...] = (
-            (_policy_middleware(policy),) if policy is not None else ()
+            _proxy_middleware(settings.proxies),
+            *((_policy_middleware(policy),) if policy is not None else ()),
         )
         self._entered = False
 
@@ -329,6 +400,9 @@ class Transport:
         The header asking S3 for its checksum is not signed: a presigned URL a redirect leads
         to may refuse it (400 or 403), and the probe is then made again without it.
         """
+        if is_file_url(url):
+            self._local(url)
+            return await probe_file(url)
         base = self._headers_for(url)
         headers = self._probe_headers(url, base)
         try:
@@ -339,7 +413,8 @@ class Transport:
         return await self._probe(url, base)
 
     async def _probe(self, url: str, headers: dict[str, str]) -> RemoteInfo:
-        if self._raw is not None and self._raw.target(url) is not None:
+        direct = self._proxy(url) is None  # a proxy's refusal is aiohttp's to read and name
+        if self._raw is not None and direct and self._raw.target(url) is not None:
             head = await self._raw_head(url, headers)
         else:
             head = await self._head(url, headers)
@@ -361,7 +436,9 @@ class Transport:
         async with self._slot(url):
             head = await self._raw.head(url, await self._credentials.headers(url, headers))
             if head is not None and head.status >= 400 and head.status not in _HEAD_REFUSED:
-                raise status_error(head.status, head.reason, head.headers, url)
+                raise status_error(
+                    head.status, head.reason, head.headers, url, proxy=self._proxy(url)
+                )
         if head is None or head.status != 200 or is_encoded(head.headers):
             return None
         return _info_from_headers(url, url, [head.headers], head.content_length)
@@ -384,6 +461,21 @@ class Transport:
                     self._budget.pause(host, exc.retry_after)
                 raise
             self._budget.answered(host)
+
+    def _local(self, url: str) -> None:
+        """Raise AddressBlocked for a ``file://`` URL under an address policy: a service
+        reads no local file for its clients."""
+        if self._policy is not None:
+            raise AddressBlocked(
+                f"{url}: local files are not read under an address policy (asyncfetch serve "
+                "downloads from the network only)",
+                url=url,
+                address="file",
+            )
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy a request for ``url`` goes through (see :mod:`.proxies`), if any."""
+        return proxy_for(url, self._proxies)
 
     def asks_for(self, url: str) -> None:
         """``url`` is one a download asks for: the caller's ``Authorization`` and ``Cookie``
@@ -423,13 +515,13 @@ class Transport:
     async def _head(self, url: str, headers: dict[str, str]) -> RemoteInfo | None:
         async with (
             self._slot(url),
-            translate_errors(url, self._trusted),
+            translate_errors(url, self._trusted, self._proxy(url)),
             self._aio_request("HEAD", url, headers) as response,
         ):
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
-                raise await _status_error(response, url)
+                raise await _status_error(response, url, self._proxy(url))
             size = None if is_encoded(response.headers) else response.content_length
             return _info_from_headers(url, _final(url, response), _answers(response), size)
 
@@ -437,11 +529,11 @@ class Transport:
         headers = {**headers, "Range": _PROBE_RANGE.header()}
         async with (
             self._slot(url),
-            translate_errors(url, self._trusted),
+            translate_errors(url, self._trusted, self._proxy(url)),
             self._aio_request("GET", url, headers) as response,
         ):
             if response.status >= 400:
-                raise await _status_error(response, url)
+                raise await _status_error(response, url, self._proxy(url))
             if response.status == 206 and not is_encoded(response.headers):
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
@@ -486,6 +578,12 @@ class Transport:
                 back.
             ProtocolError: the answer is for another range.
         """
+        if is_file_url(url):
+            self._local(url)
+            async with open_file(url, byte_range, if_range=if_range, window=window,
+                                 size=size) as local:  # fmt: skip
+                yield local
+            return
         headers = self._headers_for(url, asked)
         if byte_range is not None:
             headers["Range"] = byte_range.header()
@@ -501,9 +599,10 @@ class Transport:
                     finally:
                         self._raw.finish(raw.connection)
                     return
+            proxy = self._proxy(url)
             timely = _head_within(self._timeouts, url, self._aio_request("GET", url, headers))
-            async with translate_errors(url, self._trusted), timely as response:
-                await _check_response(response, url, byte_range, size)
+            async with translate_errors(url, self._trusted, proxy), timely as response:
+                await _check_response(response, url, byte_range, size, proxy)
                 span = window or Span()
                 speed = LowSpeed.of(self._timeouts, time.monotonic())
                 body = AioBody(response, url, byte_range, response.content_length, span,
@@ -527,7 +626,7 @@ class Transport:
                 url, await self._credentials.headers(url, headers), byte_range, window, size
             )
         except HTTPStatusError as exc:
-            if exc.status in (401, 403):
+            if exc.status in (401, 403, 407):  # 407: aiohttp's message names the proxy
                 return None
             raise
 
@@ -585,6 +684,33 @@ def _open_session(
     )
 
 
+def _proxy_middleware(env: ProxyEnv) -> Middleware:
+    """An aiohttp client middleware that sends each request, redirects included, through
+    the proxy :func:`.proxies.proxy_for` chooses for its URL (curl's rules: ``all_proxy``,
+    CIDR ranges in ``no_proxy``), in place of aiohttp's own choice; the proxy's userinfo
+    becomes its ``Proxy-Authorization`` (on the CONNECT of an https request, else on the
+    request itself)."""
+    import yarl
+
+    async def middleware(request: Any, handler: Handler) -> Any:
+        proxy = proxy_for(str(request.url), env)
+        if proxy is None:
+            request.update_proxy(None, None, None)
+            return await handler(request)
+        where = yarl.URL(proxy)
+        tunnel: dict[str, str] | None = None
+        if where.user is not None:
+            value = basic_credentials(where.user, where.password or "")
+            if request.is_ssl():
+                tunnel = {"Proxy-Authorization": value}
+            else:
+                request.headers["Proxy-Authorization"] = value
+        request.update_proxy(where.with_user(None), None, tunnel)
+        return await handler(request)
+
+    return middleware
+
+
 #: the URL of the request aiohttp is connecting for, so the resolver can name it
 _HOP: contextvars.ContextVar[str] = contextvars.ContextVar("asyncfetch_hop", default="")
 
@@ -612,11 +738,12 @@ def _policy_resolver(policy: NetPolicy) -> Any:
     """An aiohttp resolver that gives only the addresses ``policy`` allows (AddressBlocked
     when it allows none); the environment's proxies are resolved as they are."""
     import urllib.parse
-    import urllib.request
 
     import aiohttp.abc
 
-    proxies = {urllib.parse.urlsplit(p).hostname for p in urllib.request.getproxies().values()}
+    env = env_settings().proxies
+    proxies = {urllib.parse.urlsplit(p if "://" in p else f"http://{p}").hostname
+               for p in (env.http, env.https, env.all) if p}  # fmt: skip
 
     class PolicyResolver(aiohttp.abc.AbstractResolver):
         async def resolve(
@@ -653,10 +780,14 @@ def _final(url: str, response: aiohttp.ClientResponse) -> str:
 
 
 async def _check_response(
-    response: aiohttp.ClientResponse, url: str, byte_range: ByteRange | None, size: int | None
+    response: aiohttp.ClientResponse,
+    url: str,
+    byte_range: ByteRange | None,
+    size: int | None,
+    proxy: str | None = None,
 ) -> None:
     if response.status >= 400:
-        raise await _status_error(response, url)
+        raise await _status_error(response, url, proxy)
     check_answer(response.status, response.reason, response.headers, url, byte_range, size)
 
 

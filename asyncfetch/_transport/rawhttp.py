@@ -3,9 +3,11 @@
 The event loop receives straight into two preallocated buffers per connection (no bytes
 objects, no joins). A full buffer is lent to the engine, which writes it at its file offset in
 the I/O pool while the other buffer fills; reading pauses only while both are taken. It is
-used for ``http://`` URLs, and ``https://`` ones when given the Transport's ``ssl.SSLContext``
-(the event loop's TLS under the same protocol), without a proxy; anything it does not handle
-(proxies, chunked or encoded answers, redirects) goes to aiohttp, and :meth:`RawClient.open`
+used for ``http://`` URLs, directly or through a plain-http proxy (the request in absolute
+form, the proxy's userinfo as ``Proxy-Authorization``), and for ``https://`` ones without a
+proxy when given the Transport's ``ssl.SSLContext`` (the event loop's TLS under the same
+protocol); anything it does not handle (https through a proxy, tunnels, chunked or encoded
+answers, redirects) goes to aiohttp, and :meth:`RawClient.open`
 says so by returning None.
 
 Keep-alive connections are pooled per (scheme, host, port). One watchdog per client aborts
@@ -19,19 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import ssl
-import sys
 import time
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
-from .._config import Timeouts
+from .._config import ProxyEnv, Timeouts
 from .._errors import ConnectionFailed, FetchTimeout, ProtocolError
 from .._models import ByteRange
+from .._userinfo import basic_credentials
 from .answers import check_answer, is_encoded, parse_content_range, status_error
 from .netpolicy import NetPolicy
+from .proxies import proxy_for
 from .rawconn import (
     BUFFER_SIZE,
     Connection,
@@ -51,7 +53,7 @@ __all__ = [
     "Window",
     "parse_head",
     "plain_target",
-    "proxied",
+    "via_proxy",
 ]
 
 WATCHDOG_TICK = 0.25
@@ -60,12 +62,14 @@ IDLE_PER_HOST = 32
 
 @dataclass(frozen=True)
 class Target:
-    """Where a URL's requests go."""
+    """Where a URL's requests go: its host, or for plain http a proxy (``path`` is then the
+    whole URL, and ``proxy_authorization`` the proxy's credentials, if any)."""
 
     host: str
     port: int
     netloc: str
     path: str
+    proxy_authorization: str | None = field(default=None, repr=False)
     tls: bool = False
 
     @property
@@ -76,6 +80,8 @@ class Target:
     def request(self, headers: Mapping[str, str], method: str = "GET") -> bytes | None:
         """The request bytes, or None when a header cannot be sent as is."""
         lines = [f"{method} {self.path} HTTP/1.1", f"Host: {self.netloc}"]
+        if self.proxy_authorization is not None:
+            lines.append(f"Proxy-Authorization: {self.proxy_authorization}")
         for name, value in headers.items():
             if name.lower() == "host" or any(c in name + value for c in "\r\n\0"):
                 return None
@@ -102,19 +108,24 @@ def plain_target(url: str) -> Target | None:
         port = parts.port or (443 if tls else 80)
     except ValueError:
         return None
-    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path, tls)
+    return Target(parts.hostname, port, parts.netloc.rpartition("@")[2], path, tls=tls)
 
 
-def proxied(host: str, scheme: str = "http") -> bool:
-    """Whether aiohttp with ``trust_env`` would send a ``scheme`` request to ``host`` via a
-    proxy."""
-    if sys.platform.startswith("linux") and not any(
-        name.lower().endswith("_proxy") for name in os.environ
-    ):
-        return False  # what getproxies() finds on Linux, without importing urllib.request
-    import urllib.request
-
-    return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+def via_proxy(target: Target, proxy: str) -> Target | None:
+    """``target`` sent through the plain-http ``proxy`` (absolute-form request), or None for
+    a proxy this client does not speak (https)."""
+    parts = urlsplit(proxy)
+    if parts.scheme != "http" or not parts.hostname:
+        return None
+    try:
+        port = parts.port or 80
+    except ValueError:
+        return None
+    authorization = None
+    if parts.username is not None:
+        authorization = basic_credentials(unquote(parts.username), unquote(parts.password or ""))
+    whole = f"http://{target.netloc}{target.path}"
+    return Target(parts.hostname, port, target.netloc, whole, proxy_authorization=authorization)
 
 
 class RawBody:
@@ -171,27 +182,31 @@ class RawClient:
         policy: NetPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
         trusted: str | None = None,
+        proxies: ProxyEnv | None = None,
     ) -> None:
         self._timeouts = timeouts
         self._bufsize = bufsize
         self._policy = policy
         self._ssl = ssl_context
         self._trusted = trusted
+        self._proxies = proxies or ProxyEnv()
         self._idle: dict[tuple[str, int], list[Connection]] = {}
         self._busy: set[Connection] = set()
         self._tick: asyncio.TimerHandle | None = None
-        self._bypass: dict[tuple[str, str], bool] = {}
         self._general: set[str] = set()  # URLs whose answers need aiohttp (chunked, encoded)
 
     def target(self, url: str) -> Target | None:
-        """Where to send ``url``'s requests, or None when this client is not for it."""
+        """Where to send ``url``'s requests, or None when this client is not for it (with a
+        policy, proxied requests go to aiohttp, which judges their targets)."""
         target = plain_target(url)
         if target is None or url in self._general or target.tls and self._ssl is None:
             return None
-        scheme = "https" if target.tls else "http"
-        if (scheme, target.host) not in self._bypass:
-            self._bypass[scheme, target.host] = proxied(target.host, scheme)
-        return None if self._bypass[scheme, target.host] else target
+        proxy = proxy_for(url, self._proxies)
+        if proxy is None:
+            return target
+        if self._policy is not None or target.tls:
+            return None  # under a policy, or https through a proxy: aiohttp (CONNECT)
+        return via_proxy(target, proxy)
 
     async def open(
         self,

@@ -51,6 +51,9 @@ Faults (several may combine; offsets and counts in bytes):
 - ``auth=USER:PASS`` answer 401 (with ``WWW-Authenticate: Basic``), before any redirect, unless
   the request has ``Authorization: Basic`` with exactly these credentials
 - ``rate=BYTES_PER_S`` throttle the response body; ``delay=SECONDS`` wait before answering
+  (every request: a per-request cost); ``close=1`` answer GETs with ``Connection: close``;
+  ``burst=N`` with ``rate``: each response's first N body bytes go unthrottled (nginx's
+  ``limit_rate_after``: an initial burst)
 - ``X-Amz-Signature=SIG`` a presigned URL's signature (no effect alone); with
   ``expires_after=N`` the signature expires once N body bytes were sent under it (for this
   file, in all): later requests carrying it get 403 with an S3-like body "Request has expired"

@@ -54,6 +54,8 @@ FAULT_PARAMS: dict[str, Callable[[str], Any]] = {
     "auth": str,
     "rate": count,
     "delay": seconds,
+    "close": flag,
+    "burst": count,
     "times": count,
     "digest": str,
     "digest_of": str,
@@ -89,6 +91,8 @@ class Faults:
     auth: str | None = None
     rate: int | None = None
     delay: float = 0.0
+    close: bool = False
+    burst: int = 0
     times: int | None = None
     digest: tuple[str, ...] = ()
     digest_of: str | None = None

@@ -603,10 +603,12 @@ class FaultServer:
         if rate:  # about 20 writes a second
             chunk = max(1, min(chunk, rate // 20))
         response = self._stream_response(plan)
+        if faults.close and self._fire("close", record, faults):
+            response.force_close()  # Connection: close, as an S3 emulator on every answer
         pieces = body_pieces(file.data, plan, flips, chunk)
         try:
             await response.prepare(request)
-            if not await self._write_body(response, pieces, cut, rate, record):
+            if not await self._write_body(response, pieces, cut, rate, record, faults.burst):
                 self._finish(record, "stopped")
                 self._abort(request)
             elif cut is not None and record.bytes_sent == cut[1]:
@@ -641,8 +643,10 @@ class FaultServer:
         cut: tuple[str, int] | None,
         rate: int | None,
         record: RequestRecord,
+        burst: int = 0,
     ) -> bool:
-        """Write pieces up to the cut; False if the server began stopping meanwhile."""
+        """Write pieces up to the cut, the first ``burst`` bytes unthrottled; False if the
+        server began stopping meanwhile."""
         budget = cut[1] if cut is not None else None
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -650,7 +654,8 @@ class FaultServer:
             if budget is not None:
                 piece = piece[:budget]
                 budget -= len(piece)
-            due = began + record.bytes_sent / rate - loop.time() if rate else 0.0
+            throttled = max(record.bytes_sent - burst, 0)
+            due = began + throttled / rate - loop.time() if rate else 0.0
             if due > 0 and not await self._pause(due):
                 return False
             if is_last and budget != 0:

@@ -116,6 +116,24 @@ def test_uses_the_same_cache_file_as_torch_hub(
     assert_same(theirs, ours)
 
 
+def test_a_file_url_on_a_shared_filesystem_loads_as_torch_hub_loads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    expected = state()
+    shared = tmp_path / "nfs" / "models" / "w-1.pth"
+    shared.parent.mkdir(parents=True)
+    shared.write_bytes(torch_bytes(expected))
+
+    theirs = torch.hub.load_state_dict_from_url(
+        shared.as_uri(), model_dir=str(tmp_path / "theirs"), progress=False
+    )
+    ours = asyncfetch.load_state_dict_from_url(shared.as_uri(), progress=False)
+
+    assert_same(ours, theirs)
+    assert (tmp_path / "torch-home" / "hub" / "checkpoints" / "w-1.pth").is_file()
+
+
 def test_honours_torch_hub_set_dir(
     server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 from asyncfetch._models import ByteRange
 from asyncfetch._options import Options
 from asyncfetch._transport.client import AioBody, Transport
-from asyncfetch._transport.rawhttp import RawBody, Span
+from asyncfetch._transport.rawhttp import Span
 from tests.faultserver import FaultServer
 from tests.helpers import http_only, over_http_and_https  # noqa: F401 (the scheme fixture)
 
@@ -43,28 +43,6 @@ async def test_a_callers_session_always_uses_aiohttp(
         transport = Transport(Options(connections=1), session=session)
         async with transport, transport.open(url, ByteRange(0, 10), window=Span()) as body:
             assert isinstance(body, AioBody)
-
-
-@http_only  # the choice of the plain-http fast path; and no CONNECT in the fault server
-async def test_a_proxied_url_uses_aiohttp(
-    server: FaultServer, payload: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("ASYNCFETCH_FAST_PATH", "1")
-    monkeypatch.setenv("http_proxy", server.base_url)  # the FaultServer answers as a proxy
-    monkeypatch.delenv("no_proxy", raising=False)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    url = server.add_file("m.bin", payload)
-    async with (
-        Transport(Options(connections=1)) as transport,
-        transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
-    ):
-        assert isinstance(body, AioBody)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    async with (
-        Transport(Options(connections=1)) as transport,
-        transport.open(url, ByteRange(0, 10), window=Span(stop=10)) as body,
-    ):
-        assert isinstance(body, RawBody)
 
 
 async def test_aiohttp_body_hands_over_bytes_before_its_error(

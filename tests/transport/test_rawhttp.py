@@ -13,11 +13,12 @@ import uvloop
 
 import asyncfetch
 from asyncfetch import ConnectionFailed, FetchTimeout, HTTPStatusError, ProtocolError, Timeouts
+from asyncfetch._config import ProxyEnv
 from asyncfetch._models import ByteRange
 from asyncfetch._options import Options
 from asyncfetch._transport.answers import RangeNotHonoured
 from asyncfetch._transport.client import AioBody, Transport
-from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head, proxied
+from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head
 from tests.faultserver import FaultServer
 from tests.faultserver.tls import ca_path
 from tests.helpers import (
@@ -409,25 +410,11 @@ def test_parse_head() -> None:
             parse_head(bad)
 
 
-def test_proxy_rules_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    assert not proxied("example.org")
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    assert proxied("example.org")
-    monkeypatch.setenv("no_proxy", "example.org")
-    assert not proxied("example.org")
-
-
-def test_https_proxy_rules_are_https_proxys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
-    assert not proxied("example.org", "https")
-    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
-    assert proxied("example.org", "https")
-    client = RawClient(Timeouts(), ssl_context=ssl.create_default_context())
+def test_https_through_a_proxy_is_left_to_aiohttps_connect() -> None:
+    proxies = ProxyEnv(http="http://127.0.0.1:9", https="http://127.0.0.1:9")
+    client = RawClient(Timeouts(), ssl_context=ssl.create_default_context(), proxies=proxies)
     assert client.target("https://example.org/m.bin") is None  # left to aiohttp's CONNECT
+    assert client.target("http://example.org/m.bin") is not None  # plain http: the fast path
     assert RawClient(Timeouts()).target("https://127.0.0.1/m.bin") is None  # no context
 
 
