@@ -718,32 +718,40 @@ _HOP: contextvars.ContextVar[str] = contextvars.ContextVar("asyncfetch_hop", def
 def _policy_middleware(policy: NetPolicy) -> Middleware:
     """An aiohttp client middleware that has ``policy`` judge each request, redirects
     included, before it is sent: a host spelling an address (aiohttp connects to those
-    without asking its resolver), and any host when the request goes through a proxy (which
-    resolves it; the proxy itself is the operator's choice and not judged). Other names are
-    judged as they are resolved (:func:`_policy_resolver`), so the address checked is the one
-    connected to."""
+    without asking its resolver), any host when the request goes through a proxy (which
+    resolves it; the proxy itself is the operator's choice and not judged), and a proxy's own
+    name asked for directly (no_proxy: its resolver passes proxy names through unjudged).
+    Other names are judged as they are resolved (:func:`_policy_resolver`), so the address
+    checked is the one connected to."""
+    proxies = _proxy_hosts()
 
     async def middleware(request: Any, handler: Handler) -> Any:
         url = request.url
         _HOP.set(str(url))
         host = url.raw_host or ""
-        if request.proxy is not None or literal_address(host) is not None:
+        if request.proxy is not None or host in proxies or literal_address(host) is not None:
             await policy.addresses(host, url.port or 0, url=str(url))
         return await handler(request)
 
     return middleware
 
 
+def _proxy_hosts() -> frozenset[str]:
+    """The host names of the environment's proxies."""
+    import urllib.parse
+
+    env = env_settings().proxies
+    hosts = (urllib.parse.urlsplit(p if "://" in p else f"http://{p}").hostname
+             for p in (env.http, env.https, env.all) if p)  # fmt: skip
+    return frozenset(host for host in hosts if host)
+
+
 def _policy_resolver(policy: NetPolicy) -> Any:
     """An aiohttp resolver that gives only the addresses ``policy`` allows (AddressBlocked
     when it allows none); the environment's proxies are resolved as they are."""
-    import urllib.parse
-
     import aiohttp.abc
 
-    env = env_settings().proxies
-    proxies = {urllib.parse.urlsplit(p if "://" in p else f"http://{p}").hostname
-               for p in (env.http, env.https, env.all) if p}  # fmt: skip
+    proxies = _proxy_hosts()
 
     class PolicyResolver(aiohttp.abc.AbstractResolver):
         async def resolve(

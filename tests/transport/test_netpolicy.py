@@ -231,3 +231,28 @@ async def test_through_a_proxy_the_target_is_judged_not_the_proxy(
                 await transport.probe(url)
     assert [r.path for r in server.requests] == ["/files/m.bin"] * len(server.requests)
     assert len(server.requests) in (1, 2)  # HEAD, maybe a 1-byte GET: public.test's only
+
+
+async def resolve_localhost(host: str, port: int) -> Sequence[str]:
+    """:func:`fake_resolver`, and ``localhost`` as the system has it."""
+    return ["127.0.0.1"] if host == "localhost" else await fake_resolver(host, port)
+
+
+async def test_a_redirect_to_the_proxys_own_name_is_judged_when_it_bypasses_the_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, payload: bytes, receive_path: str
+) -> None:
+    # a proxy on this machine by name (cntlm, px), and the usual no_proxy for local names: a
+    # redirect to that name goes direct, and the name must be judged like any other
+    monkeypatch.setenv("http_proxy", "http://localhost:9/")
+    monkeypatch.setenv("no_proxy", "localhost,127.0.0.2")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with FaultServer(host="127.0.0.2") as public, FaultServer() as secret:
+        public.add_file("m.bin", payload)
+        secret.add_file("secret.bin", b"TOP SECRET")
+        target = f"http://localhost:{secret.base_url.rsplit(':', 1)[1]}/files/secret.bin"
+        allowed = NetPolicy(allowed=("127.0.0.2/32",), resolver=resolve_localhost)
+        async with running(tmp_path / "cache", net=allowed) as svc:
+            status, answer = await svc.post({"url": public.url("m.bin", redirect_to=target)})
+        assert status == 403, answer
+        assert answer["type"] == "AddressBlocked"
+        assert secret.requests == []
