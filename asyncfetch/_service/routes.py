@@ -185,11 +185,22 @@ def _no_job(id_: str) -> web.Response:
     return error_response(404, f"no job {id_!r}; GET /v1/jobs lists them", "NotFound")
 
 
+#: a cached file is bytes to save, whatever its name: never a page (text/html, an SVG) that a
+#: browser would run as the service's own origin, beside the status page and its token
+SERVED_AS_BYTES = {
+    "Content-Type": "application/octet-stream",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+    "Content-Disposition": "attachment",
+}
+
+
 class DigestFileResponse(web.FileResponse):
-    """A FileResponse whose ETag is the file's SHA-256, with a ``Repr-Digest`` header."""
+    """A FileResponse whose ETag is the file's SHA-256, with a ``Repr-Digest`` header, sent
+    as bytes (:data:`SERVED_AS_BYTES`)."""
 
     def __init__(self, path: Path, sha256: str) -> None:
-        super().__init__(path)
+        super().__init__(path, headers=SERVED_AS_BYTES)
         self._tag = sha256
         raw = bytes.fromhex(sha256)
         self.headers["Repr-Digest"] = f"sha-256=:{base64.b64encode(raw).decode()}:"

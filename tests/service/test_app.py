@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -111,6 +112,25 @@ async def test_name_chooses_the_cache_file(
     status, body = await svc.post({"url": url, "name": "resnet-1234.pth"})
     assert status == 200, body
     assert leftovers(svc.service.cache_dir) == ["resnet-1234.pth"]
+
+
+async def test_a_downloaded_page_is_served_as_bytes_never_as_a_page_of_the_service(
+    svc: Running, server: FaultServer
+) -> None:
+    # text/html from the service's own origin would run its script as the service's page:
+    # its POSTs carry the service's Origin, which the guard lets through, and in the status
+    # page's tab it reads the token that page keeps
+    page = b"<script>fetch('/fetch', {method: 'POST'})</script>"
+    url = server.add_file("page.html", page)
+    assert (await svc.post({"url": url, "name": "page.html"}))[0] == 200
+    for method, route in itertools.product(("GET", "HEAD"), ("/files/", "/v1/files/")):
+        async with svc.client.request(method, f"{svc.url}{route}page.html") as answer:
+            assert answer.status == 200
+            assert answer.headers["Content-Type"] == "application/octet-stream"
+            assert answer.headers["X-Content-Type-Options"] == "nosniff"
+            assert answer.headers["Content-Security-Policy"] == "sandbox"
+            assert answer.headers["Content-Disposition"] == "attachment"
+            assert await answer.read() == (page if method == "GET" else b"")
 
 
 async def test_concurrent_posts_share_one_download(
