@@ -242,6 +242,7 @@ class AioBody:
     sent_at: float = 0.0
     encoding: str = ""
     speed: LowSpeed | None = None  # the low-speed limit, if on
+    file_size: int | None = None  # the file's size as probed, if known (``size``: the answer's)
     _pending: TransportError | None = None
     _held: tuple[int, bytes] = (0, b"")
     _received: int = 0
@@ -281,6 +282,7 @@ class AioBody:
                 if not chunk:
                     break
                 room = self.window.stop - start - batched
+                self._check_within_size(start + batched + len(chunk))
                 batch.append(chunk if len(chunk) <= room else chunk[:room])
                 batched += len(batch[-1])
                 self.window.reached = start + batched
@@ -292,6 +294,17 @@ class AioBody:
             self._held = (start, b"".join(batch))
             raise
         return batch
+
+    def _check_within_size(self, end: int) -> None:
+        """Raise FileChanged when a whole-file body runs past the file's known size (a
+        chunked answer has no length to check first): cutting it there would keep a part of
+        another file as the whole one."""
+        if self.byte_range is None and self.file_size is not None and end > self.file_size:
+            raise FileChanged(
+                f"{self.url}: the server sent more than the {self.file_size} bytes it announced "
+                "(the file changed, or the server is broken); run again to download it anew",
+                url=self.url,
+            )
 
     def abandon(self) -> None:
         """Stop reading before the end: the connection is closed, not reused."""
@@ -607,7 +620,7 @@ class Transport:
                 speed = LowSpeed.of(self._timeouts, time.monotonic())
                 body = AioBody(response, url, byte_range, response.content_length, span,
                                sent_at=sent_at, encoding=_encoding(response.headers),
-                               speed=speed)  # fmt: skip
+                               speed=speed, file_size=size)  # fmt: skip
                 yield body
 
     async def _raw_open(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gzip
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ import asyncfetch
 from asyncfetch import IntegrityError, ProtocolError, cache
 from asyncfetch._cli.main import main as cli_main
 from tests.faultserver import FaultServer, make_payload
-from tests.faultserver.rawserver import RawServer, serve_file
+from tests.faultserver.rawserver import RawRequest, RawServer, serve_file
 from tests.helpers import leftovers, no_wait, sha256
 
 MakeServer = Callable[[], FaultServer]
@@ -317,3 +317,20 @@ def served(server: RawServer, most: int) -> list[tuple[int, int]]:
             assert not runs or runs[-1][1] < start, "a byte was asked for twice"
             runs.append((start, stop))
     return runs
+
+
+def grown_file(request: RawRequest) -> Iterator[bytes]:
+    """A HEAD that gives 1000 bytes, then a GET answer, chunked, of 64 KiB: the file grew."""
+    if request.method == "HEAD":
+        yield b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nAccept-Ranges: bytes\r\n\r\n"
+        return
+    yield b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    yield b"10000\r\n" + b"x" * 0x10000 + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.usefixtures("fast_path")
+async def test_a_body_longer_than_the_probed_size_is_no_file(tmp_path: Path) -> None:
+    # it was cut at the probe's size and kept as the whole file: the first 1000 of 65536 bytes
+    with RawServer(grown_file) as server, pytest.raises(ProtocolError, match="more than"):
+        await asyncfetch.fetch(server.url(), tmp_path / "f", retry=no_wait(attempts=1)[0])
+    assert leftovers(tmp_path) == []
