@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -293,7 +293,18 @@ class AioBody:
         except asyncio.CancelledError:
             self._held = (start, b"".join(batch))
             raise
+        if batch and self._ends_unmeasured_file(start + batched):
+            extra = b""
+            with suppress(TransportError):  # as before: the bytes asked for came
+                extra = await self.read()
+            self._check_within_size(start + batched + len(extra))
         return batch
+
+    def _ends_unmeasured_file(self, end: int) -> bool:
+        """Whether ``end`` is the end of the file in a whole-file body of no stated length,
+        which must end there too (see :meth:`_check_within_size`)."""
+        whole = self.byte_range is None and self.size is None
+        return whole and end == self.file_size == self.window.stop
 
     def _check_within_size(self, end: int) -> None:
         """Raise FileChanged when a whole-file body runs past the file's known size (a

@@ -319,18 +319,27 @@ def served(server: RawServer, most: int) -> list[tuple[int, int]]:
     return runs
 
 
-def grown_file(request: RawRequest) -> Iterator[bytes]:
-    """A HEAD that gives 1000 bytes, then a GET answer, chunked, of 64 KiB: the file grew."""
-    if request.method == "HEAD":
-        yield b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nAccept-Ranges: bytes\r\n\r\n"
-        return
-    yield b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    yield b"10000\r\n" + b"x" * 0x10000 + b"\r\n0\r\n\r\n"
+def grown_file(pause: float) -> Callable[[RawRequest], Iterator[bytes | float]]:
+    """A HEAD that gives 1000 bytes, then a GET answer, chunked, of 64 KiB: the file grew;
+    with ``pause``, its first 1000 bytes come first, the rest ``pause`` s later."""
+
+    def answer(request: RawRequest) -> Iterator[bytes | float]:
+        if request.method == "HEAD":
+            yield b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nAccept-Ranges: bytes\r\n\r\n"
+            return
+        yield b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        if pause:
+            yield from (b"3e8\r\n" + b"x" * 1000 + b"\r\n", pause)
+        rest = 0x10000 - (1000 if pause else 0)
+        yield b"%x\r\n" % rest + b"x" * rest + b"\r\n0\r\n\r\n"
+
+    return answer
 
 
 @pytest.mark.usefixtures("fast_path")
-async def test_a_body_longer_than_the_probed_size_is_no_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pause", [0, 0.3], ids=["at-once", "after-the-size"])
+async def test_a_body_longer_than_the_probed_size_is_no_file(tmp_path: Path, pause: float) -> None:
     # it was cut at the probe's size and kept as the whole file: the first 1000 of 65536 bytes
-    with RawServer(grown_file) as server, pytest.raises(ProtocolError, match="more than"):
+    with RawServer(grown_file(pause)) as server, pytest.raises(ProtocolError, match="more than"):
         await asyncfetch.fetch(server.url(), tmp_path / "f", retry=no_wait(attempts=1)[0])
     assert leftovers(tmp_path) == []
