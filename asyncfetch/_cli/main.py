@@ -244,10 +244,15 @@ def _mirrors(args: argparse.Namespace) -> int:
               "URLs that serve the file you expect", file=sys.stderr)  # fmt: skip
     failed = [r for r in reports if r.error]
     if failed:  # a dead mirror fails the command too, so CI notices it
-        listing = "; ".join(f"{r.url}: {r.error}" for r in failed)
+        listing = "; ".join(_naming(r.url, r.error) for r in failed if r.error)
         print(f"asyncfetch: error: {len(failed)} of {len(reports)} mirrors failed: "
               f"{one_line_text(listing)}; fix or drop them", file=sys.stderr)  # fmt: skip
     return EXIT_FAILED if differ or failed or not any(r.ok for r in reports) else EXIT_OK
+
+
+def _naming(url: str, error: str) -> str:
+    """``error``, beginning with the URL it is about (most errors already do)."""
+    return error if error.startswith(url) else f"{url}: {error}"
 
 
 def _print_mirror_table(reports: list[MirrorReport]) -> None:

@@ -129,7 +129,8 @@ class Guard:
         return Refusal(
             403,
             "HostNotAllowed",
-            f"the Host header {value!r} does not name this service (a web page rebinding its "
+            f"{'the Host header ' + repr(value) if value is not None else 'no Host header'} "
+            "does not name this service (a web page rebinding its "
             f"DNS name would send its own); use {known}, or start the service with "
             "--allowed-host NAME for a name clients use",
         )

@@ -171,6 +171,7 @@ def test_cli_table_names_the_error(make_server: MakeServer) -> None:
     assert "ok" in lines[1]  # the ranking is still printed
     assert "404" in done.stdout
     assert done.stderr.startswith(f"asyncfetch: error: 1 of 2 mirrors failed: {a.url('missing')}")
+    assert done.stderr.count(a.url("missing")) == 1  # named once, not "URL: URL: ..."
     assert "404" in done.stderr
     assert done.stderr.count("\n") == 1
 
