@@ -10,8 +10,10 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Sequence
+from pathlib import Path
 from typing import Literal
 
+from .._cache.marker import record_download
 from .._errors import (
     FetchError,
     IntegrityError,
@@ -130,6 +132,19 @@ class Download:
             return Sha256(announced)
         return mine
 
+    def _vouch(self, part: Path, digest: str | None) -> None:
+        """Record what the finished part is before it takes the target's name (blocking): the
+        record rides on the file (an extended attribute), so a process killed between the
+        rename and the engine's final record leaves a file a rerun finds vouched for."""
+        record_download(
+            part,
+            url=self.request.url,
+            sha256=digest,
+            verified=self.request.sha256 is not None,
+            info=self.info,
+            checked=self.checked_against,
+        )
+
     @property
     def checked_against(self) -> Checked | None:
         """Where :attr:`expected` came from, or None when there is none."""
@@ -177,7 +192,9 @@ class Download:
                 self._warn_if_starting_over(sink, info)
                 await self._download_stream(sink, info.size, info.url)
             size = info.size if info.size is not None and not self.encoding else sink.written
-            digest = await sink.finalize(size, self.expected, self._repair_for(sink, size))
+            digest = await sink.finalize(
+                size, self.expected, self._repair_for(sink, size), before_rename=self._vouch
+            )
         except IntegrityError as exc:
             await asyncio.shield(sink.close())  # a short file is kept for a resume
             blame = self._blame()

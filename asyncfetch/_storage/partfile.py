@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import os
 import threading
 import time
@@ -45,6 +46,8 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
 
 Repair = Callable[[str], Awaitable[str | None]]
+#: Called with the finished part's path and digest just before the rename (see finalize).
+BeforeRename = Callable[[Path, str | None], None]
 
 
 async def _settle(future: asyncio.Future[T]) -> T:
@@ -199,7 +202,11 @@ class PartFile:
         await asyncio.to_thread(self._save_journal_blocking, sync=False)  # names nothing now
 
     async def finalize(
-        self, size: int, expected: Expectation, repair: Repair | None = None
+        self,
+        size: int,
+        expected: Expectation,
+        repair: Repair | None = None,
+        before_rename: BeforeRename | None = None,
     ) -> str | None:
         """Check size and digest against what is expected, then move the part to the target
         name: the one verify-then-rename step of every download.
@@ -210,6 +217,10 @@ class PartFile:
             repair: called with the wrong digest when a full one is expected and does not
                 match; it may rewrite bad ranges and return the digest after (see
                 :meth:`rehash`).
+            before_rename: called (in a worker thread) with the part's path and digest once
+                the part is complete, checked and synced, just before it takes the target's
+                name: the caller records what it knows of the file there, so that a process
+                killed right after the rename leaves a file that says what it is.
 
         Returns:
             The SHA-256 as hex, or None when hashing is off.
@@ -234,7 +245,8 @@ class PartFile:
         if not expected.admits(digest):
             await self.discard()
             raise expected.mismatch(url, digest)
-        await _settle(asyncio.get_running_loop().run_in_executor(None, self._commit_blocking))
+        commit = functools.partial(self._commit_blocking, digest, before_rename)
+        await _settle(asyncio.get_running_loop().run_in_executor(None, commit))
         return digest
 
     async def rehash(self, size: int) -> str:
@@ -257,12 +269,14 @@ class PartFile:
         self._guard.check()  # the file may be another download's, even the finished target
         os.ftruncate(self._fd, size)
 
-    def _commit_blocking(self) -> None:
+    def _commit_blocking(self, digest: str | None, before_rename: BeforeRename | None) -> None:
         self._truncate_blocking(self._extents.total())
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
         self._forget()
+        if before_rename is not None:
+            before_rename(self.part, digest)
         try:
             os.replace(self.part, self.dest)
         except FileNotFoundError as exc:
