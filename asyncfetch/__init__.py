@@ -33,9 +33,8 @@ from ._errors import (
 from ._hub.adapt import LoadReport
 from ._models import ByteRange, FetchResult, ProgressEvent, RemoteInfo
 from ._service.client import Job, ServiceClient, ServiceError, SyncServiceClient
+from ._version import __version__
 from .hub import download_url_to_file, load_pretrained, load_state_dict_from_url
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AddressBlocked",

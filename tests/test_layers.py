@@ -17,7 +17,17 @@ PACKAGE = Path(asyncfetch.__file__).parent
 # points. A unit is a top-level module or a subpackage; nothing imports a unit of a higher layer.
 LAYERS: dict[str, int] = {
     **dict.fromkeys(
-        ["_userinfo", "_errors", "_config", "_models", "_expectation", "_options", "_sync"], 0
+        [
+            "_userinfo",
+            "_errors",
+            "_config",
+            "_models",
+            "_expectation",
+            "_options",
+            "_sync",
+            "_version",
+        ],
+        0,
     ),
     **dict.fromkeys(["_storage", "_transport"], 1),
     "_cache": 2,
