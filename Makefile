@@ -14,10 +14,10 @@ help:  ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[dev,serve]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,torch,serve]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install asyncfetch with its dev tools
+install: $(STAMP)  ## create .venv and install asyncfetch with its extras (torch, serve) and dev tools
 
 demo: $(STAMP)  ## serve a generated checkpoint on 127.0.0.1, download, verify and torch.load it
 	$(BIN)/python benchmarks/demo.py

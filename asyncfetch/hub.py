@@ -1,7 +1,10 @@
 """Drop-ins for ``torch.hub``: the same parameters, defaults and cache files, downloaded over
 parallel ranged connections (and mirrors), resumable and verified.
 
-``import torch`` happens inside these functions, so ``import asyncfetch`` stays light.
+``import torch`` happens inside these functions, so ``import asyncfetch`` stays light, and
+torch is an extra (``pip install 'asyncfetch[torch]'``): without it the loading drop-ins raise an
+ImportError that names the extra, before anything is downloaded, and ``download_url_to_file``,
+which only moves bytes, works all the same.
 
     state_dict = asyncfetch.load_state_dict_from_url(url)           # as torch.hub
     report = asyncfetch.load_pretrained(model, "resnet18")          # a registry name
@@ -9,13 +12,14 @@ parallel ranged connections (and mirrors), resumable and verified.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -50,6 +54,8 @@ log = logging.getLogger("asyncfetch")
 
 SAFETENSORS_SUFFIX = ".safetensors"
 SAFETENSORS_DEVICES = ("cpu", "cuda")  # the rest load on the CPU, then move
+_TORCH_EXTRA = "pip install 'asyncfetch[torch]'"
+_EXTRA_MODULES = frozenset({"torch", "safetensors"})
 
 
 def load_state_dict_from_url(
@@ -104,7 +110,10 @@ def load_state_dict_from_url(
             torch.hub, a failed connection is also a ``urllib.error.URLError``, an error
             status also a ``urllib.error.HTTPError`` (with ``code``), a timeout also a
             ``TimeoutError``.
+        ImportError: torch (or, for a ``.safetensors`` file, safetensors) is not installed;
+            the message names the ``torch`` extra.
     """
+    _require_torch()
     source = _hubfile.resolve(
         url, mirrors=mirrors, sha256=sha256, file_name=file_name, check_hash=check_hash,
         registry=registry,
@@ -199,7 +208,9 @@ def load_pretrained(
     Raises:
         CheckpointMismatch: nothing matches (the message hints at a prefix to strip), or
             ``strict`` and something does not.
+        ImportError: torch or safetensors is missing (see :func:`load_state_dict_from_url`).
     """
+    _require_torch()
     if isinstance(source, PathLike):
         path, label = Path(source), os.fspath(source)
     else:
@@ -226,6 +237,8 @@ def load_pretrained(
 def _fetch_checkpoint(source: _hubfile.Checkpoint, model_dir: str | None, options: Options) -> Path:
     directory = model_dir if model_dir is not None else _hub_checkpoints()
     path = cached_path(source.url, directory, source.file_name)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        _require_torch("safetensors")  # before a download it could not load
     with as_urllib_errors():
         _hubfile.ensure_cached(source, path, options, _node_role())
     return path
@@ -238,7 +251,8 @@ def _timeout(timeout: Timeouts | float | None) -> Timeouts | float | None:
 
 def _hub_checkpoints() -> Path:
     """torch.hub's default: ``<torch.hub.get_dir()>/checkpoints`` (honours ``set_dir``)."""
-    import torch.hub
+    with _torch_extra():
+        import torch.hub
 
     return Path(torch.hub.get_dir()) / "checkpoints"
 
@@ -267,7 +281,8 @@ def load_file(path: Path, map_location: MapLocation, weights_only: bool) -> Any:
     """Load a checkpoint file: safetensors, a legacy zip, or anything ``torch.load`` reads."""
     if path.suffix == SAFETENSORS_SUFFIX:
         return _load_safetensors(path, map_location)
-    import torch
+    with _torch_extra():
+        import torch
 
     member = _legacy_zip_member(path)
     if member is not None:
@@ -312,7 +327,8 @@ def _extract(path: Path, member: str) -> Path:
 
 def _load_safetensors(path: Path, map_location: MapLocation) -> dict[str, Any]:
     """A safetensors file as a state dict of tensors placed as ``map_location`` says."""
-    from safetensors.torch import load_file as load_safetensors
+    with _torch_extra():
+        from safetensors.torch import load_file as load_safetensors
 
     if map_location is None or isinstance(map_location, str) or _is_device(map_location):
         device = "cpu" if map_location is None else str(map_location)
@@ -344,3 +360,27 @@ def _relocate(tensor: torch.Tensor, map_location: Callable[..., Any]) -> torch.T
         return tensor
     moved = torch.empty(0, dtype=tensor.dtype, device=storage.device)
     return moved.set_(storage, tensor.storage_offset(), tensor.size(), tensor.stride())
+
+
+def _require_torch(module: str = "torch") -> None:
+    """Raise the ImportError of :func:`_torch_extra` unless ``module`` (torch, or safetensors)
+    can be imported; the drop-ins call it before they download a file they could not load."""
+    with _torch_extra():
+        __import__(module)
+
+
+@contextlib.contextmanager
+def _torch_extra() -> Iterator[None]:
+    """Turn a missing torch or safetensors, within the block, into an ImportError that says
+    which extra brings it; any other import error passes through as it is."""
+    try:
+        yield
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in _EXTRA_MODULES:
+            raise
+        raise ModuleNotFoundError(
+            f"asyncfetch's torch.hub drop-ins need {missing}, which is not installed ({exc}); "
+            f"install the torch extra: {_TORCH_EXTRA} (from a clone: pip install '.[torch]')",
+            name=missing,
+        ) from exc
