@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
             "_expectation",
             "_options",
             "_sync",
+            "_urls",
             "_version",
         ],
         0,
@@ -56,6 +57,7 @@ OWNERS: dict[str, set[str]] = {
     "uvloop": {"_sync", "_transport.rawhttp"},
     "prometheus_client": {"_service.metrics"},
     "truststore": {"_transport.tls"},
+    "yarl": {"_urls", "_transport.client"},  # aiohttp's URL type: check_url; the client
 }
 
 

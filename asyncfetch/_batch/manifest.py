@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._errors import InvalidRequest
-from .._transport.client import check_url
+from .._urls import check_url
 from .many import Source
 
 if sys.version_info >= (3, 11):

@@ -13,8 +13,8 @@ from typing import Any
 from .._config import check_chunk_size, parse_size
 from .._errors import FetchError, InvalidRequest
 from .._hub.registry import looks_like_name
-from .._transport.client import check_url
 from .._transport.netpolicy import parse_networks
+from .._urls import check_url
 from .._userinfo import redact
 
 EXIT_OK = 0

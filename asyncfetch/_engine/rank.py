@@ -25,7 +25,8 @@ from .._config import Timeouts
 from .._errors import FetchError, InvalidRequest
 from .._models import ByteRange, RemoteInfo
 from .._options import make_options
-from .._transport.client import Transport, check_url
+from .._transport.client import Transport
+from .._urls import check_url
 from .._userinfo import redact
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from .._errors import InvalidRequest
 from .._expectation import NOTHING, Expectation, Nothing
 from .._models import ProgressCallback
 from .._options import Options
-from .._transport.client import check_url
+from .._urls import check_url
 from .progress import ProgressBar
 
 log = logging.getLogger("asyncfetch")

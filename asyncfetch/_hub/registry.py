@@ -27,7 +27,7 @@ from typing import Any
 
 from .._config import env_settings
 from .._errors import InvalidRequest
-from .._transport.client import check_url
+from .._urls import check_url
 
 if sys.version_info >= (3, 11):
     import tomllib

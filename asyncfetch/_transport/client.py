@@ -65,7 +65,7 @@ from .credentials import (
     without_authorization,
 )
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
-from .localfile import file_path, is_file_url, open_file, probe_file
+from .localfile import is_file_url, open_file, probe_file
 from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy, literal_address, system_resolver
 from .proxies import proxy_for
@@ -75,7 +75,6 @@ from .rawhttp import Span as Span
 from .tls import certificate_error, described, ssl_context
 
 USER_AGENT = "asyncfetch/0.1"
-SCHEMES = frozenset({"http", "https"})
 _PROBE_RANGE = ByteRange(0, 1)
 READ_BUFSIZE = 1 << 18
 WRITE_BATCH = 1 << 20
@@ -88,31 +87,6 @@ if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit 
     """An application's own HTTP session, which asyncfetch can use instead of opening one."""
 _HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
 _CHECKSUM_REFUSED = frozenset({400, 403})  # S3's answers to an unsigned x-amz-* header
-
-
-def check_url(url: str) -> str:
-    """Return ``url`` if it is an absolute http(s) URL or a local ``file://`` one, else raise
-    InvalidRequest."""
-    if isinstance(url, str) and is_file_url(url):
-        if file_path(url) is None:
-            raise InvalidRequest(
-                f"{url!r} is not a local file URL; give one like file:///path/to/file", url=url
-            )
-        return url
-    try:
-        import yarl  # lazily, as aiohttp (which depends on it)
-
-        parsed = yarl.URL(url)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest(f"{url!r} is not a valid URL: {exc}", url=url) from None
-    if not parsed.scheme or not parsed.host:
-        raise InvalidRequest(f"{url!r} is not a full URL; give one like https://host/file", url=url)
-    if parsed.scheme not in SCHEMES:
-        raise InvalidRequest(
-            f"{url!r}: unsupported scheme {parsed.scheme!r}; use http://, https:// or file://",
-            url=url,
-        )
-    return url
 
 
 @asynccontextmanager

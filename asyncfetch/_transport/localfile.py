@@ -20,36 +20,18 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from urllib.parse import unquote, urlsplit
 
 from .._errors import ConnectionFailed, TransportError, TruncatedBody
 from .._models import ByteRange, RemoteInfo
+from .._urls import file_path, is_file_url
 from .answers import FileChanged
 from .rawconn import Span, Window
 
 __all__ = ["FileBody", "file_path", "is_file_url", "open_file", "probe_file"]
 
 READ_SIZE = 1 << 20
-_LOCAL_HOSTS = frozenset({"", "localhost"})
 # errors a retry will not mend; others (EIO, ESTALE on NFS) may pass
 _FINAL = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR})
-
-
-def is_file_url(url: str) -> bool:
-    """Whether ``url`` is a ``file://`` URL."""
-    return url[:7].lower() == "file://"
-
-
-def file_path(url: str) -> str | None:
-    """The local path a ``file://`` URL names, or None when it names none (another host,
-    no absolute path, a query or fragment)."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "file" or parts.netloc.lower() not in _LOCAL_HOSTS:
-        return None
-    path = unquote(parts.path)
-    if not path.startswith("/") or parts.query or parts.fragment or "\0" in path:
-        return None
-    return path
 
 
 def _validators(stat: os.stat_result) -> tuple[str, str]:

@@ -11,8 +11,9 @@ import pytest
 import asyncfetch
 from asyncfetch import AddressBlocked, InvalidRequest, ProgressEvent, TransportError
 from asyncfetch._options import Options
-from asyncfetch._transport.client import Transport, check_url
+from asyncfetch._transport.client import Transport
 from asyncfetch._transport.netpolicy import NetPolicy
+from asyncfetch._urls import check_url
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import leftovers, sha256
 
