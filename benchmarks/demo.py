@@ -1,14 +1,18 @@
 """``make demo``: serve a real torch checkpoint on 127.0.0.1, fetch it with asyncfetch, load it.
 
 1. Builds a model of ``nn.Linear`` layers (~300 MB of float32 weights) and ``torch.save``s its
-   state_dict, once: the checkpoint and its SHA-256 are cached in ``/tmp/asyncfetch-demo/vN``.
+   state_dict, once: the checkpoint and its SHA-256 are kept in ``DIR/vN``, where DIR is
+   ``--dir`` or ``.demo/`` in the repository (ignored by git); never a shared ``/tmp`` folder
+   that another job could fill or change.
 2. Starts a small aiohttp server (``web.FileResponse`` answers Range requests) in a child
    process on a free 127.0.0.1 port.
-3. Downloads the checkpoint with ``asyncfetch.download(..., sha256=...)`` and a progress bar,
-   then ``torch.load``s it with ``weights_only=True`` and prints what it holds.
+3. Downloads the checkpoint into a fresh directory in DIR (or ``--keep DIR``) with
+   ``asyncfetch.download(..., sha256=...)`` and a progress bar, then ``torch.load``s it with
+   ``weights_only=True`` and prints what it holds. Sizes and speeds are in decimal MB, on the
+   bar and in the text.
 
 Exits 0 when the file arrived verified and loaded; 1 (with the reason on stderr) otherwise.
-Run: ``.venv/bin/python benchmarks/demo.py [--keep DIR]``.
+Run: ``.venv/bin/python benchmarks/demo.py [--dir DIR] [--keep DIR]``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 
 VERSION = "v1"  # bump when the model below changes: the cached checkpoint is rebuilt
-CACHE_DIR = Path(os.environ.get("ASYNCFETCH_DEMO_DIR", "/tmp/asyncfetch-demo")) / VERSION
+DEMO_DIR = Path(__file__).resolve().parent.parent / ".demo"  # in the repo, ignored by git
 CHECKPOINT = "linear-stack.pt"
 WIDTH = 2048
 LAYERS = 18  # 18 x (2048 x 2048 + 2048) float32 = 302 MB
@@ -61,9 +65,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def cached_checkpoint() -> tuple[Path, str]:
-    """The demo checkpoint and its SHA-256, built on first use."""
-    path = CACHE_DIR / CHECKPOINT
+def cached_checkpoint(directory: Path) -> tuple[Path, str]:
+    """The demo checkpoint in ``directory`` and its SHA-256, built on first use."""
+    path = directory / VERSION / CHECKPOINT
     digest_file = path.with_name(path.name + ".sha256")
     if path.is_file() and digest_file.is_file():
         digest = digest_file.read_text().strip()
@@ -183,6 +187,9 @@ def fetch_and_load(url: str, dest: Path, sha256: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Build (or reuse) the checkpoint, serve it, download, verify and load it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--dir", type=Path, default=DEMO_DIR, help="where the checkpoint is kept (.demo/)"
+    )
     parser.add_argument("--keep", type=Path, help="download into this dir and keep the file")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # the server child
     args = parser.parse_args(argv)
@@ -190,9 +197,9 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.serve)
         return 0
     try:
-        source, sha256 = cached_checkpoint()
+        source, sha256 = cached_checkpoint(args.dir)
         with (
-            tempfile.TemporaryDirectory(prefix="asyncfetch-demo-") as tmp,
+            tempfile.TemporaryDirectory(prefix="download-", dir=args.dir) as tmp,
             Mirror(source.parent) as mirror,
         ):
             out_dir = args.keep or Path(tmp)

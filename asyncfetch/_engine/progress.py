@@ -28,6 +28,9 @@ if TYPE_CHECKING:  # tqdm is imported when a bar is drawn (~15 ms a start-up oth
 
 from .._models import ProgressEvent
 
+# decimal kB/MB/GB, so a bar's "MB" and "MB/s" are the units the command line prints after it
+UNIT_DIVISOR = 1000
+
 
 class ProgressBar:
     """A progress callback that draws one tqdm bar (bytes, speed, ETA) on a stream."""
@@ -44,7 +47,7 @@ class ProgressBar:
                 initial=event.done - event.delta,
                 unit="B",
                 unit_scale=True,
-                unit_divisor=1024,
+                unit_divisor=UNIT_DIVISOR,
                 desc=self._description,
                 file=self._stream,
                 dynamic_ncols=True,
@@ -88,7 +91,7 @@ class BatchProgress:
         self._seen: dict[str, int] = {}
         self._bars: dict[str, tuple[int, tqdm]] = {}
         self._total = _new_bar(
-            total=0, unit="B", unit_scale=True, unit_divisor=1024, desc=self._describe(),
+            total=0, unit="B", unit_scale=True, unit_divisor=UNIT_DIVISOR, desc=self._describe(),
             file=self._stream, dynamic_ncols=True, position=0, leave=True,
         )  # fmt: skip
 
@@ -127,7 +130,7 @@ class BatchProgress:
             return
         name = url.rsplit("/", 1)[-1].split("?", 1)[0] or url
         bar = _new_bar(
-            total=self._sizes.get(url), unit="B", unit_scale=True, unit_divisor=1024,
+            total=self._sizes.get(url), unit="B", unit_scale=True, unit_divisor=UNIT_DIVISOR,
             desc=name[:30], file=self._stream, dynamic_ncols=True, position=free, leave=False,
         )  # fmt: skip
         self._bars[url] = (free, bar)
