@@ -1,7 +1,19 @@
-"""``python -m asyncfetch``: the command line."""
+"""``python -m asyncfetch`` and the ``asyncfetch`` command: the command line."""
 
 import sys
 
-from ._cli.main import main
+from ._version import VERSION_LINE
 
-sys.exit(main())
+
+def main() -> int:
+    """Run the command line; a bare ``--version`` is answered before its imports (~0.1 s)."""
+    if sys.argv[1:] == ["--version"]:
+        print(VERSION_LINE)
+        return 0
+    from ._cli.main import main as command_line
+
+    return command_line()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

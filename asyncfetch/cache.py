@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from os import PathLike
 
+from . import hub as _hub  # noqa: F401  (it points the cache at torch.hub's set_dir)
 from ._cache import directory as _cachedir
 from ._cache.directory import CacheEntry, PruneReport, VerifyResult, ls, path, prune
 

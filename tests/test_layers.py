@@ -139,6 +139,24 @@ def test_exported_members() -> None:
     assert public - modules - {"annotations"} <= set(exported)
 
 
+def test_importing_the_package_loads_its_names_on_first_use() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncfetch\n"
+        "before = sorted(m for m in sys.modules if m.startswith('asyncfetch'))\n"
+        "asyncfetch.fetch\n"
+        "print(before, 'asyncfetch.hub' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "['asyncfetch', 'asyncfetch._version'] True"
+    lazy = vars(asyncfetch)["_WHERE"]
+    assert set(lazy) - {"hub"} == set(asyncfetch.__all__) - {"__version__"}
+    for name in asyncfetch.__all__:  # each from the module the TYPE_CHECKING imports name
+        assert getattr(asyncfetch, name) is not None
+
+
 def test_importing_the_package_does_not_import_torch() -> None:
     import subprocess
     import sys

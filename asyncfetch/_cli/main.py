@@ -25,7 +25,7 @@ from .._hub import registry as _registry
 from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._options import make_options
 from .._sync import run_sync
-from .._version import __version__
+from .._version import VERSION_LINE
 from . import batch as _cli_batch
 from . import cache as _cli_cache
 from . import options
@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="asyncfetch",
         description="Fast, verified, resumable downloads of large files (model checkpoints).",
     )
-    parser.add_argument("--version", action="version", version=f"asyncfetch {__version__}")
+    parser.add_argument("--version", action="version", version=VERSION_LINE)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_get(commands)
     _cli_batch.add_parser(commands)
