@@ -1,4 +1,6 @@
-"""The command line: ``asyncfetch get|...``, built on the public API only."""
+"""The command line: ``asyncfetch get|mirrors|serve|...`` (``batch`` and ``cache`` have modules of
+their own). It turns flags into the library's Options once per command and calls the engine,
+the hub side (registry names) or the service as the library's own entry points do."""
 
 from __future__ import annotations
 
@@ -13,17 +15,19 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from .. import _api
 from .._cache.lookup import cached_path, checkpoints_dir, ensure_dir
 from .._config import RetryPolicy, Timeouts
 from .._engine.download import RERUN_STARTS_OVER
+from .._engine.fetch import run
 from .._engine.progress import BarSafeHandler, ProgressBar
 from .._engine.rank import DEFAULT_MAX_SECONDS, MirrorReport, rank_mirrors
+from .._engine.request import make_request
 from .._errors import FetchError
+from .._expectation import expect_sha256
 from .._hub import files as _hubfile
 from .._hub import registry as _registry
 from .._models import FetchResult, ProgressCallback, ProgressEvent
-from .._options import make_options
+from .._options import Options, make_options
 from .._sync import run_sync
 from .._version import VERSION_LINE
 from . import batch as _cli_batch
@@ -103,24 +107,12 @@ def _get_url(args: argparse.Namespace, dest: Path) -> int:
     progress = _progress_for(args, dest.name)
     watch = _StopWatch(progress)
     try:
-        result = _api.download(
-            args.url,
-            dest,
-            mirrors=args.mirror,
-            sha256=args.sha256,
-            connections=args.connections,
-            chunk_size=args.chunk_size,
-            retry=RetryPolicy.coerce(args.retries),
-            timeout=_timeouts(args),
-            headers=dict(args.header),
-            mirror_headers=options.headers_by_url(args.mirror_header),
-            progress=watch,
-            hash=not args.no_hash,
-            offline=True if args.offline else None,
-            verify=args.verify,
-            cacert=args.cacert,
-            insecure=args.insecure,
+        fetch_options = _fetch_options(args, args.url, progress=watch)
+        expected = expect_sha256(args.sha256, args.url)
+        request = make_request(
+            args.url, dest, fetch_options, mirrors=args.mirror, expected=expected
         )
+        result = run_sync(run(request))
     except KeyboardInterrupt:
         args.stop_note = watch.stop_note
         raise
@@ -141,24 +133,34 @@ def _get_name(args: argparse.Namespace) -> int:
     if args.output is None:
         ensure_dir(cached.parent)  # the cache, as torch.hub's: created when missing
     dest = args.output or cached
-    fetch_options = make_options(
+    fetch_options = _fetch_options(
+        args, source.url, progress=_progress_for(args, dest.name) is not None
+    )
+    result = _hubfile.get_file(source, dest, prefix, fetch_options)
+    _print_result(result, args.json, source.url)
+    return EXIT_OK
+
+
+def _fetch_options(
+    args: argparse.Namespace, url: str, *, progress: ProgressCallback | bool | None
+) -> Options:
+    """``get``'s options, for a URL and for a registry name alike: the one place the command
+    line turns its flags into the library's Options."""
+    return make_options(
         connections=args.connections,
         chunk_size=args.chunk_size,
         retry=RetryPolicy.coerce(args.retries),
         timeout=_timeouts(args),
         headers=dict(args.header),
         mirror_headers=options.headers_by_url(args.mirror_header),
-        progress=_progress_for(args, dest.name) is not None,
+        progress=progress,
         hash=not args.no_hash,
         offline=True if args.offline else None,
         verify=args.verify,
         cacert=args.cacert,
         insecure=args.insecure,
-        url=source.url,
+        url=url,
     )
-    result = _hubfile.get_file(source, dest, prefix, fetch_options)
-    _print_result(result, args.json, source.url)
-    return EXIT_OK
 
 
 class _StopWatch:
