@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard
 
 from ._errors import HashPrefixMismatch, IntegrityError, InvalidRequest
 
@@ -100,12 +100,17 @@ NOTHING: Final = Nothing()
 Expectation = Sha256 | HashPrefix | Nothing
 
 
+def is_sha256(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a str of exactly 64 hex digits (either case): a SHA-256 as hex."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
 def check_sha256(sha256: object, url: str | None = None) -> str | None:
     """``sha256`` in lower case if it is a str of 64 hex digits (None stays None), else
     InvalidRequest."""
     if sha256 is None:
         return None
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+    if not is_sha256(sha256):
         raise InvalidRequest(
             f"sha256 must be a str of 64 hex digits, got {sha256!r}", url=url or None
         )

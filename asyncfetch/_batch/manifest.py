@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._errors import InvalidRequest
+from .._expectation import is_sha256
 from .._urls import check_url
 from .many import Source
 
@@ -41,7 +42,6 @@ _SUFFIXES: dict[str, Format] = {
     ".json": "jsonl",
 }
 _TOML_KEY = re.compile(r"[A-Za-z0-9_.\"' -]+=")
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _TABLES = ("file", "files")
 
 
@@ -141,7 +141,7 @@ def _source(entry: Any, where: str) -> Source:
             check_url(url)
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc}", url=exc.url) from None
-    if source.sha256 is not None and not _SHA256.fullmatch(source.sha256):
+    if source.sha256 is not None and not is_sha256(source.sha256):
         raise InvalidRequest(
             f"{where}: sha256 must be 64 hex digits, got {source.sha256!r}", url=source.url
         )

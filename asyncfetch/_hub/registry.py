@@ -27,6 +27,7 @@ from typing import Any
 
 from .._config import env_settings
 from .._errors import InvalidRequest
+from .._expectation import is_sha256
 from .._urls import check_url
 
 if sys.version_info >= (3, 11):
@@ -35,7 +36,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _KEYS = frozenset({"url", "mirrors", "sha256", "file_name", "check_hash", "description"})
 
 
@@ -117,7 +117,7 @@ def _entry(path: Path, name: str, table: Any) -> Entry:
         raise InvalidRequest(f"{where}: unknown keys {unknown}; known: {sorted(_KEYS)}")
     url = _text(where, table, "url", required=True)
     sha256 = _text(where, table, "sha256")
-    if sha256 is not None and not _SHA256.fullmatch(sha256):
+    if sha256 is not None and not is_sha256(sha256):
         raise InvalidRequest(f"{where}: sha256 must be 64 hex digits, got {sha256!r}")
     mirrors = table.get("mirrors", [])
     if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):

@@ -12,13 +12,13 @@ checks each ``/files/NAME`` with :func:`is_servable_name`, and judges each resul
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 from .._cache.lookup import file_name_for
 from .._errors import IntegrityError, InvalidRequest
+from .._expectation import is_sha256
 from .._models import FetchResult
 
 #: Endings of files that are not complete downloads: part files and their journals (_sink,
@@ -39,7 +39,6 @@ _ORDER_KEYS = frozenset({"url", "mirrors", "sha256", "name", "replace"})
 #: Unicode categories no name may hold: control and format characters (a newline, an escape,
 #: a bidi override), line and paragraph separators, lone surrogates
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 #: what a ``POST /fetch`` body looks like, for error messages
 #: NAME_MAX (255 bytes) less the longest name made from it, a part journal's temporary file
 MAX_NAME_BYTES = 200
@@ -115,7 +114,7 @@ def _order_of(data: dict[str, Any]) -> Order:
     if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
         raise InvalidRequest("'mirrors' must be a list of URLs", url=url)
     sha256 = data.get("sha256")
-    if sha256 is not None and not (isinstance(sha256, str) and _SHA256.fullmatch(sha256)):
+    if sha256 is not None and not is_sha256(sha256):
         raise InvalidRequest(f"'sha256' must be 64 hex digits, got {sha256!r}", url=url)
     replace = data.get("replace", False)
     if not isinstance(replace, bool):

@@ -21,9 +21,8 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 
+from .._expectation import is_sha256
 from .._userinfo import is_signed
-
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 #: Asks S3 for ``x-amz-checksum-sha256`` (sent on the probe of unsigned requests only).
 CHECKSUM_MODE = {"x-amz-checksum-mode": "ENABLED"}
@@ -86,7 +85,7 @@ def _from_legacy_digest(value: str) -> str | None:
 
 def _from_linked_etag(value: str) -> str | None:
     tag = value.strip().removeprefix("W/").strip('"')
-    return tag.lower() if _HEX64.fullmatch(tag) else None
+    return tag.lower() if is_sha256(tag) else None
 
 
 def _from_amz(value: str) -> str | None:
