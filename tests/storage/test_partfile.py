@@ -9,8 +9,11 @@ import signal
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import asyncfetch
 from asyncfetch import DestinationError, IntegrityError, RemoteInfo
@@ -409,3 +412,41 @@ def test_a_forked_child_can_download_after_its_parent_did(
             pytest.fail("the forked child's download hung")
         time.sleep(0.05)
     assert (tmp_path / "child.bin").read_bytes() == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=0, max_value=300), max_size=12),
+    size=st.integers(min_value=1, max_value=128),
+)
+def test_writes_are_regrouped_into_calls_of_the_piece_size(lengths: list[int], size: int) -> None:
+    buffers = [bytes([i % 251]) * n for i, n in enumerate(lengths)]
+    calls = list(_sink._calls(buffers, size))
+    totals = [sum(len(view) for view in call) for call in calls]
+    assert b"".join(bytes(view) for call in calls for view in call) == b"".join(buffers)
+    assert all(total == size for total in totals[:-1])
+    assert all(0 < total <= size for total in totals)
+
+
+@given(lengths=st.lists(st.integers(min_value=1, max_value=50), max_size=6), data=st.data())
+def test_a_short_write_leaves_exactly_the_unwritten_bytes(lengths: list[int], data: Any) -> None:
+    views = [memoryview(bytes([i]) * n) for i, n in enumerate(lengths)]
+    whole = b"".join(bytes(v) for v in views)
+    count = data.draw(st.integers(min_value=0, max_value=len(whole)))
+    rest = _sink._drop_front(views, count)
+    assert b"".join(bytes(v) for v in rest) == whole[count:]
+    assert all(len(v) for v in rest)
+
+
+async def test_mixed_buffers_land_byte_for_byte_across_write_calls(tmp_path: Path) -> None:
+    big = DATA[: 3 * _sink.WRITE_PIECE // 2]  # cut across two calls
+    small = [
+        memoryview(bytearray(DATA[i : i + 1000])) for i in range(len(big), len(big) + 5000, 1000)
+    ]
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=False)
+    try:
+        await sink.write(0, [big, *small])
+        await sink.write(len(big) + 5000, [DATA[len(big) + 5000 :]])
+        assert sink.part.read_bytes() == DATA
+    finally:
+        await sink.discard()
