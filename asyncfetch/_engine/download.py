@@ -465,11 +465,11 @@ class Download:
                     to_eof, task.stop, self.encoding = True, 1 << 62, body.encoding
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
             if not whole:
-                self._range_done(answered - started, task.pos - before, answered)
+                self._range_done(answered - started, task.pos - before, answered, sink.hash_rate)
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
 
-    def _range_done(self, cost: float, nbytes: int, answered: float) -> None:
+    def _range_done(self, cost: float, nbytes: int, answered: float, hash_rate: float) -> None:
         """Record a whole range's cost and rate; when ranges cost more than they bring,
         merge the ranges still to fetch into larger ones (see :mod:`.rangecost`)."""
         self._costs.record(cost, nbytes, time.monotonic() - answered)
@@ -478,7 +478,10 @@ class Download:
             return
         remaining = sum(task.remaining for task in scheduler)
         advice = self._costs.advice(
-            self._chunk_now, remaining=remaining, connections=self.options.connections
+            self._chunk_now,
+            remaining=remaining,
+            connections=self.options.connections,
+            hash_rate=hash_rate,
         )
         if advice is None:
             return

@@ -19,8 +19,10 @@ import hashlib
 import mmap
 import os
 import threading
+import time
 
 HASH_BLOCK = 1 << 20  # what one update() gets: as fast as larger ones
+CALIBRATION = 1 << 20  # bytes hashed to know the speed before the file's own
 MAP_WINDOW = 8 << 20  # mapped at a time: mapped pages count in RSS, so keep it small
 
 
@@ -35,6 +37,8 @@ class PrefixHasher:
         self._fd = fd
         self._sha = hashlib.sha256()
         self._hashed = 0
+        self._busy = 0.0  # seconds spent hashing (not waiting for bytes)
+        self._calibrated = 0.0
         self._target = 0
         self._closed = False
         self._error: OSError | None = None
@@ -46,6 +50,14 @@ class PrefixHasher:
     def hashed(self) -> int:
         """Bytes hashed so far."""
         return self._hashed
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second this hasher hashes when bytes are waiting: measured on the file
+        once it has hashed some, before that on a scratch block (0 for the first moment)."""
+        if self._hashed >= CALIBRATION and self._busy > 0:
+            return self._hashed / self._busy
+        return self._calibrated
 
     def advance(self, prefix: int) -> None:
         """The first ``prefix`` bytes of the file are written and final."""
@@ -76,6 +88,7 @@ class PrefixHasher:
         self._thread.join()
 
     def _run(self) -> None:
+        self._calibrate()
         try:
             while True:
                 with self._cond:
@@ -88,17 +101,31 @@ class PrefixHasher:
         except OSError as exc:
             self._error = exc
 
+    def _calibrate(self) -> None:
+        """Time SHA-256 over a scratch block, so the speed is known before the file's bytes
+        come (about a millisecond, in this thread)."""
+        scratch = bytes(CALIBRATION)
+        began = time.perf_counter()
+        hashlib.sha256(scratch).digest()
+        self._calibrated = CALIBRATION / max(time.perf_counter() - began, 1e-9)
+
     def _hash_up_to(self, target: int) -> None:
         while self._hashed < min(target, self._target):  # cancel() lowers _target: stop soon
-            base = self._hashed - self._hashed % mmap.ALLOCATIONGRANULARITY
-            length = min(target, base + MAP_WINDOW) - base
-            try:
-                mapped = mmap.mmap(self._fd, length, access=mmap.ACCESS_READ, offset=base)
-            except (OSError, ValueError):  # cannot map (file system; shorter than length)
-                self._read_up_to(base + length)
-                continue
-            with mapped, memoryview(mapped) as window:
-                self._update(window, self._hashed - base, length)
+            began = time.perf_counter()
+            self._hash_window(target)
+            self._busy += time.perf_counter() - began
+
+    def _hash_window(self, target: int) -> None:
+        """Hash up to MAP_WINDOW bytes more, towards ``target``."""
+        base = self._hashed - self._hashed % mmap.ALLOCATIONGRANULARITY
+        length = min(target, base + MAP_WINDOW) - base
+        try:
+            mapped = mmap.mmap(self._fd, length, access=mmap.ACCESS_READ, offset=base)
+        except (OSError, ValueError):  # cannot map (file system; shorter than length)
+            self._read_up_to(base + length)
+            return
+        with mapped, memoryview(mapped) as window:
+            self._update(window, self._hashed - base, length)
 
     def _update(self, window: memoryview, start: int, end: int) -> None:
         for pos in range(start, end, HASH_BLOCK):

@@ -188,6 +188,12 @@ class PartFile:
         """Bytes on disk (resumed ones included)."""
         return self._extents.total()
 
+    @property
+    def hash_rate(self) -> float:
+        """Bytes per second the SHA-256 of this part runs at (0: not hashing, or not known
+        yet): what a backlog of bytes beyond the hashed prefix costs at the end."""
+        return self._hasher.rate if self._hasher is not None else 0.0
+
     def missing(self, size: int) -> list[ByteRange]:
         """The ranges of ``[0, size)`` not yet on disk."""
         return self._extents.missing(size)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import asyncfetch
 from asyncfetch._engine.planner import Scheduler
@@ -76,15 +78,75 @@ def test_requests_that_queue_grow_ranges_down_to_one_stream() -> None:
     assert "queue" in advice.note
 
 
-def test_coarsen_merges_adjacent_pending_ranges_up_to_the_size() -> None:
+def test_a_hashed_download_keeps_ranges_small_enough_for_the_hash_to_keep_up() -> None:
+    # 512 MiB behind a 40 ms round trip, 16 connections, SHA-256 at 1.9 GB/s: one 32 MiB range
+    # each would leave 15 of them to hash after the last byte; two rounds of 16 MiB halve it
+    measured = costs(*[(0.06, MiB, 0.01)] * 3)
+    plain = measured.advice(remaining=512 * MiB, connections=16)
+    hashed = measured.advice(remaining=512 * MiB, connections=16, hash_rate=1.9e9)
+    assert plain is not None
+    assert hashed is not None
+    assert plain.chunk == 32 * MiB
+    assert hashed.chunk == 16 * MiB  # sqrt(512 MiB * 0.06 s * 1.9 GB/s) / 16 = 15.5 MB
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    remaining=st.integers(min_value=1, max_value=1 << 40),
+    connections=st.integers(min_value=1, max_value=64),
+    hash_rate=st.sampled_from([0.0, 3e8, 2e9]),
+)
+def test_ranges_come_in_whole_rounds_of_the_connections(
+    remaining: int, connections: int, hash_rate: float
+) -> None:
+    advice = costs(*[(0.06, 64 << 10, 0.001)] * 3).advice(
+        remaining=remaining, connections=connections, hash_rate=hash_rate
+    )
+    if advice is None:
+        return  # no larger than the 64 KiB measured
+    near = remaining // (advice.chunk * connections)
+    rounds = {max(near + step, 1) for step in (-1, 0, 1)}
+    assert any(-(-remaining // (r * connections)) == advice.chunk for r in rounds)
+
+
+def test_coarsen_cuts_adjacent_pending_ranges_into_equal_parts() -> None:
     scheduler = Scheduler([ByteRange(i * MiB, (i + 1) * MiB) for i in range(10)])
     first = scheduler.take()
     assert first is not None
-    assert scheduler.coarsen(4 * MiB) == 3  # 1-5, 5-9, 9-10 MiB
+    assert scheduler.coarsen(4 * MiB) == 3  # 9 MiB left: three parts of 3 MiB, not 4, 4, 1
     ranges = [t.byte_range() for t in scheduler if t is not first]
-    assert ranges == [ByteRange(MiB, 5 * MiB), ByteRange(5 * MiB, 9 * MiB),
-                      ByteRange(9 * MiB, 10 * MiB)]  # fmt: skip
+    assert ranges == [ByteRange(MiB, 4 * MiB), ByteRange(4 * MiB, 7 * MiB),
+                      ByteRange(7 * MiB, 10 * MiB)]  # fmt: skip
     assert scheduler.coarsen(1 << 40) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30),
+    holes=st.lists(st.booleans(), min_size=30, max_size=30),
+    chunk=st.integers(min_value=1, max_value=200),
+)
+def test_coarsen_keeps_every_pending_byte_in_parts_equal_to_a_byte(
+    sizes: list[int], holes: list[bool], chunk: int
+) -> None:
+    chunks, start = [], 0
+    for size, hole in zip(sizes, holes, strict=False):
+        start += hole  # a byte in flight elsewhere splits the pending bytes into runs
+        chunks.append(ByteRange(start, start + size))
+        start += size
+    scheduler = Scheduler(chunks)
+    before = sorted(b for r in chunks for b in range(r.start, r.end))
+    scheduler.coarsen(chunk)
+    parts = [t.byte_range() for t in scheduler]
+    assert sorted(b for r in parts for b in range(r.start, r.end)) == before
+    assert all(0 < r.length <= chunk for r in parts)
+    runs: dict[int, list[int]] = {}
+    run = 0
+    for left, right in zip(parts, parts[1:], strict=False):
+        runs.setdefault(run, []).append(left.length)
+        run += right.start != left.end
+    runs.setdefault(run, []).append(parts[-1].length)
+    assert all(max(lengths) - min(lengths) <= 1 for lengths in runs.values())
 
 
 SIZE = 24 * MiB

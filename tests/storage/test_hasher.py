@@ -68,3 +68,16 @@ def test_cancel_stops_within_a_window_not_at_the_end(part: int) -> None:
     started_at = hasher.hashed
     hasher.cancel()
     assert 0 < started_at <= hasher.hashed <= started_at + 2 * _hasher.MAP_WINDOW
+
+
+def test_knows_its_speed_before_the_first_byte_and_then_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(3 << 20))
+    with path.open("rb") as file:
+        hasher = PrefixHasher(file.fileno())
+        deadline = time.monotonic() + 10
+        while not hasher.rate and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert hasher.rate > 0  # calibrated on a scratch block
+        assert hasher.digest(3 << 20) == hashlib.sha256(bytes(3 << 20)).hexdigest()
+        assert hasher.rate == hasher.hashed / hasher._busy  # now the file's own
