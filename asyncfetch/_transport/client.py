@@ -45,6 +45,7 @@ from .._userinfo import (
     strip_userinfo,
     without_credentials,
 )
+from .._version import __version__
 from .answers import (
     ERROR_BODY_LIMIT,
     check_answer,
@@ -74,7 +75,7 @@ from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
 from .tls import certificate_error, described, ssl_context
 
-USER_AGENT = "asyncfetch/0.1"
+USER_AGENT = f"asyncfetch/{__version__}"
 _PROBE_RANGE = ByteRange(0, 1)
 READ_BUFSIZE = 1 << 18
 WRITE_BATCH = 1 << 20

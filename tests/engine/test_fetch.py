@@ -697,3 +697,13 @@ async def test_a_hash_prefix_is_checked_by_the_one_finish_and_a_mismatch_fails(
     right = make_request(url, tmp_path / "m.bin", options, expected=HashPrefix(sha256(data)[:8]))
     assert (await run(right)).sha256 == sha256(data)
     assert leftovers(tmp_path) == ["m.bin"]
+
+
+def test_every_request_names_the_package_and_its_version(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    data = make_payload(3 << 20, seed=9)
+    url = server.add_file("ua.bin", data)
+    asyncfetch.download(url, tmp_path / "ua.bin", connections=2, chunk_size=1 << 20)
+    agents = {record.headers.get("User-Agent") for record in server.gets("ua.bin")}
+    assert agents == {f"asyncfetch/{asyncfetch.__version__}"}
