@@ -151,17 +151,19 @@ class Scheduler:
         """True when nothing is pending or in flight."""
         return not self._pending and not self._active
 
-    def take(self, thief_speed: float = 0.0, now: float = 0.0) -> Task | None:
+    def take(self, thief_speed: float = 0.0, now: float = 0.0, at_least: int = 0) -> Task | None:
         """The next task for an idle worker, or None when there is nothing worth taking.
 
         Args:
             thief_speed: bytes per second the idle worker's source gives one connection
                 (0: unknown).
             now: the current time, to measure the speed of the tasks in flight.
+            at_least: bytes the worker's source should be asked for at a time (its requests
+                cost: see :mod:`.rangecost`); adjacent pending tasks are joined up to it.
         """
         if self._pending:
             task = self._take_over_unmeasured(thief_speed, now)
-            task = task or self._next_pending(thief_speed, now)
+            task = task or self._next_pending(thief_speed, now, at_least)
         else:
             task = self._steal(thief_speed, now)
         if task is not None:
@@ -197,11 +199,19 @@ class Scheduler:
                 return thief
         return None
 
-    def _next_pending(self, thief_speed: float, now: float) -> Task:
-        """The next pending task, its front part only if the thief could not finish all of it
-        before the other connections run out of work; the rest stays first in line."""
+    def _next_pending(self, thief_speed: float, now: float, at_least: int = 0) -> Task:
+        """The next pending task (joined with the ones after it up to ``at_least`` bytes),
+        its front part only if the thief could not finish all of it before the other
+        connections run out of work; the rest stays first in line."""
         cap = self._fair_share(thief_speed, now)
         task = self._pending.popleft()
+        while (
+            self._pending and self._pending[0].pos == task.stop and task.stop - task.pos < at_least
+        ):
+            after = self._pending.popleft()
+            task.stop = min(after.stop, task.pos + at_least)
+            if task.stop < after.stop:
+                self._pending.appendleft(Task(task.stop, task.stop, after.stop))
         if task.stop - task.pos > cap + MIN_CAPPED:
             cut = task.pos + cap
             self._pending.appendleft(Task(cut, cut, task.stop))

@@ -10,9 +10,11 @@ range's time, the ranges still to fetch are merged into ranges large enough that
 :data:`COST_SHARE`. They stay at least as many as the connections (a server that caps each
 connection, or a fast first second such as nginx's ``limit_rate`` burst that makes small ranges
 look cheap to stream, still needs them all) unless the cost is queueing: when requests wait
-for each other (the slowest first byte over :data:`QUEUED` times the quickest, as a server
-that answers one range at a time), more connections only queue, and ranges grow down to one
-stream for all that is left.
+for each other (the slowest first byte over :data:`QUEUED` times the quickest and at least
+:data:`QUEUE_SPREAD` later, as a server that answers one range at a time), more connections
+only queue, and ranges grow down to one stream for all that is left. Each source is measured
+on its own: a mirror without a request cost next to a primary with one made them look like a
+queue (first bytes at 0.01 and 0.3 s), and the whole download went down to one stream.
 
 A verified download hashes in file order, so bytes received past the hashed prefix wait, and
 what waits when the last range lands is hashed after it: with one range per connection, all
@@ -40,6 +42,7 @@ MIN_SAMPLE_BYTES = 64 << 10  # smaller ranges (a tail piece) say little of the r
 TRIGGER_SHARE = 0.25  # act when a range's fixed cost is over this share of its time
 COST_SHARE = 0.1  # and make ranges large enough that it is under this share
 QUEUED = 2.0  # the slowest first byte this many times the quickest: requests wait in line
+QUEUE_SPREAD = 0.1  # ... and later by this many seconds at least (less is a busy server's noise)
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class RangeCost:
         if cost < MIN_COST or cost / (cost + size / rate) <= TRIGGER_SHARE:
             return None
         chunk = int(cost * rate * (1 - COST_SHARE) / COST_SHARE)
-        queued = max(self.costs) > QUEUED * min(self.costs)
+        slowest, quickest = max(self.costs), min(self.costs)
+        queued = slowest > QUEUED * quickest and slowest - quickest >= QUEUE_SPREAD
         if remaining is not None and not queued:
             chunk = _whole_rounds(remaining, chunk, max(connections, 1), cost, hash_rate)
         if chunk <= max(current, size):

@@ -78,6 +78,16 @@ def test_requests_that_queue_grow_ranges_down_to_one_stream() -> None:
     assert "queue" in advice.note
 
 
+def test_first_bytes_a_few_milliseconds_apart_are_no_queue() -> None:
+    # nginx capped per connection, on a busy machine: larger ranges, but every connection kept
+    advice = costs((0.01, MiB, 0.007), (0.02, MiB, 0.007), (0.03, MiB, 0.007)).advice(
+        remaining=500 * MiB, connections=16
+    )
+    assert advice is not None
+    assert not advice.queued
+    assert advice.chunk <= -(-500 * MiB // 16)
+
+
 def test_a_hashed_download_keeps_ranges_small_enough_for_the_hash_to_keep_up() -> None:
     # 512 MiB behind a 40 ms round trip, 16 connections, SHA-256 at 1.9 GB/s: one 32 MiB range
     # each would leave 15 of them to hash after the last byte; two rounds of 16 MiB halve it
@@ -167,6 +177,36 @@ def test_a_per_request_cost_gives_fewer_larger_ranges_said_in_json(
     assert result["ranges"].startswith("fewer, larger: per-request cost 0.")
     gets = [r for r in server.gets("m.bin") if r.method == "GET"]
     assert len(gets) <= 10  # the plan alone asks for 12 ranges of 1, 2 and 4 MiB
+
+
+def test_a_source_whose_requests_cost_gets_larger_ranges_and_the_others_keep_theirs(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    slow, quick = make_server(), make_server()
+    data = make_payload(SIZE, seed=4)
+    slow.add_file("m.bin", data)
+    quick.add_file("m.bin", data)
+    slow_url = slow.url("m.bin", delay=0.3, close=1)  # ~0.3 s an answer, as an S3 emulator
+    quick_url = quick.url("m.bin", rate=4_000_000)  # no cost, 4 MB/s a connection
+    done = run_cli("get", slow_url, "--mirror", quick_url, "-o", str(tmp_path / "m.bin"),
+                   "--sha256", sha256(data), "--json", "--no-progress",
+                   "--connections", "4")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "m.bin").read_bytes() == data
+    note = json.loads(done.stdout)["ranges"]
+    assert note.startswith(f"{slow_url}: fewer, larger: per-request cost 0.")
+    assert quick_url not in note
+
+
+def test_a_worker_whose_source_wants_larger_ranges_joins_pending_ones() -> None:
+    scheduler = Scheduler([ByteRange(i * MiB, (i + 1) * MiB) for i in range(10)])
+    task = scheduler.take(at_least=3 * MiB + 5)
+    assert task is not None
+    assert task.byte_range() == ByteRange(0, 3 * MiB + 5)
+    rest = [t.byte_range() for t in scheduler if t is not task]
+    assert rest[0] == ByteRange(3 * MiB + 5, 4 * MiB)
+    assert rest[1:] == [ByteRange(i * MiB, (i + 1) * MiB) for i in range(4, 10)]
+    assert scheduler.take().byte_range() == ByteRange(3 * MiB + 5, 4 * MiB)  # type: ignore[union-attr]
 
 
 # a primary without Range support, next to mirrors with it ------------------------------------
