@@ -322,6 +322,11 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--allowed-host", action="append", default=[], metavar="NAME", help="a name clients "
         "reach the service by (localhost and IP addresses always do); repeatable",
     )  # fmt: skip
+    access.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="serve https with this certificate "
+        "chain (PEM; with --tls-key): the token and the files are then not sent in clear",
+    )  # fmt: skip
+    access.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
     reach = serve.add_argument_group("where downloads may connect")
     reach.add_argument(
         "--allow-private", action="store_true", help="also to loopback, private, link-local "
@@ -341,6 +346,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .._service.guard import Guard, host_name, load_token
     from .._service.limits import SpeedFloor
     from .._service.log import log_json_lines
+    from .._service.tls import server_context
     from .._transport.netpolicy import NetPolicy
 
     bound = [args.host] if host_name(args.host) else []  # a name listened on is the service's
@@ -360,8 +366,9 @@ def _serve(args: argparse.Namespace) -> int:
         net=NetPolicy(allow_private=args.allow_private, allowed=tuple(args.allow_net)),
         state_dir=args.state_dir or env_settings().state_dir / "service",
     )
+    tls = server_context(args.tls_cert, args.tls_key)
     log_json_lines()
-    run_sync(_service.serve(service, host=args.host, port=args.port))
+    run_sync(_service.serve(service, host=args.host, port=args.port, tls=tls))
     _service.log.info("stopped")
     return EXIT_OK
 

@@ -49,13 +49,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         "$ASYNCFETCH_SERVICE, else http://127.0.0.1:8765)")  # fmt: skip
     parser.add_argument("--token-file", type=Path, metavar="FILE", help="the service's token "
                         "(else ASYNCFETCH_SERVICE_TOKEN)")  # fmt: skip
+    parser.add_argument("--cacert", type=Path, metavar="FILE", help="the CA certificates (PEM) "
+                        "that vouch for an https service (else REQUESTS_CA_BUNDLE, "
+                        "CURL_CA_BUNDLE, SSL_CERT_FILE, else the system store)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON object per job")
 
 
 def _client(args: argparse.Namespace) -> ServiceClient:
     env = env_settings()
     token = load_token(args.token_file, env.service_token)
-    return ServiceClient(args.service or env.service_url, token=token)
+    return ServiceClient(args.service or env.service_url, token=token, cacert=args.cacert)
 
 
 def _print(job: Job, as_json: bool) -> None:

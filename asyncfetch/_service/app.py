@@ -37,6 +37,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -564,20 +565,33 @@ def _metrics(service: Service) -> Metrics | None:
     return Metrics(service.snapshot)
 
 
-def base_url(address: Any) -> str:
-    """``http://host:port`` for a listening socket's address."""
+def base_url(address: Any, scheme: str = "http") -> str:
+    """``http://host:port`` (or ``https://``) for a listening socket's address."""
     host, port = address[0], address[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-async def serve(service: Service, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Run ``service`` until SIGINT or SIGTERM; prints the URL it listens on to stdout.
+async def serve(
+    service: Service,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    tls: ssl.SSLContext | None = None,
+) -> None:
+    """Run ``service`` until SIGINT or SIGTERM (over https with ``tls``); prints the URL it
+    listens on to stdout.
 
     Raises:
         InvalidRequest: the address cannot be listened on (in use, not a local address), or
             is not a loopback address and the service has no token.
     """
     check_exposure(host, service.guard)
+    if tls is None and not is_loopback(host):
+        log.warning(
+            "serving plain http on %s: the token and the files cross the network unencrypted; "
+            "give --tls-cert FILE and --tls-key FILE (or put a TLS proxy in front)",
+            host or "every address",
+        )
     if not is_loopback(host) and not service.guard.hosts:
         log.warning(
             "clients must reach the service by an IP address or localhost: it refuses other "
@@ -592,15 +606,15 @@ async def serve(service: Service, *, host: str = DEFAULT_HOST, port: int = DEFAU
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         try:
             await site.start()
         except OSError as exc:
             raise InvalidRequest(
                 f"cannot listen on {host}:{port} ({exc}); pick another --host or --port (0: any)"
             ) from None
-        print(f"asyncfetch serve: {base_url(runner.addresses[0])} cache {service.cache_dir}",
-              flush=True)  # fmt: skip
+        url = base_url(runner.addresses[0], "https" if tls else "http")
+        print(f"asyncfetch serve: {url} cache {service.cache_dir}", flush=True)
         await _until_signalled()
         log.info("stopping")
     finally:

@@ -5,7 +5,9 @@ It speaks JSON to the service with aiohttp's client (never the server side), not
 download transport: these are small API calls to one known service, not ranged downloads, and
 the service's token must go to the service only; aiohttp is imported on the first call, so
 ``import asyncfetch`` still does not pay for it. The token comes from the same places as the
-server's: ``--token-file``, else ``ASYNCFETCH_SERVICE_TOKEN``.
+server's: ``--token-file``, else ``ASYNCFETCH_SERVICE_TOKEN``. An https service (``serve
+--tls-cert``) is trusted as downloads are: ``cacert=`` (``--cacert``), else
+``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` / ``SSL_CERT_FILE``, else the system store.
 
 ::
 
@@ -21,11 +23,14 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass, field
+from os import PathLike
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from .._config import TLSTrust, env_settings
 from .._errors import FetchError
 from .._sync import run_sync
+from .._transport.tls import HINT, ssl_context
 
 if TYPE_CHECKING:
     import aiohttp
@@ -120,16 +125,25 @@ class ServiceClient:
     """An async client of ``asyncfetch serve``'s jobs API.
 
     Args:
-        url: the service (``http://host:port``).
+        url: the service (``http://host:port``, or ``https://`` for ``serve --tls-cert``).
         token: its bearer token, if it needs one.
         timeout: seconds each call may take.
+        cacert: a PEM file of the CA certificates that vouch for an https service (else
+            the environment's bundle, else the system store).
     """
 
-    def __init__(self, url: str = DEFAULT_SERVICE, *, token: str | None = None,
-                 timeout: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str = DEFAULT_SERVICE,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        cacert: str | PathLike[str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
+        self._trust = TLSTrust.coerce(cacert)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ServiceClient:
@@ -194,7 +208,11 @@ class ServiceClient:
 
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=self._timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            tls = (
+                ssl_context(self._trust, env_settings()) if self.url.startswith("https:") else None
+            )
+            connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         headers = dict(self._headers)
         data = None
         if body is not None:
@@ -205,6 +223,12 @@ class ServiceClient:
                                              headers=headers) as answer:  # fmt: skip
                 text = await answer.text()
                 status, retry_after = answer.status, answer.headers.get("Retry-After")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
+            message = (
+                f"the service at {self.url} has a certificate not trusted here ({why}); {HINT}"
+            )
+            raise ServiceError(message, status=0, kind="Untrusted") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
             message = f"cannot reach the service at {self.url}: {why}; is it running there?"
@@ -225,16 +249,22 @@ class ServiceClient:
 class SyncServiceClient:
     """:class:`ServiceClient`'s sync twin: the same methods, each run to its end."""
 
-    def __init__(self, url: str = DEFAULT_SERVICE, *, token: str | None = None,
-                 timeout: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str = DEFAULT_SERVICE,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        cacert: str | PathLike[str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
-        self._args = (url, token, timeout)
+        self._args = (url, token, timeout, cacert)
 
     def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        url, token, timeout = self._args
+        url, token, timeout, cacert = self._args
 
         async def call() -> Any:
-            async with ServiceClient(url, token=token, timeout=timeout) as client:
+            async with ServiceClient(url, token=token, timeout=timeout, cacert=cacert) as client:
                 return await getattr(client, name)(*args, **kwargs)
 
         return run_sync(call())

@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from asyncfetch import ServiceClient, ServiceError, SyncServiceClient
 from asyncfetch._service.guard import Guard
 from tests.faultserver import FaultServer
+from tests.faultserver.tls import authority, ca_path
 from tests.helpers import cli_env, sha256
 from tests.service.test_app import running
 from tests.service.test_jobs import serve_process
@@ -105,3 +107,76 @@ def test_submit_wait_and_jobs_from_the_command_line(
     assert refused.stderr.startswith("asyncfetch: error: GET ")
     assert "401" in refused.stderr
     assert TOKEN not in refused.stderr + done.stdout + failed.stdout
+
+
+# an https service (serve --tls-cert/--tls-key) and whom its clients trust ---------------------
+
+
+def certificate_files(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 from the test CA, as serve's --tls-cert and --tls-key."""
+    issued = authority().issue_cert("127.0.0.1")
+    cert, key = folder / "service.pem", folder / "service.key"
+    cert.write_bytes(b"".join(pem.bytes() for pem in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+@pytest.fixture
+def https_service(tmp_path: Path) -> Iterator[str]:
+    """``asyncfetch serve`` over https, with TOKEN; its URL."""
+    cert, key = certificate_files(tmp_path)
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    with serve_process(tmp_path / "cache", "--tls-cert", str(cert), "--tls-key", str(key),
+                       "--token-file", str(token)) as (_process, url):  # fmt: skip
+        yield url
+
+
+async def test_an_https_service_takes_jobs_from_a_client_trusting_its_ca(
+    https_service: str, server: FaultServer, payload: bytes
+) -> None:
+    assert https_service.startswith("https://127.0.0.1:")
+    url = server.add_file("m.bin", payload)
+    async with ServiceClient(https_service, token=TOKEN, cacert=ca_path()) as service:
+        job = await service.submit(url, sha256=sha256(payload))
+        done = await service.wait(job.id, poll=0.05, timeout=30)
+    assert done.state == "done"
+
+
+def test_a_client_not_trusting_the_services_certificate_is_told_how(https_service: str) -> None:
+    with pytest.raises(ServiceError) as untrusted:
+        SyncServiceClient(https_service, token=TOKEN, timeout=10).jobs()
+    assert untrusted.value.kind == "Untrusted"
+    assert https_service in str(untrusted.value)
+    assert "--cacert" in str(untrusted.value)
+    assert TOKEN not in str(untrusted.value)
+
+
+def test_clients_trust_the_ca_bundles_users_already_set(
+    https_service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca_path()))
+    assert SyncServiceClient(https_service, token=TOKEN, timeout=10).jobs() == []
+    listed = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "jobs", "--service", https_service,
+         "--token-file", str(tmp_path / "token"), "--cacert", str(ca_path())],
+        capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+
+
+@pytest.mark.parametrize("given", [["--tls-cert"], ["--tls-key"], ["--tls-cert", "--tls-key"]])
+def test_serve_refuses_half_a_certificate_or_a_wrong_one(tmp_path: Path, given: list[str]) -> None:
+    wrong = tmp_path / "not-a-certificate.pem"
+    wrong.write_text("hello\n")
+    args = [arg for flag in given for arg in (flag, str(wrong))]
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "serve", "--port", "0", "--cache-dir",
+         str(tmp_path / "cache"), "--state-dir", str(tmp_path / "state"), *args],
+        capture_output=True, text=True, timeout=60, env=cli_env(), check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("asyncfetch: error: ")
+    assert ("give both" in done.stderr) == (len(given) == 1)
+    assert ("not-a-certificate.pem" in done.stderr) == (len(given) == 2)

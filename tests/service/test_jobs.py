@@ -270,9 +270,9 @@ def serve_process(
         )  # fmt: skip
     try:
         assert process.stdout is not None
-        found = re.search(r"http://127\.0\.0\.1:(\d+)", process.stdout.readline())
+        found = re.search(r"https?://127\.0\.0\.1:\d+", process.stdout.readline())
         assert found, (cache_dir.parent / "serve.log").read_text()
-        yield process, f"http://127.0.0.1:{found.group(1)}"
+        yield process, found.group(0)
     finally:
         if process.poll() is None:
             process.kill()
