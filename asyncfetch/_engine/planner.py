@@ -204,6 +204,7 @@ class Scheduler:
         its front part only if the thief could not finish all of it before the other
         connections run out of work; the rest stays first in line."""
         cap = self._fair_share(thief_speed, now)
+        at_least = min(at_least, self._share_of_what_is_left())
         task = self._pending.popleft()
         while (
             self._pending and self._pending[0].pos == task.stop and task.stop - task.pos < at_least
@@ -217,6 +218,12 @@ class Scheduler:
             self._pending.appendleft(Task(cut, cut, task.stop))
             task.stop = cut
         return task
+
+    def _share_of_what_is_left(self) -> int:
+        """The bytes left (pending and in flight) over the workers (those in flight and the
+        one taking): joined ranges never grow past it, so none holds the tail alone."""
+        left = sum(t.stop - t.pos for t in self._pending) + sum(t.remaining for t in self._active)
+        return -(-left // (len(self._active) + 1))
 
     def _fair_share(self, thief_speed: float, now: float) -> int:
         """The bytes a source this fast should take next: no limit unless it is more than

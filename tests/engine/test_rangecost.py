@@ -209,6 +209,15 @@ def test_a_worker_whose_source_wants_larger_ranges_joins_pending_ones() -> None:
     assert scheduler.take().byte_range() == ByteRange(3 * MiB + 5, 4 * MiB)  # type: ignore[union-attr]
 
 
+def test_joined_ranges_never_outgrow_a_fair_share_of_what_is_left() -> None:
+    scheduler = Scheduler([ByteRange(i * MiB, (i + 1) * MiB) for i in range(10)])
+    busy = scheduler.take()  # 1 MiB in flight elsewhere, 9 pending: 10 MiB for 2 workers
+    assert busy is not None
+    task = scheduler.take(at_least=8 * MiB)
+    assert task is not None
+    assert task.byte_range() == ByteRange(MiB, 6 * MiB)
+
+
 # a primary without Range support, next to mirrors with it ------------------------------------
 
 DATA = make_payload(6 * MiB + 99, seed=5)
