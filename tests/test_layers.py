@@ -44,6 +44,7 @@ OWNERS: dict[str, set[str]] = {
     # the service's JSON client (small API calls to one service, not ranged downloads)
     "aiohttp": {
         "_transport.client",
+        "_transport.aioerrors",
         "_service.app",
         "_service.routes",
         "_service.client",

@@ -1,7 +1,7 @@
 """HTTP: the aiohttp session, probing a URL, and streaming one byte range.
 
-The only module that touches aiohttp. Its exceptions are translated here, in
-:func:`translate_errors`, and never reach the engine or the user.
+aiohttp's exceptions are translated in :mod:`.aioerrors` (:func:`.aioerrors.translate_errors`)
+and never reach the engine or the user.
 
 With a :class:`~asyncfetch._netpolicy.NetPolicy` (``asyncfetch serve`` sets one) the fast path
 connects only to addresses it allows, and aiohttp resolves names through it and has every
@@ -24,15 +24,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._config import DEFAULT_MAX_REDIRECTS, ProxyEnv, Timeouts, TLSTrust, env_settings
 from .._errors import (
     AddressBlocked,
-    ConnectionFailed,
-    FetchError,
     FetchTimeout,
     HTTPStatusError,
     InvalidRequest,
-    ProtocolError,
-    TooManyRedirects,
     TransportError,
-    TruncatedBody,
 )
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
@@ -40,22 +35,20 @@ from .._userinfo import (
     basic_credentials,
     carry_userinfo,
     origin,
-    redact_url,
     same_origin,
     strip_userinfo,
     without_credentials,
 )
 from .._version import __version__
+from .aioerrors import _status_error, translate_errors
+from .answers import FileChanged as FileChanged
+from .answers import RangeNotHonoured as RangeNotHonoured
 from .answers import (
-    ERROR_BODY_LIMIT,
     check_answer,
     is_encoded,
     parse_content_range,
-    proxy_auth_hint,
     status_error,
 )
-from .answers import FileChanged as FileChanged
-from .answers import RangeNotHonoured as RangeNotHonoured
 from .budget import ConnectionBudget, host_key
 from .credentials import (
     Credentials,
@@ -73,7 +66,7 @@ from .proxies import proxy_for
 from .rawconn import HAND_OVER_AFTER
 from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
-from .tls import certificate_error, described, ssl_context
+from .tls import described, ssl_context
 
 USER_AGENT = f"asyncfetch/{__version__}"
 _PROBE_RANGE = ByteRange(0, 1)
@@ -88,96 +81,6 @@ if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit 
     """An application's own HTTP session, which asyncfetch can use instead of opening one."""
 _HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
 _CHECKSUM_REFUSED = frozenset({400, 403})  # S3's answers to an unsigned x-amz-* header
-
-
-@asynccontextmanager
-async def translate_errors(
-    url: str, trusted: str | None = None, proxy: str | None = None
-) -> AsyncIterator[None]:
-    """Turn aiohttp's and asyncio's exceptions into asyncfetch's, most specific first.
-
-    ``trusted``: what the TLS check trusted (see :func:`.tls.described`), for the message of
-    a certificate error. ``proxy``: the proxy the request goes through, named (masked) when
-    it refused the request or sent something that is not HTTP (an error page; never shown
-    raw).
-    """
-    import aiohttp
-
-    try:
-        yield
-    except FetchError:
-        raise  # ours already (a low-speed cut, a head deadline, an error status)
-    except aiohttp.ClientConnectorCertificateError as exc:
-        raise certificate_error(url, exc.certificate_error, trusted) from None
-    except aiohttp.TooManyRedirects as exc:
-        raise TooManyRedirects(
-            f"{url}: too many redirects ({len(exc.history)}); the server may loop", url=url
-        ) from None
-    except aiohttp.NonHttpUrlRedirectClientError as exc:
-        where = exc.args[0] if exc.args else "a URL"
-        raise TransportError(
-            f"{url}: redirected to {where}, which is not an http(s) URL: refused (a server "
-            "may not send a download to a local file); give that URL yourself if you trust it",
-            url=url,
-            retryable=False,
-        ) from None
-    except aiohttp.ClientHttpProxyError as exc:  # the proxy refused a CONNECT
-        raise _proxy_refused(url, proxy, exc.status, exc.message) from None
-    except aiohttp.ClientResponseError as exc:  # the parser's: the answer is not HTTP
-        raise _not_http(url, proxy, exc.message) from None
-    except aiohttp.InvalidURL as exc:
-        raise InvalidRequest(f"{url}: invalid URL ({exc})", url=url) from None
-    except aiohttp.ClientPayloadError as exc:
-        raise TruncatedBody(f"{url}: the body ended early ({exc})", url=url) from None
-    except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise FetchTimeout(f"{url}: timed out ({exc or 'no data'})", url=url) from None
-    except aiohttp.ClientConnectionError as exc:
-        raise ConnectionFailed(f"{url}: connection failed ({exc})", url=url) from None
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"{url}: {type(exc).__name__}: {exc}", url=url) from None
-
-
-def _proxy_refused(url: str, proxy: str | None, status: int, reason: str) -> TransportError:
-    """The error for a proxy's refusal of a tunnel (CONNECT): a 407 asks for credentials."""
-    if status == 407:
-        return HTTPStatusError(
-            f"{url}: HTTP 407 {reason} ({proxy_auth_hint(proxy)})", url=url, status=407
-        )
-    where = f"the proxy {redact_url(proxy)}" if proxy else "the proxy"
-    return HTTPStatusError(
-        f"{url}: {where} refused to connect to the host: HTTP {status} {reason} (check the "
-        "proxy's access rules, or list this host in no_proxy)",
-        url=url,
-        status=status,
-    )
-
-
-def _not_http(url: str, proxy: str | None, message: str) -> TransportError:
-    """The error for an answer aiohttp could not parse; its bytes are not shown (a proxy's
-    HTML error page, say), only the parser's first line."""
-    first = message.splitlines()[0].rstrip(":") if message else "malformed answer"
-    if proxy is None:
-        return ProtocolError(f"{url}: the answer is not valid HTTP ({first})", url=url)
-    return ProtocolError(
-        f"{url}: the proxy {redact_url(proxy)} answered with something that is not valid HTTP "
-        f"({first}; often a proxy's error page: access denied or credentials needed): check "
-        "the proxy's address, credentials and access rules, or list this host in no_proxy",
-        url=url,
-        retryable=False,
-    )
-
-
-async def _status_error(
-    response: aiohttp.ClientResponse, url: str, proxy: str | None = None
-) -> HTTPStatusError:
-    """The error for an error answer, with the server's message from the start of its body."""
-    import aiohttp
-
-    try:
-        body = await response.content.read(ERROR_BODY_LIMIT)
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        body = b""
-    return status_error(response.status, response.reason, response.headers, url, body, proxy=proxy)
 
 
 class Body(Protocol):

@@ -7,7 +7,7 @@ probe and a range (or a resume) is noticed as a changed file. Ranges are read wi
 ``os.pread`` in a worker thread, so the event loop never blocks on a slow NFS server.
 
 Only a URL the caller gave is read: a redirect from http(s) to ``file://`` is refused in
-:mod:`.client`, and a transport with an address policy (``asyncfetch serve``) reads no local
+:mod:`.aioerrors`, and a transport with an address policy (``asyncfetch serve``) reads no local
 file at all.
 """
 
