@@ -45,6 +45,7 @@ OWNERS: dict[str, set[str]] = {
     "aiohttp": {
         "_transport.client",
         "_transport.aioerrors",
+        "_transport.aiobody",
         "_service.app",
         "_service.routes",
         "_service.client",

@@ -25,7 +25,8 @@ from .._expectation import Expectation, Sha256
 from .._models import ByteRange, EventKind, FetchResult, ProgressEvent, RemoteInfo
 from .._storage.extents import Extents
 from .._storage.partfile import PartFile, Repair
-from .._transport.client import Body, FileChanged, RangeNotHonoured, Transport
+from .._transport.aiobody import Body
+from .._transport.client import FileChanged, RangeNotHonoured, Transport
 from .._userinfo import redact
 from .blame import Blame
 from .decode import keep_decoded_if_matching

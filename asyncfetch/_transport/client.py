@@ -16,10 +16,9 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext, suppress
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from .._config import DEFAULT_MAX_REDIRECTS, ProxyEnv, Timeouts, TLSTrust, env_settings
 from .._errors import (
@@ -27,7 +26,6 @@ from .._errors import (
     FetchTimeout,
     HTTPStatusError,
     InvalidRequest,
-    TransportError,
 )
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
@@ -40,6 +38,7 @@ from .._userinfo import (
     without_credentials,
 )
 from .._version import __version__
+from .aiobody import AioBody, Body
 from .aioerrors import _status_error, translate_errors
 from .answers import FileChanged as FileChanged
 from .answers import RangeNotHonoured as RangeNotHonoured
@@ -63,7 +62,6 @@ from .localfile import is_file_url, open_file, probe_file
 from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy, literal_address, system_resolver
 from .proxies import proxy_for
-from .rawconn import HAND_OVER_AFTER
 from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
 from .tls import described, ssl_context
@@ -71,7 +69,6 @@ from .tls import described, ssl_context
 USER_AGENT = f"asyncfetch/{__version__}"
 _PROBE_RANGE = ByteRange(0, 1)
 READ_BUFSIZE = 1 << 18
-WRITE_BATCH = 1 << 20
 
 if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit never pays
     import aiohttp  # for it (~0.25 s); the names below are for annotations only
@@ -81,128 +78,6 @@ if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit 
     """An application's own HTTP session, which asyncfetch can use instead of opening one."""
 _HEAD_REFUSED = frozenset({400, 401, 403, 405, 406, 501})
 _CHECKSUM_REFUSED = frozenset({400, 403})  # S3's answers to an unsigned x-amz-* header
-
-
-class Body(Protocol):
-    """An open response body, on either receive path; the engine takes it batch by batch."""
-
-    url: str
-    byte_range: ByteRange | None
-    size: int | None
-    sent_at: float  # when the request went out, after any wait for a budget slot
-    encoding: str  # an unasked Content-Encoding the bytes are in, as sent (whole file only)
-
-    async def read(self) -> bytes:
-        """The next chunk of bytes as it arrived; ``b""`` at the end (not for the hot path)."""
-
-    async def next_batch(self) -> Sequence[bytes | memoryview]:
-        """The next bytes to write at the window's ``pos`` (valid until the next call); empty
-        at the clean end of the body or at the window's ``stop``. Bytes received before an
-        error are returned first; the error comes with the next call."""
-
-    def abandon(self) -> None:
-        """Stop reading before the end: the connection is closed, not reused."""
-
-    def leftover(self) -> tuple[int, bytes]:
-        """After a cancelled :meth:`next_batch`: (file offset, bytes) received and not yet
-        handed over, so they can be kept for a resume."""
-
-
-@dataclass
-class AioBody:
-    """A body received by aiohttp: read it chunk by chunk with :meth:`read`, or in batches."""
-
-    response: aiohttp.ClientResponse
-    url: str
-    byte_range: ByteRange | None
-    size: int | None
-    window: Window = field(default_factory=Span)
-    sent_at: float = 0.0
-    encoding: str = ""
-    speed: LowSpeed | None = None  # the low-speed limit, if on
-    file_size: int | None = None  # the file's size as probed, if known (``size``: the answer's)
-    _pending: TransportError | None = None
-    _held: tuple[int, bytes] = (0, b"")
-    _received: int = 0
-    _returned_at: float = field(default_factory=time.monotonic)
-
-    async def read(self) -> bytes:
-        """The next chunk of bytes as it arrived; ``b""`` at the end.
-
-        Raises:
-            FetchTimeout: the body comes slower than the low-speed limit.
-        """
-        if self.speed is not None:
-            now = time.monotonic()
-            self.speed.skip(now - self._returned_at)  # the caller was busy: not our wait
-            if not self.speed.check(now, self._received):
-                raise self.speed.error(self.url, self.window.reached)
-        async with translate_errors(self.url):
-            chunk = await self.response.content.readany()
-        self._received += len(chunk)
-        self._returned_at = time.monotonic()
-        return chunk
-
-    async def next_batch(self) -> list[bytes]:
-        """About WRITE_BATCH bytes, or what came within HAND_OVER_AFTER, cut at the window's
-        ``stop`` (see :class:`Body`)."""
-        if self._pending is not None:
-            error, self._pending = self._pending, None
-            raise error
-        batch: list[bytes] = []
-        start, batched = self.window.pos, 0
-        due = time.monotonic() + HAND_OVER_AFTER  # a slow link's bytes reach the file soon
-        try:
-            while start + batched < self.window.stop and batched < WRITE_BATCH:
-                if batch and time.monotonic() >= due:
-                    break
-                chunk = await self.read()
-                if not chunk:
-                    break
-                room = self.window.stop - start - batched
-                self._check_within_size(start + batched + len(chunk))
-                batch.append(chunk if len(chunk) <= room else chunk[:room])
-                batched += len(batch[-1])
-                self.window.reached = start + batched
-        except TransportError as exc:
-            if not batch:
-                raise
-            self._pending = exc
-        except asyncio.CancelledError:
-            self._held = (start, b"".join(batch))
-            raise
-        if batch and self._ends_unmeasured_file(start + batched):
-            extra = b""
-            with suppress(TransportError):  # as before: the bytes asked for came
-                extra = await self.read()
-            self._check_within_size(start + batched + len(extra))
-        return batch
-
-    def _ends_unmeasured_file(self, end: int) -> bool:
-        """Whether ``end`` is the end of the file in a whole-file body of no stated length,
-        which must end there too (see :meth:`_check_within_size`)."""
-        whole = self.byte_range is None and self.size is None
-        return whole and end == self.file_size == self.window.stop
-
-    def _check_within_size(self, end: int) -> None:
-        """Raise FileChanged when a whole-file body runs past the file's known size (a
-        chunked answer has no length to check first): cutting it there would keep a part of
-        another file as the whole one."""
-        if self.byte_range is None and self.file_size is not None and end > self.file_size:
-            raise FileChanged(
-                f"{self.url}: the server sent more than the {self.file_size} bytes it announced "
-                "(the file changed, or the server is broken); run again to download it anew",
-                url=self.url,
-            )
-
-    def abandon(self) -> None:
-        """Stop reading before the end: the connection is closed, not reused."""
-        self.response.close()
-
-    def leftover(self) -> tuple[int, bytes]:
-        """What a cancelled :meth:`next_batch` had received (see :class:`Body`)."""
-        held, self._held = self._held, (0, b"")
-        return held
 
 
 class Transport:

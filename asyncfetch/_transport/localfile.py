@@ -94,7 +94,7 @@ async def probe_file(url: str) -> RemoteInfo:
 
 
 class FileBody:
-    """One range of a local file, read batch by batch (see :class:`.client.Body`)."""
+    """One range of a local file, read batch by batch (see :class:`.aiobody.Body`)."""
 
     def __init__(
         self, url: str, fd: int, byte_range: ByteRange | None, size: int, window: Window

@@ -10,7 +10,8 @@ import pytest
 
 from asyncfetch._models import ByteRange
 from asyncfetch._options import Options
-from asyncfetch._transport.client import AioBody, Transport
+from asyncfetch._transport.aiobody import AioBody
+from asyncfetch._transport.client import Transport
 from asyncfetch._transport.rawhttp import Span
 from tests.faultserver import FaultServer
 from tests.helpers import http_only, over_http_and_https  # noqa: F401 (the scheme fixture)

@@ -16,8 +16,9 @@ from asyncfetch import ConnectionFailed, FetchTimeout, HTTPStatusError, Protocol
 from asyncfetch._config import ProxyEnv
 from asyncfetch._models import ByteRange
 from asyncfetch._options import Options
+from asyncfetch._transport.aiobody import AioBody
 from asyncfetch._transport.answers import RangeNotHonoured
-from asyncfetch._transport.client import AioBody, Transport
+from asyncfetch._transport.client import Transport
 from asyncfetch._transport.rawhttp import RawBody, RawClient, Span, parse_head
 from tests.faultserver import FaultServer
 from tests.faultserver.tls import ca_path
