@@ -46,6 +46,7 @@ OWNERS: dict[str, set[str]] = {
         "_transport.client",
         "_transport.aioerrors",
         "_transport.aiobody",
+        "_transport.aiosession",
         "_service.app",
         "_service.routes",
         "_service.client",
@@ -59,7 +60,7 @@ OWNERS: dict[str, set[str]] = {
     "uvloop": {"_sync", "_transport.rawhttp"},
     "prometheus_client": {"_service.metrics"},
     "truststore": {"_transport.tls"},
-    "yarl": {"_urls", "_transport.client"},  # aiohttp's URL type: check_url; the client
+    "yarl": {"_urls", "_transport.aiosession"},  # aiohttp's URL type: check_url; the proxies
 }
 
 

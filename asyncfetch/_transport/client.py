@@ -1,26 +1,24 @@
-"""HTTP: the aiohttp session, probing a URL, and streaming one byte range.
+"""HTTP: probing a URL and opening one byte range, on the fast path or through aiohttp.
 
-aiohttp's exceptions are translated in :mod:`.aioerrors` (:func:`.aioerrors.translate_errors`)
-and never reach the engine or the user.
+aiohttp's session is set up in :mod:`.aiosession`; its exceptions are translated in
+:mod:`.aioerrors` (:func:`.aioerrors.translate_errors`) and never reach the engine or the user.
 
-With a :class:`~asyncfetch._netpolicy.NetPolicy` (``asyncfetch serve`` sets one) the fast path
-connects only to addresses it allows, and aiohttp resolves names through it and has every
-request, each redirect included, checked before it is sent (:func:`_policy_middleware`).
+With a :class:`~.netpolicy.NetPolicy` (``asyncfetch serve`` sets one) the fast path connects
+only to addresses it allows, and aiohttp resolves names through it and has every request, each
+redirect included, checked before it is sent (:func:`.aiosession.policy_middleware`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .._config import DEFAULT_MAX_REDIRECTS, ProxyEnv, Timeouts, TLSTrust, env_settings
+from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, TLSTrust, env_settings
 from .._errors import (
     AddressBlocked,
     FetchTimeout,
@@ -30,7 +28,6 @@ from .._errors import (
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
 from .._userinfo import (
-    basic_credentials,
     carry_userinfo,
     origin,
     same_origin,
@@ -40,6 +37,7 @@ from .._userinfo import (
 from .._version import __version__
 from .aiobody import AioBody, Body
 from .aioerrors import _status_error, translate_errors
+from .aiosession import open_session, policy_middleware, proxy_middleware
 from .answers import FileChanged as FileChanged
 from .answers import RangeNotHonoured as RangeNotHonoured
 from .answers import (
@@ -51,7 +49,6 @@ from .answers import (
 from .budget import ConnectionBudget, host_key
 from .credentials import (
     Credentials,
-    Handler,
     Middleware,
     authorize_on,
     callers_authorization,
@@ -60,7 +57,7 @@ from .credentials import (
 from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
 from .localfile import is_file_url, open_file, probe_file
 from .lowspeed import LowSpeed
-from .netpolicy import NetPolicy, literal_address, system_resolver
+from .netpolicy import NetPolicy
 from .proxies import proxy_for
 from .rawhttp import RawBody, RawClient, Window
 from .rawhttp import Span as Span
@@ -68,11 +65,9 @@ from .tls import described, ssl_context
 
 USER_AGENT = f"asyncfetch/{__version__}"
 _PROBE_RANGE = ByteRange(0, 1)
-READ_BUFSIZE = 1 << 18
 
 if TYPE_CHECKING:  # aiohttp is imported when a request is made, so a cache hit never pays
     import aiohttp  # for it (~0.25 s); the names below are for annotations only
-    import aiohttp.abc
 
     Session = aiohttp.ClientSession
     """An application's own HTTP session, which asyncfetch can use instead of opening one."""
@@ -136,8 +131,8 @@ class Transport:
         self._budget = budget
         self._policy = policy
         self._guards: tuple[Middleware, ...] = (
-            _proxy_middleware(settings.proxies),
-            *((_policy_middleware(policy),) if policy is not None else ()),
+            proxy_middleware(settings.proxies),
+            *((policy_middleware(policy),) if policy is not None else ()),
         )
         self._entered = False
 
@@ -165,7 +160,7 @@ class Transport:
         if not self._entered:
             raise RuntimeError("Transport used outside 'async with'")
         if self._session is None:
-            self._session = _open_session(
+            self._session = open_session(
                 self._timeouts, self._connections, self.ssl_context, self._policy, self._guards
             )
         return self._session
@@ -435,122 +430,6 @@ async def _head_within(
             raise
     else:
         await request.__aexit__(None, None, None)
-
-
-def _open_session(
-    timeouts: Timeouts,
-    connections: int,
-    ssl_context: ssl.SSLContext,
-    policy: NetPolicy | None = None,
-    middlewares: tuple[Middleware, ...] = (),
-) -> aiohttp.ClientSession:
-    import aiohttp
-
-    resolver = _policy_resolver(policy) if policy is not None else None
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=connections + 2, ttl_dns_cache=300, resolver=resolver, ssl=ssl_context
-        ),
-        middlewares=middlewares,
-        timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
-        ),
-        trust_env=True,
-        auto_decompress=False,
-        read_bufsize=READ_BUFSIZE,
-    )
-
-
-def _proxy_middleware(env: ProxyEnv) -> Middleware:
-    """An aiohttp client middleware that sends each request, redirects included, through
-    the proxy :func:`.proxies.proxy_for` chooses for its URL (curl's rules: ``all_proxy``,
-    CIDR ranges in ``no_proxy``), in place of aiohttp's own choice; the proxy's userinfo
-    becomes its ``Proxy-Authorization`` (on the CONNECT of an https request, else on the
-    request itself)."""
-    import yarl
-
-    async def middleware(request: Any, handler: Handler) -> Any:
-        proxy = proxy_for(str(request.url), env)
-        if proxy is None:
-            request.update_proxy(None, None, None)
-            return await handler(request)
-        where = yarl.URL(proxy)
-        tunnel: dict[str, str] | None = None
-        if where.user is not None:
-            value = basic_credentials(where.user, where.password or "")
-            if request.is_ssl():
-                tunnel = {"Proxy-Authorization": value}
-            else:
-                request.headers["Proxy-Authorization"] = value
-        request.update_proxy(where.with_user(None), None, tunnel)
-        return await handler(request)
-
-    return middleware
-
-
-#: the URL of the request aiohttp is connecting for, so the resolver can name it
-_HOP: contextvars.ContextVar[str] = contextvars.ContextVar("asyncfetch_hop", default="")
-
-
-def _policy_middleware(policy: NetPolicy) -> Middleware:
-    """An aiohttp client middleware that has ``policy`` judge each request, redirects
-    included, before it is sent: a host spelling an address (aiohttp connects to those
-    without asking its resolver), any host when the request goes through a proxy (which
-    resolves it; the proxy itself is the operator's choice and not judged), and a proxy's own
-    name asked for directly (no_proxy: its resolver passes proxy names through unjudged).
-    Other names are judged as they are resolved (:func:`_policy_resolver`), so the address
-    checked is the one connected to."""
-    proxies = _proxy_hosts()
-
-    async def middleware(request: Any, handler: Handler) -> Any:
-        url = request.url
-        _HOP.set(str(url))
-        host = url.raw_host or ""
-        if request.proxy is not None or host in proxies or literal_address(host) is not None:
-            await policy.addresses(host, url.port or 0, url=str(url))
-        return await handler(request)
-
-    return middleware
-
-
-def _proxy_hosts() -> frozenset[str]:
-    """The host names of the environment's proxies."""
-    import urllib.parse
-
-    env = env_settings().proxies
-    hosts = (urllib.parse.urlsplit(p if "://" in p else f"http://{p}").hostname
-             for p in (env.http, env.https, env.all) if p)  # fmt: skip
-    return frozenset(host for host in hosts if host)
-
-
-def _policy_resolver(policy: NetPolicy) -> Any:
-    """An aiohttp resolver that gives only the addresses ``policy`` allows (AddressBlocked
-    when it allows none); the environment's proxies are resolved as they are."""
-    import aiohttp.abc
-
-    proxies = _proxy_hosts()
-
-    class PolicyResolver(aiohttp.abc.AbstractResolver):
-        async def resolve(
-            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-        ) -> list[aiohttp.abc.ResolveResult]:
-            if host in proxies:
-                found = await system_resolver(host, port)
-            else:
-                found = await policy.addresses(host, port, url=_HOP.get() or f"http://{host}/")
-            results = [_resolved(host, address, port) for address in found]
-            return [r for r in results if family in (socket.AF_UNSPEC, r["family"])]
-
-        async def close(self) -> None:
-            return None
-
-    return PolicyResolver()
-
-
-def _resolved(host: str, address: str, port: int) -> aiohttp.abc.ResolveResult:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    return {"hostname": host, "host": address, "port": port, "family": family, "proto": 0,
-            "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV}  # fmt: skip
 
 
 def _encoding(headers: Mapping[str, str]) -> str:
