@@ -40,13 +40,15 @@ LAYERS: dict[str, int] = {
 
 # each outside library is touched by the modules named here only
 OWNERS: dict[str, set[str]] = {
-    # the downloads' client; the service's server side (its app, the /v1 routes' handlers);
+    # the downloads' client (the transport's client, aioerrors, aiobody, aiosession, heads);
+    # the service's server side (its app, the /v1 routes' handlers);
     # the service's JSON client (small API calls to one service, not ranged downloads)
     "aiohttp": {
         "_transport.client",
         "_transport.aioerrors",
         "_transport.aiobody",
         "_transport.aiosession",
+        "_transport.heads",
         "_service.app",
         "_service.routes",
         "_service.client",

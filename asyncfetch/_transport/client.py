@@ -13,39 +13,23 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._config import DEFAULT_MAX_REDIRECTS, Timeouts, TLSTrust, env_settings
-from .._errors import (
-    AddressBlocked,
-    FetchTimeout,
-    HTTPStatusError,
-    InvalidRequest,
-)
+from .._errors import AddressBlocked, FetchTimeout, HTTPStatusError, InvalidRequest
 from .._models import ByteRange, RemoteInfo
 from .._options import Options
-from .._userinfo import (
-    carry_userinfo,
-    origin,
-    same_origin,
-    strip_userinfo,
-    without_credentials,
-)
+from .._userinfo import origin, same_origin, strip_userinfo, without_credentials
 from .._version import __version__
 from .aiobody import AioBody, Body
 from .aioerrors import _status_error, translate_errors
 from .aiosession import open_session, policy_middleware, proxy_middleware
 from .answers import FileChanged as FileChanged
 from .answers import RangeNotHonoured as RangeNotHonoured
-from .answers import (
-    check_answer,
-    is_encoded,
-    parse_content_range,
-    status_error,
-)
+from .answers import is_encoded, parse_content_range, status_error
 from .budget import ConnectionBudget, host_key
 from .credentials import (
     Credentials,
@@ -54,7 +38,8 @@ from .credentials import (
     callers_authorization,
     without_authorization,
 )
-from .digests import CHECKSUM_MODE, first_announced, may_ask_checksum
+from .digests import CHECKSUM_MODE, may_ask_checksum
+from .heads import answers, check_response, encoding, final, info_from_headers
 from .localfile import is_file_url, open_file, probe_file
 from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy
@@ -213,7 +198,7 @@ class Transport:
                 )
         if head is None or head.status != 200 or is_encoded(head.headers):
             return None
-        return _info_from_headers(url, url, [head.headers], head.content_length)
+        return info_from_headers(url, url, [head.headers], head.content_length)
 
     @asynccontextmanager
     async def _slot(self, url: str) -> AsyncIterator[float]:
@@ -295,7 +280,7 @@ class Transport:
                     return None  # some servers (and signed URLs) only answer GET
                 raise await _status_error(response, url, self._proxy(url))
             size = None if is_encoded(response.headers) else response.content_length
-            return _info_from_headers(url, _final(url, response), _answers(response), size)
+            return info_from_headers(url, final(url, response), answers(response), size)
 
     async def _probe_with_get(self, url: str, headers: dict[str, str]) -> RemoteInfo:
         headers = {**headers, "Range": _PROBE_RANGE.header()}
@@ -309,11 +294,11 @@ class Transport:
             if response.status == 206 and not is_encoded(response.headers):
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
-                return _info_from_headers(url, _final(url, response), _answers(response), size,
-                                          accepts_ranges=size is not None)  # fmt: skip
+                return info_from_headers(url, final(url, response), answers(response), size,
+                                         accepts_ranges=size is not None)  # fmt: skip
             size = None if is_encoded(response.headers) else response.content_length
-            return _info_from_headers(url, _final(url, response), _answers(response), size,
-                                      accepts_ranges=False)  # fmt: skip
+            return info_from_headers(url, final(url, response), answers(response), size,
+                                     accepts_ranges=False)  # fmt: skip
 
     @asynccontextmanager
     async def open(
@@ -374,11 +359,11 @@ class Transport:
             proxy = self._proxy(url)
             timely = _head_within(self._timeouts, url, self._aio_request("GET", url, headers))
             async with translate_errors(url, self._trusted, proxy), timely as response:
-                await _check_response(response, url, byte_range, size, proxy)
+                await check_response(response, url, byte_range, size, proxy)
                 span = window or Span()
                 speed = LowSpeed.of(self._timeouts, time.monotonic())
                 body = AioBody(response, url, byte_range, response.content_length, span,
-                               sent_at=sent_at, encoding=_encoding(response.headers),
+                               sent_at=sent_at, encoding=encoding(response.headers),
                                speed=speed, file_size=size)  # fmt: skip
                 yield body
 
@@ -430,57 +415,3 @@ async def _head_within(
             raise
     else:
         await request.__aexit__(None, None, None)
-
-
-def _encoding(headers: Mapping[str, str]) -> str:
-    """The answer's Content-Encoding, lower case; "" for none (or identity)."""
-    return headers.get("content-encoding", "").strip().lower() if is_encoded(headers) else ""
-
-
-def _final(url: str, response: aiohttp.ClientResponse) -> str:
-    """Where ``url`` led: the answer's URL, with ``url``'s credentials when of the same origin
-    (aiohttp's ``response.url`` never has them), so later requests there send them too."""
-    return carry_userinfo(url, str(response.url))
-
-
-async def _check_response(
-    response: aiohttp.ClientResponse,
-    url: str,
-    byte_range: ByteRange | None,
-    size: int | None,
-    proxy: str | None = None,
-) -> None:
-    if response.status >= 400:
-        raise await _status_error(response, url, proxy)
-    check_answer(response.status, response.reason, response.headers, url, byte_range, size)
-
-
-def _answers(response: aiohttp.ClientResponse) -> list[Mapping[str, str]]:
-    """The headers of each answer on the way to ``response`` (redirects first), and its own."""
-    return [*(r.headers for r in response.history), response.headers]
-
-
-def _info_from_headers(
-    url: str,
-    final_url: str,
-    answers: Sequence[Mapping[str, str]],
-    size: int | None,
-    *,
-    accepts_ranges: bool | None = None,
-) -> RemoteInfo:
-    """What an answer's headers say of the file: ``answers`` holds the headers of the final
-    answer, last, after those of any redirect on the way (a digest may come on one of them).
-    Each is aiohttp's case-insensitive mapping or the fast path's lower-cased dict, so names
-    are looked up in lower case."""
-    headers = answers[-1]
-    if accepts_ranges is None:
-        accepts_ranges = headers.get("accept-ranges", "").strip().lower() == "bytes"
-    return RemoteInfo(
-        url=url,
-        final_url=final_url,
-        size=size,
-        accepts_ranges=accepts_ranges,
-        etag=headers.get("etag"),
-        last_modified=headers.get("last-modified"),
-        announced_sha256=first_announced(answers),
-    )
