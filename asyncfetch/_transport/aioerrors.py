@@ -2,7 +2,7 @@
 
 :func:`translate_errors` wraps every request made through aiohttp (the probe, a range, a body
 read) and turns what escapes it into asyncfetch's errors, most specific first; none reaches
-the engine or the user. :func:`_status_error` reads an error answer's message for its
+the engine or the user. :func:`read_status_error` reads an error answer's message for its
 HTTPStatusError.
 """
 
@@ -109,7 +109,7 @@ def _not_http(url: str, proxy: str | None, message: str) -> TransportError:
     )
 
 
-async def _status_error(
+async def read_status_error(
     response: aiohttp.ClientResponse, url: str, proxy: str | None = None
 ) -> HTTPStatusError:
     """The error for an error answer, with the server's message from the start of its body."""

@@ -25,7 +25,7 @@ from .._options import Options
 from .._userinfo import origin, same_origin, strip_userinfo, without_credentials
 from .._version import __version__
 from .aiobody import AioBody, Body
-from .aioerrors import _status_error, translate_errors
+from .aioerrors import read_status_error, translate_errors
 from .aiosession import open_session, policy_middleware, proxy_middleware
 from .answers import FileChanged as FileChanged
 from .answers import RangeNotHonoured as RangeNotHonoured
@@ -39,7 +39,7 @@ from .credentials import (
     without_authorization,
 )
 from .digests import CHECKSUM_MODE, may_ask_checksum
-from .heads import answers, check_response, encoding, final, info_from_headers
+from .heads import check_response, content_encoding, info_from_headers, info_from_response
 from .localfile import is_file_url, open_file, probe_file
 from .lowspeed import LowSpeed
 from .netpolicy import NetPolicy
@@ -278,9 +278,9 @@ class Transport:
             if response.status >= 400:
                 if response.status in _HEAD_REFUSED:
                     return None  # some servers (and signed URLs) only answer GET
-                raise await _status_error(response, url, self._proxy(url))
+                raise await read_status_error(response, url, self._proxy(url))
             size = None if is_encoded(response.headers) else response.content_length
-            return info_from_headers(url, final(url, response), answers(response), size)
+            return info_from_response(url, response, size)
 
     async def _probe_with_get(self, url: str, headers: dict[str, str]) -> RemoteInfo:
         headers = {**headers, "Range": _PROBE_RANGE.header()}
@@ -290,15 +290,13 @@ class Transport:
             self._aio_request("GET", url, headers) as response,
         ):
             if response.status >= 400:
-                raise await _status_error(response, url, self._proxy(url))
+                raise await read_status_error(response, url, self._proxy(url))
             if response.status == 206 and not is_encoded(response.headers):
                 content_range = parse_content_range(response.headers.get("Content-Range"))
                 size = content_range[2] if content_range else None
-                return info_from_headers(url, final(url, response), answers(response), size,
-                                         accepts_ranges=size is not None)  # fmt: skip
+                return info_from_response(url, response, size, accepts_ranges=size is not None)
             size = None if is_encoded(response.headers) else response.content_length
-            return info_from_headers(url, final(url, response), answers(response), size,
-                                     accepts_ranges=False)  # fmt: skip
+            return info_from_response(url, response, size, accepts_ranges=False)
 
     @asynccontextmanager
     async def open(
@@ -363,7 +361,7 @@ class Transport:
                 span = window or Span()
                 speed = LowSpeed.of(self._timeouts, time.monotonic())
                 body = AioBody(response, url, byte_range, response.content_length, span,
-                               sent_at=sent_at, encoding=encoding(response.headers),
+                               sent_at=sent_at, encoding=content_encoding(response.headers),
                                speed=speed, file_size=size)  # fmt: skip
                 yield body
 

@@ -1,6 +1,7 @@
 """What an answer's head says: the file it describes (:func:`info_from_headers`, on either
-receive path), the Content-Encoding its bytes are in, where aiohttp's redirects led, and
-whether an answer aiohttp received fits the request (:func:`check_response`).
+receive path; :func:`info_from_response` for aiohttp's, redirects and all), the
+Content-Encoding its bytes are in, and whether an answer aiohttp received fits the request
+(:func:`check_response`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .._models import ByteRange, RemoteInfo
 from .._userinfo import carry_userinfo
-from .aioerrors import _status_error
+from .aioerrors import read_status_error
 from .answers import check_answer, is_encoded
 from .digests import first_announced
 
@@ -18,12 +19,12 @@ if TYPE_CHECKING:  # aiohttp is imported when a request is made, not with this m
     import aiohttp
 
 
-def encoding(headers: Mapping[str, str]) -> str:
+def content_encoding(headers: Mapping[str, str]) -> str:
     """The answer's Content-Encoding, lower case; "" for none (or identity)."""
     return headers.get("content-encoding", "").strip().lower() if is_encoded(headers) else ""
 
 
-def final(url: str, response: aiohttp.ClientResponse) -> str:
+def _final_url(url: str, response: aiohttp.ClientResponse) -> str:
     """Where ``url`` led: the answer's URL, with ``url``'s credentials when of the same origin
     (aiohttp's ``response.url`` never has them), so later requests there send them too."""
     return carry_userinfo(url, str(response.url))
@@ -37,11 +38,11 @@ async def check_response(
     proxy: str | None = None,
 ) -> None:
     if response.status >= 400:
-        raise await _status_error(response, url, proxy)
+        raise await read_status_error(response, url, proxy)
     check_answer(response.status, response.reason, response.headers, url, byte_range, size)
 
 
-def answers(response: aiohttp.ClientResponse) -> list[Mapping[str, str]]:
+def _heads_on_the_way(response: aiohttp.ClientResponse) -> list[Mapping[str, str]]:
     """The headers of each answer on the way to ``response`` (redirects first), and its own."""
     return [*(r.headers for r in response.history), response.headers]
 
@@ -49,16 +50,16 @@ def answers(response: aiohttp.ClientResponse) -> list[Mapping[str, str]]:
 def info_from_headers(
     url: str,
     final_url: str,
-    answers: Sequence[Mapping[str, str]],
+    heads: Sequence[Mapping[str, str]],
     size: int | None,
     *,
     accepts_ranges: bool | None = None,
 ) -> RemoteInfo:
-    """What an answer's headers say of the file: ``answers`` holds the headers of the final
+    """What an answer's headers say of the file: ``heads`` holds the headers of the final
     answer, last, after those of any redirect on the way (a digest may come on one of them).
     Each is aiohttp's case-insensitive mapping or the fast path's lower-cased dict, so names
     are looked up in lower case."""
-    headers = answers[-1]
+    headers = heads[-1]
     if accepts_ranges is None:
         accepts_ranges = headers.get("accept-ranges", "").strip().lower() == "bytes"
     return RemoteInfo(
@@ -68,5 +69,20 @@ def info_from_headers(
         accepts_ranges=accepts_ranges,
         etag=headers.get("etag"),
         last_modified=headers.get("last-modified"),
-        announced_sha256=first_announced(answers),
+        announced_sha256=first_announced(heads),
     )
+
+
+def info_from_response(
+    url: str,
+    response: aiohttp.ClientResponse,
+    size: int | None,
+    *,
+    accepts_ranges: bool | None = None,
+) -> RemoteInfo:
+    """:func:`info_from_headers` of an answer aiohttp received for ``url``, redirects and
+    all."""
+    return info_from_headers(
+        url, _final_url(url, response), _heads_on_the_way(response), size,
+        accepts_ranges=accepts_ranges,
+    )  # fmt: skip
