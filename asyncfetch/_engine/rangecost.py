@@ -120,7 +120,7 @@ def _whole_rounds(
     """The range size nearest ``chunk`` (made no larger than the hash's tail allows, see the
     module's docstring) that cuts ``remaining`` bytes into whole rounds of ``connections``
     ranges: the number of rounds is rounded to the nearest, so a range may come out up to
-    half a round larger than ``chunk``."""
+    half again as large as ``chunk``."""
     if hash_rate > 0:
         chunk = min(chunk, int(math.sqrt(remaining * cost * hash_rate) / connections))
     rounds = max(round(remaining / (max(chunk, 1) * connections)), 1)
