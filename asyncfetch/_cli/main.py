@@ -343,6 +343,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .._cache.lookup import checkpoints_dir
     from .._config import env_settings
     from .._service import app as _service  # imports aiohttp.web, which only this command needs
+    from .._service import listen
     from .._service.guard import Guard, host_name, load_token
     from .._service.limits import SpeedFloor
     from .._service.log import log_json_lines
@@ -368,8 +369,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     tls = server_context(args.tls_cert, args.tls_key)
     log_json_lines()
-    run_sync(_service.serve(service, host=args.host, port=args.port, tls=tls))
-    _service.log.info("stopped")
+    run_sync(listen.serve(service, host=args.host, port=args.port, tls=tls))
+    listen.log.info("stopped")
     return EXIT_OK
 
 

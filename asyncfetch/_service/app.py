@@ -27,8 +27,9 @@ Who may ask is :mod:`._service_guard`'s to say (token, ``Host``, ``Origin``, JSO
 downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
 local network unless the operator says so).
 
-This is the one module besides ``_transport`` that imports aiohttp: its server side,
-``aiohttp.web``. Downloads themselves go through the engine (:func:`asyncfetch._engine.run`).
+The service's server side, ``aiohttp.web``, is here, in :mod:`.routes` (and :mod:`.events`)
+and in :mod:`.listen`, whose :func:`~.listen.serve` listens and runs it. Downloads themselves go
+through the engine (:func:`asyncfetch._engine.run`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import ssl
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +65,7 @@ from .._options import Options, make_options
 from .._transport.client import Transport
 from .._transport.netpolicy import NetPolicy
 from .._userinfo import redact, url_key
-from .guard import Guard, check_exposure, is_loopback
+from .guard import Guard
 from .jobs import Jobs
 from .limits import (
     DEFAULT_MAX_QUEUE,
@@ -95,10 +94,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("asyncfetch.serve")
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
 DEFAULT_MAX_DOWNLOADS = 4
-ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 
 
 class NameInUse(InvalidRequest):
@@ -563,73 +559,3 @@ def _metrics(service: Service) -> Metrics | None:
         log.warning("GET /metrics answers 501: install prometheus-client (the serve extra)")
         return None
     return Metrics(service.snapshot)
-
-
-def base_url(address: Any, scheme: str = "http") -> str:
-    """``http://host:port`` (or ``https://``) for a listening socket's address."""
-    host, port = address[0], address[1]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-
-
-async def serve(
-    service: Service,
-    *,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    tls: ssl.SSLContext | None = None,
-) -> None:
-    """Run ``service`` until SIGINT or SIGTERM (over https with ``tls``); prints the URL it
-    listens on to stdout.
-
-    Raises:
-        InvalidRequest: the address cannot be listened on (in use, not a local address), or
-            is not a loopback address and the service has no token.
-    """
-    check_exposure(host, service.guard)
-    if tls is None and not is_loopback(host):
-        log.warning(
-            "serving plain http on %s: the token and the files cross the network unencrypted; "
-            "give --tls-cert FILE and --tls-key FILE (or put a TLS proxy in front)",
-            host or "every address",
-        )
-    if not is_loopback(host) and not service.guard.hosts:
-        log.warning(
-            "clients must reach the service by an IP address or localhost: it refuses other "
-            "names in Host; give the ones they use with --allowed-host NAME"
-        )
-    runner = web.AppRunner(
-        service.app(),
-        handle_signals=False,
-        handler_cancellation=True,  # a waiter that left stops waiting; its download goes on
-        access_log=log,
-        access_log_format=ACCESS_LOG_FORMAT,
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, ssl_context=tls)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise InvalidRequest(
-                f"cannot listen on {host}:{port} ({exc}); pick another --host or --port (0: any)"
-            ) from None
-        url = base_url(runner.addresses[0], "https" if tls else "http")
-        print(f"asyncfetch serve: {url} cache {service.cache_dir}", flush=True)
-        await _until_signalled()
-        log.info("stopping")
-    finally:
-        await runner.cleanup()
-
-
-async def _until_signalled() -> None:
-    """Return once SIGINT or SIGTERM arrives."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for number in signals:
-        loop.add_signal_handler(number, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for number in signals:
-            loop.remove_signal_handler(number)

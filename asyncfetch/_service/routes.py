@@ -18,7 +18,8 @@ rule a client takes a mirror's digest only as evidence of agreement with the pri
 own, never as the expectation. Conditional requests (``If-None-Match``, ``If-Match``, an
 entity-tag ``If-Range``) are judged against that ETag, not aiohttp's mtime-and-size one.
 
-This module and :mod:`.app` are the ones that import ``aiohttp.web``.
+This module, :mod:`.app`, :mod:`.events` and :mod:`.listen` are the ones that import
+``aiohttp.web``.
 """
 
 from __future__ import annotations
