@@ -41,7 +41,7 @@ LAYERS: dict[str, int] = {
 # each outside library is touched by the modules named here only
 OWNERS: dict[str, set[str]] = {
     # the downloads' client (the transport's client, aioerrors, aiobody, aiosession, heads);
-    # the service's server side (its app, the /v1 routes' handlers, listening);
+    # the service's server side (its app, the /v1 routes' handlers, listening, error answers);
     # the service's JSON client (small API calls to one service, not ranged downloads)
     "aiohttp": {
         "_transport.client",
@@ -52,6 +52,7 @@ OWNERS: dict[str, set[str]] = {
         "_service.app",
         "_service.routes",
         "_service.listen",
+        "_service.failures",
         "_service.client",
         "_service.events",
     },

@@ -27,9 +27,10 @@ Who may ask is :mod:`._service_guard`'s to say (token, ``Host``, ``Origin``, JSO
 downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
 local network unless the operator says so).
 
-The service's server side, ``aiohttp.web``, is here, in :mod:`.routes` (and :mod:`.events`)
-and in :mod:`.listen`, whose :func:`~.listen.serve` listens and runs it. Downloads themselves go
-through the engine (:func:`asyncfetch._engine.run`).
+The service's server side, ``aiohttp.web``, is here, in :mod:`.routes` (and :mod:`.events`),
+in :mod:`.failures` (the status and JSON answer of each error) and in :mod:`.listen`, whose
+:func:`~.listen.serve` listens and runs it. Downloads themselves go through the engine
+(:func:`asyncfetch._engine.run`).
 """
 
 from __future__ import annotations
@@ -50,21 +51,15 @@ from .._cache.marker import read_marker
 from .._config import RetryPolicy, Timeouts
 from .._engine.fetch import run
 from .._engine.request import make_request
-from .._errors import (
-    AddressBlocked,
-    DestinationError,
-    FetchError,
-    IntegrityError,
-    InvalidRequest,
-    RetriesExhausted,
-    TransportError,
-)
+from .._errors import DestinationError, FetchError, IntegrityError, InvalidRequest
 from .._expectation import Sha256, expect_sha256
 from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._options import Options, make_options
 from .._transport.client import Transport
 from .._transport.netpolicy import NetPolicy
 from .._userinfo import redact, url_key
+from .failures import NameInUse, NameTaken, json_errors, status_for
+from .failures import error_response as _error
 from .guard import Guard
 from .jobs import Jobs
 from .limits import (
@@ -73,7 +68,6 @@ from .limits import (
     Meter,
     QueueFull,
     SpeedFloor,
-    TooSlow,
     within_floor,
 )
 from .orders import (
@@ -85,7 +79,6 @@ from .orders import (
     parse_order,
 )
 from .routes import MAX_BODY, V1
-from .routes import error_response as _error
 from .store import DB_NAME, Store, lock_state_dir
 
 if TYPE_CHECKING:
@@ -95,50 +88,6 @@ log = logging.getLogger("asyncfetch.serve")
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 DEFAULT_MAX_DOWNLOADS = 4
-
-
-class NameInUse(InvalidRequest):
-    """The name asked for is being downloaded from another URL now."""
-
-
-class NameTaken(InvalidRequest):
-    """The name asked for holds a different file, and the request did not ask to replace it."""
-
-
-def status_for(exc: FetchError) -> int:
-    """The HTTP status that answers a failed download."""
-    if isinstance(exc, NameInUse | NameTaken):
-        return 409
-    if isinstance(exc, QueueFull):
-        return 429
-    if isinstance(exc, AddressBlocked):
-        return 403
-    if isinstance(exc, TooSlow):
-        return 504
-    if isinstance(exc, InvalidRequest):
-        return 400
-    if isinstance(exc, IntegrityError):
-        return 422
-    if isinstance(exc, DestinationError):
-        return 507
-    if isinstance(exc, TransportError | RetriesExhausted):
-        return 502
-    return 500
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer aiohttp's own errors (no such route, wrong method) in the service's JSON shape."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        answer = _error(exc.status, f"{request.method} {request.path}: {exc.reason}",
-                        type(exc).__name__.removeprefix("HTTP"))  # fmt: skip
-        if "Allow" in exc.headers:
-            answer.headers["Allow"] = exc.headers["Allow"]
-        return answer
 
 
 def is_corrupt(path: Path) -> bool:
@@ -245,9 +194,7 @@ class Service:
             with self.metrics.in_flight.track_inprogress():
                 return await handler(request)
 
-        app = web.Application(
-            client_max_size=MAX_BODY, middlewares=[counted, _json_errors, guarded]
-        )
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[counted, json_errors, guarded])
         v1 = V1(self, status_for)
         v1.add_to(app)
         app.router.add_post("/fetch", self._post_fetch)

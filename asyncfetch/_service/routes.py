@@ -18,8 +18,8 @@ rule a client takes a mirror's digest only as evidence of agreement with the pri
 own, never as the expectation. Conditional requests (``If-None-Match``, ``If-Match``, an
 entity-tag ``If-Range``) are judged against that ETag, not aiohttp's mtime-and-size one.
 
-This module, :mod:`.app`, :mod:`.events` and :mod:`.listen` are the ones that import
-``aiohttp.web``.
+This module, :mod:`.app`, :mod:`.events`, :mod:`.failures` and :mod:`.listen` are the ones
+that import ``aiohttp.web``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +37,8 @@ from aiohttp.helpers import ETag
 from .._cache.marker import hash_file, read_marker
 from .._errors import FetchError
 from .events import EventStreams
+from .failures import error_response, failure
 from .jobs import view
-from .limits import QueueFull
 from .orders import ORDER_SHAPE, parse_orders
 from .store import STATES
 
@@ -55,19 +54,6 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 MAX_LISTED = 1000
-
-
-def error_response(
-    status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """The service's JSON error answer: ``{"error": message on one line, "type": kind}``."""
-    body = {"error": " ".join(message.split()), "type": kind}
-    return web.json_response(body, status=status, headers=headers)
-
-
-def _failure(exc: FetchError, status_for: Any) -> web.Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
-    return error_response(status_for(exc), str(exc), type(exc).__name__, headers)
 
 
 class V1:
@@ -101,7 +87,7 @@ class V1:
                 413, f"the body is over {MAX_BODY} bytes; send {ORDER_SHAPE}", "InvalidRequest"
             )
         except FetchError as exc:
-            return _failure(exc, self._status_for)
+            return failure(exc, self._status_for)
         views = [view(row, self.jobs.live.get(row.id)) | {"new": new} for row, new in answers]
         status = 202 if any(new for _, new in answers) else 200
         if many:

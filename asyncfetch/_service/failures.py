@@ -1,0 +1,80 @@
+"""How ``asyncfetch serve`` answers a failure: the service's own errors, the HTTP status of
+each :class:`~asyncfetch.FetchError`, and the JSON shape of every error answer
+(``{"error": message on one line, "type": kind}``), aiohttp's own included."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .._errors import (
+    AddressBlocked,
+    DestinationError,
+    FetchError,
+    IntegrityError,
+    InvalidRequest,
+    RetriesExhausted,
+    TransportError,
+)
+from .limits import QueueFull, TooSlow
+
+
+class NameInUse(InvalidRequest):
+    """The name asked for is being downloaded from another URL now."""
+
+
+class NameTaken(InvalidRequest):
+    """The name asked for holds a different file, and the request did not ask to replace it."""
+
+
+def status_for(exc: FetchError) -> int:
+    """The HTTP status that answers a failed download."""
+    if isinstance(exc, NameInUse | NameTaken):
+        return 409
+    if isinstance(exc, QueueFull):
+        return 429
+    if isinstance(exc, AddressBlocked):
+        return 403
+    if isinstance(exc, TooSlow):
+        return 504
+    if isinstance(exc, InvalidRequest):
+        return 400
+    if isinstance(exc, IntegrityError):
+        return 422
+    if isinstance(exc, DestinationError):
+        return 507
+    if isinstance(exc, TransportError | RetriesExhausted):
+        return 502
+    return 500
+
+
+def error_response(
+    status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The service's JSON error answer: ``{"error": message on one line, "type": kind}``."""
+    body = {"error": " ".join(message.split()), "type": kind}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def failure(exc: FetchError, status_for: Any) -> web.Response:
+    """The error answer to ``exc`` (with ``Retry-After`` when the queue is full)."""
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+    return error_response(status_for(exc), str(exc), type(exc).__name__, headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer aiohttp's own errors (no such route, wrong method) in the service's JSON shape."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = error_response(exc.status, f"{request.method} {request.path}: {exc.reason}",
+                                 type(exc).__name__.removeprefix("HTTP"))  # fmt: skip
+        if "Allow" in exc.headers:
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
