@@ -21,7 +21,7 @@ most ``max_downloads`` distinct downloads run at once, up to ``max_queue`` more 
 :mod:`._service_limits`). Only complete files are served:
 never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
 and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
-fetched or verified again).
+fetched or verified again); :mod:`.files` says which files those are.
 
 Who may ask is :mod:`._service_guard`'s to say (token, ``Host``, ``Origin``, JSON bodies), and
 downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
@@ -41,25 +41,24 @@ import os
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .._cache.lookup import judge
-from .._cache.marker import read_marker
 from .._config import RetryPolicy, Timeouts
 from .._engine.fetch import run
 from .._engine.request import make_request
-from .._errors import DestinationError, FetchError, IntegrityError, InvalidRequest
-from .._expectation import Sha256, expect_sha256
+from .._errors import FetchError, IntegrityError, InvalidRequest
+from .._expectation import expect_sha256
 from .._models import FetchResult, ProgressCallback, ProgressEvent
-from .._options import Options, make_options
+from .._options import make_options
 from .._transport.client import Transport
 from .._transport.netpolicy import NetPolicy
 from .._userinfo import redact, url_key
 from .failures import NameInUse, NameTaken, json_errors, status_for
 from .failures import error_response as _error
+from .files import holder_of, listing, make_cache_dir
 from .guard import Guard
 from .jobs import Jobs
 from .limits import (
@@ -70,14 +69,7 @@ from .limits import (
     SpeedFloor,
     within_floor,
 )
-from .orders import (
-    ORDER_SHAPE,
-    Order,
-    check_digest,
-    hit_for_another_digest,
-    is_servable_name,
-    parse_order,
-)
+from .orders import ORDER_SHAPE, Order, check_digest, hit_for_another_digest, parse_order
 from .routes import MAX_BODY, V1
 from .store import DB_NAME, Store, lock_state_dir
 
@@ -88,31 +80,6 @@ log = logging.getLogger("asyncfetch.serve")
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 DEFAULT_MAX_DOWNLOADS = 4
-
-
-def is_corrupt(path: Path) -> bool:
-    """Whether ``path``'s marker says it is corrupt (``asyncfetch cache verify`` found another
-    digest than recorded) (blocking; reads one small file).
-
-    A file changed since (touched, copied over) stays corrupt: only hashing it again (``cache
-    verify``, a fetch) or downloading it again rewrites the marker.
-    """
-    marker = read_marker(path)
-    return marker is not None and marker.corrupt
-
-
-def _has_digest(path: Path, sha256: str) -> bool:
-    """Whether the file at ``path`` has the SHA-256 ``sha256``, as the cache judges it (its
-    marker's digest while it describes the file, else re-hashed once; blocking)."""
-    return judge(path, Sha256(sha256.lower()), urls=(), options=Options()).good
-
-
-def _file_in_the_way(directory: Path) -> Path | None:
-    """The file (not a directory) standing at ``directory`` or at one of its parents."""
-    for path in (directory, *directory.parents):
-        if path.exists():
-            return None if path.is_dir() else path
-    return None
 
 
 @dataclass(frozen=True)
@@ -212,7 +179,7 @@ class Service:
         return self._stopping
 
     async def _on_startup(self, _app: web.Application) -> None:
-        await asyncio.to_thread(self.make_cache_dir)
+        await asyncio.to_thread(make_cache_dir, self.cache_dir)
         await self.open()
 
     async def open(self) -> None:
@@ -234,26 +201,6 @@ class Service:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
-
-    def make_cache_dir(self) -> None:
-        """Create the cache dir if missing (blocking).
-
-        Raises:
-            DestinationError: it cannot be made, e.g. a file stands in its way.
-        """
-        try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            in_the_way = _file_in_the_way(self.cache_dir)
-            why = (
-                f"{in_the_way} is a file, not a directory; move it away or"
-                if in_the_way
-                else f"{exc.strerror or exc};"
-            )
-            raise DestinationError(
-                f"cannot use {self.cache_dir} as the cache dir: {why} pick another --cache-dir",
-                path=str(self.cache_dir),
-            ) from None
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         """Stop running downloads; their part files stay for the next run to resume."""
@@ -381,8 +328,8 @@ class Service:
                     listener(event)
 
             progress(ProgressEvent("started", order.url))
-            await asyncio.to_thread(self.make_cache_dir)  # gone, or a file now: say so
-            holder = await asyncio.to_thread(self.holder_of, order)
+            await asyncio.to_thread(make_cache_dir, self.cache_dir)  # gone, or a file now: say so
+            holder = await asyncio.to_thread(holder_of, self.cache_dir, order)
             if holder is not None and not order.replace:
                 raise NameTaken(
                     f"{order.name} holds the file from {holder}, not from {order.url}; send "
@@ -416,20 +363,6 @@ class Service:
         async with Transport(request.options, policy=self._net) as transport:
             return await run(request, transport=transport)
 
-    def holder_of(self, order: Order) -> str | None:
-        """Where the different file ``order.name`` holds came from (``an unknown source``
-        when nothing says), or None when it holds none, or the one asked for: from the same
-        URL, or with the SHA-256 asked for (blocking: may hash the file once)."""
-        path = self.servable_path(order.name)
-        if path is None:
-            return None
-        marker = read_marker(path)
-        if marker is not None and marker.url == redact(order.url):
-            return None
-        if order.sha256 is not None and _has_digest(path, order.sha256):
-            return None
-        return marker.url if marker is not None and marker.url else "an unknown source"
-
     def _forget(self, name: str, task: asyncio.Task[FetchResult]) -> None:
         job = self._running.get(name)
         if job is not None and job.task is task:
@@ -437,48 +370,9 @@ class Service:
         if not task.cancelled():
             task.exception()  # retrieved: no "never retrieved" noise when every waiter left
 
-    def lookup(self, name: str) -> tuple[Path, bool] | None:
-        """The complete cached file called ``name`` and whether it is corrupt, or None
-        (blocking: run it in a thread)."""
-        path = self.servable_path(name)
-        return None if path is None else (path, is_corrupt(path))
-
-    def servable_path(self, name: str) -> Path | None:
-        """The complete cached file called ``name``, or None (blocking: run it in a thread)."""
-        if not is_servable_name(name):
-            return None
-        try:
-            real = (self.cache_dir / name).resolve(strict=True)
-            inside = real.parent == self.cache_dir.resolve(strict=True)
-        except OSError:
-            return None
-        if not inside or not is_servable_name(real.name) or not real.is_file():
-            return None
-        return real
-
     async def _get_cache(self, _request: web.Request) -> web.Response:
-        files = await asyncio.to_thread(self.listing)
+        files = await asyncio.to_thread(listing, self.cache_dir)
         return web.json_response({"files": files, "downloading": sorted(self._running)})
-
-    def listing(self) -> list[dict[str, Any]]:
-        """Name, size, mtime and state (``complete`` or ``corrupt``) of each complete cached
-        file, by name (blocking)."""
-        files = []
-        try:
-            names = sorted(os.listdir(self.cache_dir))
-        except OSError:
-            return []
-        for name in names:
-            path = self.servable_path(name)
-            if path is None:
-                continue
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            state = "corrupt" if is_corrupt(path) else "complete"
-            files.append({"name": name, "size": st.st_size, "mtime": st.st_mtime, "state": state})
-        return files
 
     async def _get_health(self, _request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

@@ -38,6 +38,7 @@ from .._cache.marker import hash_file, read_marker
 from .._errors import FetchError
 from .events import EventStreams
 from .failures import error_response, failure
+from .files import lookup
 from .jobs import view
 from .orders import ORDER_SHAPE, parse_orders
 from .store import STATES
@@ -135,7 +136,7 @@ class V1:
     async def get_file(self, request: web.Request) -> web.StreamResponse:
         """A complete cached file, its SHA-256 as ETag and Repr-Digest."""
         name = request.match_info["name"]
-        found = await asyncio.to_thread(self.service.lookup, name)
+        found = await asyncio.to_thread(lookup, self.service.cache_dir, name)
         if found is None:
             return error_response(404, f"{name} is not a complete file in the cache", "NotFound")
         path, corrupt = found
