@@ -18,13 +18,13 @@ with that other digest. A name that holds a different file (from another URL, wi
 digest asked for) is replaced only when the request says ``"replace": true`` (else 409). At
 most ``max_downloads`` distinct downloads run at once, up to ``max_queue`` more wait their turn
 (past that, 429), and one slower than the speed floor gives its slot back (504; see
-:mod:`._service_limits`). Only complete files are served:
+:mod:`.limits`). Only complete files are served:
 never part files, journals, markers, locks or temporary files, nothing outside the cache dir,
 and no file that ``asyncfetch cache verify`` found corrupt, even if touched since (409 until
 fetched or verified again); :mod:`.files` says which files those are.
 
-Who may ask is :mod:`._service_guard`'s to say (token, ``Host``, ``Origin``, JSON bodies), and
-downloads connect only where the service's :class:`~._netpolicy.NetPolicy` allows (not to the
+Who may ask is :mod:`.guard`'s to say (token, ``Host``, ``Origin``, JSON bodies), and downloads
+connect only where the service's :class:`~.._transport.netpolicy.NetPolicy` allows (not to the
 local network unless the operator says so).
 
 The service's server side, ``aiohttp.web``, is here, in :mod:`.routes` (and :mod:`.events`),
