@@ -33,7 +33,7 @@ from .decode import keep_decoded_if_matching
 from .mirrors import MirrorBoard
 from .planner import Scheduler, Task, plan_chunks
 from .probe import Probed, probe_sources
-from .rangecost import RangeCost
+from .rangesizes import RangeSizes
 from .request import Request
 from .resolve import Resolves, refused, resolve_again
 from .retry import RetryNotice, is_retryable, retrying
@@ -82,11 +82,8 @@ class Download:
         self._resolves = Resolves()
         self._resolving: dict[str, asyncio.Lock] = {}
         self.no_resume: str | None = None  # why a stop cannot resume, when it cannot
-        self._costs: dict[str, RangeCost] = {}  # per source: servers differ in what a request costs
-        self._chunk_now: dict[str, int] = {}  # per source, the range size advised so far
         self._scheduler: Scheduler | None = None
-        self.ranges_note: str | None = None  # how ranges were adapted to their cost
-        self._range_notes: dict[str, str] = {}  # the same, per source
+        self.range_sizes = RangeSizes(request.url, self.options.connections)
 
     async def run(self) -> FetchResult:
         """Probe, download, verify, rename; emit events up to the rename; return the result.
@@ -120,7 +117,7 @@ class Download:
             bytes_by_mirror={redact(u): n for u, n in self.board.bytes_by_source().items()},
             resumed_bytes=sink.resumed_bytes,
             retries=self.retries,
-            ranges=self.ranges_note,
+            ranges=self.range_sizes.note,
             unused_mirrors={redact(u): why for u, why in self.board.dropped().items()},
         )
 
@@ -311,7 +308,7 @@ class Download:
         try:
             while not scheduler.finished:
                 task = scheduler.take(
-                    self.board.get(home).speed, time.monotonic(), self._chunk_now.get(home, 0)
+                    self.board.get(home).speed, time.monotonic(), self.range_sizes.chunk(home)
                 )
                 if task is None:
                     if not scheduler.may_steal_later():
@@ -470,42 +467,12 @@ class Download:
                 await self._copy_body(body, task, sink, source, to_eof=to_eof)
             if not whole:
                 cost, nbytes = answered - started, task.pos - before
-                self._range_done(source, cost, nbytes, answered, sink.hash_rate)
+                self.range_sizes.range_done(
+                    source, cost, nbytes, answered, sink.hash_rate, self._scheduler,
+                    one_source=len(self.board.sources) == 1,
+                )  # fmt: skip
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
-
-    def _range_done(
-        self, source: str, cost: float, nbytes: int, answered: float, hash_rate: float
-    ) -> None:
-        """Record a whole range's cost and rate; when ranges from ``source`` cost more than
-        they bring, fetch larger ones from it (see :mod:`.rangecost`): with one source the
-        ranges still to fetch are re-cut, with several each worker on ``source`` takes
-        that much at a time, so a source whose requests are slow gets fewer, larger ranges
-        and the others keep theirs."""
-        costs = self._costs.setdefault(source, RangeCost())
-        costs.record(cost, nbytes, time.monotonic() - answered)
-        scheduler = self._scheduler
-        if scheduler is None:
-            return
-        remaining = sum(task.remaining for task in scheduler)
-        advice = costs.advice(
-            self._chunk_now.get(source, 0),
-            remaining=remaining,
-            connections=self.options.connections,
-            hash_rate=hash_rate,
-        )
-        if advice is None:
-            return
-        self._chunk_now[source] = advice.chunk
-        scheduler.request_cost = max(scheduler.request_cost, advice.cost)
-        if len(self.board.sources) == 1:
-            pending = scheduler.coarsen(advice.chunk)
-            note = advice.note + ("; one stream for the rest" if pending <= 1 else "")
-        else:
-            note = f"{redact(source)}: {advice.note}"
-        self._range_notes[source] = note
-        self.ranges_note = "; ".join(self._range_notes.values())
-        log.info("%s: ranges cost more than they bring: %s", redact(self.request.url), note)
 
     async def _copy_body(
         self, body: Body, task: Task, sink: PartFile, source: str, *, to_eof: bool = False
