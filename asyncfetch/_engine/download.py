@@ -4,7 +4,6 @@ and switch sources, write through the part file, verify (and blame), report prog
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -14,21 +13,15 @@ from pathlib import Path
 from typing import Literal
 
 from .._cache.marker import record_download
-from .._errors import (
-    FetchError,
-    IntegrityError,
-    RetriesExhausted,
-    TransportError,
-    TruncatedBody,
-)
+from .._errors import FetchError, IntegrityError, RetriesExhausted, TransportError
 from .._expectation import Expectation, Sha256
 from .._models import ByteRange, EventKind, FetchResult, ProgressEvent, RemoteInfo
 from .._storage.extents import Extents
 from .._storage.partfile import PartFile, Repair
-from .._transport.aiobody import Body
 from .._transport.client import FileChanged, RangeNotHonoured, Transport
 from .._userinfo import redact
 from .blame import Blame
+from .bodycopy import copy_body
 from .decode import keep_decoded_if_matching
 from .mirrors import MirrorBoard
 from .planner import Scheduler, Task, plan_chunks
@@ -464,7 +457,8 @@ class Download:
                 task.begin(started)
                 if body.encoding:  # kept as sent, whatever its length (see _fill_and_finish)
                     to_eof, task.stop, self.encoding = True, 1 << 62, body.encoding
-                await self._copy_body(body, task, sink, source, to_eof=to_eof)
+                write = functools.partial(self._write, sink, task, source=source)
+                await copy_body(body, task, write, to_eof=to_eof)
             if not whole:
                 cost, nbytes = answered - started, task.pos - before
                 self.range_sizes.range_done(
@@ -473,41 +467,6 @@ class Download:
                 )  # fmt: skip
         finally:
             self.board.record_bytes(source, task.pos - before, time.monotonic() - started)
-
-    async def _copy_body(
-        self, body: Body, task: Task, sink: PartFile, source: str, *, to_eof: bool = False
-    ) -> None:
-        """Copy the body to the part file at ``task.pos`` until ``task.stop``, batch by batch.
-
-        ``task.pos`` only moves past bytes that are written, so a retry continues exactly
-        where this attempt got to; the body hands over what it received before an error
-        ahead of the error. With ``to_eof``, a clean end of the body ends the copy.
-        """
-        while task.pos < task.stop:
-            try:
-                batch = await body.next_batch()
-            except asyncio.CancelledError:
-                # best effort: any error here must not replace the cancellation (a retryable
-                # one would make the retry loop start a new attempt in a cancelled task)
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self._keep_leftover(body, task, sink, source))
-                raise
-            if not batch:
-                if to_eof or task.pos >= task.stop or _ended_short(body, task):
-                    break
-                raise TruncatedBody(
-                    f"{body.url}: body ended at byte {task.pos}, expected up to {task.stop}",
-                    url=body.url,
-                )
-            await self._write(sink, task, batch, sum(len(b) for b in batch), source)
-        if body.byte_range is not None and task.stop < body.byte_range.end:
-            body.abandon()  # a thief took the rest of this range
-
-    async def _keep_leftover(self, body: Body, task: Task, sink: PartFile, source: str) -> None:
-        """On cancellation, write what the body had received, so a resume need not fetch it."""
-        offset, data = body.leftover()
-        if data and offset == task.pos:
-            await self._write(sink, task, [data], len(data), source)
 
     async def _write(
         self,
@@ -616,13 +575,6 @@ def emit_safely(request: Request, event: ProgressEvent) -> None:
             "place at %s): %s: %s",
             name, event.kind, event.url, request.dest, type(exc).__name__, exc,
         )  # fmt: skip
-
-
-def _ended_short(body: Body, task: Task) -> bool:
-    """Whether ``body`` ended cleanly at its own end, short of ``task.stop``: a 206 that
-    answered the start of the range asked, with at least one byte."""
-    asked, size = body.byte_range, body.size
-    return asked is not None and size is not None and size > 0 and task.pos == asked.start + size
 
 
 async def _run_all(coroutines: Sequence[Awaitable[None]]) -> None:
