@@ -1,5 +1,9 @@
 """One download in progress: probe the sources, run the workers over the byte ranges, retry
-and switch sources, write through the part file, verify (and blame), report progress."""
+and switch sources, write through the part file, verify (and blame), report progress.
+
+An answer's body is copied into the part file by :mod:`.bodycopy`; what each source's ranges
+cost, and how large they are taken from it, is kept by :mod:`.rangesizes`.
+"""
 
 from __future__ import annotations
 
