@@ -351,14 +351,25 @@ def _judge_offline(
     )
     if changed:
         fresh = marker  # hashed below and compared with the digest recorded at the download
+    used = _checked(path, st, fresh, changed=changed, options=options)
+    if isinstance(used, Verdict):
+        return used
+    hit = _use(path, replace(used, url=used.url or (urls[0] if urls else None)))
+    return Verdict(True, "is used as it is, offline", hit)
+
+
+def _checked(
+    path: Path, st: os.stat_result, fresh: Marker | None, *, changed: bool, options: Options
+) -> Marker | Verdict:
+    """``fresh`` re-hashed when the file ``changed``, when asked to ``verify``, or when hashing
+    and no digest is known; a bad Verdict when that hash shows the file corrupt (recorded in
+    its marker); a marker of its size and time alone when nothing vouches for it."""
     if changed or options.verify or (options.hashing and not (fresh and fresh.sha256)):
         fresh = rehash(path, st, fresh)
     if fresh is not None and fresh.corrupt:
         write_marker(path, fresh)
         return _bad(f"is corrupt (SHA-256 {fresh.sha256}, not {fresh.expected})")
-    used = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
-    hit = _use(path, replace(used, url=used.url or (urls[0] if urls else None)))
-    return Verdict(True, "is used as it is, offline", hit)
+    return fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
 
 
 def _worth_a_probe(
@@ -408,12 +419,9 @@ def _judge_remote(
             return _bad("is not torch.hub's copy of the server's file (older, or changed since)")
         if marker is not None and marker.expected is not None:  # a baseline: must still
             changed, fresh = fresh is None, marker  # have the digest recorded by verify
-    if changed or options.verify or (options.hashing and not (fresh and fresh.sha256)):
-        fresh = rehash(path, st, fresh)
-    if fresh is not None and fresh.corrupt:
-        write_marker(path, fresh)
-        return _bad(f"is corrupt (SHA-256 {fresh.sha256}, not {fresh.expected})")
-    used = fresh or Marker(size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=None)
+    used = _checked(path, st, fresh, changed=changed, options=options)
+    if isinstance(used, Verdict):
+        return used
     if announced is not None and used.sha256 != announced:
         return _bad(f"does not have the SHA-256 {announced} the server announces")
     used = replace(used, url=info.url, etag=info.etag, last_modified=info.last_modified)
