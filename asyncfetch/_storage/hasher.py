@@ -15,6 +15,7 @@ download would crash it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
@@ -102,12 +103,8 @@ class PrefixHasher:
             self._error = exc
 
     def _calibrate(self) -> None:
-        """Time SHA-256 over a scratch block, so the speed is known before the file's bytes
-        come (about a millisecond, in this thread)."""
-        scratch = bytes(CALIBRATION)
-        began = time.perf_counter()
-        hashlib.sha256(scratch).digest()
-        self._calibrated = CALIBRATION / max(time.perf_counter() - began, 1e-9)
+        """Know the speed before the file's bytes come (see :func:`_scratch_rate`)."""
+        self._calibrated = _scratch_rate()
 
     def _hash_up_to(self, target: int) -> None:
         while self._hashed < min(target, self._target):  # cancel() lowers _target: stop soon
@@ -143,3 +140,13 @@ class PrefixHasher:
                 raise OSError(f"unexpected end of file at byte {self._hashed}")
             self._sha.update(buffer[:got])
             self._hashed += got
+
+
+@functools.cache
+def _scratch_rate() -> float:
+    """SHA-256's bytes per second over a scratch block: timed once per process (about a
+    millisecond, in the first hasher's thread), not again for every file of a batch."""
+    scratch = bytes(CALIBRATION)
+    began = time.perf_counter()
+    hashlib.sha256(scratch).digest()
+    return CALIBRATION / max(time.perf_counter() - began, 1e-9)
