@@ -274,7 +274,7 @@ class PartFile:
                 expected=str(size),
                 actual=str(self._extents.total()),
             )
-        digest = await self._digest(size)
+        digest = await self._digest_while_flushing(size)
         if expected.digest and digest != expected.digest and repair is not None:
             digest = await repair(digest or "")  # may rewrite ranges
         await self._stop()  # no writes from here on
@@ -295,6 +295,21 @@ class PartFile:
             await asyncio.to_thread(hasher.cancel)
             await asyncio.gather(digesting, return_exceptions=True)
             raise
+
+    async def _digest_while_flushing(self, size: int) -> str | None:
+        """The digest, while the last bytes go to disk: the flush overlaps the hash's tail,
+        which is still reading back the last bytes written, and the fsync before the rename
+        finds little left to do."""
+        if self._hasher is None:
+            return None
+        flushing = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
+        try:
+            return await self._digest(size)
+        finally:
+            try:
+                await _settle(flushing)
+            except OSError as exc:  # reported once: the fsync before the rename would miss it
+                raise _disk_error(exc, self.part, self._journal.url) from exc
 
     async def _digest(self, size: int) -> str | None:
         if self._hasher is None:
