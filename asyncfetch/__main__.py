@@ -1,5 +1,6 @@
 """``python -m asyncfetch`` and the ``asyncfetch`` command: the command line."""
 
+import gc
 import sys
 
 from ._version import VERSION_LINE
@@ -12,6 +13,9 @@ def main() -> int:
         return 0
     from ._cli.main import main as command_line
 
+    # What the imports made lives as long as the process: no collection walks it again, the
+    # one at exit included (exit of a 1 MiB https download: ~24 ms -> ~9 ms).
+    gc.freeze()
     return command_line()
 
 
