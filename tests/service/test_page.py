@@ -7,6 +7,9 @@ them where it can); under ``CI=true`` a missing browser fails the run instead.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ import pytest
 
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import cli_env
+from tests.service.test_client import certificate_files
 from tests.service.test_jobs import serve_process
 
 TOKEN = "p" * 32
@@ -37,6 +41,12 @@ def _missing() -> str | None:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Headless chromium through chromedriver, or a skip (a failure under CI=true)."""
+    with _chromium() as driver:
+        yield driver
+
+
+@contextlib.contextmanager
+def _chromium(*flags: str) -> Iterator[Any]:
     why = _missing()
     if why is not None:
         if os.environ.get("CI") == "true":
@@ -48,13 +58,28 @@ def browser() -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = str(shutil.which("chromium"))
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1200,700"):  # fmt: skip
+                 "--window-size=1200,700", *flags):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Driver(str(shutil.which("chromedriver"))), options=options)
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def _trusting_only(cert: Path) -> str:
+    """The chromium flag that accepts this one certificate (by its public key) and no other
+    the browser does not already trust: the test CA is not in chromium's store."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    key = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    spki = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return "--ignore-certificate-errors-spki-list=" + base64.b64encode(
+        hashlib.sha256(spki).digest()
+    ).decode("ascii")
 
 
 def _wait(browser: Any, condition: Any) -> Any:
@@ -97,11 +122,7 @@ def test_the_page_submits_follows_progress_and_cancels(
     server.add_file("fast.bin", make_payload(300_000, seed=2))
     env = cli_env(ASYNCFETCH_SERVICE_TOKEN=TOKEN)
     with serve_process(tmp_path / "cache", env=env) as (process, service_url):
-        browser.get(service_url + "/")
-        _wait(browser, lambda b: "401" in b.find_element(By.ID, "status").text)  # no token yet
-        browser.find_element(By.ID, "token").send_keys(TOKEN)
-        browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
-        _wait(browser, lambda b: b.find_element(By.ID, "status").text == "")
+        _log_in(browser, service_url)
 
         # one stream (progress comes a 1 MiB receive buffer at a time): ~2 s a step, 12 s in all
         _submit(browser, server.url("slow.bin", rate=512 << 10, no_ranges=True))
@@ -123,6 +144,36 @@ def test_the_page_submits_follows_progress_and_cancels(
     assert (tmp_path / "cache" / "fast.bin").read_bytes() == make_payload(300_000, seed=2)
     log = (tmp_path / "serve.log").read_text()
     assert TOKEN not in log
+
+
+def _log_in(browser: Any, service_url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(service_url + "/")
+    _wait(browser, lambda b: "401" in b.find_element(By.ID, "status").text)  # no token yet
+    browser.find_element(By.ID, "token").send_keys(TOKEN)
+    browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    _wait(browser, lambda b: b.find_element(By.ID, "status").text == "")
+
+
+def test_the_page_works_over_https(tmp_path: Path, server: FaultServer) -> None:
+    from selenium.webdriver.common.by import By
+
+    cert, key = certificate_files(tmp_path)
+    server.add_file("fast.bin", make_payload(300_000, seed=3))
+    env = cli_env(ASYNCFETCH_SERVICE_TOKEN=TOKEN)
+    serving = serve_process(tmp_path / "cache", "--tls-cert", str(cert), "--tls-key", str(key),
+                            env=env)  # fmt: skip
+    with serving as (process, service_url), _chromium(_trusting_only(cert)) as browser:
+        assert service_url.startswith("https://")
+        _log_in(browser, service_url)  # the page's own requests go over https too
+        _submit(browser, server.url("fast.bin"))
+        _wait(browser, lambda b: _state(b, "fast.bin") == "done")  # live updates over TLS
+        bar = _row(browser, "fast.bin").find_element(By.TAG_NAME, "progress")
+        assert float(bar.get_attribute("value")) == float(bar.get_attribute("max")) == 300_000
+        assert browser.current_url.startswith("https://")
+        process.terminate()
+    assert (tmp_path / "cache" / "fast.bin").read_bytes() == make_payload(300_000, seed=3)
 
 
 async def test_the_page_is_served_without_the_token_but_not_to_other_hosts(tmp_path: Path) -> None:
