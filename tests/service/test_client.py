@@ -166,6 +166,28 @@ def test_clients_trust_the_ca_bundles_users_already_set(
     assert listed.returncode == 0, listed.stderr
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_serving_beyond_loopback_in_clear_warns(tmp_path: Path, tls: bool) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: serve checks and warns, then
+    # cannot listen there, so nothing is ever reachable beyond loopback
+    options = ["--tls-cert", "--tls-key"] if tls else []
+    files = [str(path) for path in certificate_files(tmp_path)] if tls else []
+    done = subprocess.run(
+        [sys.executable, "-m", "asyncfetch", "serve", "--host", "192.0.2.1", "--port", "0",
+         "--cache-dir", str(tmp_path / "cache"), "--state-dir", str(tmp_path / "state"),
+         *[arg for pair in zip(options, files, strict=True) for arg in pair]],
+        capture_output=True, text=True, timeout=30, env=cli_env(ASYNCFETCH_SERVICE_TOKEN=TOKEN),
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "cannot listen on 192.0.2.1" in done.stderr
+    warned = "serving plain http on 192.0.2.1" in done.stderr
+    assert warned is not tls
+    if warned:
+        assert "--tls-cert FILE and --tls-key FILE" in done.stderr
+    assert TOKEN not in done.stderr + done.stdout
+
+
 @pytest.mark.parametrize("given", [["--tls-cert"], ["--tls-key"], ["--tls-cert", "--tls-key"]])
 def test_serve_refuses_half_a_certificate_or_a_wrong_one(tmp_path: Path, given: list[str]) -> None:
     wrong = tmp_path / "not-a-certificate.pem"
