@@ -10,8 +10,14 @@
   Records of files that are gone are swept a few at a time as new ones are written.
 
 Earlier versions wrote ``<file>.asyncfetch.json`` beside the file. Such a marker is still
-honoured when it is a regular file (never read through a link) of this user's or of the
-file's owner, and is moved to the places above when it is next read or written.
+honoured when it and the file are regular files (never read through a link) of this user's,
+and is moved to the places above when it is next read or written.
+
+Another user's file is vouched for only by this user's own record in the state directory:
+its owner (whoever planted it in a shared directory) can set any attribute on it and write
+any marker beside it, and taking those at their word would let them pass a wrong file off as
+one with the SHA-256 asked for. Such a file is hashed once; the digest goes to the state
+directory, where its ctime binds it.
 """
 
 from __future__ import annotations
@@ -58,8 +64,8 @@ def load(path: Path) -> Found | None:
     except OSError:
         return None
     in_state = _read_state(path, st)
-    if in_state is not None and in_state.current:
-        return in_state  # written after any attribute: that would have changed the ctime
+    if (in_state is not None and in_state.current) or st.st_uid != current_uid():
+        return in_state  # after any attribute (that changes the ctime); or not theirs to say
     if _xattrs() and (data := _read_xattr(path)) is not None:
         return Found(data, current=True)
     return in_state or _read_legacy(path, st)
@@ -72,7 +78,7 @@ def store(path: Path, data: dict[str, Any]) -> bool:
     except OSError:
         return False
     blob = json.dumps(data).encode("utf-8")
-    if _xattrs() and _write_xattr(path, blob):
+    if _xattrs() and st.st_uid == current_uid() and _write_xattr(path, blob):
         _unlink(_state_path(path))  # outdated now; the attribute's ctime would shadow it
     elif not _write_state(path, st, data):
         return False
@@ -203,13 +209,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _read_legacy(path: Path, st: os.stat_result) -> Found | None:
-    """The marker file of an earlier version, if it is a regular file of this user's or of
-    the file's owner (one planted by anybody else says nothing)."""
+    """The marker file of an earlier version, if it is a regular file of this user's, as the
+    file ``st`` describes is (:func:`load` asks only then; one planted by anybody else says
+    nothing)."""
     try:
         blob, own = read_small(legacy_path(path))
     except OSError:
         return None
-    if own.st_uid not in (current_uid(), st.st_uid):
+    if own.st_uid != current_uid() or st.st_uid != current_uid():
         return None
     data = _as_dict(blob)
     return Found(data, current=True, legacy=True) if data is not None else None

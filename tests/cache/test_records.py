@@ -205,18 +205,51 @@ async def test_an_earlier_versions_marker_is_honoured_then_moved(
     assert server.requests[mark:] == []
 
 
-def test_the_file_owners_marker_is_honoured_and_left_to_them(
-    server: FaultServer, tmp_path: Path
+def plant_record(dest: Path, url: str, digest: str, where: str) -> Path | None:
+    """Vouch for ``dest`` as having ``digest`` the way its owner can: an extended attribute
+    on it, or an earlier version's marker beside it (theirs too); then make both theirs."""
+    marker = old_marker(dest, url, digest)
+    if where == "attribute":
+        os.setxattr(dest, _records.XATTR, marker.read_bytes())
+        marker.unlink()
+    os.chown(dest, NOBODY, NOBODY)
+    if marker.exists():
+        os.chown(marker, NOBODY, NOBODY)
+        return marker
+    return None
+
+
+@pytest.mark.parametrize("where", ["attribute", "beside"])
+async def test_another_users_file_is_not_taken_at_its_owners_word(
+    server: FaultServer, tmp_path: Path, private_state_dir: Path, where: str
 ) -> None:
     url = server.add_file("m.bin", DATA)
     dest = tmp_path / "m.bin"
-    dest.write_bytes(DATA)
-    old = old_marker(dest, url, sha256(DATA))
-    os.chown(dest, NOBODY, NOBODY)  # a team member's download in a shared cache
-    os.chown(old, NOBODY, NOBODY)
+    dest.write_bytes(b"E" * len(DATA))  # planted in a shared dir by another user: the wrong bytes
+    plant_record(dest, url, sha256(DATA), where)  # ... vouched for as the right ones
 
+    assert read_marker(dest) is None
+    assert {e.name: e.state for e in cache.ls(tmp_path)} == {"m.bin": "unchecked"}
+    result = await asyncfetch.fetch(url, dest, sha256=sha256(DATA))
+
+    assert not result.cached
+    assert dest.read_bytes() == DATA
+
+
+async def test_another_users_right_file_is_hashed_once_and_recorded_here(
+    server: FaultServer, tmp_path: Path, private_state_dir: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    dest.write_bytes(DATA)  # a team member's download in a shared cache
+    old = plant_record(dest, url, sha256(DATA), "beside")
+
+    assert (await asyncfetch.fetch(url, dest, sha256=sha256(DATA))).cached
+    assert server.requests == []
+    assert len(records_in(private_state_dir)) == 1  # our own record, bound to its ctime
     assert {e.name: e.state for e in cache.ls(tmp_path)} == {"m.bin": "verified"}
-    assert old.stat().st_uid == NOBODY  # theirs: not moved away from them
+    assert old is not None
+    assert old.stat().st_uid == NOBODY  # theirs: left to them
 
 
 @pytest.mark.parametrize("planted", ["another-user", "link"])
