@@ -25,6 +25,11 @@ log = logging.getLogger("asyncfetch.serve")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
+#: seconds a connection may stay without a whole request head, from its start or its last
+#: answer: aiohttp's runner would hold one for an hour (its handler's default), so a few idle
+#: or half-sent heads from anyone who can connect, token or not, would use up the service's
+#: file descriptors (slowloris); run_app's 75 s, shortened, as no client needs that long
+IDLE_TIMEOUT = 30.0
 
 
 def base_url(address: Any, scheme: str = "http") -> str:
@@ -63,6 +68,7 @@ async def serve(
         service.app(),
         handle_signals=False,
         handler_cancellation=True,  # a waiter that left stops waiting; its download goes on
+        keepalive_timeout=IDLE_TIMEOUT,
         access_log=log,
         access_log_format=ACCESS_LOG_FORMAT,
     )
