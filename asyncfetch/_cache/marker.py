@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import time
 from collections.abc import Iterable
@@ -137,12 +138,17 @@ def remove_marker(path: Path) -> None:
 
 def hash_file(path: Path) -> str:
     """The SHA-256 of the file at ``path`` as hex (blocking; run it in a thread)."""
+    with path.open("rb", buffering=0) as file:
+        return hash_open_file(file)
+
+
+def hash_open_file(file: io.RawIOBase) -> str:
+    """The SHA-256 of an open file, read from where it is to its end, as hex (blocking)."""
     sha = hashlib.sha256()
     buffer = bytearray(HASH_BLOCK)
     view = memoryview(buffer)
-    with path.open("rb", buffering=0) as file:
-        while got := file.readinto(buffer):
-            sha.update(view[:got])
+    while got := file.readinto(buffer):
+        sha.update(view[:got])
     return sha.hexdigest()
 
 

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import functools
+import os
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import hdrs, web
 from aiohttp.helpers import ETag
 
-from .._cache.marker import hash_file, read_marker
+from .._cache.marker import hash_open_file, read_marker
 from .._errors import FetchError
+from .._storage.nofollow import open_existing
 from .events import EventStreams
 from .failures import error_response, failure
 from .files import lookup
@@ -145,22 +148,27 @@ class V1:
                                   "another SHA-256 than recorded); fetch it again",
                                   "Corrupt")  # fmt: skip
         try:
-            sha256 = await asyncio.to_thread(self.digest_of, path)
+            sha256, version = await asyncio.to_thread(self.digest_of, path)
         except OSError:
             return error_response(404, f"{name} is not a complete file in the cache", "NotFound")
-        return DigestFileResponse(path, sha256)
+        return DigestFileResponse(path, sha256, version)
 
-    def digest_of(self, path: Path) -> str:
-        """``path``'s SHA-256: its marker's when it describes the file as it is, else hashed
-        once per version of the file (blocking)."""
-        st = path.stat()
-        marker = read_marker(path)
-        if marker is not None and marker.sha256 and marker.describes(st):
-            return marker.sha256
-        version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if version not in self._digests:
-            self._digests[version] = hash_file(path)
-        return self._digests[version]
+    def digest_of(self, path: Path) -> tuple[str, Version]:
+        """``path``'s SHA-256 and the version of the file it is the digest of: its marker's
+        when it describes the file as it is, else hashed once per version (blocking).
+
+        The file is opened once, never through a link, and both are read from that: a file
+        swapped meanwhile cannot lend its digest to another.
+        """
+        with os.fdopen(open_existing(path, os.O_RDONLY), "rb", buffering=0) as file:
+            st = os.fstat(file.fileno())
+            version = version_of(st)
+            marker = read_marker(path)
+            if marker is not None and marker.sha256 and marker.describes(st):
+                return marker.sha256, version
+            if version not in self._digests:
+                self._digests[version] = hash_open_file(file)
+        return self._digests[version], version
 
 
 @functools.cache
@@ -183,12 +191,28 @@ SERVED_AS_BYTES = {
 }
 
 
+#: which file a digest is of: device, inode, size and mtime (ns)
+Version = tuple[int, int, int, int]
+
+
+def version_of(st: os.stat_result) -> Version:
+    """The :data:`Version` of the file ``st`` describes."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class DigestFileResponse(web.FileResponse):
     """A FileResponse whose ETag is the file's SHA-256, with a ``Repr-Digest`` header, sent
-    as bytes (:data:`SERVED_AS_BYTES`)."""
+    as bytes (:data:`SERVED_AS_BYTES`).
 
-    def __init__(self, path: Path, sha256: str) -> None:
+    Only the very file the digest is of (``version``) is sent, never a compressed variant
+    aiohttp would pick beside it (``NAME.gz``: another cached file), nor one swapped in since
+    the digest was taken (a link to a file outside the cache dir, put there by whoever else
+    can write it): that answers 404.
+    """
+
+    def __init__(self, path: Path, sha256: str, version: Version) -> None:
         super().__init__(path, headers=SERVED_AS_BYTES)
+        self._version = version
         self._tag = sha256
         raw = bytes.fromhex(sha256)
         self.headers["Repr-Digest"] = f"sha-256=:{base64.b64encode(raw).decode()}:"
@@ -225,8 +249,19 @@ class DigestFileResponse(web.FileResponse):
             drop.add("if-range")
             if if_range != ours:
                 drop.add("range")  # another version: the whole file (200)
+        drop.add("accept-encoding")  # else aiohttp sends NAME.gz or NAME.br if there is one
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
         return await super().prepare(request.clone(headers=headers))
+
+    def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
+        """aiohttp's (blocking: in its executor) for the file itself, never a variant, then
+        checked to be the version the digest is of (OSError, so 404, if not)."""
+        made = super()._make_response(request, "")
+        opened = made[1]
+        if opened is not None and version_of(os.fstat(opened.fileno())) != self._version:
+            opened.close()
+            raise FileNotFoundError(errno.ENOENT, "swapped since its digest was taken")
+        return made
 
 
 def _matches(header: str, ours: str, *, weak: bool) -> bool:

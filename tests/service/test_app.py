@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from aiohttp import web
 
 import asyncfetch.cache
 from asyncfetch._service.app import Service
+from asyncfetch._service.routes import V1
 from asyncfetch._transport.netpolicy import NetPolicy
 from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, no_wait, sha256, with_credentials
@@ -511,6 +513,46 @@ async def test_only_complete_files_in_the_cache_are_served(svc: Running, path: s
         async with svc.client.request(method, yarl.URL(svc.url + path, encoded=True)) as answer:
             assert answer.status == 404
             assert b"TOP SECRET" not in await answer.read()
+
+
+@pytest.mark.parametrize("path", ["/files/model.bin", "/v1/files/model.bin"])
+async def test_a_file_is_served_as_itself_never_as_a_compressed_file_beside_it(
+    svc: Running, server: FaultServer, payload: bytes, path: str
+) -> None:
+    model = server.add_file("model.bin", payload)
+    other = server.add_file("other.gz", gzip.compress(b"EVIL WEIGHTS" * 1000))
+    assert (await svc.post({"url": model, "sha256": sha256(payload)}))[0] == 200
+    # any client may fetch any URL under a name of its choosing, model.bin.gz too
+    assert (await svc.post({"url": other, "name": "model.bin.gz"}))[0] == 200
+
+    for encodings in ("gzip", "br, gzip, deflate", "zstd, br, gzip"):
+        async with svc.client.get(svc.url + path, headers={"Accept-Encoding": encodings}) as r:
+            assert r.status == 200
+            assert "Content-Encoding" not in r.headers
+            assert r.headers["ETag"] == f'"{sha256(payload)}"'
+            assert await r.read() == payload, encodings
+
+
+async def test_a_file_swapped_for_a_link_after_the_service_looked_is_not_served(
+    svc: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = svc.service.cache_dir
+    (cache.parent / "secret.bin").write_bytes(b"TOP SECRET CONTENT")
+    (cache / "m.bin").write_bytes(b"public bytes")
+    looked = V1.digest_of
+
+    def then_swapped(self: V1, path: Path) -> Any:
+        found = looked(self, path)
+        # another user who can write the cache dir, right after the service looked at it
+        (cache / "link").symlink_to(cache.parent / "secret.bin")
+        os.replace(cache / "link", path)
+        return found
+
+    monkeypatch.setattr(V1, "digest_of", then_swapped)
+    status, data = await svc.get("/files/m.bin")
+
+    assert b"TOP SECRET" not in data
+    assert status == 404
 
 
 async def test_cache_lists_complete_files_and_health_answers(svc: Running) -> None:
