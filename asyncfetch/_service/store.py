@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -330,17 +332,33 @@ class NoRoom(InvalidRequest):
         self.room = room
 
 
+def _check_private(state_dir: Path) -> None:
+    """Raise PermissionError unless ``state_dir`` is a directory of this user's that no one
+    else may write: its jobs are run as they stand (URL, name), so whoever else made it first
+    (a ``--state-dir`` in /tmp) or may write it could queue downloads to any path."""
+    st = os.stat(state_dir)
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+        return
+    raise PermissionError(
+        errno.EPERM,
+        f"it is uid {st.st_uid}'s, {stat.filemode(st.st_mode)}, and whoever else may write it "
+        "could add jobs that download to any path (it must be yours, chmod 700)",
+    )
+
+
 def lock_state_dir(state_dir: Path) -> int:
     """Create ``state_dir`` (private) and take its service lock; returns the lock's file
     descriptor, to hold while serving (closing it lets go).
 
     Raises:
         InvalidRequest: another process holds the lock (another ``serve`` uses this store).
-        DestinationError: the directory or lock file cannot be made.
+        DestinationError: the directory or lock file cannot be made, or the directory is
+            another user's or others may write it.
     """
     lock = state_dir / LOCK_NAME
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_private(state_dir)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise DestinationError(

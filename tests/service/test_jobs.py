@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import signal
@@ -19,10 +20,15 @@ from typing import Any
 
 import pytest
 
+from asyncfetch import DestinationError
+from asyncfetch._service.app import Service
+from asyncfetch._service.store import DB_NAME, NewJob, Store
+from asyncfetch._transport.netpolicy import NetPolicy
 from tests.faultserver import FaultServer, RequestRecord, make_payload
 from tests.helpers import cli_env, leftovers, sha256, with_credentials
 from tests.service.test_app import JSON, START_TIMEOUT_S, Running, _http, running, started
 
+NOBODY = 65534
 DONE_TIMEOUT_S = 30.0
 
 
@@ -294,6 +300,33 @@ def test_a_second_serve_on_the_same_state_dir_exits_saying_so(tmp_path: Path) ->
     )
     assert "--state-dir" in done.stderr
     assert done.stdout == ""
+
+
+@pytest.mark.parametrize("made_by", ["another-user", "open-to-all"])
+async def test_a_state_dir_others_can_write_is_refused(
+    tmp_path: Path, server: FaultServer, made_by: str
+) -> None:
+    url = server.add_file("x.sh", b"#!/bin/sh\necho owned\n")
+    state = tmp_path / "state"  # --state-dir /tmp/...: another user made it first
+    state.mkdir()
+    os.chmod(state, 0o777)
+    store = Store(state / DB_NAME)  # ... with a job of theirs to any path
+    await store.open()
+    await store.call(store.add, [NewJob("k", url, (), None, "../escape.sh", False)], 1)
+    await store.close()
+    if made_by == "another-user":
+        os.chmod(state, 0o755)
+        for path in (state, *state.iterdir()):
+            os.chown(path, NOBODY, NOBODY)
+    service = Service(tmp_path / "cache", state_dir=state, net=NetPolicy(allow_private=True))
+
+    with pytest.raises(DestinationError, match="state dir") as raised:
+        await service.open()
+    await service.jobs.store.close()
+
+    assert "uid" in str(raised.value)
+    assert not (tmp_path / "escape.sh").exists()
+    assert server.requests == []
 
 
 def test_accepted_jobs_survive_a_stop_and_resume_from_their_parts(
