@@ -106,9 +106,10 @@ class V1:
             return error_response(400, f"unknown state(s) {', '.join(unknown)}; use "
                                   f"{', '.join(STATES)}", "InvalidRequest")  # fmt: skip
         try:
-            limit = min(int(request.query.get("limit", MAX_LISTED)), MAX_LISTED)
+            limit = min(_count(request.query.get("limit", str(MAX_LISTED))), MAX_LISTED)
         except ValueError:
-            return error_response(400, "limit must be a whole number", "InvalidRequest")
+            return error_response(400, f"limit must be a whole number from 0 to {MAX_LISTED}",
+                                  "InvalidRequest")  # fmt: skip
         store = self.jobs.store
         rows = await store.call(lambda: store.jobs(wanted, limit))
         return web.json_response({"jobs": [view(r, self.jobs.live.get(r.id)) for r in rows]})
@@ -175,6 +176,14 @@ class V1:
 def _page() -> bytes:
     """The status page's HTML (package data; read once)."""
     return resources.files(__package__).joinpath("static/index.html").read_bytes()
+
+
+def _count(text: str) -> int:
+    """``text`` as a count; ValueError if it is not one (a negative LIMIT is none to SQLite)."""
+    number = int(text)
+    if number < 0:
+        raise ValueError(f"{number} is negative")
+    return number
 
 
 def _no_job(id_: str) -> web.Response:

@@ -150,6 +150,22 @@ async def test_a_list_of_orders_is_accepted_at_once_and_listed_by_state(
     assert (await svc.get("/v1/jobs/nope"))[0] == 404
 
 
+async def test_at_most_a_thousand_jobs_are_listed_at_once(svc: Running) -> None:
+    store = svc.service.jobs.store
+    many = [NewJob(str(n), f"http://127.0.0.1:9/{n}", (), None, f"{n}.bin", False)
+            for n in range(1001)]  # fmt: skip
+    await store.call(store.add, many, len(many))  # straight into the store: none runs
+
+    for limit in ("", "?limit=1000", "?limit=5000"):
+        status, body = await svc.get("/v1/jobs" + limit)
+        assert (status, len(json.loads(body)["jobs"])) == (200, 1000), limit
+    assert len(json.loads((await svc.get("/v1/jobs?limit=0"))[1])["jobs"]) == 0
+    for limit in ("-1", "-5000", "x"):
+        status, body = await svc.get("/v1/jobs?limit=" + limit)
+        assert status == 400, limit
+        assert "whole number from 0 to 1000" in json.loads(body)["error"]
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [([], "non-empty list"), ([{"url": "http://127.0.0.1:9/a"}, 3], "item 1"),
