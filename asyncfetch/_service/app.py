@@ -70,7 +70,7 @@ from .limits import (
     within_floor,
 )
 from .orders import ORDER_SHAPE, Order, check_digest, hit_for_another_digest, parse_order
-from .routes import MAX_BODY, V1
+from .routes import MAX_BODY, V1, read_body
 from .store import DB_NAME, Store, lock_state_dir
 
 if TYPE_CHECKING:
@@ -214,7 +214,7 @@ class Service:
     async def _post_fetch(self, request: web.Request) -> web.Response:
         """A job, waited for: the same as ``POST /v1/jobs`` then following it to its end."""
         try:
-            order = parse_order(await request.read())
+            order = parse_order(await read_body(request))
             [(job, _)] = await self.jobs.submit([order])
             ended = await self.jobs.wait(job.id)
         except web.HTTPRequestEntityTooLarge:

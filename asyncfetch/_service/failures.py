@@ -30,10 +30,16 @@ class NameTaken(InvalidRequest):
     """The name asked for holds a different file, and the request did not ask to replace it."""
 
 
+class BodyTooSlow(InvalidRequest):
+    """The request's body did not arrive in time."""
+
+
 def status_for(exc: FetchError) -> int:
     """The HTTP status that answers a failed download."""
     if isinstance(exc, NameInUse | NameTaken):
         return 409
+    if isinstance(exc, BodyTooSlow):
+        return 408
     if isinstance(exc, QueueFull):
         return 429
     if isinstance(exc, AddressBlocked):

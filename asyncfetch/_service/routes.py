@@ -40,7 +40,7 @@ from .._cache.marker import hash_open_file, read_marker
 from .._errors import FetchError
 from .._storage.nofollow import open_existing
 from .events import EventStreams
-from .failures import error_response, failure
+from .failures import BodyTooSlow, error_response, failure
 from .files import lookup
 from .jobs import view
 from .orders import ORDER_SHAPE, parse_orders
@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     from .app import Service
 
 MAX_BODY = 64 * 1024
+#: seconds a request's body (at most MAX_BODY bytes) may take to arrive once its head has: one
+#: withheld would hold its connection and handler for ever (aiohttp sets no limit)
+BODY_TIMEOUT = 30.0
 #: the page runs only its own inline script, talks only to the service, and cannot be framed
 PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; style-src "
@@ -84,7 +87,7 @@ class V1:
     async def post_jobs(self, request: web.Request) -> web.Response:
         """Accept one order or a list of them as jobs."""
         try:
-            orders, many = parse_orders(await request.read())
+            orders, many = parse_orders(await read_body(request))
             answers = await self.jobs.submit(orders)
         except web.HTTPRequestEntityTooLarge:
             return error_response(
@@ -176,6 +179,22 @@ class V1:
 def _page() -> bytes:
     """The status page's HTML (package data; read once)."""
     return resources.files(__package__).joinpath("static/index.html").read_bytes()
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, once all of it arrived within BODY_TIMEOUT seconds.
+
+    Raises:
+        BodyTooSlow: it did not (408).
+        web.HTTPRequestEntityTooLarge: it is over MAX_BODY bytes.
+    """
+    try:
+        return await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise BodyTooSlow(
+            f"the body did not arrive within {BODY_TIMEOUT:g} s of the request's head; send "
+            f"{ORDER_SHAPE} all at once"
+        ) from None
 
 
 def _count(text: str) -> int:

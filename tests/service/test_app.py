@@ -29,6 +29,7 @@ import yarl
 from aiohttp import web
 
 import asyncfetch.cache
+from asyncfetch._service import routes
 from asyncfetch._service.app import Service
 from asyncfetch._service.routes import V1
 from asyncfetch._transport.netpolicy import NetPolicy
@@ -553,6 +554,24 @@ async def test_a_file_swapped_for_a_link_after_the_service_looked_is_not_served(
 
     assert b"TOP SECRET" not in data
     assert status == 404
+
+
+@pytest.mark.parametrize("path", ["/fetch", "/v1/jobs"])
+async def test_a_withheld_body_is_408_not_a_connection_held_for_ever(
+    svc: Running, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    monkeypatch.setattr(routes, "BODY_TIMEOUT", 0.5, raising=False)
+    port = int(svc.url.rpartition(":")[2])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+        "\r\nContent-Length: 1000\r\n\r\n{".encode()
+    )  # and not the rest, ever
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408")
 
 
 async def test_cache_lists_complete_files_and_health_answers(svc: Running) -> None:
