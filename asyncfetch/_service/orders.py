@@ -42,6 +42,10 @@ _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 #: what a ``POST /fetch`` body looks like, for error messages
 #: NAME_MAX (255 bytes) less the longest name made from it, a part journal's temporary file
 MAX_NAME_BYTES = 200
+#: mirrors one order may name: each is probed at once, on a connection of its own, so a list
+#: as long as the body allows (~1,000) would have one request open that many; 16 is a
+#: download's default number of connections, more than it can use
+MAX_MIRRORS = 16
 ORDER_SHAPE = (
     '{"url": URL, "mirrors": [URL, ...], "sha256": HEX, "name": FILE_NAME, "replace": BOOL}'
 )
@@ -113,6 +117,10 @@ def _order_of(data: dict[str, Any]) -> Order:
         mirrors = []
     if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
         raise InvalidRequest("'mirrors' must be a list of URLs", url=url)
+    if len(mirrors) > MAX_MIRRORS:
+        raise InvalidRequest(
+            f"'mirrors' names {len(mirrors)} URLs; at most {MAX_MIRRORS} per file", url=url
+        )
     sha256 = data.get("sha256")
     if sha256 is not None and not is_sha256(sha256):
         raise InvalidRequest(f"'sha256' must be 64 hex digits, got {sha256!r}", url=url)

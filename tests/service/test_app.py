@@ -434,6 +434,12 @@ BAD_BODIES = [
     (b'{"url": "http://127.0.0.1:9/m.bin", "mirrors": 0}', "list of URLs"),
     (b'{"url": "http://127.0.0.1:9/m.bin", "mirrors": false}', "list of URLs"),
     (b'{"url": "http://127.0.0.1:9/m.bin", "mirrors": ""}', "list of URLs"),
+    (
+        b'{"url": "http://127.0.0.1:9/m.bin", "mirrors": ['
+        + b", ".join(b'"http://127.0.0.1:9/%d/m.bin"' % n for n in range(17))
+        + b"]}",
+        "at most 16 per file",
+    ),
     (b'{"url": "http://127.0.0.1:9/m.bin", "name": "' + b"n" * 300 + b'"}', "at most 200"),
     (b'{"url": "http://127.0.0.1:9/m.bin", "name": "../evil"}', "cannot be a cache file name"),
     (b'{"url": "http://127.0.0.1:9/m.bin", "name": "m.bin.lock"}', "cannot be a cache file"),
