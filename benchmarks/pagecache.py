@@ -3,7 +3,7 @@
 Writes the same bytes (a 16 MiB buffer, reused) into a fresh file in calls of each size, in
 interleaved rounds so the machine's load weighs on every size alike, and prints the median
 system CPU seconds per GiB. This is the measurement behind ``WRITE_PIECE`` in
-``asyncfetch/_storage/partfile.py``: kernels whose page cache sizes its folios by the write
+``asyncfetch/_storage/writecalls.py``: kernels whose page cache sizes its folios by the write
 (ext4 large folios, Linux 6.16 on) can spend several times more in the copy when each call is
 large.
 

@@ -15,7 +15,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -35,17 +35,13 @@ from .parts import (
     remove_part,
     runs_on_disk,
 )
+from .writecalls import pwrite_all
 
 JOURNAL_EVERY = 1.0
 JOURNAL_BYTES = 16 << 20
 SYNC_EVERY = 5.0  # fdatasync, so the journal can name bytes safe from a power cut too
 SYNC_BYTES = 256 << 20  # ... and so the final fsync has little left to flush
 KEEPALIVE = STALE_AFTER / 4
-# Bytes per write call. The page cache sizes its folios by the write: on this project's
-# kernel (6.18, ext4 large folios) writing 1 GiB cost a median 1.33 s of system CPU in 1 MiB
-# calls, 0.58 s in 128 KiB, 0.23 s in 64 KiB and 0.47 s in 16 KiB (benchmarks/pagecache.py);
-# a call per 64 KiB costs about 16 ms per GiB where folios are small anyway.
-WRITE_PIECE = 64 << 10
 ROOM = 64 << 10  # given back when the disk is full, so that the journal still fits
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
@@ -77,47 +73,6 @@ def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
     else:
         message = f"cannot write {path}: {exc.strerror or exc}"
     return DestinationError(message + " (the partial download is kept)", path=str(path), url=url)
-
-
-def _pwrite_all(
-    fd: int, buffers: Sequence[bytes | memoryview], offset: int, guard: PartGuard
-) -> None:
-    """Write ``buffers`` back to back at ``offset`` in system calls of at most WRITE_PIECE
-    bytes each, while the part is still ours."""
-    for call in _calls(buffers, WRITE_PIECE):
-        while call:
-            guard.check_due()
-            written = os.pwritev(fd, call, offset)
-            offset += written
-            call = _drop_front(call, written)
-
-
-def _calls(buffers: Sequence[bytes | memoryview], size: int) -> Iterator[list[memoryview]]:
-    """``buffers``, in order, regrouped into lists of views of ``size`` bytes (the last one
-    shorter): small buffers gathered, large ones cut."""
-    call: list[memoryview] = []
-    room = size
-    for buffer in buffers:
-        view = memoryview(buffer).cast("B")
-        while view:
-            call.append(view[:room])
-            room -= len(call[-1])
-            view = view[len(call[-1]) :]
-            if not room:
-                yield call
-                call, room = [], size
-    if call:
-        yield call
-
-
-def _drop_front(views: list[memoryview], count: int) -> list[memoryview]:
-    """``views`` without their first ``count`` bytes (a short write's remainder)."""
-    while views and count >= len(views[0]):
-        count -= len(views[0])
-        views = views[1:]
-    if views and count:
-        views = [views[0][count:], *views[1:]]
-    return views
 
 
 class PartFile:
@@ -211,7 +166,7 @@ class PartFile:
         length = sum(len(b) for b in buffers)
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
-            self._writer, _pwrite_all, self._fd, buffers, offset, self._guard
+            self._writer, pwrite_all, self._fd, buffers, offset, self._guard
         )
         self._writes.add(future)
         future.add_done_callback(self._writes.discard)

@@ -19,6 +19,7 @@ import asyncfetch
 from asyncfetch import DestinationError, IntegrityError, RemoteInfo
 from asyncfetch._expectation import NOTHING, HashPrefix, Sha256
 from asyncfetch._storage import partfile as _sink
+from asyncfetch._storage import writecalls as _writecalls
 from asyncfetch._storage.journal import Journal, journal_path, load, save
 from asyncfetch._storage.partfile import PartFile
 from tests.faultserver import FaultServer, make_payload
@@ -421,7 +422,7 @@ def test_a_forked_child_can_download_after_its_parent_did(
 )
 def test_writes_are_regrouped_into_calls_of_the_piece_size(lengths: list[int], size: int) -> None:
     buffers = [bytes([i % 251]) * n for i, n in enumerate(lengths)]
-    calls = list(_sink._calls(buffers, size))
+    calls = list(_writecalls._calls(buffers, size))
     totals = [sum(len(view) for view in call) for call in calls]
     assert b"".join(bytes(view) for call in calls for view in call) == b"".join(buffers)
     assert all(total == size for total in totals[:-1])
@@ -433,13 +434,13 @@ def test_a_short_write_leaves_exactly_the_unwritten_bytes(lengths: list[int], da
     views = [memoryview(bytes([i]) * n) for i, n in enumerate(lengths)]
     whole = b"".join(bytes(v) for v in views)
     count = data.draw(st.integers(min_value=0, max_value=len(whole)))
-    rest = _sink._drop_front(views, count)
+    rest = _writecalls._drop_front(views, count)
     assert b"".join(bytes(v) for v in rest) == whole[count:]
     assert all(len(v) for v in rest)
 
 
 async def test_mixed_buffers_land_byte_for_byte_across_write_calls(tmp_path: Path) -> None:
-    big = DATA[: 3 * _sink.WRITE_PIECE // 2]  # cut across two calls
+    big = DATA[: 3 * _writecalls.WRITE_PIECE // 2]  # cut across two calls
     small = [
         memoryview(bytearray(DATA[i : i + 1000])) for i in range(len(big), len(big) + 5000, 1000)
     ]
