@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from . import cache as _cli_cache
 from . import options
 from . import service as _cli_service
 from .options import (
+    EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -402,7 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     options.warn_if_insecure(args)
     try:
         with sigterm or contextlib.nullcontext():
-            return handler(args)
+            status = handler(args)
+            sys.stdout.flush()  # here, where a reader that left can still be answered
+            return status
+    except BrokenPipeError:
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except FetchError as exc:
         print(f"asyncfetch: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
@@ -411,6 +418,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = getattr(args, "stop_note", RESUME_NOTE)
         print(f"asyncfetch: {stopped}; {note}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: its reader left (``| head``), and the interpreter's own
+    flush at exit would otherwise print "Exception ignored ... BrokenPipeError"."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _log_through_bars() -> None:

@@ -6,6 +6,7 @@ import glob
 import json
 import re
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.faultserver import FaultServer, make_payload
 from tests.faultserver.rawserver import RawServer, serve_file
 from tests.helpers import (
     SPECIAL_KINDS,
+    cli_env,
     leftovers,
     make_special,
     read_only,
@@ -329,3 +331,29 @@ def test_ctrl_c_without_ranges_says_a_rerun_starts_over_and_the_rerun_says_so(
     assert out.read_bytes() == data
     assert json.loads(rerun.stdout)["resumed_bytes"] == 0
     assert not any(r.range and r.range[0] > 0 for r in server.requests[mark:])  # from byte 0
+
+
+@pytest.mark.parametrize("command", ["get", "cache-ls"])
+def test_a_reader_that_leaves_early_gets_no_traceback(
+    server: FaultServer, payload: bytes, tmp_path: Path, command: str
+) -> None:
+    """`asyncfetch ... | head -1`: stdout's reader is gone before the output is written."""
+    out = tmp_path / "out.bin"
+    url = server.add_file("m.bin", payload)
+    get = ("get", url, "-o", str(out), "--json")
+    if command == "cache-ls":
+        assert run_cli(*get).returncode == 0
+    args = get if command == "get" else ("cache", "ls", "--dir", str(tmp_path), "--json")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncfetch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert child.stdout is not None
+    child.stdout.close()  # as `head` does once it has its lines
+    _, err = child.communicate(timeout=60)
+
+    assert child.returncode == 141, err  # 128 + SIGPIPE, as a shell reports a piped writer
+    assert err.decode() == ""  # no traceback, no "Exception ignored"
+    assert out.read_bytes() == payload
