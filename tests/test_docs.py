@@ -3,6 +3,7 @@ package's modules, and every relative link in README.md and docs/ leads to a fil
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -50,3 +51,45 @@ def test_relative_links_lead_to_files(page: Path) -> None:
         if "://" in target:
             continue
         assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def _options(parser: argparse.ArgumentParser) -> list[set[str]]:
+    """The option strings of each option of ``parser`` and its subcommands, less --help."""
+    found: list[set[str]] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _options(sub)
+        elif action.option_strings and "--help" not in action.option_strings:
+            found.append(set(action.option_strings))
+    return found
+
+
+def _synopses(text: str) -> dict[str, set[str]]:
+    """The options each ``asyncfetch COMMAND`` synopsis in the fenced blocks shows."""
+    shown: dict[str, set[str]] = {}
+    command = ""
+    for block in text.split("```")[1::2]:
+        for line in block.splitlines():
+            if line.startswith("asyncfetch "):
+                command = line.split()[1]
+            elif not line.startswith(" "):
+                command = ""
+            if command and not command.startswith("-"):
+                options = re.findall(r"(?<![\w-])(--?[a-zA-Z][a-z0-9-]*)", line)
+                shown.setdefault(command, set()).update(options)
+    return shown
+
+
+@pytest.mark.parametrize("command", ["get", "batch", "mirrors", "cache", "serve", "submit", "jobs"])
+def test_the_command_line_page_shows_every_option_of_every_command(command: str) -> None:
+    from asyncfetch._cli.main import build_parser
+
+    commands = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    ).choices
+    options = _options(commands[command])
+    shown = _synopses((DOCS / "cli.md").read_text()).get(command, set())
+    assert [o for o in options if not o & shown] == []  # options the page leaves out
+    assert shown - set().union(*options) == set()  # options the page shows that do not exist
+    assert set(commands) == {"get", "batch", "mirrors", "cache", "serve", "submit", "jobs"}

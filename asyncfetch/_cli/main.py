@@ -53,7 +53,13 @@ def _add_get(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument(
         "url", type=options.url_or_name, help="the file's URL, or a name in the model registry"
     )
-    get.add_argument("--registry", type=Path, help="registry TOML file for names (see README)")
+    get.add_argument(
+        "--registry",
+        type=Path,
+        metavar="FILE",
+        help="TOML file of model names -> URLs (else $ASYNCFETCH_REGISTRY, else "
+        "~/.config/asyncfetch/registry.toml; see docs/torch-hub.md)",
+    )
     where = get.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", type=Path, help="the output file path")
     where.add_argument("--dir", type=Path, help="directory to put the file in (name from URL)")
