@@ -42,6 +42,8 @@ POLL_FIRST = 0.02
 POLL_MAX = 0.5
 HEARTBEAT = 5.0
 LOCK_STALE_AFTER = 60.0
+NO_LOCK_FILE_AFTER = 2.0  # absent this long while every attempt fails: it cannot be made
+_ABSENT = (-1, -1)  # what a waiter sees of a lock file that is not there
 
 
 def lock_path(dest: Path) -> Path:
@@ -100,11 +102,7 @@ class TargetLock:
                 log.info("waiting for another download of %s to finish", self.dest)
                 self.waited = True
             if self._holder_stale():
-                log.warning(
-                    "the download holding %s shows no progress for %.0f s; going ahead without "
-                    "the lock (the atomic rename keeps the result correct)",
-                    lock_path(self.dest), self.stale_after,
-                )  # fmt: skip
+                self._warn_going_ahead()
                 return self
             await asyncio.sleep(delay)
             delay = min(delay * 2, POLL_MAX)
@@ -139,6 +137,18 @@ class TargetLock:
         self.held = got
         return got
 
+    def _warn_going_ahead(self) -> None:
+        if self._seen == _ABSENT:
+            log.warning(
+                "cannot make the lock file %s; going ahead without the lock", lock_path(self.dest)
+            )
+            return
+        log.warning(
+            "the download holding %s shows no progress for %.0f s; going ahead without "
+            "the lock (the atomic rename keeps the result correct)",
+            lock_path(self.dest), self.stale_after,
+        )  # fmt: skip
+
     def _holder_stale(self) -> bool:
         """Whether the lock file stayed untouched for ``stale_after`` seconds of this wait.
 
@@ -150,14 +160,18 @@ class TargetLock:
         try:
             st = lock_path(self.dest).stat()
         except OSError:
-            self._seen = None  # released and deleted: the next attempt takes it
-            return False
+            # Released and deleted, so the next attempt takes it; or, while attempts keep
+            # failing, never made (a directory such as /proc refuses to create it with ENOENT,
+            # which filelock takes for a lock held): that, too, must end.
+            seen = _ABSENT
+        else:
+            seen = (st.st_ino, st.st_mtime_ns)
         now = time.monotonic()
-        seen = (st.st_ino, st.st_mtime_ns)
         if seen != self._seen:
             self._seen, self._seen_since = seen, now
             return False
-        return now - self._seen_since > self.stale_after
+        limit = min(self.stale_after, NO_LOCK_FILE_AFTER) if seen == _ABSENT else self.stale_after
+        return now - self._seen_since > limit
 
     async def _beat(self) -> None:
         path = lock_path(self.dest)

@@ -306,3 +306,18 @@ def test_without_working_locks_the_rename_keeps_results_correct(
     assert {o["sha256"] for o in outputs} == {sha256(data)}
     (tmp_path / "go").unlink()
     assert leftovers(tmp_path) == ["model.bin"]
+
+
+async def test_a_directory_that_cannot_hold_a_lock_file_is_not_waited_on_forever(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """procfs answers the lock file's O_CREAT with ENOENT, which filelock takes for a lock held
+    (`asyncfetch get URL -o /proc/x` waited forever): the waiter gives up, the download fails."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("needs Linux's /proc")
+    url = server.add_file("model.bin", make_payload(SIZE, seed=35))
+    started = time.monotonic()
+    with pytest.raises(asyncfetch.DestinationError) as caught:
+        await asyncio.wait_for(asyncfetch.fetch(url, Path("/proc/asyncfetch-test.bin")), 30)
+    assert time.monotonic() - started < 10  # not the 60 s a hung holder is given
+    assert "/proc" in str(caught.value)
