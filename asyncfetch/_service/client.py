@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import TLSTrust, env_settings
 from .._errors import FetchError
 from .._sync import run_sync
-from .._transport.tls import HINT, ssl_context
+from .._transport.tls import TRUST_HINT, ssl_context
 
 if TYPE_CHECKING:
     import aiohttp
@@ -226,7 +226,8 @@ class ServiceClient:
         except aiohttp.ClientConnectorCertificateError as exc:
             why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
             message = (
-                f"the service at {self.url} has a certificate not trusted here ({why}); {HINT}"
+                f"the service at {self.url} has a certificate not trusted here ({why}); "
+                f"{TRUST_HINT}"  # no --insecure: submit and jobs never send the token unchecked
             )
             raise ServiceError(message, status=0, kind="Untrusted") from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

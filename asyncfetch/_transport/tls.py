@@ -23,10 +23,11 @@ import warnings
 from .._config import CABundle, EnvSettings, TLSTrust
 from .._errors import CertificateError, InsecureWarning, InvalidRequest
 
-HINT = (
+TRUST_HINT = (
     "pass --cacert FILE (cacert= in Python) or set REQUESTS_CA_BUNDLE / SSL_CERT_FILE to trust "
-    "a private CA, or --insecure to skip the check"
+    "a private CA"
 )
+HINT = TRUST_HINT + ", or --insecure to skip the check"
 
 
 def ssl_context(trust: TLSTrust, settings: EnvSettings) -> ssl.SSLContext:

@@ -150,6 +150,7 @@ def test_a_client_not_trusting_the_services_certificate_is_told_how(https_servic
     assert untrusted.value.kind == "Untrusted"
     assert https_service in str(untrusted.value)
     assert "--cacert" in str(untrusted.value)
+    assert "--insecure" not in str(untrusted.value)  # submit and jobs have no such option
     assert TOKEN not in str(untrusted.value)
 
 
