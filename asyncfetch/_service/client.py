@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVICE = "http://127.0.0.1:8765"
 ENDED = frozenset({"done", "failed", "cancelled"})
+TOKEN_HINT = (
+    " (give the client the token: --token-file FILE or ASYNCFETCH_SERVICE_TOKEN, token= in Python)"
+)
 
 
 class ServiceError(FetchError):
@@ -239,8 +242,9 @@ class ServiceClient:
         except ValueError:
             found = {"error": text[:200], "type": "NotJSON"}
         if status >= 400:
+            hint = TOKEN_HINT if status == 401 else ""
             raise ServiceError(
-                f"{method} {self.url}{path}: {status} {found.get('error', '')}",
+                f"{method} {self.url}{path}: {status} {found.get('error', '')}{hint}",
                 status=status, kind=str(found.get("type", "")),
                 retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
             )  # fmt: skip

@@ -106,6 +106,7 @@ def test_submit_wait_and_jobs_from_the_command_line(
     assert refused.returncode == 1
     assert refused.stderr.startswith("asyncfetch: error: GET ")
     assert "401" in refused.stderr
+    assert "--token-file FILE or ASYNCFETCH_SERVICE_TOKEN" in refused.stderr  # how to give it
     assert TOKEN not in refused.stderr + done.stdout + failed.stdout
 
 
