@@ -67,12 +67,20 @@ def _retrieve(future: asyncio.Future[None]) -> None:
         future.exception()
 
 
-def _disk_error(exc: OSError, path: Path, url: str | None) -> DestinationError:
+def _disk_error(
+    exc: OSError, path: Path, url: str | None, *, kept: bool = True
+) -> DestinationError:
+    """``kept``: a part file holds what was written so far (not so when none could be made)."""
     if exc.errno in _DISK_FULL:
         message = f"no space left on the device writing {path}; free space and run again"
+    elif not kept:
+        why = exc.strerror or exc
+        message = f"cannot make a part file for {path}: {why}; pick a directory you can write to"
     else:
         message = f"cannot write {path}: {exc.strerror or exc}"
-    return DestinationError(message + " (the partial download is kept)", path=str(path), url=url)
+    if kept:
+        message += " (the partial download is kept)"
+    return DestinationError(message, path=str(path), url=url)
 
 
 class PartFile:
@@ -124,7 +132,7 @@ class PartFile:
         try:
             part, fd, journal = open_part(dest, info)
         except OSError as exc:
-            raise _disk_error(exc, dest, info.url) from exc
+            raise _disk_error(exc, dest, info.url, kept=False) from exc
         if journal is None:
             journal = Journal.for_remote(info)
         else:

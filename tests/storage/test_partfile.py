@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -451,3 +452,15 @@ async def test_mixed_buffers_land_byte_for_byte_across_write_calls(tmp_path: Pat
         assert sink.part.read_bytes() == DATA
     finally:
         await sink.discard()
+
+
+async def test_a_part_file_that_cannot_be_made_claims_no_partial_download() -> None:
+    """procfs refuses to create files (ENOENT): nothing was written, so nothing is kept."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("needs Linux's /proc")
+    with pytest.raises(DestinationError) as refused:
+        await PartFile.open(Path("/proc/asyncfetch-test.bin"), info(), hashing=True)
+    message = str(refused.value)
+    assert message.startswith("cannot make a part file for /proc/asyncfetch-test.bin: ")
+    assert "kept" not in message
+    assert "directory you can write to" in message
