@@ -397,6 +397,6 @@ def _metrics(service: Service) -> Metrics | None:
     try:
         from .metrics import Metrics
     except ImportError:
-        log.warning("GET /metrics answers 501: install prometheus-client (the serve extra)")
+        log.warning("GET /metrics answers 501: pip install 'asyncfetch[serve]' to serve it")
         return None
     return Metrics(service.snapshot)
