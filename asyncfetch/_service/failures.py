@@ -19,7 +19,13 @@ from .._errors import (
     RetriesExhausted,
     TransportError,
 )
+from .._transport.tls import HINT as CLIENT_TRUST_HINT
 from .limits import QueueFull, TooSlow
+
+SERVICE_TRUST_HINT = (
+    "start asyncfetch serve with REQUESTS_CA_BUNDLE or SSL_CERT_FILE naming a PEM bundle that "
+    "holds the private CA (it replaces the system store)"
+)
 
 
 class NameInUse(InvalidRequest):
@@ -57,6 +63,12 @@ def status_for(exc: FetchError) -> int:
     return 500
 
 
+def message_of(exc: FetchError) -> str:
+    """``exc``'s message as the service tells it: a certificate's hint names what the service
+    follows (the environment it was started in), not options only a command line has."""
+    return str(exc).replace(CLIENT_TRUST_HINT, SERVICE_TRUST_HINT)
+
+
 def error_response(
     status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:
@@ -68,7 +80,7 @@ def error_response(
 def failure(exc: FetchError, status_for: Any) -> web.Response:
     """The error answer to ``exc`` (with ``Retry-After`` when the queue is full)."""
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
-    return error_response(status_for(exc), str(exc), type(exc).__name__, headers)
+    return error_response(status_for(exc), message_of(exc), type(exc).__name__, headers)
 
 
 @web.middleware

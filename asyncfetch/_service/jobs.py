@@ -29,6 +29,7 @@ from typing import Any
 from .._errors import FetchError
 from .._models import FetchResult, ProgressCallback, ProgressEvent
 from .._userinfo import redact, url_key
+from .failures import message_of
 from .limits import QUEUE_RETRY_AFTER, QueueFull
 from .orders import Order
 from .store import JobRow, NewJob, NoRoom, State, Store
@@ -248,7 +249,7 @@ class Jobs:
         try:
             result = await self._download(order, on_event)
         except FetchError as exc:
-            message = " ".join(str(exc).split())
+            message = " ".join(message_of(exc).split())
             log.warning("job %s failed: %s", id_, message)
             await self._end(id_, "failed", error=message, error_type=type(exc).__name__,
                             status=self._status_for(exc))  # fmt: skip

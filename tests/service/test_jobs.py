@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from asyncfetch import DestinationError
 from asyncfetch._service.app import Service
@@ -475,3 +476,23 @@ def test_get_takes_the_services_digest_only_as_agreement_with_the_primarys(
     else:
         assert from_mirror == 0  # announces another digest: never used
         assert f"{mirror} announces SHA-256 {sha256(other)}" in done.stderr  # its Repr-Digest
+
+
+async def test_an_untrusted_certificate_says_how_to_make_the_service_trust_it(
+    svc: Running, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve has no --cacert or --insecure: the hint names the variables it follows."""
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(other_ca))  # not the upstream's CA
+    with FaultServer(tls=True) as upstream:
+        url = upstream.add_file("m.bin", make_payload(1 << 16))
+        status, body = await svc.post({"url": url})
+        _, accepted = await submit(svc, {"url": url, "name": "again.bin"})
+        failed = await ended(svc, accepted["id"])
+    assert (status, body["type"]) == (502, "CertificateError")
+    for message in (body["error"], failed["error"]):
+        assert url in message
+        assert "start asyncfetch serve with REQUESTS_CA_BUNDLE or SSL_CERT_FILE" in message
+        assert "--cacert" not in message
+        assert "--insecure" not in message
