@@ -26,9 +26,11 @@ _DISCARDED = "the download was discarded"
 
 @dataclass(frozen=True)
 class Sha256:
-    """The file's full SHA-256 (lower-case hex), as the caller gave it."""
+    """The file's full SHA-256 (lower-case hex), as the caller gave it or the server
+    announced it."""
 
     hex: str
+    announced: bool = False  # the server's (a digest header), not the caller's
 
     @property
     def digest(self) -> str | None:
@@ -41,9 +43,10 @@ class Sha256:
 
     def mismatch(self, url: str, digest: str | None) -> IntegrityError:
         """The error for a download whose SHA-256 is ``digest`` instead (it was discarded)."""
+        sent = "the server or a mirror sent different bytes"
+        why = sent if self.announced else f"check the SHA-256 given; if it is right, {sent}"
         return IntegrityError(
-            f"{url}: SHA-256 mismatch: expected {self.hex}, got {digest}; {_DISCARDED} "
-            "(the server or a mirror sent different bytes)",
+            f"{url}: SHA-256 mismatch: expected {self.hex}, got {digest}; {_DISCARDED} ({why})",
             url=url,
             expected=self.hex,
             actual=digest or "",

@@ -125,7 +125,7 @@ class Download:
         announced = self.probed.announced if self.probed else None
         mine = self.request.expected
         if announced is not None and mine.digest is None and mine.admits(announced):
-            return Sha256(announced)
+            return Sha256(announced, announced=True)
         return mine
 
     def _vouch(self, part: Path, digest: str | None) -> None:

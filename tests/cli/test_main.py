@@ -107,6 +107,7 @@ def test_digest_mismatch_exits_non_zero_and_leaves_nothing(
     assert done.stderr.count("\n") == 1
     assert url in done.stderr
     assert "SHA-256 mismatch" in done.stderr
+    assert "check the SHA-256 given" in done.stderr  # it may be the user's typo
     assert leftovers(tmp_path) == []
 
 

@@ -48,6 +48,7 @@ async def test_a_wrong_announced_digest_fails_like_a_wrong_sha256(
     assert caught.value.expected == WRONG
     assert url in str(caught.value)
     assert "announced" in str(caught.value)
+    assert "check the SHA-256 given" not in str(caught.value)  # none was given
     assert leftovers(tmp_path) == []
 
 
