@@ -109,6 +109,8 @@ class RangeCost:
         queued = slowest > QUEUED * quickest and slowest - quickest >= QUEUE_SPREAD
         if remaining is not None and not queued:
             chunk = _whole_rounds(remaining, chunk, max(connections, 1), cost, hash_rate)
+        elif remaining is not None:
+            chunk = min(chunk, remaining)  # one stream for the rest, said as what it is
         if chunk <= max(current, size):
             return None
         return Advice(chunk=chunk, cost=cost, rate=rate, before=size, queued=queued)

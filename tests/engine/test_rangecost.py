@@ -74,7 +74,7 @@ def test_requests_that_queue_grow_ranges_down_to_one_stream() -> None:
         remaining=100 * MiB, connections=16
     )
     assert advice is not None
-    assert advice.chunk >= 100 * MiB
+    assert advice.chunk == 100 * MiB  # the rest in one range: no larger than what is left
     assert "queue" in advice.note
 
 
