@@ -109,7 +109,8 @@ def _verify(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({**vars(result), "path": str(result.path)}))
         elif result.status == "corrupt":
-            print(f"CORRUPT   {result.name}: SHA-256 {result.sha256}, expected {result.expected}")
+            print(f"CORRUPT   {result.name}: SHA-256 {result.sha256}, expected {result.expected}; "
+                  "the next fetch downloads it again")  # fmt: skip
         elif result.status == "missing":
             where = cache.path(args.dir)
             print(f"MISSING   {result.name}: not a file in the cache {where} (see cache ls)")

@@ -562,6 +562,7 @@ async def test_verify_reports_corruption_and_the_file_is_fetched_again(
     done = run_cli("cache", "verify", "--dir", str(tmp_path / "c"))
     assert done.returncode == 1
     assert "CORRUPT   recorded.bin" in done.stdout
+    assert "the next fetch downloads it again" in done.stdout  # what to do: nothing, or fetch
 
     again = await asyncfetch.fetch(server.url("recorded.bin"), files["recorded.bin"])
     assert not again.cached  # the corrupt record is not trusted, even without a digest
