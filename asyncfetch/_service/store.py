@@ -346,6 +346,24 @@ def _check_private(state_dir: Path) -> None:
     )
 
 
+def _check_own_files(state_dir: Path) -> None:
+    """Raise PermissionError if the job store or its lock in ``state_dir`` is not a regular
+    file of this user's: put there while others could write the directory (before a chmod
+    700), it may hold their jobs, or be a link to their store."""
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", LOCK_NAME):
+        try:
+            st = os.lstat(state_dir / name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+            continue
+        raise PermissionError(
+            errno.EPERM,
+            f"{name} in it is uid {st.st_uid}'s, {stat.filemode(st.st_mode)}, made while "
+            "others could write it: it may hold their jobs (remove it: the queue starts empty)",
+        )
+
+
 def lock_state_dir(state_dir: Path) -> int:
     """Create ``state_dir`` (private) and take its service lock; returns the lock's file
     descriptor, to hold while serving (closing it lets go).
@@ -353,12 +371,13 @@ def lock_state_dir(state_dir: Path) -> int:
     Raises:
         InvalidRequest: another process holds the lock (another ``serve`` uses this store).
         DestinationError: the directory or lock file cannot be made, or the directory is
-            another user's or others may write it.
+            another user's or others may write it, or its job store is another user's.
     """
     lock = state_dir / LOCK_NAME
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         _check_private(state_dir)
+        _check_own_files(state_dir)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         raise DestinationError(

@@ -346,6 +346,31 @@ async def test_a_state_dir_others_can_write_is_refused(
     assert server.requests == []
 
 
+async def test_a_job_store_planted_before_a_chmod_700_is_refused(
+    tmp_path: Path, server: FaultServer
+) -> None:
+    """The refusal says chmod 700; a store another user put in the dir while it was open to
+    all stays in it after the chmod, and must not run their jobs either."""
+    url = server.add_file("x.sh", b"#!/bin/sh\necho owned\n")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)  # ours and private now; once it was not
+    store = Store(state / DB_NAME)
+    await store.open()
+    await store.call(store.add, [NewJob("k", url, (), None, "../escape.sh", False)], 1)
+    await store.close()
+    for path in state.iterdir():
+        os.chown(path, NOBODY, NOBODY)  # theirs, with their job in it
+    service = Service(tmp_path / "cache", state_dir=state, net=NetPolicy(allow_private=True))
+
+    with pytest.raises(DestinationError, match="state dir") as raised:
+        await service.open()
+    await service.jobs.store.close()
+
+    assert f"{DB_NAME} in it is uid {NOBODY}'s" in str(raised.value)
+    assert not (tmp_path / "escape.sh").exists()
+    assert server.requests == []
+
+
 def test_accepted_jobs_survive_a_stop_and_resume_from_their_parts(
     tmp_path: Path, server: FaultServer, payload: bytes
 ) -> None:
