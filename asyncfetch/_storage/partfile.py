@@ -267,12 +267,16 @@ class PartFile:
             return None
         flushing = asyncio.get_running_loop().run_in_executor(None, os.fdatasync, self._fd)
         try:
-            return await self._digest(size)
-        finally:
-            try:
+            digest = await self._digest(size)
+        except BaseException:  # a cancellation or the hash's error, not the flush's, goes on
+            with contextlib.suppress(OSError):
                 await _settle(flushing)
-            except OSError as exc:  # reported once: the fsync before the rename would miss it
-                raise _disk_error(exc, self.part, self._journal.url) from exc
+            raise
+        try:
+            await _settle(flushing)
+        except OSError as exc:  # reported once: the fsync before the rename would miss it
+            raise _disk_error(exc, self.part, self._journal.url) from exc
+        return digest
 
     async def _digest(self, size: int) -> str | None:
         if self._hasher is None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +23,7 @@ from asyncfetch import DestinationError, IntegrityError, RemoteInfo
 from asyncfetch._expectation import NOTHING, HashPrefix, Sha256
 from asyncfetch._storage import partfile as _sink
 from asyncfetch._storage import writecalls as _writecalls
+from asyncfetch._storage.hasher import PrefixHasher
 from asyncfetch._storage.journal import Journal, journal_path, load, save
 from asyncfetch._storage.partfile import PartFile
 from tests.faultserver import FaultServer, make_payload
@@ -464,3 +467,61 @@ async def test_a_part_file_that_cannot_be_made_claims_no_partial_download() -> N
     assert message.startswith("cannot make a part file for /proc/asyncfetch-test.bin: ")
     assert "kept" not in message
     assert "directory you can write to" in message
+
+
+async def test_a_finalize_cancelled_while_hashing_stays_cancelled_when_the_flush_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during the last hash, while the flush beside it fails: the cancellation goes on
+    (the caller keeps the part for a resume), not a DestinationError in its place."""
+    hashing, go_on = threading.Event(), threading.Event()
+    digest, fdatasync = PrefixHasher.digest, os.fdatasync
+
+    def slow_digest(self: PrefixHasher, size: int) -> str:
+        hashing.set()
+        go_on.wait(10)
+        return digest(self, size)
+
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=True)
+    await sink.write(0, [DATA])
+    monkeypatch.setattr(PrefixHasher, "digest", slow_digest)
+    monkeypatch.setattr(os, "fdatasync", _failing_flush)
+    finishing = asyncio.create_task(sink.finalize(len(DATA), Sha256(sha256(DATA))))
+    for _ in range(1000):
+        if hashing.is_set():
+            break
+        await asyncio.sleep(0.01)
+    finishing.cancel()
+    go_on.set()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await finishing
+    finally:
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        await sink.close()
+    assert sink.part.exists()  # kept for the rerun
+
+
+async def test_a_final_flush_that_fails_fails_the_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush that runs beside the last hash is not fire-and-forget: its error is the
+    download's (naming the part), and the target never appears."""
+    fdatasync = os.fdatasync
+
+    sink = await PartFile.open(tmp_path / "f.bin", info(), hashing=True)
+    await sink.write(0, [DATA])
+    monkeypatch.setattr(os, "fdatasync", _failing_flush)
+    try:
+        with pytest.raises(DestinationError) as failed:
+            await sink.finalize(len(DATA), Sha256(sha256(DATA)))
+    finally:
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        await sink.close()
+    assert str(sink.part) in str(failed.value)
+    assert not (tmp_path / "f.bin").exists()
+
+
+def _failing_flush(fd: int) -> None:
+    """os.fdatasync on a disk that reports an I/O error."""
+    raise OSError(errno.EIO, os.strerror(errno.EIO))
