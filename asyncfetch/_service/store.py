@@ -335,7 +335,15 @@ class NoRoom(InvalidRequest):
 def _check_private(state_dir: Path) -> None:
     """Raise PermissionError unless ``state_dir`` is a directory of this user's that no one
     else may write: its jobs are run as they stand (URL, name), so whoever else made it first
-    (a ``--state-dir`` in /tmp) or may write it could queue downloads to any path."""
+    (a ``--state-dir`` in /tmp) or may write it could queue downloads to any path. Nor is it
+    a link another user made: they could point it at a directory of theirs at any time."""
+    link = os.lstat(state_dir)
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (os.geteuid(), 0):
+        raise PermissionError(
+            errno.EPERM,
+            f"it is a link of uid {link.st_uid}'s, who can point it elsewhere at any time "
+            "(name the directory itself)",
+        )
     st = os.stat(state_dir)
     if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
         return

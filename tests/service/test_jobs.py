@@ -371,6 +371,24 @@ async def test_a_job_store_planted_before_a_chmod_700_is_refused(
     assert server.requests == []
 
 
+async def test_a_state_dir_that_is_another_users_link_is_refused(tmp_path: Path) -> None:
+    """--state-dir /tmp/x, where another user made x a link to a private dir of ours: it
+    passes for ours, until they point it at theirs (the store's journal is made by path)."""
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    state = tmp_path / "state"
+    state.symlink_to(mine)
+    os.lchown(state, NOBODY, NOBODY)
+    service = Service(tmp_path / "cache", state_dir=state)
+
+    with pytest.raises(DestinationError, match="state dir") as raised:
+        await service.open()
+    await service.jobs.store.close()
+
+    assert f"a link of uid {NOBODY}'s" in str(raised.value)
+    assert list(mine.iterdir()) == []
+
+
 def test_accepted_jobs_survive_a_stop_and_resume_from_their_parts(
     tmp_path: Path, server: FaultServer, payload: bytes
 ) -> None:
