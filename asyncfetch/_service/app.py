@@ -77,6 +77,9 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 log = logging.getLogger("asyncfetch.serve")
+#: asyncfetch is not on PyPI, so "pip install 'asyncfetch[serve]'" would fetch whatever is
+#: published under that name; the extra's one package is named instead
+INSTALL_METRICS = "pip install prometheus-client (the serve extra: pip install '.[serve]')"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 DEFAULT_MAX_DOWNLOADS = 4
@@ -379,7 +382,7 @@ class Service:
 
     async def _get_metrics(self, _request: web.Request) -> web.Response:
         if self.metrics is None:
-            return _error(501, "metrics need prometheus-client: pip install 'asyncfetch[serve]'",
+            return _error(501, f"metrics need prometheus-client: {INSTALL_METRICS}",
                           "NotImplemented")  # fmt: skip
         store = self.jobs.store
         self._counts = await store.call(store.counts)
@@ -397,6 +400,6 @@ def _metrics(service: Service) -> Metrics | None:
     try:
         from .metrics import Metrics
     except ImportError:
-        log.warning("GET /metrics answers 501: pip install 'asyncfetch[serve]' to serve it")
+        log.warning("GET /metrics answers 501: %s to serve it", INSTALL_METRICS)
         return None
     return Metrics(service.snapshot)

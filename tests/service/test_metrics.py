@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from asyncfetch._service.guard import Guard
@@ -59,3 +62,17 @@ async def test_metrics_need_the_token_unless_public(tmp_path: Path) -> None:
     async with running(tmp_path / "cache", guard=guard) as svc:
         assert (await svc.get("/metrics"))[0] == 200
         assert (await svc.get("/v1/jobs"))[0] == 401  # only the metrics are public
+
+
+async def test_without_prometheus_client_metrics_are_a_501_saying_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import raises ImportError
+    monkeypatch.delitem(sys.modules, "asyncfetch._service.metrics", raising=False)
+    async with running(tmp_path / "cache") as svc:
+        status, raw = await svc.get("/metrics")
+    body = json.loads(raw)
+    assert status == 501
+    assert body["type"] == "NotImplemented"
+    assert "pip install prometheus-client" in body["error"]
+    assert "asyncfetch[" not in body["error"]  # not on PyPI: that would install a stranger's
