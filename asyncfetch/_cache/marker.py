@@ -11,8 +11,6 @@ update it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import time
 from collections.abc import Iterable
@@ -20,12 +18,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from .._models import RemoteInfo
+from .._storage.hasher import sha256_of_file
 from .._userinfo import redact
 from . import records as _records
 
 MARKER_SUFFIX = _records.LEGACY_SUFFIX
 MARKER_VERSION = 1
-HASH_BLOCK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -139,17 +137,7 @@ def remove_marker(path: Path) -> None:
 def hash_file(path: Path) -> str:
     """The SHA-256 of the file at ``path`` as hex (blocking; run it in a thread)."""
     with path.open("rb", buffering=0) as file:
-        return hash_open_file(file)
-
-
-def hash_open_file(file: io.RawIOBase) -> str:
-    """The SHA-256 of an open file, read from where it is to its end, as hex (blocking)."""
-    sha = hashlib.sha256()
-    buffer = bytearray(HASH_BLOCK)
-    view = memoryview(buffer)
-    while got := file.readinto(buffer):
-        sha.update(view[:got])
-    return sha.hexdigest()
+        return sha256_of_file(file)
 
 
 def record_download(

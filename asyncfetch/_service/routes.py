@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import hdrs, web
 from aiohttp.helpers import ETag
 
-from .._cache.marker import hash_open_file, read_marker
+from .._cache.marker import read_marker
 from .._errors import FetchError
+from .._storage.hasher import sha256_of_file
 from .._storage.nofollow import open_existing
 from .events import EventStreams
 from .failures import BodyTooSlow, error_response, failure
@@ -171,7 +172,7 @@ class V1:
             if marker is not None and marker.sha256 and marker.describes(st):
                 return marker.sha256, version
             if version not in self._digests:
-                self._digests[version] = hash_open_file(file)
+                self._digests[version] = sha256_of_file(file)
         return self._digests[version], version
 
 

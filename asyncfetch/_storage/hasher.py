@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import mmap
 import os
 import threading
@@ -25,6 +26,7 @@ import time
 HASH_BLOCK = 1 << 20  # what one update() gets: as fast as larger ones
 CALIBRATION = 1 << 20  # bytes hashed to know the speed before the file's own
 MAP_WINDOW = 8 << 20  # mapped at a time: mapped pages count in RSS, so keep it small
+READ_BLOCK = 4 << 20  # read at a time when hashing a whole file that is already there
 
 
 class PrefixHasher:
@@ -150,3 +152,13 @@ def _scratch_rate() -> float:
     began = time.perf_counter()
     hashlib.sha256(scratch).digest()
     return CALIBRATION / max(time.perf_counter() - began, 1e-9)
+
+
+def sha256_of_file(file: io.RawIOBase) -> str:
+    """The SHA-256 of an open file, read from where it is to its end, as hex (blocking)."""
+    sha = hashlib.sha256()
+    buffer = bytearray(READ_BLOCK)
+    view = memoryview(buffer)
+    while got := file.readinto(buffer):
+        sha.update(view[:got])
+    return sha.hexdigest()

@@ -25,8 +25,9 @@ from .._expectation import Expectation
 from .._models import ByteRange, RemoteInfo
 from . import journal as _journal
 from .extents import Extents
-from .hasher import PrefixHasher
+from .hasher import PrefixHasher, sha256_of_file
 from .journal import Journal
+from .nofollow import current_uid, open_existing
 from .partguard import PartGuard
 from .parts import (
     STALE_AFTER,
@@ -47,7 +48,7 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 T = TypeVar("T")
 
 Repair = Callable[[str], Awaitable[str | None]]
-#: Called with the finished part's path and digest just before the rename (see finalize).
+#: Called with the finished file's path and digest just before the rename (see finalize).
 BeforeRename = Callable[[Path, str | None], None]
 
 
@@ -219,7 +220,9 @@ class PartFile:
             before_rename: called (in a worker thread) with the part's path and digest once
                 the part is complete, checked and synced, just before it takes the target's
                 name: the caller records what it knows of the file there, so that a process
-                killed right after the rename leaves a file that says what it is.
+                killed right after the rename leaves a file that says what it is. Where the
+                target already is another user's file of the same bytes, that file stays
+                and the part goes: it is called with the target's path instead.
 
         Returns:
             The SHA-256 as hex, or None when hashing is off.
@@ -293,6 +296,11 @@ class PartFile:
         os.close(self._fd)
         self._fd = -1
         self._forget()
+        if digest is not None and _another_users_copy(self.dest, self._extents.total(), digest):
+            remove_part(self.part)  # theirs stays: the same bytes, and not ours to replace
+            if before_rename is not None:
+                before_rename(self.dest, digest)
+            return
         if before_rename is not None:
             before_rename(self.part, digest)
         try:
@@ -463,6 +471,24 @@ class PartFile:
             await asyncio.gather(self._in_flight, return_exceptions=True)
         if self._syncing is not None:
             await asyncio.gather(self._syncing, return_exceptions=True)
+
+
+def _another_users_copy(dest: Path, size: int, digest: str) -> bool:
+    """Whether ``dest`` is another user's regular file of these very bytes (blocking).
+
+    Such a file is left where it is rather than replaced: nobody else's file is touched, and
+    in a directory two users share, each one's copy would otherwise replace the other's on
+    every fetch that has no SHA-256 to vouch for the copy there (see ``_cache.records``).
+    """
+    try:
+        fd = open_existing(dest, os.O_RDONLY)  # no link followed, no FIFO waited on
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb", buffering=0) as file:
+        st = os.fstat(fd)
+        if st.st_uid == current_uid() or st.st_size != size:
+            return False
+        return sha256_of_file(file) == digest
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -252,6 +252,29 @@ async def test_another_users_right_file_is_hashed_once_and_recorded_here(
     assert old.stat().st_uid == NOBODY  # theirs: left to them
 
 
+async def test_another_users_copy_of_the_same_bytes_is_left_to_them(
+    server: FaultServer, tmp_path: Path, private_state_dir: Path
+) -> None:
+    url = server.add_file("m.bin", DATA)
+    dest = tmp_path / "m.bin"
+    dest.write_bytes(DATA)  # a team member's download, without a sha256, in a shared dir
+    plant_record(dest, url, sha256(DATA), "attribute")  # their word, which is not enough
+    theirs = dest.stat()
+
+    first = await asyncfetch.fetch(url, dest)  # nothing to vouch for theirs: it downloads
+    served = [r.method for r in server.requests]
+    again = await asyncfetch.fetch(url, dest)
+
+    assert not first.cached
+    assert first.sha256 == sha256(DATA)
+    assert (dest.stat().st_ino, dest.stat().st_uid) == (theirs.st_ino, NOBODY)  # left to them
+    assert sorted(os.listdir(tmp_path)) == ["m.bin"]  # no part, no journal
+    assert again.cached  # our record of their file, here: no download on every fetch
+    assert "GET" in served
+    assert [r.method for r in server.requests][len(served) :] in ([], ["HEAD"])  # a check only
+    assert dest.read_bytes() == DATA
+
+
 @pytest.mark.parametrize("planted", ["another-user", "link"])
 async def test_a_marker_planted_beside_a_file_says_nothing(
     server: FaultServer, tmp_path: Path, planted: str
