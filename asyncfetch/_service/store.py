@@ -240,12 +240,13 @@ class Store:
         return None if found is None else _row(found)
 
     def jobs(self, states: tuple[str, ...] = STATES, limit: int = 1000) -> list[JobRow]:
-        """Jobs in ``states``, oldest first, at most ``limit``."""
+        """Jobs in ``states``, oldest first: the newest ``limit`` of them, so that a long
+        history does not hide what was submitted last."""
         assert self._db is not None
         marks = ", ".join("?" * len(states))
+        newest = f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq DESC LIMIT ?"
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ({marks}) ORDER BY seq LIMIT ?",
-            (*states, limit),
+            f"SELECT {_COLUMNS} FROM ({newest}) ORDER BY seq", (*states, limit)
         ).fetchall()
         return [_row(r) for r in rows]
 

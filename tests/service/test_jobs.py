@@ -160,6 +160,8 @@ async def test_at_most_a_thousand_jobs_are_listed_at_once(svc: Running) -> None:
     for limit in ("", "?limit=1000", "?limit=5000"):
         status, body = await svc.get("/v1/jobs" + limit)
         assert (status, len(json.loads(body)["jobs"])) == (200, 1000), limit
+        listed = [job["name"] for job in json.loads(body)["jobs"]]
+        assert (listed[0], listed[-1]) == ("1.bin", "1000.bin"), limit  # the newest, in order
     assert len(json.loads((await svc.get("/v1/jobs?limit=0"))[1])["jobs"]) == 0
     for limit in ("-1", "-5000", "x"):
         status, body = await svc.get("/v1/jobs?limit=" + limit)
