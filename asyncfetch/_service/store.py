@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .._errors import DestinationError, InvalidRequest
+from .._storage.nofollow import current_uid, is_own_file
 
 T = TypeVar("T")
 
@@ -339,14 +340,14 @@ def _check_private(state_dir: Path) -> None:
     (a ``--state-dir`` in /tmp) or may write it could queue downloads to any path. Nor is it
     a link another user made: they could point it at a directory of theirs at any time."""
     link = os.lstat(state_dir)
-    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (os.geteuid(), 0):
+    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (current_uid(), 0):
         raise PermissionError(
             errno.EPERM,
             f"it is a link of uid {link.st_uid}'s, who can point it elsewhere at any time "
             "(name the directory itself)",
         )
     st = os.stat(state_dir)
-    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022:
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == current_uid() and not st.st_mode & 0o022:
         return
     raise PermissionError(
         errno.EPERM,
@@ -364,7 +365,7 @@ def _check_own_files(state_dir: Path) -> None:
             st = os.lstat(state_dir / name)
         except FileNotFoundError:
             continue
-        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid():
+        if is_own_file(st):
             continue
         raise PermissionError(
             errno.EPERM,
