@@ -40,27 +40,24 @@ class BodyTooSlow(InvalidRequest):
     """The request's body did not arrive in time."""
 
 
+#: the status answering each kind of failure, the first that matches (subclasses before the
+#: classes they refine: BodyTooSlow, NameInUse and NameTaken are InvalidRequests)
+_STATUSES: tuple[tuple[type[FetchError] | tuple[type[FetchError], ...], int], ...] = (
+    ((NameInUse, NameTaken), 409),
+    (BodyTooSlow, 408),
+    (QueueFull, 429),
+    (AddressBlocked, 403),
+    (TooSlow, 504),
+    (InvalidRequest, 400),
+    (IntegrityError, 422),
+    (DestinationError, 507),
+    ((TransportError, RetriesExhausted), 502),
+)
+
+
 def status_for(exc: FetchError) -> int:
-    """The HTTP status that answers a failed download."""
-    if isinstance(exc, NameInUse | NameTaken):
-        return 409
-    if isinstance(exc, BodyTooSlow):
-        return 408
-    if isinstance(exc, QueueFull):
-        return 429
-    if isinstance(exc, AddressBlocked):
-        return 403
-    if isinstance(exc, TooSlow):
-        return 504
-    if isinstance(exc, InvalidRequest):
-        return 400
-    if isinstance(exc, IntegrityError):
-        return 422
-    if isinstance(exc, DestinationError):
-        return 507
-    if isinstance(exc, TransportError | RetriesExhausted):
-        return 502
-    return 500
+    """The HTTP status that answers a failed download (500 for a kind not in _STATUSES)."""
+    return next((status for kinds, status in _STATUSES if isinstance(exc, kinds)), 500)
 
 
 def message_of(exc: FetchError) -> str:
