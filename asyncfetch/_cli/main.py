@@ -1,6 +1,7 @@
-"""The command line: ``asyncfetch get|mirrors|serve|...`` (``batch`` and ``cache`` have modules of
-their own). It turns flags into the library's Options once per command and calls the engine,
-the hub side (registry names) or the service as the library's own entry points do."""
+"""The command line: ``asyncfetch get|mirrors|...`` (``batch``, ``cache``, ``serve`` and
+``submit``/``jobs`` have modules of their own). It turns flags into the library's Options once
+per command and calls the engine or the hub side (registry names) as the library's own entry
+points do."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from .._version import VERSION_LINE
 from . import batch as _cli_batch
 from . import cache as _cli_cache
 from . import options
+from . import serve as _cli_serve
 from . import service as _cli_service
 from .options import (
     EXIT_BROKEN_PIPE,
@@ -282,106 +284,6 @@ def _print_mirror_table(reports: list[MirrorReport]) -> None:
             print(f"    {one_line_text(r.error or r.disagreement or '')}")
 
 
-def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser(
-        "serve",
-        help="a caching download service and LAN mirror",
-        description="A caching download service and LAN mirror. Listening on anything but a "
-        "loopback address needs a token (--token-file or ASYNCFETCH_SERVICE_TOKEN); downloads "
-        "never reach the local network unless --allow-private or --allow-net says so.",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument(
-        "--port", type=options.port, default=8765, help="default: 8765; 0: any free port"
-    )
-    serve.add_argument("--cache-dir", type=Path, help="default: the torch.hub checkpoint dir")
-    serve.add_argument(
-        "--state-dir", type=Path, metavar="DIR", help="where the job store lives, on a local "
-        "disk (default: $ASYNCFETCH_STATE_DIR/service, $XDG_STATE_HOME/asyncfetch/service); "
-        "one service per state dir",
-    )  # fmt: skip
-    serve.add_argument("--max-downloads", type=options.positive_int, default=4, help="at once (4)")
-    serve.add_argument(
-        "--max-queue", type=options.count, default=64, help="downloads waiting for a slot; "
-        "more get 429 with Retry-After (64)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--min-speed", type=options.speed, default="1K", metavar="SIZE",
-        help="bytes/s under which a download gives its slot back (1K; 0: never)",
-    )  # fmt: skip
-    serve.add_argument(
-        "--min-speed-window", type=options.seconds, default=60.0, metavar="SECONDS",
-        help="the time --min-speed is averaged over (60)",
-    )  # fmt: skip
-    access = serve.add_argument_group("who may ask")
-    access.add_argument(
-        "--token-file", type=Path, metavar="FILE", help="the bearer token (chmod 600) that "
-        "POST /fetch, GET /cache and GET /files need (else ASYNCFETCH_SERVICE_TOKEN)",
-    )  # fmt: skip
-    access.add_argument(
-        "--public-files", action="store_true", help="serve GET /files/NAME without the token "
-        "(a LAN mirror for `get --mirror`)",
-    )  # fmt: skip
-    access.add_argument(
-        "--public-metrics", action="store_true", help="serve GET /metrics without the token "
-        "(a Prometheus scraper)",
-    )  # fmt: skip
-    access.add_argument(
-        "--allowed-host", action="append", default=[], metavar="NAME", help="a name clients "
-        "reach the service by (localhost and IP addresses always do); repeatable",
-    )  # fmt: skip
-    access.add_argument(
-        "--tls-cert", type=Path, metavar="FILE", help="serve https with this certificate "
-        "chain (PEM; with --tls-key): the token and the files are then not sent in clear",
-    )  # fmt: skip
-    access.add_argument("--tls-key", type=Path, metavar="FILE", help="its private key (PEM)")
-    reach = serve.add_argument_group("where downloads may connect")
-    reach.add_argument(
-        "--allow-private", action="store_true", help="also to loopback, private, link-local "
-        "and unique-local addresses (not cloud metadata ones)",
-    )  # fmt: skip
-    reach.add_argument(
-        "--allow-net", action="append", default=[], type=options.network, metavar="CIDR",
-        help="also to this network, whatever it holds; repeatable",
-    )  # fmt: skip
-    serve.set_defaults(handler=_serve)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from .._cache.lookup import checkpoints_dir
-    from .._config import env_settings
-    from .._service import app as _service  # imports aiohttp.web, which only this command needs
-    from .._service import listen
-    from .._service.guard import Guard, host_name, load_token
-    from .._service.limits import SpeedFloor
-    from .._service.log import log_json_lines
-    from .._service.tls import server_context
-    from .._transport.netpolicy import NetPolicy
-
-    bound = [args.host] if host_name(args.host) else []  # a name listened on is the service's
-    guard = Guard(
-        token=load_token(args.token_file, env_settings().service_token),
-        public_files=args.public_files,
-        public_metrics=args.public_metrics,
-        hosts=(*args.allowed_host, *bound),
-    )
-    floor = SpeedFloor(bytes_per_s=args.min_speed, window=args.min_speed_window)
-    service = _service.Service(
-        args.cache_dir or checkpoints_dir(),
-        max_downloads=args.max_downloads,
-        max_queue=args.max_queue,
-        floor=floor if args.min_speed else None,
-        guard=guard,
-        net=NetPolicy(allow_private=args.allow_private, allowed=tuple(args.allow_net)),
-        state_dir=args.state_dir or env_settings().state_dir / "service",
-    )
-    tls = server_context(args.tls_cert, args.tls_key)
-    log_json_lines()
-    run_sync(listen.serve(service, host=args.host, port=args.port, tls=tls))
-    listen.log.info("stopped")
-    return EXIT_OK
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -393,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_get(commands)
     _cli_batch.add_parser(commands)
     _add_mirrors(commands)
-    _add_serve(commands)
+    _cli_serve.add_parser(commands)
     _cli_service.add_parsers(commands)
     _cli_cache.add_parser(commands)
     return parser
@@ -403,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asyncfetch`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
-    if handler is not _serve:  # the service logs JSON lines of its own
+    if handler is not _cli_serve.run:  # the service logs JSON lines of its own
         _log_through_bars()
     terminated: list[int] = []
     sigterm = _sigterm_as_sigint(terminated) if getattr(args, "resumable", False) else None
