@@ -6,6 +6,7 @@ scenario not selected) is ``n/a`` rather than a failure.
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,21 +229,35 @@ def _cache_hit(results: Results) -> Verdict:
     return Verdict(name, detail, a <= CACHE_HIT_FACTOR * t)
 
 
-def _https_verified(results: Results) -> Verdict:
-    """https, ``--sha256``: wall <= 1.05x the slower of hashonly and curl + fsync."""
-    scenario = "https-verified-1g"
-    ceiling_of = "max(hashonly, curl + fsync)"
-    name = f"{scenario}: {VERIFIED_ROW} wall <= {HASH_CEILING_FACTOR:.2f} x {ceiling_of}"
-    a = _median(results, scenario, VERIFIED_ROW, "wall_s")
-    h = _median(results, scenario, "hashonly", "wall_s")
-    c = _median(results, scenario, "curl + fsync", "wall_s")
-    if a is None or h is None or c is None:
-        return Verdict(name, "not measured", None)
-    ceiling = max(h, c)
-    detail = (
-        f"{a:.2f} s / {ceiling:.2f} s = {a / ceiling:.2f}x (target <= {HASH_CEILING_FACTOR:.2f}x)"
-    )
-    return Verdict(name, detail, a <= HASH_CEILING_FACTOR * ceiling)
+def _https_verified(cores: int | None = None) -> Callable[[Results], Verdict]:
+    """https, ``--sha256``: wall <= 1.05x the slower of hashonly and curl + fsync.
+
+    With ``cores``, the version for a machine whose cores the transfer keeps busy (2 cores
+    shared with nginx's encryption; ``benchmarks/hashcost.py`` measures it): no core is free
+    for the hash, so its CPU time comes out of the transfer's, at best spread over all the
+    cores; curl + fsync's side of the ceiling then gains hashonly's CPU s / ``cores``. On many
+    cores that term is small and the two versions agree.
+    """
+
+    def check(results: Results) -> Verdict:
+        scenario = "https-verified-1g"
+        shared = f" + hashonly CPU / {cores} cores" if cores else ""
+        ceiling_of = f"max(hashonly, curl + fsync{shared})"
+        name = f"{scenario}: {VERIFIED_ROW} wall <= {HASH_CEILING_FACTOR:.2f} x {ceiling_of}"
+        a = _median(results, scenario, VERIFIED_ROW, "wall_s")
+        h = _median(results, scenario, "hashonly", "wall_s")
+        h_cpu = _median(results, scenario, "hashonly", "cpu_s")
+        c = _median(results, scenario, "curl + fsync", "wall_s")
+        if a is None or h is None or h_cpu is None or c is None:
+            return Verdict(name, "not measured", None)
+        ceiling = max(h, c + h_cpu / cores) if cores else max(h, c)
+        ratio = a / ceiling
+        detail = (
+            f"{a:.2f} s / {ceiling:.2f} s = {ratio:.2f}x (target <= {HASH_CEILING_FACTOR:.2f}x)"
+        )
+        return Verdict(name, detail, a <= HASH_CEILING_FACTOR * ceiling)
+
+    return check
 
 
 def _cpu_per_gb(scenario: str, ours: str, peer: str, factor: float) -> Callable[[Results], Verdict]:
@@ -264,8 +279,10 @@ def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def evaluate(results: Results, idle_mb: float | None) -> list[Verdict]:
-    """Check every target against ``results``."""
+def evaluate(
+    results: Results, idle_mb: float | None, cores: int | None = os.cpu_count()
+) -> list[Verdict]:
+    """Check every target against ``results``, measured on a machine of ``cores`` cores."""
     checks: list[Callable[[Results], Verdict]] = [
         _near_hash_ceiling,
         _faster("unverified-4g", UNVERIFIED_ROW, "hf_transfer"),
@@ -287,7 +304,8 @@ def evaluate(results: Results, idle_mb: float | None) -> list[Verdict]:
         _faster("batch-64x16m", BATCH_ROW, "torch.hub hash_prefix loop", BATCH_VS_TORCH_HUB),
         _faster("batch-64x16m", BATCH_ROW, "aria2c -i -j16 -x1 --checksum"),
         _cache_hit,
-        _https_verified,
+        _https_verified(),
+        _https_verified(cores or 1),
         _faster("https-unverified-1g", UNVERIFIED_ROW, "curl + fsync"),
         _cpu_per_gb("https-unverified-1g", UNVERIFIED_ROW, "curl", HTTPS_CPU_VS_CURL),
         _faster("durable-2g", UNVERIFIED_ROW, "hf_transfer + fsync"),
