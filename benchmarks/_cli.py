@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace, scenarios: list[Scenario], only_tools: set[st
                 print(text_table(result) + "\n", flush=True)
     finally:  # an interrupted tool may leave GBs of partial output behind
         shutil.rmtree(data_dir / "out", ignore_errors=True)
-    verdicts = evaluate({r.scenario.name: r for r in results}, idle_mb)
+    verdicts = evaluate({r.scenario.name: r for r in results}, idle_mb, os.cpu_count() or 1)
     print(targets_text(verdicts) + "\n")
     meta = _meta(args, idle_mb, idle_what, time.monotonic() - started)
     write_json(data_dir / "results.json", results, verdicts, meta)

@@ -6,7 +6,6 @@ scenario not selected) is ``n/a`` rather than a failure.
 
 from __future__ import annotations
 
-import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -279,9 +278,7 @@ def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def evaluate(
-    results: Results, idle_mb: float | None, cores: int | None = os.cpu_count()
-) -> list[Verdict]:
+def evaluate(results: Results, idle_mb: float | None, cores: int) -> list[Verdict]:
     """Check every target against ``results``, measured on a machine of ``cores`` cores."""
     checks: list[Callable[[Results], Verdict]] = [
         _near_hash_ceiling,
@@ -305,7 +302,7 @@ def evaluate(
         _faster("batch-64x16m", BATCH_ROW, "aria2c -i -j16 -x1 --checksum"),
         _cache_hit,
         _https_verified(),
-        _https_verified(cores or 1),
+        _https_verified(cores),
         _faster("https-unverified-1g", UNVERIFIED_ROW, "curl + fsync"),
         _cpu_per_gb("https-unverified-1g", UNVERIFIED_ROW, "curl", HTTPS_CPU_VS_CURL),
         _faster("durable-2g", UNVERIFIED_ROW, "hf_transfer + fsync"),
