@@ -10,7 +10,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -34,7 +33,7 @@ from .._sync import run_sync
 from .._version import VERSION_LINE
 from . import batch as _cli_batch
 from . import cache as _cli_cache
-from . import options
+from . import options, stdout
 from . import serve as _cli_serve
 from . import service as _cli_service
 from .options import (
@@ -311,29 +310,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sigterm = _sigterm_as_sigint(terminated) if getattr(args, "resumable", False) else None
     options.warn_if_insecure(args)
     try:
-        with sigterm or contextlib.nullcontext():
+        with sigterm or contextlib.nullcontext(), stdout.guarded():
             status = handler(args)
             sys.stdout.flush()  # here, where a reader that left can still be answered
             return status
     except BrokenPipeError:
-        _drop_stdout()
+        stdout.drop()
         return EXIT_BROKEN_PIPE
     except FetchError as exc:
         print(f"asyncfetch: error: {_one_line(exc)}", file=sys.stderr)
+        if getattr(exc, "path", None) == stdout.STDOUT:
+            stdout.drop()
         return EXIT_FAILED
     except KeyboardInterrupt:
         stopped = "terminated" if terminated else "interrupted"
         note = getattr(args, "stop_note", RESUME_NOTE)
         print(f"asyncfetch: {stopped}; {note}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
-
-
-def _drop_stdout() -> None:
-    """Point stdout at /dev/null: its reader left (``| head``), and the interpreter's own
-    flush at exit would otherwise print "Exception ignored ... BrokenPipeError"."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def _log_through_bars() -> None:

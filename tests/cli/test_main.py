@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import signal
 import subprocess
@@ -334,17 +335,23 @@ def test_ctrl_c_without_ranges_says_a_rerun_starts_over_and_the_rerun_says_so(
     assert not any(r.range and r.range[0] > 0 for r in server.requests[mark:])  # from byte 0
 
 
+def _printing_command(command: str, url: str, out: Path) -> tuple[str, ...]:
+    """Arguments of a command that prints JSON: ``get URL -o OUT``, or ``cache ls`` of OUT's
+    directory once that get has run."""
+    get = ("get", url, "-o", str(out), "--json")
+    if command == "get":
+        return get
+    assert run_cli(*get).returncode == 0
+    return ("cache", "ls", "--dir", str(out.parent), "--json")
+
+
 @pytest.mark.parametrize("command", ["get", "cache-ls"])
 def test_a_reader_that_leaves_early_gets_no_traceback(
     server: FaultServer, payload: bytes, tmp_path: Path, command: str
 ) -> None:
     """`asyncfetch ... | head -1`: stdout's reader is gone before the output is written."""
     out = tmp_path / "out.bin"
-    url = server.add_file("m.bin", payload)
-    get = ("get", url, "-o", str(out), "--json")
-    if command == "cache-ls":
-        assert run_cli(*get).returncode == 0
-    args = get if command == "get" else ("cache", "ls", "--dir", str(tmp_path), "--json")
+    args = _printing_command(command, server.add_file("m.bin", payload), out)
     child = subprocess.Popen(
         [sys.executable, "-m", "asyncfetch", *args],
         stdout=subprocess.PIPE,
@@ -358,3 +365,32 @@ def test_a_reader_that_leaves_early_gets_no_traceback(
     assert child.returncode == 141, err  # 128 + SIGPIPE, as a shell reports a piped writer
     assert err.decode() == ""  # no traceback, no "Exception ignored"
     assert out.read_bytes() == payload
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("command", ["get", "cache-ls"])
+def test_stdout_on_a_full_disk_is_one_line_not_a_traceback(
+    server: FaultServer, payload: bytes, tmp_path: Path, command: str, unbuffered: str
+) -> None:
+    """`asyncfetch ... --json > FILE` where FILE's disk is full (/dev/full): print-time or
+    exit-time, the write fails; the user reads one line saying so, not a traceback."""
+    out = tmp_path / "out.bin"
+    args = _printing_command(command, server.add_file("m.bin", payload), out)
+    with open("/dev/full", "w") as full:
+        child = subprocess.run(
+            [sys.executable, "-m", "asyncfetch", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(PYTHONUNBUFFERED=unbuffered),
+            timeout=60,
+            check=False,
+        )
+
+    assert child.returncode == 1, child.stderr
+    assert child.stderr.splitlines() == [
+        "asyncfetch: error: cannot write to standard output: No space left on device; "
+        "free space where it goes, or send it elsewhere"
+    ]
+    assert out.read_bytes() == payload  # the download itself is done and kept
