@@ -80,7 +80,8 @@ class Scenario:
 VERIFIED = ("asyncfetch", "torch.hub hash_prefix", "aria2c --checksum", "hashonly")
 UNVERIFIED = ("asyncfetch --no-hash", "torch.hub", "aria2c", "hf_transfer", "curl",
               "curl + fsync")  # fmt: skip
-HTTPS_VERIFIED = ("asyncfetch", "hashonly", "curl + fsync", "torch.hub hash_prefix")
+HTTPS_VERIFIED = ("asyncfetch", "hashonly", "curl + fsync",
+                  "curl + tee + openssl sha256 + fsync", "torch.hub hash_prefix")  # fmt: skip
 HTTPS_UNVERIFIED = ("asyncfetch --no-hash", "curl", "curl + fsync", "hf_transfer",
                     "hf_transfer + fsync", "torch.hub")  # fmt: skip
 DURABLE_2G = ("asyncfetch --no-hash", "hf_transfer", "hf_transfer + fsync", "curl + fsync")

@@ -303,6 +303,7 @@ def evaluate(results: Results, idle_mb: float | None, cores: int) -> list[Verdic
         _cache_hit,
         _https_verified(),
         _https_verified(cores),
+        _faster("https-verified-1g", VERIFIED_ROW, "curl + tee + openssl sha256 + fsync"),
         _faster("https-unverified-1g", UNVERIFIED_ROW, "curl + fsync"),
         _cpu_per_gb("https-unverified-1g", UNVERIFIED_ROW, "curl", HTTPS_CPU_VS_CURL),
         _faster("durable-2g", UNVERIFIED_ROW, "hf_transfer + fsync"),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what `make bench` needs and is not in the project's dependencies:
-#   nginx, aria2c, curl and GNU time (apt-get; time measures each tool's peak RSS),
+#   nginx, aria2c, curl, openssl and GNU time (apt-get; time measures each tool's peak RSS),
 #   and hf_transfer (pip, into the venv given as $1); compiles asyncfetch to bytecode.
 # Idempotent: installs only what is missing. Usage: bash benchmarks/setup.sh [VENV=.venv]
 set -euo pipefail
@@ -19,6 +19,7 @@ if ! have nginx; then
 fi
 have aria2c || missing+=(aria2)
 have curl || missing+=(curl)
+have openssl || missing+=(openssl)
 [ -x /usr/bin/time ] || missing+=(time)
 
 if [ "${#missing[@]}" -gt 0 ]; then
