@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import functools
 import os
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,7 +156,7 @@ class V1:
             sha256, version = await asyncio.to_thread(self.digest_of, path)
         except OSError:
             return error_response(404, f"{name} is not a complete file in the cache", "NotFound")
-        return DigestFileResponse(path, sha256, version)
+        return DigestFileResponse(path, sha256, version, name=name)
 
     def digest_of(self, path: Path) -> tuple[str, Version]:
         """``path``'s SHA-256 and the version of the file it is the digest of: its marker's
@@ -229,18 +229,23 @@ def version_of(st: os.stat_result) -> Version:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+class Changed(Exception):
+    """The file at a name is no longer the one its digest was taken of."""
+
+
 class DigestFileResponse(web.FileResponse):
     """A FileResponse whose ETag is the file's SHA-256, with a ``Repr-Digest`` header, sent
     as bytes (:data:`SERVED_AS_BYTES`).
 
     Only the very file the digest is of (``version``) is sent, never a compressed variant
-    aiohttp would pick beside it (``NAME.gz``: another cached file), nor one swapped in since
-    the digest was taken (a link to a file outside the cache dir, put there by whoever else
-    can write it): that answers 404.
+    aiohttp would pick beside it (``NAME.gz``: another cached file), nor one swapped in or
+    removed since the digest was taken (a link to a file outside the cache dir, put there by
+    whoever else can write it): that answers the service's JSON 404, without the digest.
     """
 
-    def __init__(self, path: Path, sha256: str, version: Version) -> None:
+    def __init__(self, path: Path, sha256: str, version: Version, *, name: str) -> None:
         super().__init__(path, headers=SERVED_AS_BYTES)
+        self._name = name
         self._version = version
         self._tag = sha256
         raw = bytes.fromhex(sha256)
@@ -280,16 +285,45 @@ class DigestFileResponse(web.FileResponse):
                 drop.add("range")  # another version: the whole file (200)
         drop.add("accept-encoding")  # else aiohttp sends NAME.gz or NAME.br if there is one
         headers = [(k, v) for k, v in request.headers.items() if k.lower() not in drop]
-        return await super().prepare(request.clone(headers=headers))
+        try:
+            return await super().prepare(request.clone(headers=headers))
+        except Changed:
+            return await self._not_found(request)
+
+    async def _not_found(self, request: web.BaseRequest) -> Any:
+        """Answer the service's JSON 404 in place of the file, without its digest headers."""
+        answer = error_response(404, f"{self._name} changed while it was being served (replaced "
+                                "or removed after its SHA-256 was taken); retry the request",
+                                "NotFound")  # fmt: skip
+        for name in (hdrs.ETAG, "Repr-Digest", hdrs.CONTENT_DISPOSITION):
+            self.headers.popall(name, None)
+        self.set_status(answer.status)
+        self.content_type, self.charset = answer.content_type, answer.charset
+        body = answer.body
+        assert isinstance(body, bytes)  # json_response's text, encoded
+        self.content_length = len(body)
+        writer = await web.StreamResponse.prepare(self, request)
+        if request.method != hdrs.METH_HEAD:
+            await self.write(body)
+        return writer
 
     def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
         """aiohttp's (blocking: in its executor) for the file itself, never a variant, then
-        checked to be the version the digest is of (OSError, so 404, if not)."""
-        made = super()._make_response(request, "")
-        opened = made[1]
+        checked to be the version the digest is of.
+
+        Raises:
+            Changed: it is not (another file, a link, none, not a regular file any more).
+        """
+        try:
+            made = super()._make_response(request, "")
+        except OSError:
+            raise Changed from None
+        opened, st = made[1], made[2]
         if opened is not None and version_of(os.fstat(opened.fileno())) != self._version:
             opened.close()
-            raise FileNotFoundError(errno.ENOENT, "swapped since its digest was taken")
+            raise Changed
+        if opened is None and not stat.S_ISREG(st.st_mode):
+            raise Changed
         return made
 
 

@@ -562,6 +562,56 @@ async def test_a_file_swapped_for_a_link_after_the_service_looked_is_not_served(
     assert status == 404
 
 
+def swap_after_the_digest(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    """Change the file the service serves right after it took its digest: ``link`` (a link
+    out of the cache dir), ``other`` (another file), ``fifo`` (a named pipe) or ``gone``."""
+    looked = V1.digest_of
+
+    def then_changed(self: V1, path: Path) -> Any:
+        found = looked(self, path)
+        stand_in = path.with_name("stand-in")
+        if how == "link":
+            stand_in.symlink_to(path.parent.parent / "secret.bin")
+        if how == "other":
+            stand_in.write_bytes(b"other bytes!")
+        if how == "fifo":
+            os.mkfifo(stand_in)
+        if how == "gone":
+            path.unlink()
+        else:
+            os.replace(stand_in, path)
+        return found
+
+    monkeypatch.setattr(V1, "digest_of", then_changed)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("how", ["link", "other", "fifo", "gone"])
+async def test_a_file_changed_after_its_digest_is_the_json_not_found_without_that_digest(
+    svc: Running, monkeypatch: pytest.MonkeyPatch, how: str, method: str
+) -> None:
+    cache = svc.service.cache_dir
+    (cache.parent / "secret.bin").write_bytes(b"TOP SECRET CONTENT")
+    (cache / "m.bin").write_bytes(b"public bytes")
+    swap_after_the_digest(monkeypatch, how)
+
+    async with svc.client.request(method, f"{svc.url}/v1/files/m.bin") as answer:
+        data = await answer.read()
+
+    assert answer.status == 404
+    assert answer.content_type == "application/json"
+    assert "Repr-Digest" not in answer.headers
+    assert "ETag" not in answer.headers
+    assert b"TOP SECRET" not in data
+    if method == "GET":
+        body = json.loads(data)
+        assert body["type"] == "NotFound"
+        assert "m.bin changed while it was being served" in body["error"]
+        assert "retry" in body["error"]
+    else:
+        assert data == b""
+
+
 @pytest.mark.parametrize("path", ["/fetch", "/v1/jobs"])
 async def test_a_withheld_body_is_408_not_a_connection_held_for_ever(
     svc: Running, monkeypatch: pytest.MonkeyPatch, path: str
