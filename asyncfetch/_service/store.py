@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from .._errors import DestinationError, InvalidRequest
 from .._storage.nofollow import current_uid, is_own_file
+from .._storage.safepath import check_parents
 
 T = TypeVar("T")
 
@@ -374,6 +375,15 @@ def _check_own_files(state_dir: Path) -> None:
         )
 
 
+def _make_private(state_dir: Path) -> None:
+    """Create ``state_dir`` and whichever of its parents are missing, each 0700 (``mkdir -p``
+    would make the parents 0775 under umask 002, which :func:`check_parents` refuses)."""
+    for parent in reversed([path for path in state_dir.parents if not path.exists()]):
+        with contextlib.suppress(FileExistsError):
+            parent.mkdir(mode=0o700)
+    state_dir.mkdir(mode=0o700, exist_ok=True)
+
+
 def lock_state_dir(state_dir: Path) -> int:
     """Create ``state_dir`` (private) and take its service lock; returns the lock's file
     descriptor, to hold while serving (closing it lets go).
@@ -381,12 +391,14 @@ def lock_state_dir(state_dir: Path) -> int:
     Raises:
         InvalidRequest: another process holds the lock (another ``serve`` uses this store).
         DestinationError: the directory or lock file cannot be made, or the directory is
-            another user's or others may write it, or its job store is another user's.
+            another user's or others may write it, or so is a directory above it (they could
+            move it away and put theirs in its place), or its job store is another user's.
     """
     lock = state_dir / LOCK_NAME
     try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_private(state_dir)
         _check_private(state_dir)
+        check_parents(state_dir)
         _check_own_files(state_dir)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:

@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -389,6 +390,59 @@ async def test_a_state_dir_that_is_another_users_link_is_refused(tmp_path: Path)
 
     assert f"a link of uid {NOBODY}'s" in str(raised.value)
     assert list(mine.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode"),
+    [(NOBODY, 0o755), (NOBODY, 0o1777), (None, 0o777), (None, 0o775), (None, 0o757)],
+    ids=["theirs", "theirs-sticky", "open-to-all", "group-writable", "others-writable"],
+)
+async def test_a_state_dir_under_a_directory_others_can_change_is_refused(
+    tmp_path: Path, server: FaultServer, owner: int | None, mode: int
+) -> None:
+    """--state-dir /srv/shared/me/state, where another user owns /srv/shared or may write it
+    (no sticky bit): they could move me away and put theirs, with their jobs, in its place."""
+    shared = tmp_path / "shared"
+    (shared / "me").mkdir(mode=0o700, parents=True)
+    state = shared / "me" / "state"
+    os.chmod(shared, mode)
+    if owner is not None:
+        os.chown(shared, owner, owner)
+    service = Service(tmp_path / "cache", state_dir=state, net=NetPolicy(allow_private=True))
+
+    with pytest.raises(DestinationError, match="state dir") as raised:
+        await service.open()
+    await service.jobs.store.close()
+
+    assert f"{shared}, on the way to it, is " in str(raised.value)
+    assert (f"uid {owner}'s" if owner else "chmod go-w") in str(raised.value)
+    assert list(state.iterdir()) == []
+
+
+async def test_a_state_dir_under_a_sticky_directory_like_tmp_is_accepted(tmp_path: Path) -> None:
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # others may add entries, but not move ours
+    service = Service(tmp_path / "cache", state_dir=shared / "me" / "state")
+
+    await service.open()
+    await service.close()
+
+    assert (shared / "me" / "state" / DB_NAME).is_file()
+
+
+async def test_parents_the_service_makes_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    state = tmp_path / "home" / ".local" / "state" / "asyncfetch" / "service"
+    old = os.umask(0o002)  # user-private groups: mkdir -p would make them 0775, refused
+    try:
+        service = Service(tmp_path / "cache", state_dir=state)
+        await service.open()
+        await service.close()
+    finally:
+        os.umask(old)
+
+    made = [state, *state.parents][: len(state.relative_to(tmp_path).parts)]
+    assert [stat.S_IMODE(path.stat().st_mode) for path in made] == [0o700] * len(made)
 
 
 def test_accepted_jobs_survive_a_stop_and_resume_from_their_parts(
