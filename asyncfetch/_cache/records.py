@@ -33,6 +33,7 @@ from typing import Any
 
 from .._config import env_settings
 from .._storage.nofollow import current_uid, is_own_file, read_small, replace_with
+from .._storage.safepath import make_private_dirs
 
 XATTR = "user.asyncfetch.marker"
 LEGACY_SUFFIX = ".asyncfetch.json"
@@ -166,7 +167,7 @@ def _write_state(path: Path, st: os.stat_result, data: dict[str, Any]) -> bool:
         "marker": data,
     }
     try:
-        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         new = not os.path.lexists(target)
         replace_with(target, json.dumps(record).encode("utf-8"), mode=0o600)
     except OSError:

@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from .._errors import DestinationError, InvalidRequest
 from .._storage.nofollow import current_uid, is_own_file
-from .._storage.safepath import check_parents
+from .._storage.safepath import check_parents, make_private_dirs
 
 T = TypeVar("T")
 
@@ -375,15 +375,6 @@ def _check_own_files(state_dir: Path) -> None:
         )
 
 
-def _make_private(state_dir: Path) -> None:
-    """Create ``state_dir`` and whichever of its parents are missing, each 0700 (``mkdir -p``
-    would make the parents 0775 under umask 002, which :func:`check_parents` refuses)."""
-    for parent in reversed([path for path in state_dir.parents if not path.exists()]):
-        with contextlib.suppress(FileExistsError):
-            parent.mkdir(mode=0o700)
-    state_dir.mkdir(mode=0o700, exist_ok=True)
-
-
 def lock_state_dir(state_dir: Path) -> int:
     """Create ``state_dir`` (private) and take its service lock; returns the lock's file
     descriptor, to hold while serving (closing it lets go).
@@ -396,7 +387,7 @@ def lock_state_dir(state_dir: Path) -> int:
     """
     lock = state_dir / LOCK_NAME
     try:
-        _make_private(state_dir)
+        make_private_dirs(state_dir)
         _check_private(state_dir)
         check_parents(state_dir)
         _check_own_files(state_dir)

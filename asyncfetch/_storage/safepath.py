@@ -8,6 +8,7 @@ owner. A link can be repointed by replacing it, which its owner can do in a stic
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -24,7 +25,8 @@ def check_parents(path: Path) -> None:
     the way to it, that another user could use to put something else at ``path`` (blocking).
 
     Each must be root's or this user's; a directory must also be writable by no one else unless
-    it has the sticky bit (like /tmp). ``path`` itself is the caller's to judge.
+    it has the sticky bit (like /tmp), its group counting as no one else when it is its
+    owner's private group. ``path`` itself is the caller's to judge.
 
     The lookup is walked as the kernel walks it, not by ``resolve()`` and then judged: a link
     is read only once known to be root's or ours (one of theirs is refused unread), and the
@@ -71,13 +73,39 @@ def _check_dir(directory: Path) -> None:
             f"{directory}, on the way to it, is uid {st.st_uid}'s, who could swap what lies "
             "below it for theirs (each directory on the way must be yours or root's)",
         )
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+    others_write = st.st_mode & 0o002 or (st.st_mode & 0o020 and not _private_group(st))
+    if others_write and not st.st_mode & stat.S_ISVTX:
         raise PermissionError(
             errno.EPERM,
             f"{directory}, on the way to it, is {stat.filemode(st.st_mode)}: others may write "
             f"it, so they could swap what lies below it for theirs (chmod go-w {directory}, or "
             "chmod +t it as /tmp is)",
         )
+
+
+def _private_group(st: os.stat_result) -> bool:
+    """Whether the group of ``st`` is its owner's alone: the owner's primary group, of the
+    owner's name, with no other member (Debian's and Ubuntu's user private groups, whose
+    umask 002 leaves directories group-writable; OpenSSH there accepts them the same way)."""
+    try:
+        import grp
+        import pwd
+
+        owner, group = pwd.getpwuid(st.st_uid), grp.getgrgid(st.st_gid)
+    except (ImportError, KeyError):  # no such databases (Windows), or no such user or group
+        return False
+    alone = set(group.gr_mem) <= {owner.pw_name}
+    return owner.pw_gid == st.st_gid and group.gr_name == owner.pw_name and alone
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and whichever of its parents are missing, each 0700 (``mkdir -p``
+    would make the parents 0775 under umask 002, which :func:`check_parents` refuses where the
+    group is not the user's own)."""
+    for parent in reversed([path for path in directory.parents if not path.exists()]):
+        with contextlib.suppress(FileExistsError):
+            parent.mkdir(mode=0o700)
+    directory.mkdir(mode=0o700, exist_ok=True)
 
 
 def _check_link(link: Path, st: os.stat_result) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -119,6 +120,25 @@ async def test_the_state_record_is_for_that_file_only(
     replaced.write_bytes(DATA)
     os.replace(replaced, dest)  # same path, same bytes: another file (inode) all the same
     assert read_marker(dest) is None
+
+
+async def test_the_state_records_parents_are_private_whatever_the_umask(
+    server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first record makes the state dir (~/.local/state/asyncfetch/records): under umask 002
+    ``mkdir -p`` made its parents 0775, which ``asyncfetch serve`` then refused there."""
+    state = tmp_path / "home" / ".local" / "state" / "asyncfetch"
+    monkeypatch.setenv("ASYNCFETCH_STATE_DIR", str(state))
+    monkeypatch.setenv("ASYNCFETCH_TRUST_RECORD", "state")
+    url = server.add_file("m.bin", DATA)
+    old = os.umask(0o002)
+    try:
+        await asyncfetch.fetch(url, tmp_path / "m.bin", sha256=sha256(DATA))
+    finally:
+        os.umask(old)
+
+    made = [state / "records", state, *state.parents][: len(state.relative_to(tmp_path).parts) + 1]
+    assert [stat.S_IMODE(path.stat().st_mode) for path in made] == [0o700] * len(made)
 
 
 async def test_a_state_record_trusts_no_digest_once_the_ctime_moved(

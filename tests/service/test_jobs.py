@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import os
+import pwd
 import random
 import re
 import signal
@@ -394,8 +396,8 @@ async def test_a_state_dir_that_is_another_users_link_is_refused(tmp_path: Path)
 
 @pytest.mark.parametrize(
     ("owner", "mode"),
-    [(NOBODY, 0o755), (NOBODY, 0o1777), (None, 0o777), (None, 0o775), (None, 0o757)],
-    ids=["theirs", "theirs-sticky", "open-to-all", "group-writable", "others-writable"],
+    [(NOBODY, 0o755), (NOBODY, 0o1777), (None, 0o777), (None, 0o757)],
+    ids=["theirs", "theirs-sticky", "open-to-all", "others-writable"],
 )
 async def test_a_state_dir_under_a_directory_others_can_change_is_refused(
     tmp_path: Path, server: FaultServer, owner: int | None, mode: int
@@ -417,6 +419,33 @@ async def test_a_state_dir_under_a_directory_others_can_change_is_refused(
     assert f"{shared}, on the way to it, is " in str(raised.value)
     assert (f"uid {owner}'s" if owner else "chmod go-w") in str(raised.value)
     assert list(state.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chgrp to a group of others needs root")
+@pytest.mark.parametrize("group", ["shared", "private"])
+async def test_a_group_writable_parent_is_refused_unless_the_group_is_the_owners_own(
+    tmp_path: Path, group: str
+) -> None:
+    """umask 002 leaves directories group-writable: harmless where the group is the owner's
+    private group (Debian's and Ubuntu's user private groups), not where others are in it."""
+    shared = tmp_path / "home"
+    state = shared / "me" / "state"
+    (shared / "me").mkdir(mode=0o700, parents=True)
+    os.chmod(shared, 0o775)
+    owner = pwd.getpwuid(os.geteuid())
+    assert grp.getgrgid(owner.pw_gid).gr_name == owner.pw_name  # root's group: root's alone
+    os.chown(shared, -1, owner.pw_gid if group == "private" else NOBODY)
+    service = Service(tmp_path / "cache", state_dir=state)
+
+    if group == "private":
+        await service.open()
+        await service.close()
+        assert (state / DB_NAME).is_file()
+    else:
+        with pytest.raises(DestinationError, match="chmod go-w"):
+            await service.open()
+        await service.jobs.store.close()
+        assert list(state.iterdir()) == []
 
 
 async def test_a_state_dir_under_a_sticky_directory_like_tmp_is_accepted(tmp_path: Path) -> None:
