@@ -36,6 +36,7 @@ from .parts import (
     remove_part,
     runs_on_disk,
 )
+from .reserve import reserve
 from .writecalls import pwrite_all
 
 JOURNAL_EVERY = 1.0
@@ -144,6 +145,7 @@ class PartFile:
                 journal, runs=kept, synced=kept, boot=fresh.boot, pid=fresh.pid, host=fresh.host
             )
         sink = cls(dest, part, fd, journal, hashing)
+        reserve(fd, info.size or 0)  # blocks for all of it up front: the writes go faster
         sink._save_journal_blocking(sync=False)
         return sink
 

@@ -1,0 +1,75 @@
+"""A part's blocks are reserved when its download starts, its size left to the writes; where
+the disk has no room for all of it, nothing stays reserved and the download writes what fits
+(tests/cache/test_cache.py's disk-full test resumes from there)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import asyncfetch
+from asyncfetch._storage.reserve import reserve
+from tests.faultserver import FaultServer, make_payload
+from tests.helpers import tmpfs
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fallocate(2)")
+
+SIZE = 4 << 20
+SENT = 64 << 10  # the body bytes the server sends before it stalls
+WAIT_S = 10.0
+
+
+def _allocated(st: os.stat_result) -> int:
+    return st.st_blocks * 512
+
+
+def _written_part(directory: Path) -> Path | None:
+    parts = [p for p in directory.iterdir() if p.name.endswith(".part")]
+    return parts[0] if parts and parts[0].stat().st_size >= SENT else None
+
+
+async def _part_once_written(directory: Path) -> Path:
+    """The part file in ``directory`` once it holds SENT bytes (bounded wait)."""
+    for _ in range(int(WAIT_S / 0.02)):
+        if part := await asyncio.to_thread(_written_part, directory):
+            return part
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no part with {SENT} bytes in {directory} after {WAIT_S} s")
+
+
+async def test_a_part_has_the_whole_file_reserved_and_only_its_written_size(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    server.add_file("m.bin", make_payload(SIZE, seed=7))
+    url = server.url("m.bin", stall_after=SENT)
+    fetching = asyncio.ensure_future(asyncfetch.fetch(url, tmp_path / "m.bin", connections=1))
+    try:
+        part = await _part_once_written(tmp_path)
+        st = await asyncio.to_thread(part.stat)
+    finally:
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
+
+    assert st.st_size == SENT  # what was written: a resume reads how far it got from it
+    assert _allocated(st) >= SIZE  # the rest is reserved: no block allocated write by write
+
+
+def test_what_does_not_fit_is_not_reserved_and_the_size_stays(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with tmpfs(disk, "size=256k"):
+        fd = os.open(disk / "f.part", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, b"x" * 4096, 0)
+            reserved = reserve(fd, 1 << 20)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    assert reserved is False
+    assert st.st_size == 4096
+    assert _allocated(st) <= 8192  # the page written, nothing past it held
