@@ -36,7 +36,7 @@ from .parts import (
     remove_part,
     runs_on_disk,
 )
-from .reserve import reserve
+from .reserve import release, reserve
 from .writecalls import pwrite_all
 
 JOURNAL_EVERY = 1.0
@@ -326,6 +326,13 @@ class PartFile:
             self._extents = Extents(runs_on_disk(runs, keep, keep))
             self._save_journal_blocking(sync=True)
 
+    def _release_blocking(self) -> None:
+        """Give back the blocks reserved past what was written (see :mod:`.reserve`), unless
+        the part is another download's now (its writes may be extending it)."""
+        with contextlib.suppress(DestinationError):
+            self._guard.check()
+            release(self._fd)
+
     def _forget(self) -> None:
         forget_part(self.part)
 
@@ -347,6 +354,7 @@ class PartFile:
         except OSError as exc:
             if exc.errno in _DISK_FULL:
                 self._make_room_and_save()
+        self._release_blocking()
         os.close(self._fd)
         self._fd = -1
         self._forget()

@@ -34,9 +34,16 @@ def reserve(fd: int, size: int) -> bool:
         return False
     if fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size) == 0:
         return True
-    with contextlib.suppress(OSError):  # a partial reservation past the end (ENOSPC) goes
-        os.ftruncate(fd, os.fstat(fd).st_size)
+    release(fd)  # a partial reservation past the end (ENOSPC) goes
     return False
+
+
+def release(fd: int) -> None:
+    """Give back the blocks reserved past the end of the open file ``fd``, its size unchanged
+    (blocking): a part kept for a later run holds only what was written, not the whole size a
+    server claimed (``ls`` would not show it; ``du`` and the free space would)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, os.fstat(fd).st_size)
 
 
 @functools.cache

@@ -58,6 +58,27 @@ async def test_a_part_has_the_whole_file_reserved_and_only_its_written_size(
     assert _allocated(st) >= SIZE  # the rest is reserved: no block allocated write by write
 
 
+async def test_a_part_kept_for_a_later_run_gives_back_what_was_reserved_past_its_end(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """A server that claims a size it never sends, or a Ctrl-C: the part kept holds the disk
+    space of what was written, not of the whole size claimed (which ``ls`` would not show)."""
+    server.add_file("m.bin", make_payload(SIZE, seed=7))
+    url = server.url("m.bin", stall_after=SENT)
+    fetching = asyncio.ensure_future(asyncfetch.fetch(url, tmp_path / "m.bin", connections=1))
+    try:
+        part = await _part_once_written(tmp_path)
+        during = await asyncio.to_thread(part.stat)
+    finally:
+        fetching.cancel()
+        await asyncio.gather(fetching, return_exceptions=True)
+    kept = await asyncio.to_thread(part.stat)
+
+    assert _allocated(during) >= SIZE  # reserved while it ran
+    assert kept.st_size == SENT  # kept, for a resume
+    assert _allocated(kept) < SIZE // 2  # the rest given back: the written bytes' blocks
+
+
 def test_what_does_not_fit_is_not_reserved_and_the_size_stays(tmp_path: Path) -> None:
     disk = tmp_path / "disk"
     disk.mkdir()
