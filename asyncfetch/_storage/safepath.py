@@ -86,7 +86,11 @@ def _check_dir(directory: Path) -> None:
 def _private_group(st: os.stat_result) -> bool:
     """Whether the group of ``st`` is its owner's alone: the owner's primary group, of the
     owner's name, with no other member (Debian's and Ubuntu's user private groups, whose
-    umask 002 leaves directories group-writable; OpenSSH there accepts them the same way)."""
+    umask 002 leaves directories group-writable; OpenSSH there accepts them the same way).
+
+    A member is also any account whose primary group it is: the group file does not list
+    those (``useradd -g alice bob``), so the accounts are read too, as Debian's OpenSSH does.
+    """
     try:
         import grp
         import pwd
@@ -95,7 +99,9 @@ def _private_group(st: os.stat_result) -> bool:
     except (ImportError, KeyError):  # no such databases (Windows), or no such user or group
         return False
     alone = set(group.gr_mem) <= {owner.pw_name}
-    return owner.pw_gid == st.st_gid and group.gr_name == owner.pw_name and alone
+    if not (owner.pw_gid == st.st_gid and group.gr_name == owner.pw_name and alone):
+        return False
+    return all(a.pw_uid == st.st_uid for a in pwd.getpwall() if a.pw_gid == st.st_gid)
 
 
 def make_private_dirs(directory: Path) -> None:

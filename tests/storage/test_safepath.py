@@ -4,7 +4,9 @@ them, and one of another user's is not followed."""
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,28 @@ def test_a_loop_of_links_ends(tmp_path: Path) -> None:
 
     with pytest.raises(OSError, match="links on the way"):
         check_parents(tmp_path / "a" / "state")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chgrp to our primary group as root, in tests")
+@pytest.mark.parametrize("also_theirs", [False, True])
+def test_a_private_group_is_one_no_other_account_has_as_its_primary_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, also_theirs: bool
+) -> None:
+    """``useradd -g alice bob``: bob writes what alice's group may, though the group file
+    does not list him; alice's group-writable directory is then not hers alone."""
+    owner = pwd.getpwuid(os.geteuid())
+    assert grp.getgrgid(owner.pw_gid).gr_name == owner.pw_name  # root's group: root's alone
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, -1, owner.pw_gid)
+    os.chmod(home, 0o775)
+    if also_theirs:
+        bob = pwd.struct_passwd(("bob", "x", NOBODY, owner.pw_gid, "", "/home/bob", "/bin/sh"))
+        accounts = pwd.getpwall()
+        monkeypatch.setattr(pwd, "getpwall", lambda: [*accounts, bob])
+
+    if also_theirs:
+        with pytest.raises(PermissionError, match=f"{home}, on the way to it, is drwxrwxr-x"):
+            check_parents(home / "state")
+    else:
+        check_parents(home / "state")
