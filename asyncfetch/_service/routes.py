@@ -322,8 +322,8 @@ class DigestFileResponse(web.FileResponse):
         if opened is not None and version_of(os.fstat(opened.fileno())) != self._version:
             opened.close()
             raise Changed
-        if opened is None and not stat.S_ISREG(st.st_mode):
-            raise Changed
+        if opened is None and (not stat.S_ISREG(st.st_mode) or version_of(st) != self._version):
+            raise Changed  # a 304 or 412 would carry the old digest for another file
         return made
 
 

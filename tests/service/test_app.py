@@ -612,6 +612,29 @@ async def test_a_file_changed_after_its_digest_is_the_json_not_found_without_tha
         assert data == b""
 
 
+@pytest.mark.parametrize(
+    "condition",
+    [("If-Modified-Since", "Fri, 01 Jan 2100 00:00:00 GMT"),  # would be 304
+     ("If-Unmodified-Since", "Thu, 01 Jan 1970 00:00:00 GMT")],  # would be 412
+    ids=["not-modified", "precondition-failed"],
+)  # fmt: skip
+async def test_a_file_changed_after_its_digest_is_not_vouched_for_by_a_bodiless_answer(
+    svc: Running, monkeypatch: pytest.MonkeyPatch, condition: tuple[str, str]
+) -> None:
+    """A 304 or 412 sends no bytes, but its ETag and Repr-Digest would say the file at the
+    name is the one the old digest is of: it is the JSON 404 too."""
+    (svc.service.cache_dir / "m.bin").write_bytes(b"public bytes")
+    swap_after_the_digest(monkeypatch, "other")
+
+    async with svc.client.get(f"{svc.url}/v1/files/m.bin", headers=[condition]) as answer:
+        data = await answer.read()
+
+    assert answer.status == 404
+    assert "ETag" not in answer.headers
+    assert "Repr-Digest" not in answer.headers
+    assert "m.bin changed while it was being served" in json.loads(data)["error"]
+
+
 @pytest.mark.parametrize("path", ["/fetch", "/v1/jobs"])
 async def test_a_withheld_body_is_408_not_a_connection_held_for_ever(
     svc: Running, monkeypatch: pytest.MonkeyPatch, path: str
