@@ -9,8 +9,9 @@ download over https on this project's 2-core machine finished its transfer 0.09-
 ``FALLOC_FL_KEEP_SIZE`` leaves the file's size where the writes put it, so a part's size still
 says how far it was written, as resuming expects. Reserving is only a speed-up: where it cannot
 be done (another system, a file system without it, a disk with no room for the whole file) it
-is not, and the download goes on as before, writing what fits. glibc's ``posix_fallocate``
-is not used: where the file system cannot reserve, it writes zeros over the whole file.
+is not, and the download goes on as before, writing what fits; nor is it where it would leave
+the disk less than HEADROOM free. glibc's ``posix_fallocate`` is not used: where the file
+system cannot reserve, it writes zeros over the whole file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import sys
 from collections.abc import Callable
 
 FALLOC_FL_KEEP_SIZE = 1  # linux/falloc.h
+#: left free beside a reservation: the part's journal, the other downloads', other programs'
+HEADROOM = 64 << 20
 
 Fallocate = Callable[[int, int, int, int], int]
 
@@ -30,12 +33,26 @@ def reserve(fd: int, size: int) -> bool:
     """Reserve blocks for the first ``size`` bytes of the open file ``fd``, its size unchanged
     (blocking). Returns whether they were; on failure nothing stays reserved past the end."""
     fallocate = _fallocate()
-    if fallocate is None or size <= 0:
+    if fallocate is None or size <= 0 or not _room_for(fd, size):
         return False
     if fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size) == 0:
         return True
     release(fd)  # a partial reservation past the end (ENOSPC) goes
     return False
+
+
+def _room_for(fd: int, size: int) -> bool:
+    """Whether the disk of ``fd`` has room for its first ``size`` bytes with HEADROOM to spare.
+
+    Else reserving would fill it, if only until the failed reservation is given back: the
+    part's own journal, the other files of a batch and other programs would find no room
+    (a size that nearly fills the disk, or one a server made up, far larger than it).
+    """
+    try:
+        disk, held = os.fstatvfs(fd), os.fstat(fd).st_blocks * 512
+    except OSError:
+        return False
+    return size - held + HEADROOM <= disk.f_bavail * disk.f_frsize
 
 
 def release(fd: int) -> None:

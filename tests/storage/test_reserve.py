@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import asyncfetch
+from asyncfetch import DestinationError
 from asyncfetch._storage.reserve import reserve
 from tests.faultserver import FaultServer, make_payload
 from tests.helpers import tmpfs
@@ -94,3 +95,23 @@ def test_what_does_not_fit_is_not_reserved_and_the_size_stays(tmp_path: Path) ->
     assert reserved is False
     assert st.st_size == 4096
     assert _allocated(st) <= 8192  # the page written, nothing past it held
+
+
+async def test_a_file_that_would_leave_no_room_beside_it_is_not_reserved(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Reserving it would leave no room for its journal: the download goes as on a disk
+    without reservations, failing once full with the part and its journal kept (it was a
+    bare OSError from opening the part, the journal never written)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with tmpfs(disk, "size=600k"):
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        url = server.add_file("m.bin", make_payload(free - 100, seed=3))
+        with pytest.raises(DestinationError, match="no space left") as raised:
+            await asyncfetch.fetch(url, disk / "m.bin", connections=1)
+        left = sorted(p.name for p in disk.iterdir())
+
+    assert "partial download is kept" in str(raised.value)
+    part = next(name for name in left if name.endswith(".part"))
+    assert left == [part, f"{part}.json"]
