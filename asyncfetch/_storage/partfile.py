@@ -135,6 +135,7 @@ class PartFile:
             part, fd, journal = open_part(dest, info)
         except OSError as exc:
             raise _disk_error(exc, dest, info.url, kept=False) from exc
+        resumed = journal is not None
         if journal is None:
             journal = Journal.for_remote(info)
         else:
@@ -146,8 +147,23 @@ class PartFile:
             )
         sink = cls(dest, part, fd, journal, hashing)
         reserve(fd, info.size or 0)  # blocks for all of it up front: the writes go faster
-        sink._save_journal_blocking(sync=False)
+        try:
+            sink._save_journal_blocking(sync=False)
+        except OSError as exc:  # the disk is full before the first byte
+            sink._abandon_blocking(keep=resumed)
+            raise _disk_error(exc, dest, info.url, kept=resumed) from exc
         return sink
+
+    def _abandon_blocking(self, *, keep: bool) -> None:
+        """Close a part that could not be opened for writing: kept where it holds a resumed
+        download's bytes, else deleted (it is empty)."""
+        if self._hasher is not None:
+            self._hasher.cancel()
+        os.close(self._fd)
+        self._fd = -1
+        self._forget()
+        if not keep:
+            remove_part(self.part)
 
     @property
     def written(self) -> int:

@@ -494,6 +494,24 @@ async def test_disk_full_keeps_the_partial_and_resumes_once_there_is_room(
         assert (disk / "m.bin").read_bytes() == data
 
 
+async def test_a_disk_full_before_the_first_byte_is_a_destination_error_leaving_nothing(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    """Not even the part's journal fits: the one disk-full error, and no empty part left
+    (it was a bare OSError, the empty part left open and on disk)."""
+    url = server.add_file("m.bin", make_payload(100 << 10, seed=44))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with small_disk(disk, "600k"):
+        with open(disk / "filler", "wb") as filler, contextlib.suppress(OSError):  # noqa: ASYNC230
+            filler.write(bytes(600 << 10))
+        with pytest.raises(DestinationError, match="no space left on the device writing"):
+            await asyncfetch.fetch(url, disk / "m.bin", connections=1)
+        left = leftovers(disk)
+
+    assert left == ["filler"]  # and the disk could be unmounted: no part file left open
+
+
 # ls, verify, prune ---------------------------------------------------------------------------
 
 
