@@ -105,6 +105,8 @@ def _get(args: argparse.Namespace) -> int:
             dest = cached_path(args.url, model_dir=checkpoints_dir(args.dir))
             ensure_dir(dest.parent)
         return _get_url(args, dest)
+    except stdout.Unwritable:
+        raise  # the download stands; only its report could not be printed
     except FetchError as exc:
         if args.json:  # the object batch --json prints for a failed file; main() says the rest
             path = dest.expanduser().absolute() if dest is not None else None
@@ -319,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
     except FetchError as exc:
         print(f"asyncfetch: error: {_one_line(exc)}", file=sys.stderr)
-        if getattr(exc, "path", None) == stdout.STDOUT:
+        if isinstance(exc, stdout.Unwritable):
             stdout.drop()
         return EXIT_FAILED
     except KeyboardInterrupt:

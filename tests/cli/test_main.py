@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -394,3 +395,28 @@ def test_stdout_on_a_full_disk_is_one_line_not_a_traceback(
         "free space where it goes, or send it elsewhere"
     ]
     assert out.read_bytes() == payload  # the download itself is done and kept
+
+
+@pytest.mark.parametrize("command", ["get", "cache-ls"])
+def test_a_closed_stdout_is_said_not_a_traceback_nor_silence(
+    server: FaultServer, payload: bytes, tmp_path: Path, command: str
+) -> None:
+    """`asyncfetch ... --json >&-`: Python starts with no sys.stdout, where print() says
+    nothing at all; the user reads that there was nowhere to print, not a traceback."""
+    out = tmp_path / "out.bin"
+    args = _printing_command(command, server.add_file("m.bin", payload), out)
+    argv = shlex.join([sys.executable, "-m", "asyncfetch", *args])
+    child = subprocess.run(
+        ["sh", "-c", f"exec {argv} >&-"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
+
+    assert child.returncode == 1, child.stderr
+    assert child.stderr.splitlines() == [
+        "asyncfetch: error: standard output is closed; give the command one to print to"
+    ]
+    assert out.read_bytes() == payload
