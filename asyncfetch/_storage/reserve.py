@@ -65,15 +65,19 @@ def release(fd: int) -> None:
 
 @functools.cache
 def _fallocate() -> Fallocate | None:
-    """libc's ``fallocate64`` (64-bit offsets on every word size), or None off Linux."""
+    """libc's ``fallocate`` with 64-bit offsets on every word size, or None off Linux:
+    glibc's ``fallocate64``, else musl's ``fallocate`` (musl's offsets are always 64-bit, and
+    musl 1.2.4 dropped the ``*64`` names)."""
     if not sys.platform.startswith("linux"):
         return None
     import ctypes  # here, in the worker thread that opens a part, not on every start-up
 
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.fallocate64
-    except (OSError, AttributeError):  # a libc without it (an old musl)
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return None
+    function = getattr(libc, "fallocate64", None) or getattr(libc, "fallocate", None)
+    if function is None:
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
     function.restype = ctypes.c_int
