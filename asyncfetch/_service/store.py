@@ -387,9 +387,10 @@ def lock_state_dir(state_dir: Path) -> int:
     """
     lock = state_dir / LOCK_NAME
     try:
+        check_parents(state_dir)  # before anything is made: not through another user's link
         make_private_dirs(state_dir)
         _check_private(state_dir)
-        check_parents(state_dir)
+        check_parents(state_dir)  # and again, with what was made
         _check_own_files(state_dir)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:

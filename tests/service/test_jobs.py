@@ -394,6 +394,27 @@ async def test_a_state_dir_that_is_another_users_link_is_refused(tmp_path: Path)
     assert list(mine.iterdir()) == []
 
 
+async def test_a_state_dir_below_another_users_link_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    """--state-dir /tmp/x/state, where another user made /tmp/x a link to a directory of
+    their choosing that we may write: refused, and nothing made where it leads."""
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (sticky / "x").symlink_to(elsewhere)
+    os.lchown(sticky / "x", NOBODY, NOBODY)
+    service = Service(tmp_path / "cache", state_dir=sticky / "x" / "state")
+
+    with pytest.raises(DestinationError, match=f"a link of uid {NOBODY}'s"):
+        await service.open()
+    await service.jobs.store.close()
+
+    assert list(elsewhere.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("owner", "mode"),
     [(NOBODY, 0o755), (NOBODY, 0o1777), (None, 0o777), (None, 0o757)],
@@ -418,7 +439,7 @@ async def test_a_state_dir_under_a_directory_others_can_change_is_refused(
 
     assert f"{shared}, on the way to it, is " in str(raised.value)
     assert (f"uid {owner}'s" if owner else "chmod go-w") in str(raised.value)
-    assert list(state.iterdir()) == []
+    assert not state.exists()  # refused before anything was made
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chgrp to a group of others needs root")
@@ -445,7 +466,7 @@ async def test_a_group_writable_parent_is_refused_unless_the_group_is_the_owners
         with pytest.raises(DestinationError, match="chmod go-w"):
             await service.open()
         await service.jobs.store.close()
-        assert list(state.iterdir()) == []
+        assert not state.exists()  # refused before anything was made
 
 
 async def test_a_state_dir_under_a_sticky_directory_like_tmp_is_accepted(tmp_path: Path) -> None:
