@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .._errors import DestinationError, InvalidRequest
-from .._storage.nofollow import current_uid, is_own_file
+from .._storage.nofollow import current_uid, is_own_file, is_trusted_owner
 from .._storage.safepath import check_parents, make_private_dirs
 
 T = TypeVar("T")
@@ -341,7 +341,7 @@ def _check_private(state_dir: Path) -> None:
     (a ``--state-dir`` in /tmp) or may write it could queue downloads to any path. Nor is it
     a link another user made: they could point it at a directory of theirs at any time."""
     link = os.lstat(state_dir)
-    if stat.S_ISLNK(link.st_mode) and link.st_uid not in (current_uid(), 0):
+    if stat.S_ISLNK(link.st_mode) and not is_trusted_owner(link):
         raise PermissionError(
             errno.EPERM,
             f"it is a link of uid {link.st_uid}'s, who can point it elsewhere at any time "

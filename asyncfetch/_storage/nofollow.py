@@ -36,6 +36,12 @@ def is_own_file(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_uid == current_uid()
 
 
+def is_trusted_owner(st: os.stat_result) -> bool:
+    """Whether ``st`` (from ``lstat``) is this process's user's or root's: a directory or link
+    no one else can change (root can change anything anyway)."""
+    return st.st_uid in (current_uid(), 0)
+
+
 def open_existing(path: Path, flags: int) -> int:
     """Open the regular file at ``path`` (``flags``: the access mode) without following a link.
 

@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from .nofollow import current_uid
+from .nofollow import is_trusted_owner
 
 #: links followed on the way before giving up (Linux's own limit, ELOOP)
 MAX_LINKS = 40
@@ -67,7 +67,7 @@ def check_parents(path: Path) -> None:
 def _check_dir(directory: Path) -> None:
     """Raise PermissionError if another user could rename entries of ``directory``."""
     st = os.lstat(directory)
-    if st.st_uid not in (current_uid(), 0):
+    if not is_trusted_owner(st):
         raise PermissionError(
             errno.EPERM,
             f"{directory}, on the way to it, is uid {st.st_uid}'s, who could swap what lies "
@@ -116,7 +116,7 @@ def make_private_dirs(directory: Path) -> None:
 
 def _check_link(link: Path, st: os.stat_result) -> None:
     """Raise PermissionError if the link at ``link`` (``st``: its lstat) is another user's."""
-    if st.st_uid not in (current_uid(), 0):
+    if not is_trusted_owner(st):
         raise PermissionError(
             errno.EPERM,
             f"{link}, on the way to it, is a link of uid {st.st_uid}'s, who can point it "
