@@ -42,18 +42,24 @@ async def _part_once_written(directory: Path) -> Path:
     raise AssertionError(f"no part with {SENT} bytes in {directory} after {WAIT_S} s")
 
 
-async def test_a_part_has_the_whole_file_reserved_and_only_its_written_size(
-    server: FaultServer, tmp_path: Path
-) -> None:
+async def _stalled_part(server: FaultServer, directory: Path) -> tuple[Path, os.stat_result]:
+    """A download of SIZE bytes whose server stalls after SENT: its part and what it looked
+    like then; the download is stopped (Ctrl-C's cancellation) before this returns."""
     server.add_file("m.bin", make_payload(SIZE, seed=7))
     url = server.url("m.bin", stall_after=SENT)
-    fetching = asyncio.ensure_future(asyncfetch.fetch(url, tmp_path / "m.bin", connections=1))
+    fetching = asyncio.ensure_future(asyncfetch.fetch(url, directory / "m.bin", connections=1))
     try:
-        part = await _part_once_written(tmp_path)
-        st = await asyncio.to_thread(part.stat)
+        part = await _part_once_written(directory)
+        return part, await asyncio.to_thread(part.stat)
     finally:
         fetching.cancel()
         await asyncio.gather(fetching, return_exceptions=True)
+
+
+async def test_a_part_has_the_whole_file_reserved_and_only_its_written_size(
+    server: FaultServer, tmp_path: Path
+) -> None:
+    _, st = await _stalled_part(server, tmp_path)
 
     assert st.st_size == SENT  # what was written: a resume reads how far it got from it
     assert _allocated(st) >= SIZE  # the rest is reserved: no block allocated write by write
@@ -64,15 +70,7 @@ async def test_a_part_kept_for_a_later_run_gives_back_what_was_reserved_past_its
 ) -> None:
     """A server that claims a size it never sends, or a Ctrl-C: the part kept holds the disk
     space of what was written, not of the whole size claimed (which ``ls`` would not show)."""
-    server.add_file("m.bin", make_payload(SIZE, seed=7))
-    url = server.url("m.bin", stall_after=SENT)
-    fetching = asyncio.ensure_future(asyncfetch.fetch(url, tmp_path / "m.bin", connections=1))
-    try:
-        part = await _part_once_written(tmp_path)
-        during = await asyncio.to_thread(part.stat)
-    finally:
-        fetching.cancel()
-        await asyncio.gather(fetching, return_exceptions=True)
+    part, during = await _stalled_part(server, tmp_path)
     kept = await asyncio.to_thread(part.stat)
 
     assert _allocated(during) >= SIZE  # reserved while it ran
