@@ -10,8 +10,9 @@ download over https on this project's 2-core machine finished its transfer 0.09-
 says how far it was written, as resuming expects. Reserving is only a speed-up: where it cannot
 be done (another system, a file system without it, a disk with no room for the whole file) it
 is not, and the download goes on as before, writing what fits; nor is it where it would leave
-the disk less than HEADROOM free. glibc's ``posix_fallocate`` is not used: where the file
-system cannot reserve, it writes zeros over the whole file.
+the disk less than HEADROOM free, or take more than half of what is free. glibc's
+``posix_fallocate`` is not used: where the file system cannot reserve, it writes zeros over
+the whole file.
 """
 
 from __future__ import annotations
@@ -42,17 +43,21 @@ def reserve(fd: int, size: int) -> bool:
 
 
 def _room_for(fd: int, size: int) -> bool:
-    """Whether the disk of ``fd`` has room for its first ``size`` bytes with HEADROOM to spare.
+    """Whether the disk of ``fd`` has room for its first ``size`` bytes with HEADROOM to spare,
+    and they take at most half of what is free.
 
     Else reserving would fill it, if only until the failed reservation is given back: the
     part's own journal, the other files of a batch and other programs would find no room
-    (a size that nearly fills the disk, or one a server made up, far larger than it).
+    (a size that nearly fills the disk, or one a server made up, far larger than it). And a
+    server that claims a size it never sends would hold that much of the disk for as long as
+    its download lasts, where writing takes only what it sent: half the free space at most.
     """
     try:
         disk, held = os.fstatvfs(fd), os.fstat(fd).st_blocks * 512
     except OSError:
         return False
-    return size - held + HEADROOM <= disk.f_bavail * disk.f_frsize
+    need, free = size - held, disk.f_bavail * disk.f_frsize
+    return need + HEADROOM <= free and need <= free // 2
 
 
 def release(fd: int) -> None:

@@ -42,10 +42,12 @@ async def _part_once_written(directory: Path) -> Path:
     raise AssertionError(f"no part with {SENT} bytes in {directory} after {WAIT_S} s")
 
 
-async def _stalled_part(server: FaultServer, directory: Path) -> tuple[Path, os.stat_result]:
-    """A download of SIZE bytes whose server stalls after SENT: its part and what it looked
-    like then; the download is stopped (Ctrl-C's cancellation) before this returns."""
-    server.add_file("m.bin", make_payload(SIZE, seed=7))
+async def _stalled_part(
+    server: FaultServer, directory: Path, size: int = SIZE
+) -> tuple[Path, os.stat_result]:
+    """A download of ``size`` bytes whose server stalls after SENT: its part and what it
+    looked like then; the download is stopped (Ctrl-C's cancellation) before this returns."""
+    server.add_file("m.bin", make_payload(size, seed=7))
     url = server.url("m.bin", stall_after=SENT)
     fetching = asyncio.ensure_future(asyncfetch.fetch(url, directory / "m.bin", connections=1))
     try:
@@ -113,3 +115,19 @@ async def test_a_file_that_would_leave_no_room_beside_it_is_not_reserved(
     assert "partial download is kept" in str(raised.value)
     part = next(name for name in left if name.endswith(".part"))
     assert left == [part, f"{part}.json"]
+
+
+@pytest.mark.parametrize(("mib", "reserved"), [(90, True), (120, False)])
+async def test_a_file_is_reserved_only_where_it_takes_at_most_half_the_free_space(
+    server: FaultServer, tmp_path: Path, mib: int, reserved: bool
+) -> None:
+    """A server that claims a size and stalls (or never sends it) would hold all of it on
+    the disk for as long as the download lasts: at most half of the free space, 100 MiB of
+    this 200 MiB disk."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with tmpfs(disk, "size=200m"):
+        _, st = await _stalled_part(server, disk, mib << 20)
+
+    assert st.st_size == SENT
+    assert (_allocated(st) >= mib << 20) is reserved
